@@ -1,0 +1,3 @@
+from jobsys.cli import main
+
+main()

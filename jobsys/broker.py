@@ -1,0 +1,283 @@
+"""The only module that imports Celery: the app, one task per job, publishing, worker hooks.
+
+``make_celery`` builds a Celery app configured for safety (JSON only, late acks with
+reject-on-worker-lost, prefetch 1, a checked visibility timeout, UTC, task events) and
+registers every job of the registry as a Celery task under the job's own name. Each task body
+is one call into ``execute.run``; the adapter acts on the returned ``Outcome``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Any
+
+from celery import Celery, signals
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from jobsys import config, context, errors, execute, jobs, runs
+
+log = logging.getLogger("jobsys.broker")
+
+
+class RunFailedResult(Exception):
+    """Stored in Celery's result backend for a run that ended failed (the record has details)."""
+
+
+@dataclasses.dataclass
+class Runtime:
+    """The per-process state a worker needs, created lazily after the process forks."""
+
+    settings: config.Settings
+    registry: jobs.Registry
+    _store: runs.RunStore | None = None
+    _tracker: context.Tracker | None = None
+
+    @property
+    def store(self) -> runs.RunStore:
+        if self._store is None:
+            self._store = runs.RunStore.open(self.settings.database_url)
+        return self._store
+
+    @property
+    def tracker(self) -> context.Tracker:
+        if self._tracker is None:
+            s = self.settings
+            self._tracker = context.Tracker(
+                self.store, s.lease_seconds, s.heartbeat_seconds, s.cancel_grace_seconds
+            )
+        return self._tracker
+
+    def after_fork(self) -> None:
+        if self._store is not None:
+            self._store.after_fork()
+        self._tracker = None
+
+
+def celery_config(settings: config.Settings) -> dict[str, Any]:
+    """The Celery settings jobsys runs with (see README "How jobsys configures Celery")."""
+    vt = settings.visibility_timeout
+    return {
+        "broker_url": settings.resolved_broker_url(),
+        "result_backend": settings.resolved_result_url(),
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": settings.prefetch,
+        "broker_transport_options": {
+            "visibility_timeout": vt,
+            "socket_connect_timeout": 5,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
+            "retry_on_timeout": True,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+        },
+        "result_backend_transport_options": {"visibility_timeout": vt},
+        "visibility_timeout": vt,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_deduplicate_successful_tasks": True,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 5, "interval_start": 0, "interval_step": 0.5, "interval_max": 3,
+        },
+        "result_expires": settings.result_expires,
+        "result_extended": False,
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 10,
+        "redis_backend_health_check_interval": 25,
+        "redis_socket_keepalive": True,
+        "redis_retry_on_timeout": True,
+        "redis_socket_connect_timeout": 5,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "task_default_queue": "jobs",
+        "worker_hijack_root_logger": False,
+    }
+
+
+def check_visibility(settings: config.Settings, registry: jobs.Registry) -> None:
+    """Refuse to start when a job could outlive the visibility timeout (double execution)."""
+    vt = settings.visibility_timeout
+    for spec in registry:
+        hard = spec.timeout + settings.hard_timeout_grace_seconds + 30
+        if hard >= vt:
+            raise errors.ConfigError(
+                f"job {spec.name!r}: timeout {spec.timeout:g} s + hard grace "
+                f"{settings.hard_timeout_grace_seconds:g} s + 30 s shutdown margin must stay "
+                f"below JOBSYS_VISIBILITY_TIMEOUT={vt}; raise it or lower the job's timeout"
+            )
+        if spec.retry.max_backoff * 2 >= vt:
+            raise errors.ConfigError(
+                f"job {spec.name!r}: retry.max_backoff {spec.retry.max_backoff:g} s must stay "
+                f"below half of JOBSYS_VISIBILITY_TIMEOUT={vt}"
+            )
+
+
+def make_celery(settings: config.Settings, registry: jobs.Registry) -> Celery:
+    """The Celery app of a jobsys process, with one task per job of ``registry``."""
+    check_visibility(settings, registry)
+    app = Celery("jobsys", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    runtime = Runtime(settings, registry)
+    app.jobsys_runtime = runtime  # type: ignore[attr-defined]
+    for spec in registry:
+        _register(app, spec, runtime)
+    return app
+
+
+def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
+    limits = execute.Limits(runtime.settings.lease_seconds, (SoftTimeLimitExceeded,))
+
+    def body(task: Any, run_id: str, dispatch: int, input: dict[str, Any],
+             principal: dict[str, Any]) -> Any:
+        delivery = execute.Delivery(run_id, dispatch, input, principal)
+        outcome = execute.run(delivery, spec, runtime.store, runtime.tracker, limits)
+        return act(task.app, spec, delivery, outcome)
+
+    app.task(
+        body,
+        name=spec.name,
+        bind=True,
+        typing=False,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        soft_time_limit=spec.timeout,
+        time_limit=spec.timeout + runtime.settings.hard_timeout_grace_seconds,
+        queue=spec.queue,
+        priority=spec.priority,
+    )
+
+
+def act(app: Celery, spec: jobs.JobSpec, delivery: execute.Delivery,
+        outcome: execute.Outcome) -> Any:
+    """Turn an ``Outcome`` into Celery's terms: a result, a retry message, or nothing."""
+    kind = outcome.kind
+    if kind is execute.Kind.COMPLETED:
+        return outcome.output
+    if kind is execute.Kind.RETRY:
+        assert outcome.dispatch is not None
+        publish(app, spec, delivery.run_id, outcome.dispatch, delivery.input, delivery.principal,
+                countdown=outcome.delay)
+        raise Ignore()
+    if kind is execute.Kind.FAILED:
+        error = outcome.error or {}
+        raise RunFailedResult(f"{error.get('type')}: {error.get('message')}")
+    if kind is execute.Kind.CANCELLED:
+        app.backend.store_result(delivery.run_id, None, "REVOKED")
+    raise Ignore()
+
+
+def publish(
+    app: Celery,
+    spec: jobs.JobSpec,
+    run_id: str,
+    dispatch: int,
+    input: dict[str, Any],
+    principal: dict[str, Any],
+    countdown: float | None = None,
+    priority: int | None = None,
+) -> None:
+    """Put one run's message on the broker (JSON)."""
+    app.send_task(
+        spec.name,
+        kwargs={"run_id": run_id, "dispatch": dispatch, "input": input, "principal": principal},
+        task_id=run_id,
+        queue=spec.queue,
+        priority=spec.priority if priority is None else priority,
+        countdown=countdown or None,
+        serializer="json",
+    )
+
+
+def republish(app: Celery, registry: jobs.Registry, record: runs.RunRecord) -> None:
+    """Publish a stored run again (reaper, reconciler): same input, its current token."""
+    spec = registry.get(record.job)
+    publish(app, spec, record.id, record.dispatch, record.input, record.principal,
+            priority=record.priority)
+
+
+class Reaper:
+    """A thread of each worker's main process: requeues or fails runs whose worker is gone,
+    and publishes again waiting runs whose message was lost. Guarded transitions make many
+    reapers at once harmless."""
+
+    def __init__(self, app: Celery, runtime: Runtime) -> None:
+        self.app, self.runtime = app, runtime
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="jobsys-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.runtime.settings.reaper_seconds):
+            try:
+                self.reap_once()
+            except Exception:
+                log.exception("jobsys reaper: pass failed", extra={"action": "reaper_error"})
+
+    def reap_once(self) -> runs.ReapResult:
+        s, store, now = self.runtime.settings, self.runtime.store, runs.utcnow()
+        result = store.reap(now, s.max_deliveries, s.hard_timeout_grace_seconds)
+        for record in result.requeued:
+            self._publish(record)
+        for record in store.stale_waiting(now, s.reconcile_seconds):
+            token = store.republish_token(record.id, record.dispatch)
+            if token is not None:
+                self._publish(dataclasses.replace(record, dispatch=token))
+        if result.requeued or result.failed:
+            log.warning("jobsys reaper: requeued %d, failed %d lost runs", len(result.requeued),
+                        len(result.failed), extra={"action": "reaper_pass"})
+        return result
+
+    def _publish(self, record: runs.RunRecord) -> None:
+        if record.job not in self.runtime.registry:
+            self.runtime.store.fail(record.id, None, {  # no worker here knows this job
+                "type": "UnknownJob", "message": f"no worker knows job {record.job!r}",
+                "reason": "unknown_job", "traceback": None})
+            return
+        republish(self.app, self.runtime.registry, record)
+        self.runtime.store.mark_published(record.id, record.dispatch)
+
+
+def install_worker_hooks(app: Celery) -> None:
+    """Connect the per-process set-up of a worker: fresh connections after fork, the cancel
+    signal handler in each executing process, and the reaper in the main process."""
+    runtime: Runtime = app.jobsys_runtime  # type: ignore[attr-defined]
+    reaper = Reaper(app, runtime)
+
+    def child_init(**_: Any) -> None:
+        runtime.after_fork()
+        runtime.tracker.install_cancel_handler()
+
+    def ready(**_: Any) -> None:
+        runtime.store  # migrate the schema once, before children use it
+        reaper.start()
+
+    def shutdown(**_: Any) -> None:
+        reaper.stop()
+        if runtime._tracker is not None:
+            runtime._tracker.stop()
+
+    signals.worker_process_init.connect(child_init, weak=False)
+    signals.worker_ready.connect(ready, weak=False)
+    signals.worker_shutdown.connect(shutdown, weak=False)
+    signals.worker_process_shutdown.connect(shutdown, weak=False)
+    app.jobsys_reaper = reaper  # type: ignore[attr-defined]

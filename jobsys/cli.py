@@ -1,0 +1,430 @@
+"""The ``jobsys`` command: a thin layer over ``Client`` and the process roles.
+
+Human tables by default, ``--json`` on every read command. Exit code 0 on success, 1 when a run
+failed or a service is unreachable, 2 for bad input or unknown names and ids, each with a
+one-line error on stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobsys import client as client_mod
+from jobsys import config, embedded, errors, jobs, runs
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+BAD_INPUT = (errors.InvalidInput, errors.UnknownJob, errors.RunNotFound,
+             errors.InvalidTransition, errors.JobDeclarationError)
+
+
+def fail(message: str, code: int) -> None:
+    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn jobsys errors into a one-line message and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BAD_INPUT as exc:
+            fail(str(exc), 2)
+        except errors.JobsysError as exc:
+            fail(str(exc), 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def make_client() -> client_mod.Client:
+    return client_mod.Client(config.Settings.from_env())
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@click.group()
+@click.version_option(package_name="jobsys")
+def main() -> None:
+    """jobsys: typed, reliable background jobs on Celery + Redis."""
+
+
+# --- process roles -----------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--hostname", "-n", default=None, help="Node name, e.g. worker1@%h.")
+@click.option("--queues", "-Q", default=None, help="Comma-separated queues (default: all).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@handle_errors
+def worker(concurrency: int, hostname: str | None, queues: str | None, loglevel: str) -> None:
+    """Run a worker: prefork processes executing jobs from the broker."""
+    from workers.app import app, registry
+
+    queue_names = queues or ",".join(sorted({s.queue for s in registry}))
+    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}",
+            f"--queues={queue_names}", "--pool=prefork", "--optimization=fair",
+            "--task-events"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
+
+
+@main.command()
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@handle_errors
+def beat(loglevel: str) -> None:
+    """Run the beat scheduler process."""
+    from workers.app import app, settings
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", f"--loglevel={loglevel}",
+               f"--schedule={settings.home / 'beat-schedule'}", "--pidfile="])
+
+
+@main.command()
+@click.option("--workers", "n_workers", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--concurrency", "-c", type=click.IntRange(1), default=2, show_default=True)
+@handle_errors
+def up(n_workers: int, concurrency: int) -> None:
+    """Run everything on this machine: Redis (embedded unless JOBSYS_BROKER_URL is set), the
+    workers and beat. Ctrl-C stops all of it."""
+    settings = config.Settings.from_env()
+    if config.read_services(settings.home) is not None:
+        fail(f"jobsys is already running under {settings.home} (see services.json there)", 1)
+    redis = None
+    broker_url = settings.broker_url
+    if broker_url is None:
+        redis = embedded.RedisServer(settings.home / "redis").start()
+        broker_url = redis.url
+    env = {**os.environ, "JOBSYS_HOME": str(settings.home), "JOBSYS_BROKER_URL": broker_url,
+           "JOBSYS_DATABASE_URL": settings.database_url}
+    children = _start_roles(settings, env, n_workers, concurrency)
+    config.write_services(settings.home, {
+        "pid": os.getpid(), "broker_url": broker_url, "database_url": settings.database_url,
+        "children": [p.pid for p in children], "redis_pid": redis.process.pid
+        if redis and redis.process else None,
+    })
+    _print_up(settings, broker_url, n_workers)
+    try:
+        _supervise(children)
+    finally:
+        (settings.home / config.SERVICES_FILE).unlink(missing_ok=True)
+        embedded.stop_all(children)
+        if redis is not None:
+            redis.stop()
+        err.print("jobsys stopped.")
+
+
+def _start_roles(settings: config.Settings, env: dict[str, str], n_workers: int,
+                 concurrency: int) -> list[Any]:
+    logs = settings.home / "logs"
+    children = [
+        embedded.spawn(["worker", "-c", str(concurrency), "-n", f"worker{i + 1}@%h"], env,
+                       logs / f"worker{i + 1}.log")
+        for i in range(n_workers)
+    ]
+    children.append(embedded.spawn(["beat"], env, logs / "beat.log"))
+    return children
+
+
+def _print_up(settings: config.Settings, broker_url: str, n_workers: int) -> None:
+    out.print(f"jobsys is up (JOBSYS_HOME={settings.home})")
+    out.print(f"  broker   {broker_url}")
+    out.print(f"  records  {settings.database_url}")
+    out.print(f"  workers  {n_workers}, logs in {settings.home / 'logs'}")
+    out.print(f"  jobs     {', '.join(settings.catalog)}")
+    out.print("Try: jobsys submit examples.add --input '{\"a\": 2, \"b\": 3}' --wait")
+    out.print("Ctrl-C stops everything.")
+
+
+def _supervise(children: list[Any]) -> None:
+    stopping = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        while not stopping:
+            for p in children:
+                if p.poll() is not None:
+                    err.print(f"[red]a jobsys process (pid {p.pid}) exited with {p.returncode}; "
+                              "stopping (see the logs)[/red]")
+                    return
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+@main.group("jobs")
+def jobs_group() -> None:
+    """Discover the declared jobs."""
+
+
+def spec_json(spec: jobs.JobSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name, "description": spec.description, "version": spec.version,
+        "tags": list(spec.tags), "labels": dict(spec.labels), "queue": spec.queue,
+        "priority": spec.priority, "timeout": spec.timeout, "hidden": spec.hidden,
+        "retry": {"max_attempts": spec.retry.max_attempts,
+                  "initial_backoff": spec.retry.initial_backoff,
+                  "multiplier": spec.retry.multiplier, "max_backoff": spec.retry.max_backoff,
+                  "jitter": spec.retry.jitter},
+        "input_schema": spec.input_schema(), "output_schema": spec.output_schema(),
+    }
+
+
+@jobs_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--all", "include_hidden", is_flag=True, help="Include hidden jobs.")
+@handle_errors
+def jobs_list(as_json: bool, include_hidden: bool) -> None:
+    """List the jobs."""
+    settings = config.Settings.from_env()
+    specs = [s for s in jobs.load_registry(settings.catalog) if include_hidden or not s.hidden]
+    if as_json:
+        emit_json([spec_json(s) for s in specs])
+        return
+    table = Table("name", "description", "tags", "queue", "timeout")
+    for s in specs:
+        table.add_row(s.name, s.description.splitlines()[0] if s.description else "",
+                      ", ".join(s.tags), s.queue, f"{s.timeout:g} s")
+    out.print(table)
+
+
+@jobs_group.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def jobs_show(name: str, as_json: bool) -> None:
+    """Show one job with its input and output schemas."""
+    settings = config.Settings.from_env()
+    data = spec_json(jobs.load_registry(settings.catalog).get(name))
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        text = json.dumps(value, indent=2) if isinstance(value, dict | list) else str(value)
+        out.print(f"[bold]{key}[/bold]: {text}")
+
+
+# --- submit ---------------------------------------------------------------------------------
+
+
+def parse_input(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise errors.InvalidInput("(input)", [{"loc": ["--input"], "msg": f"not JSON: {exc}",
+                                               "type": "json"}]) from None
+    return value
+
+
+@main.command()
+@click.argument("name")
+@click.option("--input", "input_text", default="{}", show_default=True, help="Input as JSON.")
+@click.option("--wait", is_flag=True, help="Wait for the run, then print its output.")
+@click.option("--timeout", type=float, default=3600.0, show_default=True,
+              help="Seconds to wait with --wait.")
+@click.option("--idempotency-key", default=None)
+@click.option("--tag", "tags", multiple=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+@handle_errors
+def submit(name: str, input_text: str, wait: bool, timeout: float, idempotency_key: str | None,
+           tags: tuple[str, ...], as_json: bool) -> None:
+    """Submit a run of job NAME; prints the run id (or, with --wait, the output)."""
+    c = make_client()
+    run_id = c.submit(name, parse_input(input_text),
+                      client_mod.SubmitOptions(idempotency_key=idempotency_key, tags=tags))
+    if not wait:
+        if as_json:
+            emit_json(c.status(run_id).to_json())
+        else:
+            click.echo(run_id)
+        return
+    err.print(f"run {run_id}")
+    record = _wait_with_progress(c, run_id, timeout)
+    if as_json:
+        emit_json(record.to_json())
+    elif record.state is runs.RunState.COMPLETED:
+        click.echo(json.dumps(record.output))
+    if record.state is not runs.RunState.COMPLETED:
+        raise errors.RunFailed(run_id, record.state.value, record.error)
+
+
+def _wait_with_progress(c: client_mod.Client, run_id: str, timeout: float) -> runs.RunRecord:
+    deadline = time.monotonic() + timeout
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("pending", total=100)
+        while True:
+            record = c.status(run_id)
+            pct = (record.progress or {}).get("pct", 0.0)
+            note = (record.progress or {}).get("message") or record.state.value
+            bar.update(task, completed=100 if record.terminal else pct, description=note)
+            if record.terminal:
+                return record
+            if time.monotonic() > deadline:
+                raise errors.WaitTimeout(run_id, timeout)
+            try:
+                c.wait(run_id, timeout=0.25, poll=0.25)
+            except errors.WaitTimeout:
+                pass
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+@main.group("runs")
+def runs_group() -> None:
+    """Follow and steer runs."""
+
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    match = DURATION.match(text)
+    if match:
+        seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+        return runs.utcnow() - dt.timedelta(seconds=seconds)
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise errors.InvalidInput("runs.list", [{
+            "loc": ["--since"], "type": "value_error",
+            "msg": "use a duration like 30m, 2h, 1d or an ISO time like 2026-11-25T09:00"}],
+            "filter") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _short_time(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+@runs_group.command("list")
+@click.option("--job", default=None)
+@click.option("--state", default=None, type=click.Choice([s.value for s in runs.RunState]))
+@click.option("--since", default=None, help="A duration (30m, 2h, 1d) or an ISO time.")
+@click.option("--tag", default=None)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs_list(job: str | None, state: str | None, since: str | None, tag: str | None,
+              limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    records = make_client().list(job=job, state=state, since=parse_since(since), tag=tag,
+                                 limit=limit)
+    if as_json:
+        emit_json([r.to_json() for r in records])
+        return
+    table = Table("id", "job", "state", "attempts", "created (UTC)", "duration")
+    table.columns[0].no_wrap = True
+    for r in records:
+        table.add_row(r.id, r.job, r.state.value, str(r.attempts), _short_time(r.created_at),
+                      f"{r.duration:.2f} s" if r.duration is not None else "")
+    out.print(table)
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs_show(run_id: str, as_json: bool) -> None:
+    """Show one run record."""
+    record = make_client().status(run_id)
+    data = record.to_json()
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        if value in (None, [], {}):
+            continue
+        if key == "error" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != "traceback"}
+        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        out.print(f"[bold]{key:>16}[/bold]  {text}")
+
+
+@runs_group.command("logs")
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs_logs(run_id: str, follow: bool, as_json: bool) -> None:
+    """Print a run's log lines."""
+    c = make_client()
+    last = 0
+    while True:
+        terminal = c.status(run_id).terminal
+        for line in c.logs(run_id, last):
+            last = line.id
+            if as_json:
+                click.echo(json.dumps({"at": line.at.isoformat(), "attempt": line.attempt,
+                                       "message": line.message}))
+            else:
+                click.echo(f"{line.at.isoformat()} [{line.attempt}] {line.message}")
+        if not follow or terminal:
+            return
+        time.sleep(0.5)
+
+
+@runs_group.command("result")
+@click.argument("run_id")
+@click.option("--wait", "wait_seconds", type=float, default=0.0,
+              help="Seconds to wait for the run to finish.")
+@handle_errors
+def runs_result(run_id: str, wait_seconds: float) -> None:
+    """Print a completed run's output as JSON."""
+    click.echo(json.dumps(make_client().result(run_id, timeout=wait_seconds)))
+
+
+@runs_group.command("cancel")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs_cancel(run_id: str, as_json: bool) -> None:
+    """Cancel a run: a waiting one never starts, a running one is stopped."""
+    record = make_client().cancel(run_id)
+    if as_json:
+        emit_json(record.to_json())
+    elif record.state is runs.RunState.CANCELLED:
+        click.echo(f"{run_id} cancelled")
+    else:
+        click.echo(f"{run_id} is running: asked to stop")
+
+
+@runs_group.command("retry")
+@click.argument("run_id")
+@handle_errors
+def runs_retry(run_id: str) -> None:
+    """Submit a failed or cancelled run again; prints the new run id."""
+    click.echo(make_client().retry(run_id))

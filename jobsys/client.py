@@ -1,0 +1,218 @@
+"""The one front door for producers: submit, execute, status, wait, result, cancel, retry, list.
+
+The CLI (and the HTTP and MCP interfaces) are thin layers over ``Client``. Input is validated
+here, before anything is recorded or queued; the run row is committed before its message is
+published, so a run lost in transit is still visible (and the reaper publishes it again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pydantic
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+
+from jobsys import broker, config, errors, execute, jobs, permissions, runs
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmitOptions:
+    """How to submit, kept apart from the job's input."""
+
+    idempotency_key: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] | None = None
+    countdown: float | None = None
+    """Seconds to wait before the run may start (at most half the visibility timeout)."""
+    priority: int | None = None
+    parent_id: str | None = None
+
+
+class Client:
+    """Submit and follow runs. One per process; thread-safe."""
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        registry: jobs.Registry | None = None,
+        principal: permissions.Principal = permissions.LOCAL,
+        store: runs.RunStore | None = None,
+        app: Celery | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else jobs.load_registry(settings.catalog)
+        self.principal = principal
+        self.store = store or runs.RunStore.open(settings.database_url)
+        self._app = app
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            self._app = broker.make_celery(self.settings, self.registry)
+        return self._app
+
+    # --- submitting ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        job: str,
+        input: Mapping[str, Any] | pydantic.BaseModel,
+        options: SubmitOptions | None = None,
+        principal: permissions.Principal | None = None,
+    ) -> str:
+        """Validate, record and publish a run; return its id at once."""
+        options = options or SubmitOptions()
+        spec = self.registry.get(job)
+        payload = self._validate(spec, input)
+        self._check_options(spec, options)
+        who = principal or self.principal
+        app = self.app  # a configuration error must surface before anything is recorded
+        run_id = runs.new_run_id()
+        record = self.store.create({
+            "id": run_id,
+            "job": spec.name,
+            "job_version": spec.version,
+            "queue": spec.queue,
+            "priority": spec.priority if options.priority is None else options.priority,
+            "input": payload,
+            "max_attempts": spec.retry.max_attempts,
+            "timeout": spec.timeout,
+            "meta": dict(options.metadata or {}),
+            "tags": sorted(set(spec.tags) | set(options.tags)),
+            "principal": who.model_dump(mode="json"),
+            "principal_id": who.id,
+            "tenant": who.tenant,
+            "idempotency_key": options.idempotency_key,
+            "parent_id": options.parent_id,
+        })
+        if record is None:  # the idempotency key is taken: that run is the answer
+            assert options.idempotency_key is not None
+            existing = self.store.find_key(who.tenant, options.idempotency_key)
+            assert existing is not None
+            return existing.id
+        self._publish(app, spec, record, options)
+        return run_id
+
+    def _validate(self, spec: jobs.JobSpec, input: Mapping[str, Any] | pydantic.BaseModel) -> Any:
+        try:
+            if isinstance(input, pydantic.BaseModel):
+                input = input.model_dump(mode="json")
+            model = spec.input_model.model_validate(input)
+        except pydantic.ValidationError as exc:
+            raise errors.InvalidInput(spec.name, execute.field_errors(exc)) from None
+        return model.model_dump(mode="json")
+
+    def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
+        limit = self.settings.visibility_timeout / 2
+        if options.countdown is not None and not 0 <= options.countdown <= limit:
+            raise errors.InvalidInput(spec.name, [{
+                "loc": ["countdown"], "type": "value_error",
+                "msg": f"must be between 0 and {limit:g} s (half the visibility timeout)"}],
+                "options")
+        if options.priority is not None and not 0 <= options.priority <= 9:
+            raise errors.InvalidInput(spec.name, [{
+                "loc": ["priority"], "type": "value_error", "msg": "must be between 0 and 9"}],
+                "options")
+
+    def _publish(self, app: Celery, spec: jobs.JobSpec, record: runs.RunRecord,
+                 options: SubmitOptions) -> None:
+        try:
+            broker.publish(app, spec, record.id, record.dispatch, record.input,
+                           record.principal, countdown=options.countdown,
+                           priority=record.priority)
+        except Exception as exc:
+            self.store.fail_unpublished(record.id, {
+                "type": type(exc).__name__, "message": f"could not publish: {exc}",
+                "reason": "enqueue_error", "traceback": None})
+            raise errors.BrokerUnavailable(
+                f"run {record.id} could not be queued ({exc}); is the broker up? "
+                "(`jobsys up`, or check JOBSYS_BROKER_URL)") from exc
+        self.store.mark_published(record.id, record.dispatch)
+
+    def execute(self, job: str, input: Mapping[str, Any] | pydantic.BaseModel,
+                timeout: float | None = None, options: SubmitOptions | None = None) -> Any:
+        """Submit and wait; return the output, or raise ``RunFailed``."""
+        run_id = self.submit(job, input, options)
+        return self.result(run_id, timeout=timeout if timeout is not None else 3600.0)
+
+    # --- following -------------------------------------------------------------------------
+
+    def status(self, run_id: str) -> runs.RunRecord:
+        return self.store.get(run_id, self.principal.tenant)
+
+    def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0) -> runs.RunRecord:
+        """Block until the run is finished (or raise ``WaitTimeout``); return its record."""
+        deadline = time.monotonic() + timeout
+        pending = self.app.AsyncResult(run_id)
+        while True:
+            record = self.status(run_id)
+            remaining = deadline - time.monotonic()
+            if record.terminal:
+                return record
+            if remaining <= 0:
+                raise errors.WaitTimeout(run_id, timeout)
+            try:
+                pending.get(timeout=min(poll, remaining), propagate=False,
+                            disable_sync_subtasks=False)
+            except CeleryTimeout:
+                continue
+            time.sleep(0.01)  # the result is in; the record was written just before it
+
+    def result(self, run_id: str, timeout: float = 0.0) -> Any:
+        """The run's output; waits up to ``timeout`` s; raises ``RunFailed`` if it failed."""
+        record = self.wait(run_id, timeout) if timeout else self.status(run_id)
+        if record.state is runs.RunState.COMPLETED:
+            return record.output
+        if record.terminal:
+            raise errors.RunFailed(run_id, record.state.value, record.error)
+        raise errors.InvalidTransition(run_id, record.state.value, "read the result of")
+
+    def logs(self, run_id: str, after_id: int = 0) -> list[runs.LogLine]:
+        self.status(run_id)
+        return self.store.logs(run_id, after_id)
+
+    def list(
+        self,
+        job: str | None = None,
+        state: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        tag: str | None = None,
+        principal_id: str | None = None,
+        limit: int = 50,
+    ) -> list[runs.RunRecord]:
+        try:
+            run_state = runs.RunState(state) if state else None
+        except ValueError:
+            choices = ", ".join(s.value for s in runs.RunState)
+            raise errors.InvalidInput("runs.list", [{
+                "loc": ["state"], "type": "enum", "msg": f"must be one of {choices}"}],
+                "filter") from None
+        return self.store.list(runs.RunFilter(
+            job=job, state=run_state, since=since, until=until, tag=tag,
+            principal_id=principal_id, tenant=self.principal.tenant, limit=limit))
+
+    # --- steering --------------------------------------------------------------------------
+
+    def cancel(self, run_id: str) -> runs.RunRecord:
+        """A waiting run never starts; a running one is stopped and ends cancelled."""
+        record = self.store.request_cancel(run_id, self.principal.tenant)
+        if record.state is runs.RunState.CANCELLED:
+            self.app.backend.store_result(run_id, None, "REVOKED")
+        return record
+
+    def retry(self, run_id: str) -> str:
+        """Submit a failed or cancelled run again, as a new run whose parent is the old one."""
+        record = self.status(run_id)
+        if record.state not in (runs.RunState.FAILED, runs.RunState.CANCELLED):
+            raise errors.InvalidTransition(run_id, record.state.value, "retry")
+        return self.submit(record.job, record.input, SubmitOptions(
+            tags=tuple(record.tags), metadata=record.meta, parent_id=record.id))
+
+    def jobs(self, include_hidden: bool = False) -> Iterable[jobs.JobSpec]:
+        return [s for s in self.registry if include_hidden or not s.hidden]

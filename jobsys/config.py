@@ -1,0 +1,145 @@
+"""Settings: read once at the edge of each process from the environment, then passed down.
+
+Nothing in jobsys reads the environment anywhere else. ``Settings.from_env()`` is the only
+constructor that looks at ``os.environ``; tests build ``Settings`` directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from jobsys import errors
+
+SERVICES_FILE = "services.json"
+T = TypeVar("T", int, float)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a jobsys process needs to know. Durations are in seconds."""
+
+    home: Path
+    """Where the embedded default keeps its files (``JOBSYS_HOME``, default ``./.jobsys``)."""
+    broker_url: str | None
+    """Redis URL of the broker; ``None`` means "find the running ``jobsys up``"."""
+    result_url: str | None
+    """Redis URL of Celery's result backend; defaults to the broker's Redis, database 1."""
+    database_url: str
+    """SQLAlchemy URL of the run store; default a SQLite file in ``home``."""
+    catalog: tuple[str, ...] = ("workers.examples",)
+    """Modules whose jobs are loaded (``JOBSYS_CATALOG``, comma separated)."""
+    visibility_timeout: int = 3600
+    """Redis redelivers an unacknowledged message after this long; must exceed every timeout."""
+    lease_seconds: float = 30.0
+    """A running run whose lease is not renewed for this long is treated as lost."""
+    heartbeat_seconds: float = 10.0
+    """How often a worker renews the leases of the runs it executes."""
+    reaper_seconds: float = 15.0
+    """How often each worker looks for lost runs and unpublished ones."""
+    reconcile_seconds: float = 300.0
+    """A pending run older than this with no worker is published again (lost message)."""
+    result_expires: int = 86400
+    """Results in Redis expire after this long; the run record keeps them for good."""
+    prefetch: int = 1
+    """Messages reserved per worker process (Celery's prefetch multiplier)."""
+    cancel_grace_seconds: float = 5.0
+    """After a cancel, a running job has this long to stop by itself before it is interrupted."""
+    hard_timeout_grace_seconds: float = 10.0
+    """A job past its timeout + this grace is killed (the hard time limit)."""
+    max_deliveries: int = 3
+    """A run whose worker is lost this many times ends failed (poison message cap)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``JOBSYS_*`` variables (see README "Configuration")."""
+        env = os.environ if env is None else env
+        home = Path(env.get("JOBSYS_HOME", ".jobsys")).resolve()
+        catalog = tuple(m.strip() for m in env.get("JOBSYS_CATALOG", "workers.examples").split(","))
+        return cls(
+            home=home,
+            broker_url=env.get("JOBSYS_BROKER_URL") or None,
+            result_url=env.get("JOBSYS_RESULT_URL") or None,
+            database_url=env.get("JOBSYS_DATABASE_URL") or f"sqlite:///{home / 'jobsys.db'}",
+            catalog=tuple(m for m in catalog if m),
+            visibility_timeout=_num(env, "JOBSYS_VISIBILITY_TIMEOUT", 3600, int),
+            lease_seconds=_num(env, "JOBSYS_LEASE_SECONDS", 30.0, float),
+            heartbeat_seconds=_num(env, "JOBSYS_HEARTBEAT_SECONDS", 10.0, float),
+            reaper_seconds=_num(env, "JOBSYS_REAPER_SECONDS", 15.0, float),
+            reconcile_seconds=_num(env, "JOBSYS_RECONCILE_SECONDS", 300.0, float),
+            result_expires=_num(env, "JOBSYS_RESULT_EXPIRES", 86400, int),
+            prefetch=_num(env, "JOBSYS_PREFETCH", 1, int),
+            cancel_grace_seconds=_num(env, "JOBSYS_CANCEL_GRACE_SECONDS", 5.0, float),
+            hard_timeout_grace_seconds=_num(env, "JOBSYS_HARD_TIMEOUT_GRACE_SECONDS", 10.0, float),
+            max_deliveries=_num(env, "JOBSYS_MAX_DELIVERIES", 3, int),
+        )
+
+    def resolved_broker_url(self) -> str:
+        """The broker URL, from the setting or from the running ``jobsys up`` in ``home``."""
+        if self.broker_url:
+            return self.broker_url
+        services = read_services(self.home)
+        if services is None:
+            raise errors.BrokerUnavailable(
+                f"no broker: nothing is running under JOBSYS_HOME={self.home}. "
+                "Start `jobsys up` there, or set JOBSYS_BROKER_URL=redis://host:6379/0"
+            )
+        return str(services["broker_url"])
+
+    def resolved_result_url(self) -> str:
+        """The result backend URL: the setting, or database 1 of the broker's Redis."""
+        if self.result_url:
+            return self.result_url
+        base = self.resolved_broker_url()
+        head, _, tail = base.rpartition("/")
+        return f"{head}/1" if tail.isdigit() else base.rstrip("/") + "/1"
+
+
+def _num(env: Mapping[str, str], name: str, default: T, kind: type[T]) -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise errors.ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise errors.ConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def write_services(home: Path, info: Mapping[str, object]) -> Path:
+    """Record where a running ``jobsys up`` put its services, for the other commands."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / SERVICES_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(info), indent=2))
+    tmp.replace(path)
+    return path
+
+
+def read_services(home: Path) -> dict[str, object] | None:
+    """The services of the ``jobsys up`` running in ``home``, or ``None`` if none runs."""
+    path = home / SERVICES_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = info.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        return None
+    return dict(info)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

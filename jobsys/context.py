@@ -1,0 +1,188 @@
+"""What a running job sees (``JobContext``) and the per-process ``Tracker`` behind it.
+
+The tracker is one background thread per worker process. It keeps the leases of the runs the
+process executes alive (the heartbeat), writes their buffered logs and progress, and notices
+cancellation requests. Job bodies never wait on the database to log or report progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from jobsys import errors, permissions, runs
+
+log = logging.getLogger("jobsys.context")
+
+MAX_LOG_CHARS = 10_000
+CANCEL_SIGNAL = signal.SIGUSR2
+
+
+@dataclasses.dataclass(eq=False)
+class JobContext:
+    """Handed to a job body: who and what this run is, and how to report back."""
+
+    run_id: str
+    job: str
+    attempt: int
+    """1 on the first attempt."""
+    principal: permissions.Principal
+    metadata: dict[str, Any]
+    _tracker: Tracker | None = dataclasses.field(default=None, repr=False)
+    _cancel_requested_at: float | None = dataclasses.field(default=None, repr=False)
+
+    def log(self, message: str) -> None:
+        """Store a timestamped line with the run (visible in ``jobsys runs logs``)."""
+        line = {
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "at": runs.utcnow(),
+            "message": str(message)[:MAX_LOG_CHARS],
+        }
+        if self._tracker is not None:
+            self._tracker.add_log(line)
+
+    def progress(self, pct: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress: ``pct`` from 0 to 100, optionally of ``total`` items, with a note."""
+        value = {"pct": max(0.0, min(100.0, float(pct))), "total": total, "message": message,
+                 "at": runs.utcnow().isoformat()}
+        if self._tracker is not None:
+            self._tracker.set_progress(self.run_id, value)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel this run; stop soon, or be interrupted."""
+        return self._cancel_requested_at is not None
+
+    def check_cancelled(self) -> None:
+        """Raise ``RunCancelled`` if this run was cancelled (a convenient place to stop)."""
+        if self.cancelled:
+            raise errors.RunCancelled(f"run {self.run_id} was cancelled")
+
+
+class Tracker:
+    """Heartbeats, buffered logs and progress, and cancellation for one process's runs."""
+
+    def __init__(
+        self,
+        store: runs.RunStore,
+        lease: float,
+        heartbeat: float,
+        cancel_grace: float,
+        tick: float = 0.25,
+    ) -> None:
+        self.store, self.lease, self.heartbeat_every = store, lease, heartbeat
+        self.cancel_grace, self.tick = cancel_grace, tick
+        self._lock = threading.Lock()
+        self._held: dict[str, JobContext] = {}
+        self._logs: list[dict[str, Any]] = []
+        self._progress: dict[str, dict[str, Any]] = {}
+        self._current: str | None = None
+        self._main = threading.main_thread().ident
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_beat = 0.0
+        self._last_renew = 0.0
+
+    # --- used by the executing thread ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def holding(self, ctx: JobContext) -> Iterator[None]:
+        """Keep ``ctx``'s run alive while the body runs; flush its logs and progress after."""
+        ctx._tracker = self
+        self._ensure_thread()
+        with self._lock:
+            self._held[ctx.run_id] = ctx
+            self._current = ctx.run_id
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(ctx.run_id, None)
+                self._current = None
+            self.flush()
+
+    def add_log(self, line: dict[str, Any]) -> None:
+        with self._lock:
+            self._logs.append(line)
+
+    def set_progress(self, run_id: str, value: dict[str, Any]) -> None:
+        with self._lock:
+            self._progress[run_id] = value
+
+    def install_cancel_handler(self) -> None:
+        """Let the tracker interrupt the main thread of this process to stop a cancelled run."""
+        signal.signal(CANCEL_SIGNAL, self._on_cancel_signal)
+
+    def _on_cancel_signal(self, signum: int, frame: Any) -> None:
+        current = self._current
+        ctx = self._held.get(current) if current else None
+        if ctx is not None and ctx.cancelled:
+            raise errors.RunCancelled(f"run {ctx.run_id} was cancelled")
+
+    # --- the background thread -------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="jobsys-tracker", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.tick):
+            try:
+                self.flush()
+                if time.monotonic() - self._last_beat >= min(self.heartbeat_every, 1.0):
+                    self.beat()
+            except Exception:  # the database may be briefly away; keep trying
+                log.exception("jobsys tracker: heartbeat failed", extra={"action": "heartbeat_error"})
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._logs = self._logs, []
+            progress, self._progress = self._progress, {}
+        try:
+            self.store.write_logs(lines)
+            for run_id, value in progress.items():
+                self.store.write_progress(run_id, value)
+        except Exception:
+            with self._lock:  # put them back for the next tick
+                self._logs[:0] = lines
+                for run_id, value in progress.items():
+                    self._progress.setdefault(run_id, value)
+            raise
+
+    def beat(self, now: dt.datetime | None = None) -> None:
+        """Renew leases; mark cancelled runs; interrupt one past its cancel grace."""
+        self._last_beat = time.monotonic()
+        renew = self._last_beat - self._last_renew >= self.heartbeat_every
+        with self._lock:
+            held = [(c.run_id, c.attempt) for c in self._held.values()]
+        cancel = self.store.heartbeat(held, self.lease if renew else None, now)
+        if renew:
+            self._last_renew = self._last_beat
+        for run_id in cancel:
+            ctx = self._held.get(run_id)
+            if ctx is None:
+                continue
+            if ctx._cancel_requested_at is None:
+                ctx._cancel_requested_at = time.monotonic()
+            elif time.monotonic() - ctx._cancel_requested_at >= self.cancel_grace:
+                self._interrupt(run_id)
+
+    def _interrupt(self, run_id: str) -> None:
+        if self._current == run_id and self._main is not None:
+            signal.pthread_kill(self._main, CANCEL_SIGNAL)

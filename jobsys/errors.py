@@ -1,0 +1,112 @@
+"""The one error tree of jobsys.
+
+Every error raised by jobsys subclasses :class:`JobsysError`, and its message says what went
+wrong and how to fix it. Errors that a job body raises are the job's own; jobsys records them
+and decides, with the job's retry policy, whether to try again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobsysError(Exception):
+    """Base of every jobsys error."""
+
+
+class ConfigError(JobsysError):
+    """A setting is missing or inconsistent; the message names the variable to change."""
+
+
+class JobDeclarationError(JobsysError):
+    """A job declaration is wrong; the message names the job and the field to fix."""
+
+    def __init__(self, job: str, field: str, problem: str) -> None:
+        self.job, self.field, self.problem = job, field, problem
+        super().__init__(f"job {job!r}: {field}: {problem}")
+
+
+class UnknownJob(JobsysError):
+    """No job of that name is registered; check the name or JOBSYS_CATALOG."""
+
+    def __init__(self, name: str, close: list[str]) -> None:
+        self.name, self.close = name, close
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        super().__init__(f"unknown job {name!r}{hint} (`jobsys jobs list` shows the jobs)")
+
+
+class InvalidInput(JobsysError):
+    """Input or output failed its schema; ``errors`` holds one entry per bad field."""
+
+    def __init__(self, job: str, errors: list[dict[str, Any]], what: str = "input") -> None:
+        self.job, self.errors, self.what = job, errors, what
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in errors]
+        super().__init__(f"invalid {what} for job {job!r}: " + "; ".join(parts))
+
+
+class RunNotFound(JobsysError):
+    """No run has that id (or it belongs to another tenant)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} not found (`jobsys runs list` shows recent runs)")
+
+
+class InvalidTransition(JobsysError):
+    """The run is not in a state that allows the requested action."""
+
+    def __init__(self, run_id: str, state: str, action: str) -> None:
+        self.run_id, self.state, self.action = run_id, state, action
+        super().__init__(f"cannot {action} run {run_id!r}: it is {state}")
+
+
+class WaitTimeout(JobsysError):
+    """``wait`` gave up before the run finished; the run goes on, wait again or cancel it."""
+
+    def __init__(self, run_id: str, seconds: float) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} still not finished after {seconds:g} s")
+
+
+class BrokerUnavailable(JobsysError):
+    """The broker could not be reached; start `jobsys up` or set JOBSYS_BROKER_URL."""
+
+
+class SchemaTooNew(JobsysError):
+    """The database schema is newer than this jobsys; upgrade jobsys on this machine."""
+
+
+# --- Raised inside job bodies -------------------------------------------------------------
+
+
+class JobError(JobsysError):
+    """Base of the errors a job body may raise to steer jobsys."""
+
+
+class Retry(JobError):
+    """Ask for another attempt, optionally after ``delay`` seconds instead of the backoff."""
+
+    def __init__(self, message: str = "retry requested", delay: float | None = None) -> None:
+        self.delay = delay
+        super().__init__(message)
+
+
+class Fatal(JobError):
+    """Fail the run now, whatever the retry policy says."""
+
+
+class RunCancelled(JobError):
+    """The run was cancelled; raised inside the job body by ``ctx.check_cancelled()``."""
+
+
+class JobTimeout(JobError):
+    """The run went past its timeout."""
+
+
+class RunFailed(JobsysError):
+    """The run ended failed or cancelled; ``record`` holds the error and the logs tell more."""
+
+    def __init__(self, run_id: str, state: str, error: dict[str, Any] | None) -> None:
+        self.run_id, self.state, self.error = run_id, state, error or {}
+        detail = f"{self.error.get('type')}: {self.error.get('message')}" if error else state
+        super().__init__(f"run {run_id} {state}: {detail}")

@@ -1,0 +1,140 @@
+"""The worker-side pipeline of one delivery, free of Celery.
+
+claim -> validate input -> run the body under the tracker -> validate output -> classify ->
+record. ``run`` returns an ``Outcome``; the Celery adapter in ``broker.py`` acts on it
+(publishes the retry, stores the result). Everything here is testable without a broker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import traceback
+from typing import Any
+
+import pydantic
+
+from jobsys import context, errors, jobs, permissions, runs
+
+log = logging.getLogger("jobsys.execute")
+
+MAX_TRACEBACK_CHARS = 20_000
+
+
+class Kind(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RETRY = "retry"
+    STALE = "stale"
+    """The message was a duplicate, or the run had moved on: nothing was done."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """The message on the wire (JSON): which run, with which token, input and principal."""
+
+    run_id: str
+    dispatch: int
+    input: dict[str, Any]
+    principal: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    output: Any = None
+    error: dict[str, Any] | None = None
+    delay: float = 0.0
+    dispatch: int | None = None
+    """For ``RETRY``: the token of the message to publish."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    lease: float
+    timeout_errors: tuple[type[BaseException], ...] = ()
+    """Exception types that mean "over the time limit" (Celery's soft limit)."""
+
+
+def run(
+    delivery: Delivery,
+    spec: jobs.JobSpec,
+    store: runs.RunStore,
+    tracker: context.Tracker,
+    limits: Limits,
+) -> Outcome:
+    """Execute one delivery of a run and record what happened."""
+    claim = store.claim(delivery.run_id, delivery.dispatch, limits.lease, spec.timeout)
+    if claim is None:
+        log.info("jobsys: ignored stale or duplicate message for run %s", delivery.run_id,
+                 extra={"action": "message_stale", "run_id": delivery.run_id})
+        return Outcome(Kind.STALE)
+    try:
+        payload = spec.input_model.model_validate(delivery.input)
+        principal = permissions.Principal.model_validate(delivery.principal)
+    except pydantic.ValidationError as exc:
+        error = _error(errors.InvalidInput(spec.name, field_errors(exc)), "input_validation")
+        store.fail(claim.run_id, claim.attempt, error)
+        return Outcome(Kind.FAILED, error=error)
+    ctx = context.JobContext(claim.run_id, spec.name, claim.attempt, principal, claim.meta)
+    try:
+        with tracker.holding(ctx):
+            result = spec.fn(payload, ctx) if spec.wants_context else spec.fn(payload)
+    except BaseException as exc:  # noqa: BLE001 - every failure of a body is recorded
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        return _failure(exc, ctx, spec, store, limits)
+    return _success(result, ctx, spec, store)
+
+
+def _success(result: Any, ctx: context.JobContext, spec: jobs.JobSpec,
+             store: runs.RunStore) -> Outcome:
+    try:
+        model = result if isinstance(result, spec.output_model) else (
+            spec.output_model.model_validate(result))
+        output = model.model_dump(mode="json")
+    except pydantic.ValidationError as exc:
+        error = _error(errors.InvalidInput(spec.name, field_errors(exc), "output"),
+                       "output_validation")
+        store.fail(ctx.run_id, ctx.attempt, error)
+        return Outcome(Kind.FAILED, error=error)
+    if not store.complete(ctx.run_id, ctx.attempt, output):
+        return Outcome(Kind.STALE)
+    return Outcome(Kind.COMPLETED, output=output)
+
+
+def _failure(exc: BaseException, ctx: context.JobContext, spec: jobs.JobSpec,
+             store: runs.RunStore, limits: Limits) -> Outcome:
+    if isinstance(exc, limits.timeout_errors):
+        wrapped = errors.JobTimeout(f"run went past its {spec.timeout:g} s timeout")
+        wrapped.__traceback__ = exc.__traceback__
+        exc = wrapped
+    if ctx.cancelled or isinstance(exc, errors.RunCancelled):
+        error = _error(exc, "cancelled")
+        done = store.cancelled(ctx.run_id, ctx.attempt, error)
+        return Outcome(Kind.CANCELLED if done else Kind.STALE, error=error)
+    reason = "timeout" if isinstance(exc, errors.JobTimeout) else "exception"
+    error = _error(exc, reason)
+    if spec.retry.should_retry(exc, ctx.attempt):
+        delay = exc.delay if isinstance(exc, errors.Retry) and exc.delay is not None else (
+            spec.retry.next_delay(ctx.attempt))
+        token = store.schedule_retry(ctx.run_id, ctx.attempt, error, delay)
+        if token is None:
+            return Outcome(Kind.STALE)
+        log.info("jobsys: run %s attempt %d failed, retrying in %.2f s", ctx.run_id, ctx.attempt,
+                 delay, extra={"action": "job_error_retry", "run_id": ctx.run_id})
+        return Outcome(Kind.RETRY, error=error, delay=delay, dispatch=token)
+    done = store.fail(ctx.run_id, ctx.attempt, error)
+    return Outcome(Kind.FAILED if done else Kind.STALE, error=error)
+
+
+def _error(exc: BaseException, reason: str) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
+    return {"type": type(exc).__name__, "message": str(exc), "reason": reason, "traceback": tb}
+
+
+def field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
+    """Field-level errors of a pydantic validation, in the shape jobsys reports them."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]

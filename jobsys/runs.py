@@ -1,0 +1,550 @@
+"""Run records: the states, the record, and ``RunStore``, the only writer of the runs table.
+
+Each state transition is one guarded ``UPDATE ... WHERE state IN (allowed) AND attempts = ...``:
+a row changes only if its current state allows the move, so a redelivered, late or duplicate
+message can never corrupt a finished record. Functions that compare against "now" take it from
+the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from jobsys import errors, schema
+
+T = schema.runs
+
+
+class RunState(enum.StrEnum):
+    PENDING = "pending"
+    """Recorded and published; waiting for a worker."""
+    RUNNING = "running"
+    """A worker holds it under a lease."""
+    RETRYING = "retrying"
+    """An attempt failed; the next one is published with a delay."""
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED})
+WAITING = frozenset({RunState.PENDING, RunState.RETRYING})
+ALLOWED: dict[RunState, frozenset[RunState]] = {
+    RunState.PENDING: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.FAILED}),
+    RunState.RETRYING: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.FAILED}),
+    RunState.RUNNING: frozenset(
+        {RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED, RunState.RETRYING, RunState.PENDING}
+    ),
+    RunState.COMPLETED: frozenset(),
+    RunState.FAILED: frozenset(),
+    RunState.CANCELLED: frozenset(),
+}
+"""The state machine: the moves each state allows. ``running -> pending`` is the reaper's."""
+
+
+def can_move(current: RunState, target: RunState) -> bool:
+    return target in ALLOWED[current]
+
+
+def sources(target: RunState) -> list[str]:
+    """The states from which ``target`` may be reached (the guard of an UPDATE)."""
+    return [s.value for s, allowed in ALLOWED.items() if target in allowed]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One run, as stored. Times are UTC; durations are seconds."""
+
+    id: str
+    job: str
+    job_version: str
+    state: RunState
+    queue: str
+    priority: int
+    input: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    """``type``, ``message``, ``traceback`` and ``reason`` (exception, timeout, worker_lost, ...)."""
+    attempts: int
+    """Attempts started so far (1 after the first start)."""
+    max_attempts: int
+    timeout: float
+    dispatch: int
+    """Token of the current message; a message with an older token is stale and ignored."""
+    lost: int
+    """Times a worker vanished while running this run."""
+    progress: dict[str, Any] | None
+    meta: dict[str, Any]
+    tags: list[str]
+    principal: dict[str, Any]
+    principal_id: str
+    tenant: str
+    idempotency_key: str | None
+    parent_id: str | None
+    schedule_id: str | None
+    workflow_id: str | None
+    cancel_requested: bool
+    worker: str | None
+    worker_pid: int | None
+    created_at: dt.datetime
+    published_at: dt.datetime | None
+    started_at: dt.datetime | None
+    """When the first attempt started."""
+    finished_at: dt.datetime | None
+    duration: float | None
+    """Seconds from the first start to the end."""
+    lease_expires_at: dt.datetime | None
+    deadline_at: dt.datetime | None
+    next_attempt_at: dt.datetime | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = value.isoformat() if isinstance(value, dt.datetime) else value
+        out["state"] = self.state.value
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLine:
+    id: int
+    run_id: str
+    attempt: int
+    at: dt.datetime
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """What a worker gets when it claims a run: the attempt it now owns."""
+
+    run_id: str
+    attempt: int
+    deadline_at: dt.datetime
+    meta: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFilter:
+    job: str | None = None
+    state: RunState | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    tag: str | None = None
+    principal_id: str | None = None
+    tenant: str | None = None
+    limit: int = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class ReapResult:
+    requeued: list[RunRecord]
+    failed: list[str]
+
+
+def _record(row: sa.Row[Any]) -> RunRecord:
+    data = row._asdict()
+    data["state"] = RunState(data["state"])
+    return RunRecord(**data)
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for the store URL; SQLite gets WAL and a busy timeout for many processes."""
+    if url.startswith(("postgres://", "postgresql://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class RunStore:
+    """Every read and write of run records. One instance per process, shared by threads."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.worker_name = socket.gethostname()
+
+    @classmethod
+    def open(cls, url: str) -> RunStore:
+        engine = make_engine(url)
+        schema.migrate(engine)
+        return cls(engine)
+
+    def after_fork(self) -> None:
+        """Drop connections inherited from the parent process (call in a forked child)."""
+        self.engine.dispose(close=False)
+
+    # --- producer side ---------------------------------------------------------------------
+
+    def create(self, values: dict[str, Any], now: dt.datetime | None = None) -> RunRecord | None:
+        """Insert a pending run; ``None`` if its idempotency key is taken (see ``find_key``)."""
+        now = now or utcnow()
+        row = {
+            "state": RunState.PENDING.value,
+            "attempts": 0,
+            "dispatch": 1,
+            "lost": 0,
+            "cancel_requested": False,
+            "created_at": now,
+            "meta": {},
+            "tags": [],
+            **values,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(T.insert().values(row))
+        except sa.exc.IntegrityError:
+            if values.get("idempotency_key"):
+                return None
+            raise
+        return self.get(row["id"])
+
+    def find_key(self, tenant: str, key: str) -> RunRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(T).where(T.c.tenant == tenant, T.c.idempotency_key == key)
+            ).first()
+        return _record(row) if row else None
+
+    def mark_published(self, run_id: str, dispatch: int, now: dt.datetime | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.dispatch == dispatch)
+                .values(published_at=now or utcnow())
+            )
+
+    def fail_unpublished(self, run_id: str, error: dict[str, Any]) -> bool:
+        """The first publish failed: end the run failed with the broker error."""
+        return self._finish(run_id, None, RunState.FAILED, {"error": error})
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def get(self, run_id: str, tenant: str | None = None) -> RunRecord:
+        query = sa.select(T).where(T.c.id == run_id)
+        if tenant is not None:
+            query = query.where(T.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise errors.RunNotFound(run_id)
+        return _record(row)
+
+    def list(self, f: RunFilter) -> list[RunRecord]:
+        query = sa.select(T).order_by(T.c.created_at.desc(), T.c.id.desc()).limit(f.limit)
+        for column, value in (
+            (T.c.job, f.job),
+            (T.c.state, f.state.value if f.state else None),
+            (T.c.principal_id, f.principal_id),
+            (T.c.tenant, f.tenant),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if f.since is not None:
+            query = query.where(T.c.created_at >= f.since)
+        if f.until is not None:
+            query = query.where(T.c.created_at < f.until)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        records = [_record(r) for r in rows]
+        if f.tag is not None:
+            records = [r for r in records if f.tag in r.tags]
+        return records
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(T)).scalar_one())
+
+    def logs(self, run_id: str, after_id: int = 0) -> list[LogLine]:
+        L = schema.run_logs
+        query = (
+            sa.select(L).where(L.c.run_id == run_id, L.c.id > after_id).order_by(L.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [LogLine(**r._asdict()) for r in conn.execute(query)]
+
+    # --- worker side -----------------------------------------------------------------------
+
+    def claim(
+        self,
+        run_id: str,
+        dispatch: int,
+        lease: float,
+        timeout: float,
+        now: dt.datetime | None = None,
+    ) -> Claim | None:
+        """pending/retrying -> running for the holder of message token ``dispatch``.
+
+        Returns ``None`` when the message is stale or a duplicate: the run has moved on.
+        """
+        now = now or utcnow()
+        deadline = now + dt.timedelta(seconds=timeout)
+        query = (
+            T.update()
+            .where(
+                T.c.id == run_id,
+                T.c.dispatch == dispatch,
+                T.c.state.in_(sources(RunState.RUNNING)),
+                T.c.cancel_requested.is_(False),
+            )
+            .values(
+                state=RunState.RUNNING.value,
+                attempts=T.c.attempts + 1,
+                started_at=sa.func.coalesce(T.c.started_at, now),
+                lease_expires_at=now + dt.timedelta(seconds=lease),
+                deadline_at=deadline,
+                worker=self.worker_name,
+                worker_pid=os.getpid(),
+                next_attempt_at=None,
+            )
+            .returning(T.c.attempts, T.c.meta)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return Claim(run_id, int(row.attempts), deadline, dict(row.meta or {}))
+
+    def complete(self, run_id: str, attempt: int, output: Any) -> bool:
+        return self._finish(run_id, attempt, RunState.COMPLETED, {"output": output})
+
+    def fail(self, run_id: str, attempt: int | None, error: dict[str, Any]) -> bool:
+        return self._finish(run_id, attempt, RunState.FAILED, {"error": error})
+
+    def cancelled(self, run_id: str, attempt: int, error: dict[str, Any]) -> bool:
+        return self._finish(run_id, attempt, RunState.CANCELLED, {"error": error})
+
+    def _finish(
+        self, run_id: str, attempt: int | None, state: RunState, values: dict[str, Any]
+    ) -> bool:
+        now = utcnow()
+        guard = [T.c.id == run_id, T.c.state.in_(sources(state))]
+        if attempt is not None:
+            guard += [T.c.attempts == attempt, T.c.state == RunState.RUNNING.value]
+        duration = sa.case(
+            (T.c.started_at.is_(None), None),
+            else_=sa.literal(now.timestamp()) - _epoch(T.c.started_at, self.engine),
+        )
+        query = (
+            T.update()
+            .where(*guard)
+            .values(
+                state=state.value,
+                finished_at=now,
+                duration=duration,
+                lease_expires_at=None,
+                **values,
+            )
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(query).rowcount == 1
+
+    def schedule_retry(
+        self, run_id: str, attempt: int, error: dict[str, Any], delay: float
+    ) -> int | None:
+        """running -> retrying; returns the new message token, or ``None`` if not ours."""
+        now = utcnow()
+        query = (
+            T.update()
+            .where(T.c.id == run_id, T.c.attempts == attempt, T.c.state == RunState.RUNNING.value)
+            .values(
+                state=RunState.RETRYING.value,
+                error=error,
+                dispatch=T.c.dispatch + 1,
+                lease_expires_at=None,
+                next_attempt_at=now + dt.timedelta(seconds=delay),
+            )
+            .returning(T.c.dispatch)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(query).first()
+        return int(row.dispatch) if row else None
+
+    def heartbeat(
+        self,
+        held: Iterable[tuple[str, int]],
+        lease: float | None,
+        now: dt.datetime | None = None,
+    ) -> set[str]:
+        """Renew (if ``lease``) the leases of the (run, attempt) pairs held; return those
+        asked to cancel."""
+        held = list(held)
+        if not held:
+            return set()
+        now = now or utcnow()
+        ids = [run_id for run_id, _ in held]
+        with self.engine.begin() as conn:
+            if lease is not None:
+                conn.execute(
+                    T.update()
+                    .where(T.c.id.in_(ids), T.c.state == RunState.RUNNING.value)
+                    .values(lease_expires_at=now + dt.timedelta(seconds=lease))
+                )
+            rows = conn.execute(
+                sa.select(T.c.id, T.c.attempts, T.c.cancel_requested).where(T.c.id.in_(ids))
+            ).all()
+        attempts = dict(held)
+        return {r.id for r in rows if r.cancel_requested and attempts.get(r.id) == r.attempts}
+
+    def write_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.state == RunState.RUNNING.value)
+                .values(progress=progress)
+            )
+
+    def write_logs(self, lines: Sequence[dict[str, Any]]) -> None:
+        if lines:
+            with self.engine.begin() as conn:
+                conn.execute(schema.run_logs.insert(), list(lines))
+
+    # --- control ---------------------------------------------------------------------------
+
+    def request_cancel(self, run_id: str, tenant: str | None = None) -> RunRecord:
+        """Cancel a waiting run at once; flag a running one for its worker to stop."""
+        record = self.get(run_id, tenant)
+        if record.terminal:
+            raise errors.InvalidTransition(run_id, record.state.value, "cancel")
+        now = utcnow()
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.state.in_([s.value for s in WAITING]))
+                .values(
+                    state=RunState.CANCELLED.value,
+                    cancel_requested=True,
+                    finished_at=now,
+                    error={"type": "RunCancelled", "message": "cancelled before it started",
+                           "reason": "cancelled", "traceback": None},
+                )
+            ).rowcount
+            if not done:
+                conn.execute(
+                    T.update()
+                    .where(T.c.id == run_id, T.c.state == RunState.RUNNING.value)
+                    .values(cancel_requested=True)
+                )
+        return self.get(run_id)
+
+    def reap(
+        self, now: dt.datetime, max_deliveries: int, hard_grace: float, limit: int = 500
+    ) -> ReapResult:
+        """Deal with running runs whose lease expired: their worker is gone.
+
+        Past the deadline (timeout + ``hard_grace``): failed with a timeout. Out of attempts or
+        lost ``max_deliveries`` times: failed, worker lost. Otherwise back to pending with a
+        new message token; the caller publishes the returned records.
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(T)
+                .where(T.c.state == RunState.RUNNING.value, T.c.lease_expires_at < now)
+                .limit(limit)
+            ).all()
+        requeued, failed = [], []
+        for record in map(_record, rows):
+            verdict = self._reap_one(record, now, max_deliveries, hard_grace)
+            if verdict is True:
+                requeued.append(self.get(record.id))
+            elif verdict is False:
+                failed.append(record.id)
+        return ReapResult(requeued, failed)
+
+    def _reap_one(
+        self, r: RunRecord, now: dt.datetime, max_deliveries: int, hard_grace: float
+    ) -> bool | None:
+        guard = [T.c.id == r.id, T.c.state == RunState.RUNNING.value, T.c.attempts == r.attempts,
+                 T.c.lease_expires_at < now]
+        reason = None
+        if r.deadline_at is not None and now >= r.deadline_at + dt.timedelta(seconds=hard_grace):
+            reason = ("timeout", "JobTimeout", f"killed after its {r.timeout:g} s timeout")
+        elif r.cancel_requested:
+            reason = ("cancelled", "RunCancelled", "cancelled; its worker was lost")
+        elif r.attempts >= r.max_attempts or r.lost + 1 >= max_deliveries:
+            reason = ("worker_lost", "WorkerLost",
+                      f"worker {r.worker} (pid {r.worker_pid}) was lost on attempt {r.attempts}")
+        if reason is not None:
+            state = RunState.CANCELLED if reason[0] == "cancelled" else RunState.FAILED
+            error = {"type": reason[1], "message": reason[2], "reason": reason[0],
+                     "traceback": None}
+            with self.engine.begin() as conn:
+                n = conn.execute(T.update().where(*guard).values(
+                    state=state.value, error=error, finished_at=now, lease_expires_at=None,
+                    lost=T.c.lost + 1)).rowcount
+            return False if n else None
+        with self.engine.begin() as conn:
+            n = conn.execute(T.update().where(*guard).values(
+                state=RunState.PENDING.value, dispatch=T.c.dispatch + 1, lost=T.c.lost + 1,
+                lease_expires_at=None, published_at=None)).rowcount
+        return True if n else None
+
+    def stale_waiting(self, now: dt.datetime, older_than: float, limit: int = 500) -> list[RunRecord]:
+        """Waiting runs whose message may be lost: never published, or published long ago."""
+        cutoff = now - dt.timedelta(seconds=older_than)
+        query = (
+            sa.select(T)
+            .where(
+                T.c.state.in_([s.value for s in WAITING]),
+                sa.or_(T.c.published_at.is_(None), T.c.published_at < cutoff),
+                T.c.created_at < cutoff,
+                sa.or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at < cutoff),
+            )
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(query)]
+
+    def republish_token(self, run_id: str, dispatch: int) -> int | None:
+        """Give a waiting run a new message token (the old message is then ignored)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.dispatch == dispatch,
+                       T.c.state.in_([s.value for s in WAITING]))
+                .values(dispatch=T.c.dispatch + 1, published_at=None)
+                .returning(T.c.dispatch)
+            ).first()
+        return int(row.dispatch) if row else None
+
+
+def _epoch(column: Any, engine: sa.Engine) -> Any:
+    """Seconds since the epoch of a datetime column, in SQL, per dialect."""
+    if engine.dialect.name == "postgresql":
+        return sa.func.extract("epoch", column)
+    return (sa.func.julianday(column) - 2440587.5) * 86400.0

@@ -1,0 +1,155 @@
+"""The SQL schema of the store and its migrations.
+
+Tables are SQLAlchemy Core tables. ``jobsys_schema`` holds the applied version; ``migrate``
+applies the missing steps of ``MIGRATIONS`` in order, once, under a lock, when a process opens
+the store. A new schema change is a new step appended to ``MIGRATIONS``; steps never change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from jobsys import errors
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores it naive, in UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the run store; use UTC-aware datetimes")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "jobsys_schema",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+runs = sa.Table(
+    "jobsys_runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("job", sa.String(200), nullable=False),
+    sa.Column("job_version", sa.String(40), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("queue", sa.String(200), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("input", JSON, nullable=False),
+    sa.Column("output", JSON),
+    sa.Column("error", JSON),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("timeout", sa.Float, nullable=False),
+    sa.Column("dispatch", sa.Integer, nullable=False, default=1),
+    sa.Column("lost", sa.Integer, nullable=False, default=0),
+    sa.Column("progress", JSON),
+    sa.Column("meta", JSON, nullable=False),
+    sa.Column("tags", JSON, nullable=False),
+    sa.Column("principal", JSON, nullable=False),
+    sa.Column("principal_id", sa.String(200), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("parent_id", sa.String(32)),
+    sa.Column("schedule_id", sa.String(64)),
+    sa.Column("workflow_id", sa.String(64)),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("worker", sa.String(255)),
+    sa.Column("worker_pid", sa.Integer),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("published_at", UTCDateTime),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("duration", sa.Float),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("deadline_at", UTCDateTime),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Index("ix_jobsys_runs_state_job", "state", "job"),
+    sa.Index("ix_jobsys_runs_job_created", "job", "created_at"),
+    sa.Index("ix_jobsys_runs_created", "created_at"),
+    sa.Index("ix_jobsys_runs_tenant_created", "tenant", "created_at"),
+    sa.Index("ix_jobsys_runs_state_lease", "state", "lease_expires_at"),
+    sa.Index("ix_jobsys_runs_idempotency", "tenant", "idempotency_key", unique=True),
+)
+
+run_logs = sa.Table(
+    "jobsys_run_logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_jobsys_run_logs_run", "run_id", "id"),
+)
+
+
+def _v1(conn: sa.Connection) -> None:
+    """Version 1: the runs and run-log tables."""
+    for table in (runs, run_logs):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+"""Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
+
+LATEST = len(MIGRATIONS)
+
+
+def migrate(engine: sa.Engine) -> int:
+    """Bring the database to ``LATEST``; return the version it was at. Safe to run concurrently."""
+    for attempt in range(10):
+        try:
+            return _migrate_once(engine)
+        except sa.exc.OperationalError:
+            # Two processes creating the tables at once on SQLite: the loser retries.
+            if attempt == 9:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+        except sa.exc.IntegrityError:
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
+def _migrate_once(engine: sa.Engine) -> int:
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7214001)"))
+        schema_version.create(conn, checkfirst=True)
+        current = conn.execute(sa.select(schema_version.c.version)).scalar()
+        if current is None:
+            conn.execute(schema_version.insert().values(id=1, version=0))
+            current = 0
+        if current > LATEST:
+            raise errors.SchemaTooNew(
+                f"the database is at schema version {current}, this jobsys knows {LATEST}: "
+                "upgrade jobsys on this machine"
+            )
+        for step in MIGRATIONS[current:]:
+            step(conn)
+        if current < LATEST:
+            conn.execute(schema_version.update().values(version=LATEST))
+        return int(current)

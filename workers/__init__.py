@@ -1,0 +1,1 @@
+"""Worker entry points (``workers.app``) and the example jobs (``workers.examples``)."""

@@ -1,0 +1,14 @@
+"""The Celery app of a jobsys worker, for ``celery -A workers.app worker``.
+
+``jobsys worker`` does the same with friendlier flags. Settings come from the environment
+(``JOBSYS_*``) once, here at the edge of the process.
+"""
+
+from __future__ import annotations
+
+from jobsys import broker, config, jobs
+
+settings = config.Settings.from_env()
+registry = jobs.load_registry(settings.catalog)
+app = broker.make_celery(settings, registry)
+broker.install_worker_hooks(app)
