@@ -31,6 +31,8 @@ class Runtime:
 
     settings: config.Settings
     registry: jobs.Registry
+    node: str | None = None
+    """The Celery node name (``worker1@host``), recorded as the worker of each run."""
     _store: runs.RunStore | None = None
     _tracker: context.Tracker | None = None
 
@@ -38,6 +40,8 @@ class Runtime:
     def store(self) -> runs.RunStore:
         if self._store is None:
             self._store = runs.RunStore.open(self.settings.database_url)
+            if self.node:
+                self._store.worker_name = self.node
         return self._store
 
     @property
@@ -263,6 +267,9 @@ def install_worker_hooks(app: Celery) -> None:
     runtime: Runtime = app.jobsys_runtime  # type: ignore[attr-defined]
     reaper = Reaper(app, runtime)
 
+    def node_init(sender: Any = None, **_: Any) -> None:
+        runtime.node = str(sender) if sender else None
+
     def child_init(**_: Any) -> None:
         runtime.after_fork()
         runtime.tracker.install_cancel_handler()
@@ -276,6 +283,7 @@ def install_worker_hooks(app: Celery) -> None:
         if runtime._tracker is not None:
             runtime._tracker.stop()
 
+    signals.celeryd_init.connect(node_init, weak=False)
     signals.worker_process_init.connect(child_init, weak=False)
     signals.worker_ready.connect(ready, weak=False)
     signals.worker_shutdown.connect(shutdown, weak=False)

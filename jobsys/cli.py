@@ -84,7 +84,7 @@ def worker(concurrency: int, hostname: str | None, queues: str | None, loglevel:
     queue_names = queues or ",".join(sorted({s.queue for s in registry}))
     argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}",
             f"--queues={queue_names}", "--pool=prefork", "--optimization=fair",
-            "--task-events"]
+            "--task-events", "--without-mingle", "--without-gossip"]
     if hostname:
         argv.append(f"--hostname={hostname}")
     app.worker_main(argv)

@@ -1,0 +1,165 @@
+"""Runs through a real Redis and a real ``jobsys worker`` (prefork), asserted on the run table."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jobsys import RunState, SubmitOptions, errors
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_add_completes_with_one_attempt_timings_and_worker(shared: Cluster) -> None:
+    c = shared.client
+    run_id = c.submit("examples.add", {"a": 2, "b": 3})
+    record = c.wait(run_id, timeout=30)
+    assert record.state is RunState.COMPLETED
+    assert record.output == 5
+    assert c.result(run_id) == 5
+    assert record.attempts == 1
+    assert record.worker is not None and record.worker.startswith("w1@")
+    assert record.worker_pid and record.worker_pid > 0
+    assert record.created_at <= record.started_at <= record.finished_at  # type: ignore[operator]
+    assert record.duration is not None and 0 <= record.duration < 5
+    assert record.principal["id"] == "local"
+    assert set(record.tags) == {"example", "math"}
+
+
+def test_flaky_job_completes_on_third_attempt_spaced_by_backoff(shared: Cluster) -> None:
+    run_id = shared.client.submit("examples.flaky", {"failures": 2})
+    record = shared.client.wait(run_id, timeout=60)
+    assert record.state is RunState.COMPLETED, record.error
+    assert record.attempts == 3
+    assert record.output == {"attempts": 3}
+    lines = shared.store.logs(run_id)
+    assert [line.message for line in lines] == ["attempt 1", "attempt 2", "attempt 3"]
+    gaps = [(b.at - a.at).total_seconds() for a, b in zip(lines, lines[1:], strict=False)]
+    # backoff 1 s then 2 s, less at most 10 % jitter
+    assert gaps[0] >= 0.9 and gaps[1] >= 1.8, gaps
+    assert gaps[1] > gaps[0]
+
+
+def test_timeout_fails_the_run_and_the_worker_goes_on(shared: Cluster) -> None:
+    c = shared.client
+    slow = c.submit("tests.slow_timeout", {"seconds": 10})
+    record = c.wait(slow, timeout=30)
+    assert record.state is RunState.FAILED
+    assert record.error is not None
+    assert record.error["reason"] == "timeout"
+    assert record.error["type"] == "JobTimeout"
+    assert record.attempts == 1  # timeouts are not retried by default
+    assert shared.executions(slow) == 1
+    assert c.execute("examples.add", {"a": 1, "b": 1}, timeout=30) == 2
+
+
+def test_invalid_input_is_refused_and_nothing_is_recorded(shared: Cluster) -> None:
+    before = shared.store.count()
+    with pytest.raises(errors.InvalidInput) as info:
+        shared.client.submit("examples.add", {"a": "two"})
+    message = str(info.value)
+    assert "a: Input should be a valid integer" in message
+    assert "b: Field required" in message
+    assert {tuple(e["loc"]) for e in info.value.errors} == {("a",), ("b",)}
+    assert shared.store.count() == before
+
+
+def test_unknown_job_names_close_matches(shared: Cluster) -> None:
+    with pytest.raises(errors.UnknownJob) as info:
+        shared.client.submit("examples.addd", {})
+    assert "examples.add" in info.value.close
+
+
+def test_idempotency_key_returns_the_existing_run(shared: Cluster) -> None:
+    c = shared.client
+    options = SubmitOptions(idempotency_key="order-42")
+    first = c.submit("examples.add", {"a": 1, "b": 2}, options)
+    second = c.submit("examples.add", {"a": 1, "b": 2}, options)
+    assert first == second
+    assert c.wait(first, timeout=30).output == 3
+    assert len([r for r in c.list(job="examples.add", limit=1000) if r.id == first]) == 1
+
+
+def test_invalid_output_fails_without_retry(shared: Cluster) -> None:
+    run_id = shared.client.submit("tests.bad_output", {})
+    record = shared.client.wait(run_id, timeout=30)
+    assert record.state is RunState.FAILED
+    assert record.error is not None and record.error["reason"] == "output_validation"
+    assert "value" in record.error["message"]
+    assert record.attempts == 1
+    with pytest.raises(errors.RunFailed):
+        shared.client.result(run_id)
+
+
+def test_failing_job_fails_and_can_be_retried_as_a_new_run(shared: Cluster) -> None:
+    c = shared.client
+    run_id = c.submit("examples.fail", {"message": "boom"})
+    record = c.wait(run_id, timeout=30)
+    assert record.state is RunState.FAILED
+    assert record.error is not None
+    assert record.error["type"] == "Fatal" and record.error["message"] == "boom"
+    assert "Traceback" in record.error["traceback"]
+    again = c.retry(run_id)
+    assert again != run_id
+    assert c.status(again).parent_id == run_id
+    assert c.wait(again, timeout=30).state is RunState.FAILED
+    with pytest.raises(errors.InvalidTransition):
+        c.retry(c.submit("examples.add", {"a": 0, "b": 0}))
+
+
+def test_logs_and_progress_are_visible_while_running(shared: Cluster) -> None:
+    c = shared.client
+    run_id = c.submit("tests.chatty", {"seconds": 3})
+    deadline = time.monotonic() + 20
+    seen_running_progress = False
+    while time.monotonic() < deadline:
+        record = c.status(run_id)
+        if record.state is RunState.RUNNING and record.progress and 0 < record.progress["pct"] < 100:
+            seen_running_progress = bool(c.logs(run_id))
+            if seen_running_progress:
+                break
+        time.sleep(0.1)
+    assert seen_running_progress, "no progress and logs seen while the run was running"
+    record = c.wait(run_id, timeout=30)
+    assert record.state is RunState.COMPLETED
+    assert record.progress is not None and record.progress["pct"] == 100
+    assert [line.message for line in c.logs(run_id)][-1] == "step 10 of 10"
+
+
+def test_cancel_running_run_stops_it(shared: Cluster) -> None:
+    c = shared.client
+    run_id = c.submit("examples.sleep", {"seconds": 30})
+    shared.wait_state(run_id, RunState.RUNNING, timeout=20)
+    asked = time.monotonic()
+    c.cancel(run_id)
+    record = c.wait(run_id, timeout=20)
+    assert record.state is RunState.CANCELLED
+    assert time.monotonic() - asked < 10
+    assert record.error is not None and record.error["reason"] == "cancelled"
+    with pytest.raises(errors.InvalidTransition):
+        c.cancel(run_id)
+
+
+def test_cancel_stops_a_job_that_ignores_cancellation(shared: Cluster) -> None:
+    c = shared.client
+    run_id = c.submit("tests.chatty", {"seconds": 20})
+    shared.wait_state(run_id, RunState.RUNNING, timeout=20)
+    c.cancel(run_id)
+    record = c.wait(run_id, timeout=20)
+    assert record.state is RunState.CANCELLED
+    assert record.duration is not None and record.duration < 15
+    assert c.execute("examples.add", {"a": 4, "b": 4}, timeout=30) == 8
+
+
+def test_list_filters(shared: Cluster) -> None:
+    c = shared.client
+    tagged = c.submit("examples.add", {"a": 5, "b": 5}, SubmitOptions(tags=("filter-me",)))
+    c.wait(tagged, timeout=30)
+    assert [r.id for r in c.list(tag="filter-me")] == [tagged]
+    assert all(r.job == "examples.add" for r in c.list(job="examples.add"))
+    assert all(r.state is RunState.COMPLETED for r in c.list(state="completed"))
+    assert c.list(since=c.status(tagged).created_at, job="examples.add")[-1].id == tagged
+    with pytest.raises(errors.InvalidInput):
+        c.list(state="exploded")

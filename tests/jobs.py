@@ -1,0 +1,97 @@
+"""The jobs the tests run on real workers. Each body appends one line per execution to
+``$JOBSYS_TEST_EFFECTS/<run id>``, so tests count executions (side effects) exactly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pydantic
+from celery.exceptions import SoftTimeLimitExceeded
+
+from jobsys import JobContext, RetryPolicy, job
+
+
+def record_effect(ctx: JobContext, note: str = "") -> None:
+    folder = os.environ.get("JOBSYS_TEST_EFFECTS")
+    if folder:
+        with (Path(folder) / ctx.run_id).open("a") as f:
+            f.write(f"{ctx.attempt} {os.getpid()} {time.time():.3f} {note}\n")
+
+
+class Seconds(pydantic.BaseModel):
+    seconds: float = 0.0
+
+
+class Done(pydantic.BaseModel):
+    pid: int
+
+
+@job("tests.effect", timeout=60)
+def effect(data: Seconds, ctx: JobContext) -> Done:
+    """Record one execution, sleep, record the end."""
+    record_effect(ctx, "start")
+    time.sleep(data.seconds)
+    return Done(pid=os.getpid())
+
+
+@job("tests.slow_timeout", timeout=1.5, retry=RetryPolicy(max_attempts=3))
+def slow_timeout(data: Seconds, ctx: JobContext) -> Done:
+    """Sleeps past its 1.5 s timeout (soft limit)."""
+    record_effect(ctx)
+    time.sleep(data.seconds)
+    return Done(pid=os.getpid())
+
+
+@job("tests.stubborn", timeout=1.0, retry=RetryPolicy(max_attempts=1))
+def stubborn(data: Seconds, ctx: JobContext) -> Done:
+    """Ignores the soft time limit, so only the hard limit stops it."""
+    record_effect(ctx)
+    end = time.monotonic() + data.seconds
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            pass
+    return Done(pid=os.getpid())
+
+
+class KillInput(pydantic.BaseModel):
+    kill_attempts: int = 1
+
+
+@job("tests.kill_self", timeout=30, retry=RetryPolicy(max_attempts=3, initial_backoff=0.1))
+def kill_self(data: KillInput, ctx: JobContext) -> Done:
+    """SIGKILLs its own process on the first ``kill_attempts`` attempts (an OOM kill)."""
+    record_effect(ctx)
+    if ctx.attempt <= data.kill_attempts:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return Done(pid=os.getpid())
+
+
+class Bad(pydantic.BaseModel):
+    pass
+
+
+class Strict(pydantic.BaseModel):
+    value: int
+
+
+@job("tests.bad_output", output=Strict)
+def bad_output(data: Bad) -> Strict:
+    """Returns output that does not match its schema."""
+    return {"value": "not a number"}  # type: ignore[return-value]
+
+
+@job("tests.chatty", timeout=60)
+def chatty(data: Seconds, ctx: JobContext) -> Done:
+    """Logs and reports progress for ``seconds``, ignoring cancellation requests."""
+    record_effect(ctx)
+    steps = 10
+    for i in range(steps):
+        ctx.log(f"step {i + 1} of {steps}")
+        ctx.progress(100 * (i + 1) / steps, total=steps, message=f"step {i + 1}")
+        time.sleep(data.seconds / steps)
+    return Done(pid=os.getpid())
