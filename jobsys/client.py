@@ -149,6 +149,7 @@ class Client:
         """Block until the run is finished (or raise ``WaitTimeout``); return its record."""
         deadline = time.monotonic() + timeout
         pending = self.app.AsyncResult(run_id)
+        signalled = False  # Celery's result is in: from now on only the record matters
         while True:
             record = self.status(run_id)
             remaining = deadline - time.monotonic()
@@ -156,12 +157,15 @@ class Client:
                 return record
             if remaining <= 0:
                 raise errors.WaitTimeout(run_id, timeout)
+            if signalled:
+                time.sleep(min(0.2, remaining))
+                continue
             try:
                 pending.get(timeout=min(poll, remaining), propagate=False,
                             disable_sync_subtasks=False)
             except CeleryTimeout:
                 continue
-            time.sleep(0.01)  # the result is in; the record was written just before it
+            signalled = True
 
     def result(self, run_id: str, timeout: float = 0.0) -> Any:
         """The run's output; waits up to ``timeout`` s; raises ``RunFailed`` if it failed."""

@@ -1,0 +1,144 @@
+"""Faults (RELIABILITY.md R1-R3, R12-R14, R21) on real worker processes: kills, poison
+messages, hard time limits, duplicates and pickle, each asserted on the run table."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jobsys import RunState
+from jobsys.runs import RunFilter
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigkill_worker_with_20_runs_in_flight_then_new_worker_completes_all(
+    fresh: Cluster,
+) -> None:
+    """R1: SIGKILL of the whole worker (main process and children) mid-run."""
+    fresh.start_worker("a", concurrency=20)
+    ids = [fresh.client.submit("tests.effect", {"seconds": 3}) for _ in range(20)]
+    deadline = time.monotonic() + 30
+    while sum(fresh.executions(i) for i in ids) < 20:
+        assert time.monotonic() < deadline, "the 20 runs did not all start"
+        time.sleep(0.1)
+    assert all(fresh.store.get(i).state is RunState.RUNNING for i in ids)
+    fresh.kill("a", signal.SIGKILL)
+    fresh.start_worker("b", concurrency=4)
+    records = fresh.wait_all(ids, timeout=60)
+    assert [r.state for r in records] == [RunState.COMPLETED] * 20
+    assert all(r.attempts == 2 and r.lost == 1 for r in records)
+    assert all(r.worker is not None and r.worker.startswith("b@") for r in records)
+    assert all(fresh.executions(i) == 2 for i in ids)
+    assert fresh.store.list(RunFilter(state=RunState.RUNNING)) == []
+
+
+def test_killed_child_is_replaced_and_the_run_completes(fresh: Cluster) -> None:
+    """R2: the pool child is SIGKILLed (an OOM analogue) on the first attempt only."""
+    fresh.start_worker("w", concurrency=1)
+    run_id = fresh.client.submit("tests.kill_self", {"kill_attempts": 1})
+    record = fresh.client.wait(run_id, timeout=60)
+    assert record.state is RunState.COMPLETED
+    assert record.attempts == 2 and record.lost == 1
+    assert fresh.executions(run_id) == 2
+    assert fresh.client.execute("examples.add", {"a": 1, "b": 2}, timeout=30) == 3
+
+
+def test_poison_message_is_capped_and_other_runs_complete(fresh: Cluster) -> None:
+    """R3: a job that kills its process on every attempt ends failed after the cap."""
+    fresh.start_worker("w", concurrency=2)
+    poison = fresh.client.submit("tests.kill_self", {"kill_attempts": 99})
+    normal = [fresh.client.submit("tests.effect", {"seconds": 0.05}) for _ in range(20)]
+    record = fresh.client.wait(poison, timeout=90)
+    assert record.state is RunState.FAILED
+    assert record.error is not None and record.error["reason"] == "worker_lost"
+    assert fresh.executions(poison) == 3
+    assert [r.state for r in fresh.wait_all(normal, 60)] == [RunState.COMPLETED] * 20
+    time.sleep(1)
+    assert fresh.queue_length() == 0
+
+
+def test_hard_time_limit_kills_the_job_and_the_worker_goes_on(fresh: Cluster) -> None:
+    """R14: a job that swallows the soft limit is killed at the hard limit."""
+    fresh.start_worker("w", concurrency=1)
+    run_id = fresh.client.submit("tests.stubborn", {"seconds": 60})
+    record = fresh.client.wait(run_id, timeout=30)
+    assert record.state is RunState.FAILED
+    assert record.error is not None and record.error["reason"] == "timeout"
+    assert record.duration is None or record.duration < 30
+    assert fresh.executions(run_id) == 1
+    assert "Hard time limit" in fresh.log("w")
+    assert fresh.client.execute("examples.add", {"a": 2, "b": 2}, timeout=30) == 4
+
+
+def test_duplicate_message_executes_once(fresh: Cluster) -> None:
+    """R12: the same message delivered twice (once marked redelivered) runs once."""
+    run_id = fresh.client.submit("tests.effect", {"seconds": 0.5})
+    (key,) = list(fresh.redis.scan_iter(b"jobs*"))  # one list per priority step in use
+    raw = fresh.redis.lrange(key, 0, -1)
+    assert len(raw) == 1
+    copy = json.loads(raw[0])
+    copy["headers"]["redelivered"] = True
+    copy["properties"]["delivery_tag"] = str(uuid.uuid4())
+    fresh.redis.lpush(key, json.dumps(copy))
+    fresh.start_worker("w", concurrency=2)
+    assert fresh.client.wait(run_id, timeout=30).state is RunState.COMPLETED
+    time.sleep(1.5)
+    assert fresh.executions(run_id) == 1
+    assert fresh.queue_length() == 0
+    assert "ignored stale or duplicate message" in fresh.log("w")
+
+
+def test_cancelled_pending_run_never_starts(fresh: Cluster) -> None:
+    """R13a: cancel while no worker runs, then start one."""
+    run_id = fresh.client.submit("tests.effect", {"seconds": 0})
+    assert fresh.client.cancel(run_id).state is RunState.CANCELLED
+    fresh.start_worker("w", concurrency=1)
+    assert fresh.client.execute("examples.add", {"a": 3, "b": 3}, timeout=30) == 6
+    time.sleep(1)
+    assert fresh.store.get(run_id).state is RunState.CANCELLED
+    assert fresh.executions(run_id) == 0
+    assert fresh.queue_length() == 0
+
+
+class _Pwn:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.mkdir, (str(self.path),))
+
+
+def test_pickle_message_is_refused_and_never_executed(fresh: Cluster, tmp_path: Path) -> None:
+    """R21: a pickle body pushed straight into the queue is rejected without unpickling."""
+    marker = tmp_path / "pwned"
+    body = pickle.dumps(((), {"run_id": "x", "dispatch": 1, "input": _Pwn(marker),
+                              "principal": {"id": "evil"}}, {}))
+    message = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "binary",
+        "content-type": "application/x-python-serialize",
+        "headers": {"lang": "py", "task": "tests.effect", "id": str(uuid.uuid4()),
+                    "retries": 0, "argsrepr": "()", "kwargsrepr": "{}"},
+        "properties": {"delivery_tag": str(uuid.uuid4()), "body_encoding": "base64",
+                       "delivery_info": {"exchange": "jobs", "routing_key": "jobs"},
+                       "priority": 0, "correlation_id": str(uuid.uuid4()),
+                       "reply_to": str(uuid.uuid4())},
+    }
+    fresh.redis.lpush("jobs", json.dumps(message))
+    fresh.start_worker("w", concurrency=1)
+    assert fresh.client.execute("examples.add", {"a": 5, "b": 6}, timeout=30) == 11
+    time.sleep(1)
+    assert not marker.exists()
+    assert "ContentDisallowed" in fresh.log("w") or "untrusted content" in fresh.log("w")
+    assert fresh.queue_length() == 0
+    assert list(fresh.effects.iterdir()) == []
