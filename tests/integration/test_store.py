@@ -1,0 +1,210 @@
+"""The run store on the configured database: guarded transitions, the reaper (R5, done
+deterministically with fabricated rows) and the worker pipeline without a broker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import pydantic
+import pytest
+import sqlalchemy as sa
+
+from jobsys import RetryPolicy, context, errors, execute, job, runs, schema
+from jobsys.runs import RunState
+
+pytestmark = pytest.mark.integration
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+def make_run(store: runs.RunStore, **values: Any) -> runs.RunRecord:
+    row = {
+        "id": runs.new_run_id(), "job": "t.job", "job_version": "1", "queue": "jobs",
+        "priority": 5, "input": {"x": 1}, "max_attempts": 3, "timeout": 10.0,
+        "principal": {"id": "p"}, "principal_id": "p", "tenant": "default", **values,
+    }
+    record = store.create(row, now=NOW)
+    assert record is not None
+    return record
+
+
+def test_state_machine_allows_only_documented_moves() -> None:
+    assert runs.can_move(RunState.PENDING, RunState.RUNNING)
+    assert runs.can_move(RunState.RUNNING, RunState.RETRYING)
+    assert runs.can_move(RunState.RETRYING, RunState.RUNNING)
+    for terminal in runs.TERMINAL:
+        assert not any(runs.can_move(terminal, s) for s in RunState)
+    assert not runs.can_move(RunState.PENDING, RunState.COMPLETED)
+    assert sorted(runs.sources(RunState.RUNNING)) == ["pending", "retrying"]
+
+
+def test_schema_is_versioned_and_migration_is_idempotent(store: runs.RunStore) -> None:
+    assert schema.migrate(store.engine) == schema.LATEST
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(schema.schema_version.c.version)).scalar() == schema.LATEST
+    with store.engine.begin() as conn:
+        conn.execute(schema.schema_version.update().values(version=schema.LATEST + 1))
+    with pytest.raises(errors.SchemaTooNew):
+        schema.migrate(store.engine)
+
+
+def test_claim_is_guarded_by_state_and_message_token(store: runs.RunStore) -> None:
+    r = make_run(store)
+    assert store.claim(r.id, dispatch=2, lease=5, timeout=10) is None  # wrong token
+    claim = store.claim(r.id, dispatch=1, lease=5, timeout=10, now=NOW)
+    assert claim is not None and claim.attempt == 1
+    assert store.claim(r.id, dispatch=1, lease=5, timeout=10) is None  # duplicate message
+    assert store.complete(r.id, 1, {"y": 2})
+    assert not store.complete(r.id, 1, {"y": 3})  # a late duplicate cannot overwrite
+    assert not store.fail(r.id, 1, {"type": "X"})
+    record = store.get(r.id)
+    assert record.state is RunState.COMPLETED and record.output == {"y": 2}
+    assert record.attempts == 1 and record.finished_at is not None
+
+
+def test_retry_moves_the_token_so_the_old_message_is_stale(store: runs.RunStore) -> None:
+    r = make_run(store)
+    assert store.claim(r.id, 1, 5, 10)
+    token = store.schedule_retry(r.id, 1, {"type": "E"}, delay=1.0)
+    assert token == 2
+    assert store.get(r.id).state is RunState.RETRYING
+    assert store.claim(r.id, 1, 5, 10) is None
+    claim = store.claim(r.id, 2, 5, 10)
+    assert claim is not None and claim.attempt == 2
+
+
+def test_reaper_rescues_and_fails_by_lease_and_attempts(store: runs.RunStore) -> None:
+    """R5 (Oban's lifeline test): rows with heartbeats now-3 s, now-7 s and now-8 s, lease 5 s."""
+    rows = []
+    for age, max_attempts in ((3, 3), (7, 3), (8, 1)):
+        r = make_run(store, max_attempts=max_attempts, timeout=60.0)
+        started = NOW - dt.timedelta(seconds=age)
+        assert store.claim(r.id, 1, lease=5, timeout=60, now=started)
+        rows.append(r.id)
+    fresh, rescued, exhausted = rows
+    result = store.reap(NOW, max_deliveries=3, hard_grace=1)
+    assert [r.id for r in result.requeued] == [rescued]
+    assert result.failed == [exhausted]
+    assert store.get(fresh).state is RunState.RUNNING
+    again = store.get(rescued)
+    assert again.state is RunState.PENDING and again.dispatch == 2 and again.lost == 1
+    failed = store.get(exhausted)
+    assert failed.state is RunState.FAILED and failed.error["reason"] == "worker_lost"  # type: ignore[index]
+    assert not store.complete(rescued, 1, {"late": True})  # the old attempt is rejected
+    assert store.claim(rescued, 2, 5, 60) is not None
+
+
+def test_reaper_fails_runs_past_their_deadline_as_timeouts(store: runs.RunStore) -> None:
+    r = make_run(store, timeout=2.0)
+    assert store.claim(r.id, 1, lease=5, timeout=2, now=NOW - dt.timedelta(seconds=10))
+    result = store.reap(NOW, max_deliveries=3, hard_grace=1)
+    assert result.failed == [r.id]
+    assert store.get(r.id).error["reason"] == "timeout"  # type: ignore[index]
+
+
+def test_cancel_waiting_run_at_once_and_flag_a_running_one(store: runs.RunStore) -> None:
+    waiting, running = make_run(store), make_run(store)
+    assert store.request_cancel(waiting.id).state is RunState.CANCELLED
+    assert store.claim(waiting.id, 1, 5, 10) is None
+    assert store.claim(running.id, 1, 5, 10)
+    record = store.request_cancel(running.id)
+    assert record.state is RunState.RUNNING and record.cancel_requested
+    assert store.heartbeat([(running.id, 1)], lease=5) == {running.id}
+    with pytest.raises(errors.InvalidTransition):
+        store.request_cancel(waiting.id)
+    with pytest.raises(errors.RunNotFound):
+        store.request_cancel("nope")
+
+
+def test_idempotency_key_is_unique_per_tenant(store: runs.RunStore) -> None:
+    make_run(store, idempotency_key="k1")
+    assert store.create({**_row(), "idempotency_key": "k1"}) is None
+    assert store.create({**_row(), "idempotency_key": "k1", "tenant": "other"}) is not None
+
+
+def _row() -> dict[str, Any]:
+    return {"id": runs.new_run_id(), "job": "t.job", "job_version": "1", "queue": "jobs",
+            "priority": 5, "input": {}, "max_attempts": 3, "timeout": 10.0,
+            "principal": {"id": "p"}, "principal_id": "p", "tenant": "default"}
+
+
+# --- execute.run without a broker -----------------------------------------------------------
+
+
+class In(pydantic.BaseModel):
+    x: int
+
+
+class Out(pydantic.BaseModel):
+    y: int
+
+
+@job("t.job", retry=RetryPolicy(max_attempts=2, initial_backoff=0.5, jitter=0))
+def t_job(data: In, ctx: context.JobContext) -> Out:
+    ctx.log(f"x={data.x}")
+    if data.x < 0:
+        raise ValueError("negative")
+    if data.x == 99:
+        return {"y": "nope"}  # type: ignore[return-value]
+    return Out(y=data.x * 2)
+
+
+def _deliver(store: runs.RunStore, x: int, dispatch: int = 1,
+             run_id: str | None = None) -> tuple[str, execute.Outcome]:
+    run_id = run_id or make_run(store, input={"x": x}).id
+    tracker = context.Tracker(store, lease=5, heartbeat=1, cancel_grace=1)
+    delivery = execute.Delivery(run_id, dispatch, {"x": x}, {"id": "p"})
+    try:
+        return run_id, execute.run(delivery, t_job, store, tracker, execute.Limits(lease=5))
+    finally:
+        tracker.stop()
+
+
+def test_execute_records_success_and_logs(store: runs.RunStore) -> None:
+    run_id, outcome = _deliver(store, 21)
+    assert outcome.kind is execute.Kind.COMPLETED and outcome.output == {"y": 42}
+    assert store.get(run_id).output == {"y": 42}
+    assert [line.message for line in store.logs(run_id)] == ["x=21"]
+    _, duplicate = _deliver(store, 21, run_id=run_id)
+    assert duplicate.kind is execute.Kind.STALE
+
+
+def test_execute_retries_then_fails_when_attempts_run_out(store: runs.RunStore) -> None:
+    run_id, first = _deliver(store, -1)
+    assert first.kind is execute.Kind.RETRY and first.delay == 0.5 and first.dispatch == 2
+    _, second = _deliver(store, -1, dispatch=2, run_id=run_id)
+    assert second.kind is execute.Kind.FAILED
+    record = store.get(run_id)
+    assert record.state is RunState.FAILED and record.attempts == 2
+    assert record.error["type"] == "ValueError" and "negative" in record.error["traceback"]  # type: ignore[index]
+
+
+def test_execute_invalid_output_fails_without_retry(store: runs.RunStore) -> None:
+    run_id, outcome = _deliver(store, 99)
+    assert outcome.kind is execute.Kind.FAILED
+    assert store.get(run_id).error["reason"] == "output_validation"  # type: ignore[index]
+
+
+def test_tracker_renews_leases_while_the_body_runs(store: runs.RunStore) -> None:
+    r = make_run(store)
+    claim = store.claim(r.id, 1, lease=1, timeout=10)
+    assert claim is not None
+    tracker = context.Tracker(store, lease=1, heartbeat=0.2, cancel_grace=1, tick=0.05)
+    ctx = context.JobContext(r.id, "t.job", 1, pydantic_principal(), {})
+    first = store.get(r.id).lease_expires_at
+    with tracker.holding(ctx):
+        ctx.progress(50, message="half")
+        time.sleep(0.6)
+        record = store.get(r.id)
+    assert record.lease_expires_at is not None and first is not None
+    assert record.lease_expires_at > first
+    assert record.progress is not None and record.progress["pct"] == 50
+    tracker.stop()
+    assert tracker._thread is not None and not tracker._thread.is_alive()
+
+
+def pydantic_principal() -> Any:
+    from jobsys.permissions import Principal
+
+    return Principal(id="p")
