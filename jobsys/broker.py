@@ -93,7 +93,10 @@ def celery_config(settings: config.Settings) -> dict[str, Any]:
         "worker_deduplicate_successful_tasks": True,
         "task_publish_retry": True,
         "task_publish_retry_policy": {
-            "max_retries": 5, "interval_start": 0, "interval_step": 0.5, "interval_max": 3,
+            "max_retries": 5,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 3,
         },
         "result_expires": settings.result_expires,
         "result_extended": False,
@@ -131,13 +134,17 @@ def check_visibility(settings: config.Settings, registry: jobs.Registry) -> None
             )
 
 
-def make_celery(settings: config.Settings, registry: jobs.Registry) -> Celery:
-    """The Celery app of a jobsys process, with one task per job of ``registry``."""
+def make_celery(
+    settings: config.Settings, registry: jobs.Registry, runtime: Runtime | None = None
+) -> Celery:
+    """The Celery app of a jobsys process, with one task per job of ``registry``.
+
+    Workers pass the ``runtime`` their task bodies use; producers need none.
+    """
     check_visibility(settings, registry)
     app = Celery("jobsys", set_as_current=False)
     app.conf.update(celery_config(settings))
-    runtime = Runtime(settings, registry)
-    app.jobsys_runtime = runtime  # type: ignore[attr-defined]
+    runtime = runtime or Runtime(settings, registry)
     for spec in registry:
         _register(app, spec, runtime)
     return app
@@ -146,8 +153,9 @@ def make_celery(settings: config.Settings, registry: jobs.Registry) -> Celery:
 def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
     limits = execute.Limits(runtime.settings.lease_seconds, (SoftTimeLimitExceeded,))
 
-    def body(task: Any, run_id: str, dispatch: int, input: dict[str, Any],
-             principal: dict[str, Any]) -> Any:
+    def body(
+        task: Any, run_id: str, dispatch: int, input: dict[str, Any], principal: dict[str, Any]
+    ) -> Any:
         delivery = execute.Delivery(run_id, dispatch, input, principal)
         outcome = execute.run(delivery, spec, runtime.store, runtime.tracker, limits)
         return act(task.app, spec, delivery, outcome)
@@ -166,16 +174,24 @@ def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
     )
 
 
-def act(app: Celery, spec: jobs.JobSpec, delivery: execute.Delivery,
-        outcome: execute.Outcome) -> Any:
+def act(
+    app: Celery, spec: jobs.JobSpec, delivery: execute.Delivery, outcome: execute.Outcome
+) -> Any:
     """Turn an ``Outcome`` into Celery's terms: a result, a retry message, or nothing."""
     kind = outcome.kind
     if kind is execute.Kind.COMPLETED:
         return outcome.output
     if kind is execute.Kind.RETRY:
         assert outcome.dispatch is not None
-        publish(app, spec, delivery.run_id, outcome.dispatch, delivery.input, delivery.principal,
-                countdown=outcome.delay)
+        publish(
+            app,
+            spec,
+            delivery.run_id,
+            outcome.dispatch,
+            delivery.input,
+            delivery.principal,
+            countdown=outcome.delay,
+        )
         raise Ignore()
     if kind is execute.Kind.FAILED:
         error = outcome.error or {}
@@ -210,8 +226,15 @@ def publish(
 def republish(app: Celery, registry: jobs.Registry, record: runs.RunRecord) -> None:
     """Publish a stored run again (reaper, reconciler): same input, its current token."""
     spec = registry.get(record.job)
-    publish(app, spec, record.id, record.dispatch, record.input, record.principal,
-            priority=record.priority)
+    publish(
+        app,
+        spec,
+        record.id,
+        record.dispatch,
+        record.input,
+        record.principal,
+        priority=record.priority,
+    )
 
 
 class Reaper:
@@ -243,28 +266,28 @@ class Reaper:
         for record in result.requeued:
             self._publish(record)
         for record in store.stale_waiting(now, s.reconcile_seconds):
-            token = store.republish_token(record.id, record.dispatch)
-            if token is not None:
-                self._publish(dataclasses.replace(record, dispatch=token))
+            # Same token: if the first message still exists, whichever copy comes second is
+            # a no-op, so a deep backlog is never reshuffled.
+            self._publish(record)
         if result.requeued or result.failed:
-            log.warning("jobsys reaper: requeued %d, failed %d lost runs", len(result.requeued),
-                        len(result.failed), extra={"action": "reaper_pass"})
+            log.warning(
+                "jobsys reaper: requeued %d, failed %d lost runs",
+                len(result.requeued),
+                len(result.failed),
+                extra={"action": "reaper_pass"},
+            )
         return result
 
     def _publish(self, record: runs.RunRecord) -> None:
         if record.job not in self.runtime.registry:
-            self.runtime.store.fail(record.id, None, {  # no worker here knows this job
-                "type": "UnknownJob", "message": f"no worker knows job {record.job!r}",
-                "reason": "unknown_job", "traceback": None})
-            return
+            return  # another worker (another catalog) publishes the jobs it knows
         republish(self.app, self.runtime.registry, record)
         self.runtime.store.mark_published(record.id, record.dispatch)
 
 
-def install_worker_hooks(app: Celery) -> None:
+def install_worker_hooks(app: Celery, runtime: Runtime) -> Reaper:
     """Connect the per-process set-up of a worker: fresh connections after fork, the cancel
     signal handler in each executing process, and the reaper in the main process."""
-    runtime: Runtime = app.jobsys_runtime  # type: ignore[attr-defined]
     reaper = Reaper(app, runtime)
 
     def node_init(sender: Any = None, **_: Any) -> None:
@@ -275,7 +298,7 @@ def install_worker_hooks(app: Celery) -> None:
         runtime.tracker.install_cancel_handler()
 
     def ready(**_: Any) -> None:
-        runtime.store  # migrate the schema once, before children use it
+        runtime.store.count()  # open and migrate the store once, before children use it
         reaper.start()
 
     def shutdown(**_: Any) -> None:
@@ -288,4 +311,4 @@ def install_worker_hooks(app: Celery) -> None:
     signals.worker_ready.connect(ready, weak=False)
     signals.worker_shutdown.connect(shutdown, weak=False)
     signals.worker_process_shutdown.connect(shutdown, weak=False)
-    app.jobsys_reaper = reaper  # type: ignore[attr-defined]
+    return reaper

@@ -7,6 +7,7 @@ one-line error on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -30,8 +31,13 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
-BAD_INPUT = (errors.InvalidInput, errors.UnknownJob, errors.RunNotFound,
-             errors.InvalidTransition, errors.JobDeclarationError)
+BAD_INPUT = (
+    errors.InvalidInput,
+    errors.UnknownJob,
+    errors.RunNotFound,
+    errors.InvalidTransition,
+    errors.JobDeclarationError,
+)
 
 
 def fail(message: str, code: int) -> None:
@@ -82,9 +88,17 @@ def worker(concurrency: int, hostname: str | None, queues: str | None, loglevel:
     from workers.app import app, registry
 
     queue_names = queues or ",".join(sorted({s.queue for s in registry}))
-    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}",
-            f"--queues={queue_names}", "--pool=prefork", "--optimization=fair",
-            "--task-events", "--without-mingle", "--without-gossip"]
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--concurrency={concurrency}",
+        f"--queues={queue_names}",
+        "--pool=prefork",
+        "--optimization=fair",
+        "--task-events",
+        "--without-mingle",
+        "--without-gossip",
+    ]
     if hostname:
         argv.append(f"--hostname={hostname}")
     app.worker_main(argv)
@@ -95,11 +109,10 @@ def worker(concurrency: int, hostname: str | None, queues: str | None, loglevel:
 @handle_errors
 def beat(loglevel: str) -> None:
     """Run the beat scheduler process."""
+    from beat.main import run
     from workers.app import app, settings
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", f"--loglevel={loglevel}",
-               f"--schedule={settings.home / 'beat-schedule'}", "--pidfile="])
+    run(app, settings, loglevel)
 
 
 @main.command()
@@ -117,14 +130,23 @@ def up(n_workers: int, concurrency: int) -> None:
     if broker_url is None:
         redis = embedded.RedisServer(settings.home / "redis").start()
         broker_url = redis.url
-    env = {**os.environ, "JOBSYS_HOME": str(settings.home), "JOBSYS_BROKER_URL": broker_url,
-           "JOBSYS_DATABASE_URL": settings.database_url}
+    env = {
+        **os.environ,
+        "JOBSYS_HOME": str(settings.home),
+        "JOBSYS_BROKER_URL": broker_url,
+        "JOBSYS_DATABASE_URL": settings.database_url,
+    }
     children = _start_roles(settings, env, n_workers, concurrency)
-    config.write_services(settings.home, {
-        "pid": os.getpid(), "broker_url": broker_url, "database_url": settings.database_url,
-        "children": [p.pid for p in children], "redis_pid": redis.process.pid
-        if redis and redis.process else None,
-    })
+    config.write_services(
+        settings.home,
+        {
+            "pid": os.getpid(),
+            "broker_url": broker_url,
+            "database_url": settings.database_url,
+            "children": [p.pid for p in children],
+            "redis_pid": redis.process.pid if redis and redis.process else None,
+        },
+    )
     _print_up(settings, broker_url, n_workers)
     try:
         _supervise(children)
@@ -136,12 +158,16 @@ def up(n_workers: int, concurrency: int) -> None:
         err.print("jobsys stopped.")
 
 
-def _start_roles(settings: config.Settings, env: dict[str, str], n_workers: int,
-                 concurrency: int) -> list[Any]:
+def _start_roles(
+    settings: config.Settings, env: dict[str, str], n_workers: int, concurrency: int
+) -> list[Any]:
     logs = settings.home / "logs"
     children = [
-        embedded.spawn(["worker", "-c", str(concurrency), "-n", f"worker{i + 1}@%h"], env,
-                       logs / f"worker{i + 1}.log")
+        embedded.spawn(
+            ["worker", "-c", str(concurrency), "-n", f"worker{i + 1}@%h"],
+            env,
+            logs / f"worker{i + 1}.log",
+        )
         for i in range(n_workers)
     ]
     children.append(embedded.spawn(["beat"], env, logs / "beat.log"))
@@ -154,7 +180,7 @@ def _print_up(settings: config.Settings, broker_url: str, n_workers: int) -> Non
     out.print(f"  records  {settings.database_url}")
     out.print(f"  workers  {n_workers}, logs in {settings.home / 'logs'}")
     out.print(f"  jobs     {', '.join(settings.catalog)}")
-    out.print("Try: jobsys submit examples.add --input '{\"a\": 2, \"b\": 3}' --wait")
+    out.print('Try: jobsys submit examples.add --input \'{"a": 2, "b": 3}\' --wait')
     out.print("Ctrl-C stops everything.")
 
 
@@ -170,8 +196,10 @@ def _supervise(children: list[Any]) -> None:
         while not stopping:
             for p in children:
                 if p.poll() is not None:
-                    err.print(f"[red]a jobsys process (pid {p.pid}) exited with {p.returncode}; "
-                              "stopping (see the logs)[/red]")
+                    err.print(
+                        f"[red]a jobsys process (pid {p.pid}) exited with {p.returncode}; "
+                        "stopping (see the logs)[/red]"
+                    )
                     return
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -188,14 +216,24 @@ def jobs_group() -> None:
 
 def spec_json(spec: jobs.JobSpec) -> dict[str, Any]:
     return {
-        "name": spec.name, "description": spec.description, "version": spec.version,
-        "tags": list(spec.tags), "labels": dict(spec.labels), "queue": spec.queue,
-        "priority": spec.priority, "timeout": spec.timeout, "hidden": spec.hidden,
-        "retry": {"max_attempts": spec.retry.max_attempts,
-                  "initial_backoff": spec.retry.initial_backoff,
-                  "multiplier": spec.retry.multiplier, "max_backoff": spec.retry.max_backoff,
-                  "jitter": spec.retry.jitter},
-        "input_schema": spec.input_schema(), "output_schema": spec.output_schema(),
+        "name": spec.name,
+        "description": spec.description,
+        "version": spec.version,
+        "tags": list(spec.tags),
+        "labels": dict(spec.labels),
+        "queue": spec.queue,
+        "priority": spec.priority,
+        "timeout": spec.timeout,
+        "hidden": spec.hidden,
+        "retry": {
+            "max_attempts": spec.retry.max_attempts,
+            "initial_backoff": spec.retry.initial_backoff,
+            "multiplier": spec.retry.multiplier,
+            "max_backoff": spec.retry.max_backoff,
+            "jitter": spec.retry.jitter,
+        },
+        "input_schema": spec.input_schema(),
+        "output_schema": spec.output_schema(),
     }
 
 
@@ -212,8 +250,13 @@ def jobs_list(as_json: bool, include_hidden: bool) -> None:
         return
     table = Table("name", "description", "tags", "queue", "timeout")
     for s in specs:
-        table.add_row(s.name, s.description.splitlines()[0] if s.description else "",
-                      ", ".join(s.tags), s.queue, f"{s.timeout:g} s")
+        table.add_row(
+            s.name,
+            s.description.splitlines()[0] if s.description else "",
+            ", ".join(s.tags),
+            s.queue,
+            f"{s.timeout:g} s",
+        )
     out.print(table)
 
 
@@ -240,8 +283,9 @@ def parse_input(text: str) -> Any:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise errors.InvalidInput("(input)", [{"loc": ["--input"], "msg": f"not JSON: {exc}",
-                                               "type": "json"}]) from None
+        raise errors.InvalidInput(
+            "(input)", [{"loc": ["--input"], "msg": f"not JSON: {exc}", "type": "json"}]
+        ) from None
     return value
 
 
@@ -249,18 +293,29 @@ def parse_input(text: str) -> Any:
 @click.argument("name")
 @click.option("--input", "input_text", default="{}", show_default=True, help="Input as JSON.")
 @click.option("--wait", is_flag=True, help="Wait for the run, then print its output.")
-@click.option("--timeout", type=float, default=3600.0, show_default=True,
-              help="Seconds to wait with --wait.")
+@click.option(
+    "--timeout", type=float, default=3600.0, show_default=True, help="Seconds to wait with --wait."
+)
 @click.option("--idempotency-key", default=None)
 @click.option("--tag", "tags", multiple=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @handle_errors
-def submit(name: str, input_text: str, wait: bool, timeout: float, idempotency_key: str | None,
-           tags: tuple[str, ...], as_json: bool) -> None:
+def submit(
+    name: str,
+    input_text: str,
+    wait: bool,
+    timeout: float,
+    idempotency_key: str | None,
+    tags: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Submit a run of job NAME; prints the run id (or, with --wait, the output)."""
     c = make_client()
-    run_id = c.submit(name, parse_input(input_text),
-                      client_mod.SubmitOptions(idempotency_key=idempotency_key, tags=tags))
+    run_id = c.submit(
+        name,
+        parse_input(input_text),
+        client_mod.SubmitOptions(idempotency_key=idempotency_key, tags=tags),
+    )
     if not wait:
         if as_json:
             emit_json(c.status(run_id).to_json())
@@ -279,8 +334,12 @@ def submit(name: str, input_text: str, wait: bool, timeout: float, idempotency_k
 
 def _wait_with_progress(c: client_mod.Client, run_id: str, timeout: float) -> runs.RunRecord:
     deadline = time.monotonic() + timeout
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("pending", total=100)
         while True:
@@ -292,10 +351,8 @@ def _wait_with_progress(c: client_mod.Client, run_id: str, timeout: float) -> ru
                 return record
             if time.monotonic() > deadline:
                 raise errors.WaitTimeout(run_id, timeout)
-            try:
+            with contextlib.suppress(errors.WaitTimeout):
                 c.wait(run_id, timeout=0.25, poll=0.25)
-            except errors.WaitTimeout:
-                pass
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -319,10 +376,17 @@ def parse_since(text: str | None) -> dt.datetime | None:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise errors.InvalidInput("runs.list", [{
-            "loc": ["--since"], "type": "value_error",
-            "msg": "use a duration like 30m, 2h, 1d or an ISO time like 2026-11-25T09:00"}],
-            "filter") from None
+        raise errors.InvalidInput(
+            "runs.list",
+            [
+                {
+                    "loc": ["--since"],
+                    "type": "value_error",
+                    "msg": "use a duration like 30m, 2h, 1d or an ISO time like 2026-11-25T09:00",
+                }
+            ],
+            "filter",
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
@@ -338,19 +402,32 @@ def _short_time(value: dt.datetime | None) -> str:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def runs_list(job: str | None, state: str | None, since: str | None, tag: str | None,
-              limit: int, as_json: bool) -> None:
+def runs_list(
+    job: str | None,
+    state: str | None,
+    since: str | None,
+    tag: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List runs, newest first."""
-    records = make_client().list(job=job, state=state, since=parse_since(since), tag=tag,
-                                 limit=limit)
+    records = make_client().list(
+        job=job, state=state, since=parse_since(since), tag=tag, limit=limit
+    )
     if as_json:
         emit_json([r.to_json() for r in records])
         return
     table = Table("id", "job", "state", "attempts", "created (UTC)", "duration")
     table.columns[0].no_wrap = True
     for r in records:
-        table.add_row(r.id, r.job, r.state.value, str(r.attempts), _short_time(r.created_at),
-                      f"{r.duration:.2f} s" if r.duration is not None else "")
+        table.add_row(
+            r.id,
+            r.job,
+            r.state.value,
+            str(r.attempts),
+            _short_time(r.created_at),
+            f"{r.duration:.2f} s" if r.duration is not None else "",
+        )
     out.print(table)
 
 
@@ -388,8 +465,15 @@ def runs_logs(run_id: str, follow: bool, as_json: bool) -> None:
         for line in c.logs(run_id, last):
             last = line.id
             if as_json:
-                click.echo(json.dumps({"at": line.at.isoformat(), "attempt": line.attempt,
-                                       "message": line.message}))
+                click.echo(
+                    json.dumps(
+                        {
+                            "at": line.at.isoformat(),
+                            "attempt": line.attempt,
+                            "message": line.message,
+                        }
+                    )
+                )
             else:
                 click.echo(f"{line.at.isoformat()} [{line.attempt}] {line.message}")
         if not follow or terminal:
@@ -399,8 +483,9 @@ def runs_logs(run_id: str, follow: bool, as_json: bool) -> None:
 
 @runs_group.command("result")
 @click.argument("run_id")
-@click.option("--wait", "wait_seconds", type=float, default=0.0,
-              help="Seconds to wait for the run to finish.")
+@click.option(
+    "--wait", "wait_seconds", type=float, default=0.0, help="Seconds to wait for the run to finish."
+)
 @handle_errors
 def runs_result(run_id: str, wait_seconds: float) -> None:
     """Print a completed run's output as JSON."""

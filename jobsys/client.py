@@ -73,23 +73,25 @@ class Client:
         who = principal or self.principal
         app = self.app  # a configuration error must surface before anything is recorded
         run_id = runs.new_run_id()
-        record = self.store.create({
-            "id": run_id,
-            "job": spec.name,
-            "job_version": spec.version,
-            "queue": spec.queue,
-            "priority": spec.priority if options.priority is None else options.priority,
-            "input": payload,
-            "max_attempts": spec.retry.max_attempts,
-            "timeout": spec.timeout,
-            "meta": dict(options.metadata or {}),
-            "tags": sorted(set(spec.tags) | set(options.tags)),
-            "principal": who.model_dump(mode="json"),
-            "principal_id": who.id,
-            "tenant": who.tenant,
-            "idempotency_key": options.idempotency_key,
-            "parent_id": options.parent_id,
-        })
+        record = self.store.create(
+            {
+                "id": run_id,
+                "job": spec.name,
+                "job_version": spec.version,
+                "queue": spec.queue,
+                "priority": spec.priority if options.priority is None else options.priority,
+                "input": payload,
+                "max_attempts": spec.retry.max_attempts,
+                "timeout": spec.timeout,
+                "meta": dict(options.metadata or {}),
+                "tags": sorted(set(spec.tags) | set(options.tags)),
+                "principal": who.model_dump(mode="json"),
+                "principal_id": who.id,
+                "tenant": who.tenant,
+                "idempotency_key": options.idempotency_key,
+                "parent_id": options.parent_id,
+            }
+        )
         if record is None:  # the idempotency key is taken: that run is the answer
             assert options.idempotency_key is not None
             existing = self.store.find_key(who.tenant, options.idempotency_key)
@@ -110,32 +112,61 @@ class Client:
     def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
         limit = self.settings.visibility_timeout / 2
         if options.countdown is not None and not 0 <= options.countdown <= limit:
-            raise errors.InvalidInput(spec.name, [{
-                "loc": ["countdown"], "type": "value_error",
-                "msg": f"must be between 0 and {limit:g} s (half the visibility timeout)"}],
-                "options")
+            raise errors.InvalidInput(
+                spec.name,
+                [
+                    {
+                        "loc": ["countdown"],
+                        "type": "value_error",
+                        "msg": f"must be between 0 and {limit:g} s (half the visibility timeout)",
+                    }
+                ],
+                "options",
+            )
         if options.priority is not None and not 0 <= options.priority <= 9:
-            raise errors.InvalidInput(spec.name, [{
-                "loc": ["priority"], "type": "value_error", "msg": "must be between 0 and 9"}],
-                "options")
+            raise errors.InvalidInput(
+                spec.name,
+                [{"loc": ["priority"], "type": "value_error", "msg": "must be between 0 and 9"}],
+                "options",
+            )
 
-    def _publish(self, app: Celery, spec: jobs.JobSpec, record: runs.RunRecord,
-                 options: SubmitOptions) -> None:
+    def _publish(
+        self, app: Celery, spec: jobs.JobSpec, record: runs.RunRecord, options: SubmitOptions
+    ) -> None:
         try:
-            broker.publish(app, spec, record.id, record.dispatch, record.input,
-                           record.principal, countdown=options.countdown,
-                           priority=record.priority)
+            broker.publish(
+                app,
+                spec,
+                record.id,
+                record.dispatch,
+                record.input,
+                record.principal,
+                countdown=options.countdown,
+                priority=record.priority,
+            )
         except Exception as exc:
-            self.store.fail_unpublished(record.id, {
-                "type": type(exc).__name__, "message": f"could not publish: {exc}",
-                "reason": "enqueue_error", "traceback": None})
+            self.store.fail_unpublished(
+                record.id,
+                {
+                    "type": type(exc).__name__,
+                    "message": f"could not publish: {exc}",
+                    "reason": "enqueue_error",
+                    "traceback": None,
+                },
+            )
             raise errors.BrokerUnavailable(
                 f"run {record.id} could not be queued ({exc}); is the broker up? "
-                "(`jobsys up`, or check JOBSYS_BROKER_URL)") from exc
+                "(`jobsys up`, or check JOBSYS_BROKER_URL)"
+            ) from exc
         self.store.mark_published(record.id, record.dispatch)
 
-    def execute(self, job: str, input: Mapping[str, Any] | pydantic.BaseModel,
-                timeout: float | None = None, options: SubmitOptions | None = None) -> Any:
+    def execute(
+        self,
+        job: str,
+        input: Mapping[str, Any] | pydantic.BaseModel,
+        timeout: float | None = None,
+        options: SubmitOptions | None = None,
+    ) -> Any:
         """Submit and wait; return the output, or raise ``RunFailed``."""
         run_id = self.submit(job, input, options)
         return self.result(run_id, timeout=timeout if timeout is not None else 3600.0)
@@ -149,6 +180,16 @@ class Client:
         """Block until the run is finished (or raise ``WaitTimeout``); return its record."""
         deadline = time.monotonic() + timeout
         pending = self.app.AsyncResult(run_id)
+        try:
+            return self._wait(run_id, pending, deadline, timeout, poll)
+        finally:
+            # Unsubscribe now, while Redis is surely there, not whenever GC runs __del__.
+            self.app.backend.remove_pending_result(pending)
+            pending.backend = None
+
+    def _wait(
+        self, run_id: str, pending: Any, deadline: float, timeout: float, poll: float
+    ) -> runs.RunRecord:
         signalled = False  # Celery's result is in: from now on only the record matters
         while True:
             record = self.status(run_id)
@@ -161,8 +202,9 @@ class Client:
                 time.sleep(min(0.2, remaining))
                 continue
             try:
-                pending.get(timeout=min(poll, remaining), propagate=False,
-                            disable_sync_subtasks=False)
+                pending.get(
+                    timeout=min(poll, remaining), propagate=False, disable_sync_subtasks=False
+                )
             except CeleryTimeout:
                 continue
             signalled = True
@@ -194,12 +236,23 @@ class Client:
             run_state = runs.RunState(state) if state else None
         except ValueError:
             choices = ", ".join(s.value for s in runs.RunState)
-            raise errors.InvalidInput("runs.list", [{
-                "loc": ["state"], "type": "enum", "msg": f"must be one of {choices}"}],
-                "filter") from None
-        return self.store.list(runs.RunFilter(
-            job=job, state=run_state, since=since, until=until, tag=tag,
-            principal_id=principal_id, tenant=self.principal.tenant, limit=limit))
+            raise errors.InvalidInput(
+                "runs.list",
+                [{"loc": ["state"], "type": "enum", "msg": f"must be one of {choices}"}],
+                "filter",
+            ) from None
+        return self.store.select(
+            runs.RunFilter(
+                job=job,
+                state=run_state,
+                since=since,
+                until=until,
+                tag=tag,
+                principal_id=principal_id,
+                tenant=self.principal.tenant,
+                limit=limit,
+            )
+        )
 
     # --- steering --------------------------------------------------------------------------
 
@@ -215,8 +268,17 @@ class Client:
         record = self.status(run_id)
         if record.state not in (runs.RunState.FAILED, runs.RunState.CANCELLED):
             raise errors.InvalidTransition(run_id, record.state.value, "retry")
-        return self.submit(record.job, record.input, SubmitOptions(
-            tags=tuple(record.tags), metadata=record.meta, parent_id=record.id))
+        return self.submit(
+            record.job,
+            record.input,
+            SubmitOptions(tags=tuple(record.tags), metadata=record.meta, parent_id=record.id),
+        )
+
+    def close(self) -> None:
+        """Release the connections of this client (database pool, broker, result backend)."""
+        if self._app is not None:
+            self._app.close()
+        self.store.engine.dispose()
 
     def jobs(self, include_hidden: bool = False) -> Iterable[jobs.JobSpec]:
         return [s for s in self.registry if include_hidden or not s.hidden]

@@ -51,8 +51,12 @@ class JobContext:
 
     def progress(self, pct: float, total: float | None = None, message: str | None = None) -> None:
         """Report progress: ``pct`` from 0 to 100, optionally of ``total`` items, with a note."""
-        value = {"pct": max(0.0, min(100.0, float(pct))), "total": total, "message": message,
-                 "at": runs.utcnow().isoformat()}
+        value = {
+            "pct": max(0.0, min(100.0, float(pct))),
+            "total": total,
+            "message": message,
+            "at": runs.utcnow().isoformat(),
+        }
         if self._tracker is not None:
             self._tracker.set_progress(self.run_id, value)
 
@@ -148,7 +152,9 @@ class Tracker:
                 if time.monotonic() - self._last_beat >= min(self.heartbeat_every, 1.0):
                     self.beat()
             except Exception:  # the database may be briefly away; keep trying
-                log.exception("jobsys tracker: heartbeat failed", extra={"action": "heartbeat_error"})
+                log.exception(
+                    "jobsys tracker: heartbeat failed", extra={"action": "heartbeat_error"}
+                )
 
     def flush(self) -> None:
         with self._lock:

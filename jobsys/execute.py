@@ -68,8 +68,11 @@ def run(
     """Execute one delivery of a run and record what happened."""
     claim = store.claim(delivery.run_id, delivery.dispatch, limits.lease, spec.timeout)
     if claim is None:
-        log.info("jobsys: ignored stale or duplicate message for run %s", delivery.run_id,
-                 extra={"action": "message_stale", "run_id": delivery.run_id})
+        log.info(
+            "jobsys: ignored stale or duplicate message for run %s",
+            delivery.run_id,
+            extra={"action": "message_stale", "run_id": delivery.run_id},
+        )
         return Outcome(Kind.STALE)
     try:
         payload = spec.input_model.model_validate(delivery.input)
@@ -82,22 +85,27 @@ def run(
     try:
         with tracker.holding(ctx):
             result = spec.fn(payload, ctx) if spec.wants_context else spec.fn(payload)
-    except BaseException as exc:  # noqa: BLE001 - every failure of a body is recorded
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return _failure(exc, ctx, spec, store, limits)
     return _success(result, ctx, spec, store)
 
 
-def _success(result: Any, ctx: context.JobContext, spec: jobs.JobSpec,
-             store: runs.RunStore) -> Outcome:
+def _success(
+    result: Any, ctx: context.JobContext, spec: jobs.JobSpec, store: runs.RunStore
+) -> Outcome:
     try:
-        model = result if isinstance(result, spec.output_model) else (
-            spec.output_model.model_validate(result))
+        model = (
+            result
+            if isinstance(result, spec.output_model)
+            else (spec.output_model.model_validate(result))
+        )
         output = model.model_dump(mode="json")
     except pydantic.ValidationError as exc:
-        error = _error(errors.InvalidInput(spec.name, field_errors(exc), "output"),
-                       "output_validation")
+        error = _error(
+            errors.InvalidInput(spec.name, field_errors(exc), "output"), "output_validation"
+        )
         store.fail(ctx.run_id, ctx.attempt, error)
         return Outcome(Kind.FAILED, error=error)
     if not store.complete(ctx.run_id, ctx.attempt, output):
@@ -105,8 +113,13 @@ def _success(result: Any, ctx: context.JobContext, spec: jobs.JobSpec,
     return Outcome(Kind.COMPLETED, output=output)
 
 
-def _failure(exc: BaseException, ctx: context.JobContext, spec: jobs.JobSpec,
-             store: runs.RunStore, limits: Limits) -> Outcome:
+def _failure(
+    exc: BaseException,
+    ctx: context.JobContext,
+    spec: jobs.JobSpec,
+    store: runs.RunStore,
+    limits: Limits,
+) -> Outcome:
     if isinstance(exc, limits.timeout_errors):
         wrapped = errors.JobTimeout(f"run went past its {spec.timeout:g} s timeout")
         wrapped.__traceback__ = exc.__traceback__
@@ -118,13 +131,21 @@ def _failure(exc: BaseException, ctx: context.JobContext, spec: jobs.JobSpec,
     reason = "timeout" if isinstance(exc, errors.JobTimeout) else "exception"
     error = _error(exc, reason)
     if spec.retry.should_retry(exc, ctx.attempt):
-        delay = exc.delay if isinstance(exc, errors.Retry) and exc.delay is not None else (
-            spec.retry.next_delay(ctx.attempt))
+        delay = (
+            exc.delay
+            if isinstance(exc, errors.Retry) and exc.delay is not None
+            else (spec.retry.next_delay(ctx.attempt))
+        )
         token = store.schedule_retry(ctx.run_id, ctx.attempt, error, delay)
         if token is None:
             return Outcome(Kind.STALE)
-        log.info("jobsys: run %s attempt %d failed, retrying in %.2f s", ctx.run_id, ctx.attempt,
-                 delay, extra={"action": "job_error_retry", "run_id": ctx.run_id})
+        log.info(
+            "jobsys: run %s attempt %d failed, retrying in %.2f s",
+            ctx.run_id,
+            ctx.attempt,
+            delay,
+            extra={"action": "job_error_retry", "run_id": ctx.run_id},
+        )
         return Outcome(Kind.RETRY, error=error, delay=delay, dispatch=token)
     done = store.fail(ctx.run_id, ctx.attempt, error)
     return Outcome(Kind.FAILED if done else Kind.STALE, error=error)

@@ -68,9 +68,7 @@ class RetryPolicy:
             return False
         if isinstance(exc, errors.Retry):
             return True
-        if isinstance(exc, errors.Fatal | errors.RunCancelled) or isinstance(
-            exc, self.never_retry
-        ):
+        if isinstance(exc, (errors.Fatal | errors.RunCancelled, self.never_retry)):
             return False
         if isinstance(exc, errors.JobTimeout):
             return self.retry_on_timeout
@@ -196,7 +194,9 @@ class Job:
         for attr in ("Input", "Output"):
             if not _is_model(getattr(cls, attr, None)):
                 raise errors.JobDeclarationError(
-                    name, attr, "must be a pydantic BaseModel subclass (input and output are required)"
+                    name,
+                    attr,
+                    "must be a pydantic BaseModel subclass (input and output are required)",
                 )
         instance = cls()
         cls.spec = make_spec(
@@ -282,11 +282,15 @@ def _signature(
     output_model = output_model or hints.get("return")
     if not _is_model(input_model):
         raise errors.JobDeclarationError(
-            name, "input", "a pydantic model is required (pass input=Model or annotate the parameter)"
+            name,
+            "input",
+            "a pydantic model is required (pass input=Model or annotate the parameter)",
         )
     if not _is_model(output_model):
         raise errors.JobDeclarationError(
-            name, "output", "a pydantic model is required (pass output=Model or annotate the return)"
+            name,
+            "output",
+            "a pydantic model is required (pass output=Model or annotate the return)",
         )
     assert input_model is not None and output_model is not None
     return input_model, output_model, len(params) == 2
@@ -306,7 +310,8 @@ class Registry:
             raise errors.JobDeclarationError(
                 spec.name,
                 "name",
-                f"declared twice (in {existing.module} and {spec.module}); job names must be unique",
+                f"declared twice (in {existing.module} and {spec.module}); "
+                "job names must be unique",
             )
         self._specs[spec.name] = spec
 

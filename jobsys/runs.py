@@ -42,7 +42,13 @@ ALLOWED: dict[RunState, frozenset[RunState]] = {
     RunState.PENDING: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.FAILED}),
     RunState.RETRYING: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.FAILED}),
     RunState.RUNNING: frozenset(
-        {RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED, RunState.RETRYING, RunState.PENDING}
+        {
+            RunState.COMPLETED,
+            RunState.FAILED,
+            RunState.CANCELLED,
+            RunState.RETRYING,
+            RunState.PENDING,
+        }
     ),
     RunState.COMPLETED: frozenset(),
     RunState.FAILED: frozenset(),
@@ -81,7 +87,7 @@ class RunRecord:
     input: dict[str, Any]
     output: Any
     error: dict[str, Any] | None
-    """``type``, ``message``, ``traceback`` and ``reason`` (exception, timeout, worker_lost, ...)."""
+    """``type``, ``message``, ``traceback`` and ``reason`` (exception, timeout, worker_lost)."""
     attempts: int
     """Attempts started so far (1 after the first start)."""
     max_attempts: int
@@ -265,7 +271,7 @@ class RunStore:
             raise errors.RunNotFound(run_id)
         return _record(row)
 
-    def list(self, f: RunFilter) -> list[RunRecord]:
+    def select(self, f: RunFilter) -> list[RunRecord]:
         query = sa.select(T).order_by(T.c.created_at.desc(), T.c.id.desc()).limit(f.limit)
         for column, value in (
             (T.c.job, f.job),
@@ -292,9 +298,7 @@ class RunStore:
 
     def logs(self, run_id: str, after_id: int = 0) -> list[LogLine]:
         L = schema.run_logs
-        query = (
-            sa.select(L).where(L.c.run_id == run_id, L.c.id > after_id).order_by(L.c.id)
-        )
+        query = sa.select(L).where(L.c.run_id == run_id, L.c.id > after_id).order_by(L.c.id)
         with self.engine.connect() as conn:
             return [LogLine(**r._asdict()) for r in conn.execute(query)]
 
@@ -450,8 +454,12 @@ class RunStore:
                     state=RunState.CANCELLED.value,
                     cancel_requested=True,
                     finished_at=now,
-                    error={"type": "RunCancelled", "message": "cancelled before it started",
-                           "reason": "cancelled", "traceback": None},
+                    error={
+                        "type": "RunCancelled",
+                        "message": "cancelled before it started",
+                        "reason": "cancelled",
+                        "traceback": None,
+                    },
                 )
             ).rowcount
             if not done:
@@ -489,32 +497,61 @@ class RunStore:
     def _reap_one(
         self, r: RunRecord, now: dt.datetime, max_deliveries: int, hard_grace: float
     ) -> bool | None:
-        guard = [T.c.id == r.id, T.c.state == RunState.RUNNING.value, T.c.attempts == r.attempts,
-                 T.c.lease_expires_at < now]
+        guard = [
+            T.c.id == r.id,
+            T.c.state == RunState.RUNNING.value,
+            T.c.attempts == r.attempts,
+            T.c.lease_expires_at < now,
+        ]
         reason = None
         if r.deadline_at is not None and now >= r.deadline_at + dt.timedelta(seconds=hard_grace):
             reason = ("timeout", "JobTimeout", f"killed after its {r.timeout:g} s timeout")
         elif r.cancel_requested:
             reason = ("cancelled", "RunCancelled", "cancelled; its worker was lost")
         elif r.attempts >= r.max_attempts or r.lost + 1 >= max_deliveries:
-            reason = ("worker_lost", "WorkerLost",
-                      f"worker {r.worker} (pid {r.worker_pid}) was lost on attempt {r.attempts}")
+            reason = (
+                "worker_lost",
+                "WorkerLost",
+                f"worker {r.worker} (pid {r.worker_pid}) was lost on attempt {r.attempts}",
+            )
         if reason is not None:
             state = RunState.CANCELLED if reason[0] == "cancelled" else RunState.FAILED
-            error = {"type": reason[1], "message": reason[2], "reason": reason[0],
-                     "traceback": None}
+            error = {
+                "type": reason[1],
+                "message": reason[2],
+                "reason": reason[0],
+                "traceback": None,
+            }
             with self.engine.begin() as conn:
-                n = conn.execute(T.update().where(*guard).values(
-                    state=state.value, error=error, finished_at=now, lease_expires_at=None,
-                    lost=T.c.lost + 1)).rowcount
+                n = conn.execute(
+                    T.update()
+                    .where(*guard)
+                    .values(
+                        state=state.value,
+                        error=error,
+                        finished_at=now,
+                        lease_expires_at=None,
+                        lost=T.c.lost + 1,
+                    )
+                ).rowcount
             return False if n else None
         with self.engine.begin() as conn:
-            n = conn.execute(T.update().where(*guard).values(
-                state=RunState.PENDING.value, dispatch=T.c.dispatch + 1, lost=T.c.lost + 1,
-                lease_expires_at=None, published_at=None)).rowcount
+            n = conn.execute(
+                T.update()
+                .where(*guard)
+                .values(
+                    state=RunState.PENDING.value,
+                    dispatch=T.c.dispatch + 1,
+                    lost=T.c.lost + 1,
+                    lease_expires_at=None,
+                    published_at=None,
+                )
+            ).rowcount
         return True if n else None
 
-    def stale_waiting(self, now: dt.datetime, older_than: float, limit: int = 500) -> list[RunRecord]:
+    def stale_waiting(
+        self, now: dt.datetime, older_than: float, limit: int = 500
+    ) -> list[RunRecord]:
         """Waiting runs whose message may be lost: never published, or published long ago."""
         cutoff = now - dt.timedelta(seconds=older_than)
         query = (
@@ -529,18 +566,6 @@ class RunStore:
         )
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
-
-    def republish_token(self, run_id: str, dispatch: int) -> int | None:
-        """Give a waiting run a new message token (the old message is then ignored)."""
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                T.update()
-                .where(T.c.id == run_id, T.c.dispatch == dispatch,
-                       T.c.state.in_([s.value for s in WAITING]))
-                .values(dispatch=T.c.dispatch + 1, published_at=None)
-                .returning(T.c.dispatch)
-            ).first()
-        return int(row.dispatch) if row else None
 
 
 def _epoch(column: Any, engine: sa.Engine) -> Any:

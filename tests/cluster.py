@@ -58,16 +58,18 @@ class Database:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
             admin.dispose()
-            self.url = str(sa.engine.make_url(runs.make_engine(admin_url).url).set(
-                database=self.name).render_as_string(hide_password=False))
+            self.url = str(
+                sa.engine.make_url(runs.make_engine(admin_url).url)
+                .set(database=self.name)
+                .render_as_string(hide_password=False)
+            )
         else:
             self.name = "sqlite"
             self.url = f"sqlite:///{tmp / 'runs.db'}"
 
     def drop(self) -> None:
         if self.admin_url:
-            admin = runs.make_engine(self.admin_url).execution_options(
-                isolation_level="AUTOCOMMIT")
+            admin = runs.make_engine(self.admin_url).execution_options(isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
             admin.dispose()
@@ -118,8 +120,9 @@ class Cluster:
     def log(self, name: str) -> str:
         return self.log_path(name).read_text(errors="replace")
 
-    def start_worker(self, name: str = "w1", concurrency: int = 2, queues: str | None = None,
-                     wait: bool = True) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str = "w1", concurrency: int = 2, queues: str | None = None, wait: bool = True
+    ) -> subprocess.Popen[bytes]:
         argv = ["worker", "-c", str(concurrency), "-n", f"{name}@%h"]
         if queues:
             argv += ["-Q", queues]
@@ -135,8 +138,14 @@ class Cluster:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = self.log_path(name).open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "jobsys", *argv], env=self.env, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobsys", *argv],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.processes[name] = proc
         return proc
@@ -176,7 +185,7 @@ class Cluster:
         for name in list(self.processes):
             self.stop(name)
         if self._client is not None:
-            self._client.store.engine.dispose()
+            self._client.close()
         self.database.drop()
         self.redis.flushdb()
         self.results.flushdb()

@@ -46,8 +46,9 @@ def store(tmp_path: Path, database_url: str | None) -> Iterator[runs.RunStore]:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory, redis_url: str,
-           database_url: str | None) -> Iterator[Cluster]:
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str | None
+) -> Iterator[Cluster]:
     """One cluster with one running worker, shared by the tests of a module."""
     with cluster(tmp_path_factory.mktemp("cluster"), redis_url, database_url) as c:
         c.start_worker("w1", concurrency=2)

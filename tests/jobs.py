@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -51,10 +52,8 @@ def stubborn(data: Seconds, ctx: JobContext) -> Done:
     record_effect(ctx)
     end = time.monotonic() + data.seconds
     while time.monotonic() < end:
-        try:
+        with contextlib.suppress(SoftTimeLimitExceeded):
             time.sleep(0.05)
-        except SoftTimeLimitExceeded:
-            pass
     return Done(pid=os.getpid())
 
 

@@ -10,5 +10,6 @@ from jobsys import broker, config, jobs
 
 settings = config.Settings.from_env()
 registry = jobs.load_registry(settings.catalog)
-app = broker.make_celery(settings, registry)
-broker.install_worker_hooks(app)
+runtime = broker.Runtime(settings, registry)
+app = broker.make_celery(settings, registry, runtime)
+reaper = broker.install_worker_hooks(app, runtime)

@@ -40,8 +40,10 @@ def sleep(data: SleepInput, ctx: JobContext) -> Slept:
     start = time.monotonic()
     while (elapsed := time.monotonic() - start) < data.seconds:
         ctx.check_cancelled()
-        ctx.progress(100 * elapsed / data.seconds if data.seconds else 100,
-                     message=f"{elapsed:.1f} of {data.seconds:g} s")
+        ctx.progress(
+            100 * elapsed / data.seconds if data.seconds else 100,
+            message=f"{elapsed:.1f} of {data.seconds:g} s",
+        )
         time.sleep(min(0.1, data.seconds - elapsed))
     ctx.progress(100, message="done")
     return Slept(slept=round(time.monotonic() - start, 3))
@@ -116,5 +118,6 @@ class HashFile(Job):
                 done += len(chunk)
                 ctx.progress(100 * done / size if size else 100, total=size)
         ctx.log(f"hashed {done} bytes of {path}")
-        return HashOutput(path=str(path), algorithm=input.algorithm, size=size,
-                          digest=digest.hexdigest())
+        return HashOutput(
+            path=str(path), algorithm=input.algorithm, size=size, digest=digest.hexdigest()
+        )

@@ -39,7 +39,7 @@ def test_sigkill_worker_with_20_runs_in_flight_then_new_worker_completes_all(
     assert all(r.attempts == 2 and r.lost == 1 for r in records)
     assert all(r.worker is not None and r.worker.startswith("b@") for r in records)
     assert all(fresh.executions(i) == 2 for i in ids)
-    assert fresh.store.list(RunFilter(state=RunState.RUNNING)) == []
+    assert fresh.store.select(RunFilter(state=RunState.RUNNING)) == []
 
 
 def test_killed_child_is_replaced_and_the_run_completes(fresh: Cluster) -> None:
@@ -121,18 +121,29 @@ class _Pwn:
 def test_pickle_message_is_refused_and_never_executed(fresh: Cluster, tmp_path: Path) -> None:
     """R21: a pickle body pushed straight into the queue is rejected without unpickling."""
     marker = tmp_path / "pwned"
-    body = pickle.dumps(((), {"run_id": "x", "dispatch": 1, "input": _Pwn(marker),
-                              "principal": {"id": "evil"}}, {}))
+    body = pickle.dumps(
+        ((), {"run_id": "x", "dispatch": 1, "input": _Pwn(marker), "principal": {"id": "evil"}}, {})
+    )
     message = {
         "body": base64.b64encode(body).decode(),
         "content-encoding": "binary",
         "content-type": "application/x-python-serialize",
-        "headers": {"lang": "py", "task": "tests.effect", "id": str(uuid.uuid4()),
-                    "retries": 0, "argsrepr": "()", "kwargsrepr": "{}"},
-        "properties": {"delivery_tag": str(uuid.uuid4()), "body_encoding": "base64",
-                       "delivery_info": {"exchange": "jobs", "routing_key": "jobs"},
-                       "priority": 0, "correlation_id": str(uuid.uuid4()),
-                       "reply_to": str(uuid.uuid4())},
+        "headers": {
+            "lang": "py",
+            "task": "tests.effect",
+            "id": str(uuid.uuid4()),
+            "retries": 0,
+            "argsrepr": "()",
+            "kwargsrepr": "{}",
+        },
+        "properties": {
+            "delivery_tag": str(uuid.uuid4()),
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "jobs", "routing_key": "jobs"},
+            "priority": 0,
+            "correlation_id": str(uuid.uuid4()),
+            "reply_to": str(uuid.uuid4()),
+        },
     }
     fresh.redis.lpush("jobs", json.dumps(message))
     fresh.start_worker("w", concurrency=1)
@@ -142,3 +153,20 @@ def test_pickle_message_is_refused_and_never_executed(fresh: Cluster, tmp_path: 
     assert "ContentDisallowed" in fresh.log("w") or "untrusted content" in fresh.log("w")
     assert fresh.queue_length() == 0
     assert list(fresh.effects.iterdir()) == []
+
+
+def test_runs_whose_messages_were_lost_are_published_again(
+    tmp_path: Path, redis_url: str, database_url: str | None
+) -> None:
+    """R9: the broker loses its data (FLUSHDB) with runs waiting; the reconciler republishes
+    them from the run table and each runs once."""
+    from tests.cluster import cluster
+
+    with cluster(tmp_path, redis_url, database_url, JOBSYS_RECONCILE_SECONDS="2") as c:
+        ids = [c.client.submit("tests.effect", {"seconds": 0}) for _ in range(10)]
+        c.redis.flushdb()
+        assert c.queue_length() == 0
+        c.start_worker("w", concurrency=2)
+        records = c.wait_all(ids, timeout=60)
+        assert [r.state for r in records] == [RunState.COMPLETED] * 10
+        assert all(c.executions(i) == 1 for i in ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -36,7 +37,7 @@ def test_flaky_job_completes_on_third_attempt_spaced_by_backoff(shared: Cluster)
     assert record.output == {"attempts": 3}
     lines = shared.store.logs(run_id)
     assert [line.message for line in lines] == ["attempt 1", "attempt 2", "attempt 3"]
-    gaps = [(b.at - a.at).total_seconds() for a, b in zip(lines, lines[1:], strict=False)]
+    gaps = [(b.at - a.at).total_seconds() for a, b in itertools.pairwise(lines)]
     # backoff 1 s then 2 s, less at most 10 % jitter
     assert gaps[0] >= 0.9 and gaps[1] >= 1.8, gaps
     assert gaps[1] > gaps[0]
@@ -116,7 +117,11 @@ def test_logs_and_progress_are_visible_while_running(shared: Cluster) -> None:
     seen_running_progress = False
     while time.monotonic() < deadline:
         record = c.status(run_id)
-        if record.state is RunState.RUNNING and record.progress and 0 < record.progress["pct"] < 100:
+        if (
+            record.state is RunState.RUNNING
+            and record.progress
+            and 0 < record.progress["pct"] < 100
+        ):
             seen_running_progress = bool(c.logs(run_id))
             if seen_running_progress:
                 break

@@ -20,9 +20,18 @@ NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 def make_run(store: runs.RunStore, **values: Any) -> runs.RunRecord:
     row = {
-        "id": runs.new_run_id(), "job": "t.job", "job_version": "1", "queue": "jobs",
-        "priority": 5, "input": {"x": 1}, "max_attempts": 3, "timeout": 10.0,
-        "principal": {"id": "p"}, "principal_id": "p", "tenant": "default", **values,
+        "id": runs.new_run_id(),
+        "job": "t.job",
+        "job_version": "1",
+        "queue": "jobs",
+        "priority": 5,
+        "input": {"x": 1},
+        "max_attempts": 3,
+        "timeout": 10.0,
+        "principal": {"id": "p"},
+        "principal_id": "p",
+        "tenant": "default",
+        **values,
     }
     record = store.create(row, now=NOW)
     assert record is not None
@@ -124,9 +133,19 @@ def test_idempotency_key_is_unique_per_tenant(store: runs.RunStore) -> None:
 
 
 def _row() -> dict[str, Any]:
-    return {"id": runs.new_run_id(), "job": "t.job", "job_version": "1", "queue": "jobs",
-            "priority": 5, "input": {}, "max_attempts": 3, "timeout": 10.0,
-            "principal": {"id": "p"}, "principal_id": "p", "tenant": "default"}
+    return {
+        "id": runs.new_run_id(),
+        "job": "t.job",
+        "job_version": "1",
+        "queue": "jobs",
+        "priority": 5,
+        "input": {},
+        "max_attempts": 3,
+        "timeout": 10.0,
+        "principal": {"id": "p"},
+        "principal_id": "p",
+        "tenant": "default",
+    }
 
 
 # --- execute.run without a broker -----------------------------------------------------------
@@ -150,8 +169,9 @@ def t_job(data: In, ctx: context.JobContext) -> Out:
     return Out(y=data.x * 2)
 
 
-def _deliver(store: runs.RunStore, x: int, dispatch: int = 1,
-             run_id: str | None = None) -> tuple[str, execute.Outcome]:
+def _deliver(
+    store: runs.RunStore, x: int, dispatch: int = 1, run_id: str | None = None
+) -> tuple[str, execute.Outcome]:
     run_id = run_id or make_run(store, input={"x": x}).id
     tracker = context.Tracker(store, lease=5, heartbeat=1, cancel_grace=1)
     delivery = execute.Delivery(run_id, dispatch, {"x": x}, {"id": "p"})

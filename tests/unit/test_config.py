@@ -19,10 +19,14 @@ def test_defaults_use_the_home_folder(tmp_path: Path) -> None:
 
 
 def test_values_are_parsed_and_checked(tmp_path: Path) -> None:
-    s = config.Settings.from_env({
-        "JOBSYS_HOME": str(tmp_path), "JOBSYS_BROKER_URL": "redis://h:1/3",
-        "JOBSYS_CATALOG": "a.b, c.d,", "JOBSYS_LEASE_SECONDS": "2.5",
-    })
+    s = config.Settings.from_env(
+        {
+            "JOBSYS_HOME": str(tmp_path),
+            "JOBSYS_BROKER_URL": "redis://h:1/3",
+            "JOBSYS_CATALOG": "a.b, c.d,",
+            "JOBSYS_LEASE_SECONDS": "2.5",
+        }
+    )
     assert s.catalog == ("a.b", "c.d") and s.lease_seconds == 2.5
     assert s.resolved_result_url() == "redis://h:1/1"
     with pytest.raises(errors.ConfigError, match="JOBSYS_LEASE_SECONDS='soon'"):

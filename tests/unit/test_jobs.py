@@ -40,8 +40,9 @@ def test_defaults_match_the_documented_ones() -> None:
 
     assert body.wants_context is True
     assert body.timeout == 300
-    assert body.retry == RetryPolicy(max_attempts=3, initial_backoff=1, multiplier=2,
-                                     max_backoff=60, jitter=0.1)
+    assert body.retry == RetryPolicy(
+        max_attempts=3, initial_backoff=1, multiplier=2, max_backoff=60, jitter=0.1
+    )
     assert body.queue == "jobs" and body.hidden is False
 
 
@@ -66,11 +67,11 @@ def test_bad_values_name_the_job_and_the_field(kwargs: dict[str, object], field:
 
 
 def test_missing_schemas_are_refused() -> None:
-    with pytest.raises(JobDeclarationError, match="'t.noin': input"):
+    with pytest.raises(JobDeclarationError, match=r"'t\.noin': input"):
         job("t.noin")(lambda data: Out(y=0))
-    with pytest.raises(JobDeclarationError, match="'t.noout': output"):
+    with pytest.raises(JobDeclarationError, match=r"'t\.noout': output"):
         job("t.noout", input=In)(lambda data: 1)
-    with pytest.raises(JobDeclarationError, match="'t.bad name!': name"):
+    with pytest.raises(JobDeclarationError, match=r"'t\.bad name!': name"):
         job("t.bad name!", input=In, output=Out)(lambda data: Out(y=0))
 
 
@@ -86,13 +87,13 @@ def test_class_style_and_its_errors() -> None:
 
     assert Double.spec.name == "t.class_double" and Double.spec.timeout == 10
     assert Double.spec.fn(In(x=3), None) == Out(y=6)
-    with pytest.raises(JobDeclarationError, match="'t.class_bad': Output"):
+    with pytest.raises(JobDeclarationError, match=r"'t\.class_bad': Output"):
 
         class NoOutput(Job):
             name = "t.class_bad"
             Input = In
 
-    with pytest.raises(JobDeclarationError, match="'t.class_neg': timeout"):
+    with pytest.raises(JobDeclarationError, match=r"'t\.class_neg': timeout"):
 
         class Negative(Job):
             name = "t.class_neg"

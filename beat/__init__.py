@@ -1,0 +1,1 @@
+"""The beat process: Celery beat run by ``jobsys beat`` (``beat.main.run``)."""

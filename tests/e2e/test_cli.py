@@ -1,0 +1,196 @@
+"""The README tour, end to end: ``jobsys up`` in a fresh home, then the CLI as a user types it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.cluster import ROOT, Database, with_db
+
+pytestmark = pytest.mark.e2e
+
+
+class Up:
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home, self.env = home, env
+        self.log = home.parent / "up.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jobsys", "up"],
+            env=env,
+            cwd=home.parent,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            worker_log = self.home / "logs" / "worker1.log"
+            if worker_log.exists() and "ready." in worker_log.read_text(errors="replace"):
+                return
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.2)
+        raise AssertionError(f"jobsys up not ready:\n{self.log.read_text()}")
+
+    def jobsys(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "jobsys", *args],
+            env=self.env,
+            cwd=self.home.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> Iterator[Up]:
+    tmp = tmp_path_factory.mktemp("tour")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")}
+    env["JOBSYS_HOME"] = str(tmp / ".jobsys")
+    env["PYTHONPATH"] = str(ROOT)
+    db = Database(tmp, database_url) if database_url else None
+    if db is not None:
+        env["JOBSYS_DATABASE_URL"] = db.url
+    if os.environ.get("JOBSYS_TEST_BROKER_URL"):
+        env["JOBSYS_BROKER_URL"] = with_db(os.environ["JOBSYS_TEST_BROKER_URL"], 14)
+        env["JOBSYS_RESULT_URL"] = with_db(os.environ["JOBSYS_TEST_BROKER_URL"], 15)
+    runner = Up(tmp / ".jobsys", env)
+    try:
+        runner.wait_ready()
+        yield runner
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            runner.proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            runner.proc.wait(30)
+        if runner.proc.poll() is None:
+            runner.proc.kill()
+        if db is not None:
+            db.drop()
+
+
+def test_submit_wait_prints_the_sum_and_show_has_the_record(up: Up) -> None:
+    result = up.jobsys(
+        "submit", "examples.add", "--input", '{"a": 2, "b": 3}', "--wait", check=True
+    )
+    assert result.stdout.strip() == "5"
+    run_id = result.stderr.split("run ", 1)[1].split()[0]
+    record = json.loads(up.jobsys("runs", "show", run_id, "--json", check=True).stdout)
+    assert record["state"] == "completed" and record["attempts"] == 1
+    assert record["started_at"] and record["finished_at"] and record["duration"] is not None
+    assert record["worker"].startswith("worker1@") and record["worker_pid"] > 0
+    assert json.loads(up.jobsys("runs", "result", run_id, check=True).stdout) == 5
+    listed = json.loads(
+        up.jobsys("runs", "list", "--job", "examples.add", "--json", check=True).stdout
+    )
+    assert run_id in [r["id"] for r in listed]
+    assert run_id[:8] in up.jobsys("runs", "list", check=True).stdout
+
+
+def test_invalid_input_exits_nonzero_naming_the_field_and_records_nothing(up: Up) -> None:
+    before = json.loads(up.jobsys("runs", "list", "--limit", "10000", "--json", check=True).stdout)
+    result = up.jobsys("submit", "examples.add", "--input", '{"a": 2, "b": "three"}')
+    assert result.returncode == 2
+    assert "b: Input should be a valid integer" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    bad_json = up.jobsys("submit", "examples.add", "--input", "{a: 2}")
+    assert bad_json.returncode == 2 and "not JSON" in bad_json.stderr
+    after = json.loads(up.jobsys("runs", "list", "--limit", "10000", "--json", check=True).stdout)
+    assert after == before
+
+
+def test_unknown_names_and_ids_exit_2_with_one_line(up: Up) -> None:
+    unknown_job = up.jobsys("submit", "examples.sum", "--input", "{}")
+    assert unknown_job.returncode == 2 and "examples.add" in unknown_job.stderr
+    unknown_run = up.jobsys("runs", "show", "0" * 32)
+    assert unknown_run.returncode == 2 and "not found" in unknown_run.stderr
+    bad_since = up.jobsys("runs", "list", "--since", "yesterday-ish")
+    assert bad_since.returncode == 2 and "--since" in bad_since.stderr
+
+
+def test_jobs_list_and_show(up: Up) -> None:
+    names = [j["name"] for j in json.loads(up.jobsys("jobs", "list", "--json", check=True).stdout)]
+    assert {
+        "examples.add",
+        "examples.sleep",
+        "examples.flaky",
+        "examples.fail",
+        "examples.hash_file",
+    } <= set(names)
+    shown = json.loads(up.jobsys("jobs", "show", "examples.add", "--json", check=True).stdout)
+    assert shown["input_schema"]["required"] == ["a", "b"]
+
+
+def test_failed_run_exits_1_and_flaky_retries(up: Up) -> None:
+    failed = up.jobsys("submit", "examples.fail", "--input", "{}", "--wait")
+    assert failed.returncode == 1 and "Fatal" in failed.stderr
+    flaky = up.jobsys(
+        "submit", "examples.flaky", "--input", '{"failures": 1}', "--wait", check=True
+    )
+    assert json.loads(flaky.stdout) == {"attempts": 2}
+
+
+def test_cancel_and_logs_from_the_cli(up: Up) -> None:
+    run_id = up.jobsys(
+        "submit", "examples.sleep", "--input", '{"seconds": 60}', check=True
+    ).stdout.strip()
+    deadline = time.monotonic() + 30
+    while json.loads(up.jobsys("runs", "show", run_id, "--json").stdout)["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert up.jobsys("runs", "cancel", run_id, check=True).returncode == 0
+    result = up.jobsys("runs", "result", run_id, "--wait", "30")
+    assert result.returncode == 1 and "cancelled" in result.stderr
+    path = up.home.parent / "data.bin"
+    path.write_bytes(b"jobsys" * 1000)
+    hashed = up.jobsys(
+        "submit",
+        "examples.hash_file",
+        "--input",
+        json.dumps({"path": str(path)}),
+        "--wait",
+        check=True,
+    )
+    assert json.loads(hashed.stdout)["size"] == 6000
+    hash_id = json.loads(
+        up.jobsys("runs", "list", "--job", "examples.hash_file", "--json", check=True).stdout
+    )[0]["id"]
+    logs = up.jobsys("runs", "logs", hash_id, "--follow", check=True).stdout
+    assert "hashed 6000 bytes" in logs
+
+
+def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:
+    services = json.loads((up.home / "services.json").read_text())
+    pids = [services["pid"], *services["children"]]
+    if services.get("redis_pid"):
+        pids.append(services["redis_pid"])
+    family = {
+        p.pid
+        for pid in pids
+        if psutil.pid_exists(pid)
+        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    }
+    assert len(family) >= 4  # up, redis (or an external broker), worker + pool, beat
+    up.proc.send_signal(signal.SIGINT)
+    up.proc.wait(60)
+    deadline = time.monotonic() + 30
+    while any(
+        psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in family
+    ):
+        assert time.monotonic() < deadline, [p for p in family if psutil.pid_exists(p)]
+        time.sleep(0.2)
+    assert not (up.home / "services.json").exists()
