@@ -37,6 +37,7 @@ class Slept(pydantic.BaseModel):
 @job("examples.sleep", tags=["example"], timeout=1800)
 def sleep(data: SleepInput, ctx: JobContext) -> Slept:
     """Sleep for a while, reporting progress ten times a second; stops early when cancelled."""
+    ctx.log(f"sleeping {data.seconds:g} s")
     start = time.monotonic()
     while (elapsed := time.monotonic() - start) < data.seconds:
         ctx.check_cancelled()
@@ -46,6 +47,7 @@ def sleep(data: SleepInput, ctx: JobContext) -> Slept:
         )
         time.sleep(min(0.1, data.seconds - elapsed))
     ctx.progress(100, message="done")
+    ctx.log("done")
     return Slept(slept=round(time.monotonic() - start, 3))
 
 
