@@ -187,23 +187,22 @@ def _print_up(settings: config.Settings, broker_url: str, n_workers: int) -> Non
 def _supervise(children: list[Any]) -> None:
     stopping = False
 
-    def on_term(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        while not stopping:
-            for p in children:
-                if p.poll() is not None:
-                    err.print(
-                        f"[red]a jobsys process (pid {p.pid}) exited with {p.returncode}; "
-                        "stopping (see the logs)[/red]"
-                    )
-                    return
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    # Set both explicitly: a shell may start a background `jobsys up` with SIGINT ignored.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stopping:
+        for p in children:
+            if p.poll() is not None:
+                err.print(
+                    f"[red]a jobsys process (pid {p.pid}) exited with {p.returncode}; "
+                    "stopping (see the logs)[/red]"
+                )
+                return
+        time.sleep(0.2)
 
 
 # --- jobs ----------------------------------------------------------------------------------
