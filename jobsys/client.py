@@ -68,37 +68,75 @@ class Client:
         """Validate, record and publish a run; return its id at once."""
         options = options or SubmitOptions()
         spec = self.registry.get(job)
-        payload = self._validate(spec, input)
-        self._check_options(spec, options)
-        who = principal or self.principal
+        row = self._row(spec, self._validate(spec, input), options, principal or self.principal)
         app = self.app  # a configuration error must surface before anything is recorded
-        run_id = runs.new_run_id()
-        record = self.store.create(
-            {
-                "id": run_id,
-                "job": spec.name,
-                "job_version": spec.version,
-                "queue": spec.queue,
-                "priority": spec.priority if options.priority is None else options.priority,
-                "input": payload,
-                "max_attempts": spec.retry.max_attempts,
-                "timeout": spec.timeout,
-                "meta": dict(options.metadata or {}),
-                "tags": sorted(set(spec.tags) | set(options.tags)),
-                "principal": who.model_dump(mode="json"),
-                "principal_id": who.id,
-                "tenant": who.tenant,
-                "idempotency_key": options.idempotency_key,
-                "parent_id": options.parent_id,
-            }
-        )
-        if record is None:  # the idempotency key is taken: that run is the answer
+        if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
             assert options.idempotency_key is not None
-            existing = self.store.find_key(who.tenant, options.idempotency_key)
+            existing = self.store.find_key(row["tenant"], options.idempotency_key)
             assert existing is not None
             return existing.id
-        self._publish(app, spec, record, options)
-        return run_id
+        self._publish(app, spec, row, options.countdown)
+        return str(row["id"])
+
+    def submit_many(
+        self,
+        job: str,
+        inputs: Iterable[Mapping[str, Any] | pydantic.BaseModel],
+        options: SubmitOptions | None = None,
+        principal: permissions.Principal | None = None,
+    ) -> list[str]:
+        """Submit many runs of one job: every input is validated first (nothing is recorded if
+        one is invalid), then all rows are inserted in one statement and published."""
+        options = options or SubmitOptions()
+        if options.idempotency_key is not None:
+            raise errors.InvalidInput(
+                job,
+                [
+                    {
+                        "loc": ["idempotency_key"],
+                        "type": "value_error",
+                        "msg": "is per run: use submit() for each run",
+                    }
+                ],
+                "options",
+            )
+        spec = self.registry.get(job)
+        who = principal or self.principal
+        rows = []
+        for index, value in enumerate(inputs):
+            try:
+                rows.append(self._row(spec, self._validate(spec, value), options, who))
+            except errors.InvalidInput as exc:
+                for e in exc.errors:
+                    e["loc"] = [index, *e["loc"]]
+                raise
+        app = self.app
+        self.store.insert(rows)
+        for row in rows:
+            self._publish(app, spec, row, options.countdown)
+        return [str(row["id"]) for row in rows]
+
+    def _row(
+        self, spec: jobs.JobSpec, payload: Any, options: SubmitOptions, who: permissions.Principal
+    ) -> dict[str, Any]:
+        self._check_options(spec, options)
+        return {
+            "id": runs.new_run_id(),
+            "job": spec.name,
+            "job_version": spec.version,
+            "queue": spec.queue,
+            "priority": spec.priority if options.priority is None else options.priority,
+            "input": payload,
+            "max_attempts": spec.retry.max_attempts,
+            "timeout": spec.timeout,
+            "meta": dict(options.metadata or {}),
+            "tags": sorted(set(spec.tags) | set(options.tags)),
+            "principal": who.model_dump(mode="json"),
+            "principal_id": who.id,
+            "tenant": who.tenant,
+            "idempotency_key": options.idempotency_key,
+            "parent_id": options.parent_id,
+        }
 
     def _validate(self, spec: jobs.JobSpec, input: Mapping[str, Any] | pydantic.BaseModel) -> Any:
         try:
@@ -131,22 +169,22 @@ class Client:
             )
 
     def _publish(
-        self, app: Celery, spec: jobs.JobSpec, record: runs.RunRecord, options: SubmitOptions
+        self, app: Celery, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None
     ) -> None:
         try:
             broker.publish(
                 app,
                 spec,
-                record.id,
-                record.dispatch,
-                record.input,
-                record.principal,
-                countdown=options.countdown,
-                priority=record.priority,
+                row["id"],
+                1,
+                row["input"],
+                row["principal"],
+                countdown=countdown,
+                priority=row["priority"],
             )
         except Exception as exc:
             self.store.fail_unpublished(
-                record.id,
+                row["id"],
                 {
                     "type": type(exc).__name__,
                     "message": f"could not publish: {exc}",
@@ -155,10 +193,9 @@ class Client:
                 },
             )
             raise errors.BrokerUnavailable(
-                f"run {record.id} could not be queued ({exc}); is the broker up? "
+                f"run {row['id']} could not be queued ({exc}); is the broker up? "
                 "(`jobsys up`, or check JOBSYS_BROKER_URL)"
             ) from exc
-        self.store.mark_published(record.id, record.dispatch)
 
     def execute(
         self,
