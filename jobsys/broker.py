@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, signals, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from jobsys import config, context, errors, execute, jobs, runs
@@ -106,8 +107,10 @@ def celery_config(settings: config.Settings) -> dict[str, Any]:
         "redis_socket_keepalive": True,
         "redis_retry_on_timeout": True,
         "redis_socket_connect_timeout": 5,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Events cost a broker round trip each; Flower switches them on in the workers
+        # (enable_events) while it watches, or JOBSYS_TASK_EVENTS=1 keeps them always on.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "task_track_started": False,
         "timezone": "UTC",
         "enable_utc": True,
@@ -165,6 +168,7 @@ def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
         name=spec.name,
         bind=True,
         typing=False,
+        ignore_result=True,  # act() stores results itself, in one round trip
         acks_late=True,
         reject_on_worker_lost=True,
         soft_time_limit=spec.timeout,
@@ -177,9 +181,10 @@ def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
 def act(
     app: Celery, spec: jobs.JobSpec, delivery: execute.Delivery, outcome: execute.Outcome
 ) -> Any:
-    """Turn an ``Outcome`` into Celery's terms: a result, a retry message, or nothing."""
+    """Turn an ``Outcome`` into Celery's terms: a stored result, a retry message, or nothing."""
     kind = outcome.kind
     if kind is execute.Kind.COMPLETED:
+        store_result(app, delivery.run_id, states.SUCCESS, outcome.output)
         return outcome.output
     if kind is execute.Kind.RETRY:
         assert outcome.dispatch is not None
@@ -195,10 +200,29 @@ def act(
         raise Ignore()
     if kind is execute.Kind.FAILED:
         error = outcome.error or {}
-        raise RunFailedResult(f"{error.get('type')}: {error.get('message')}")
+        exc = RunFailedResult(f"{error.get('type')}: {error.get('message')}")
+        store_result(app, delivery.run_id, states.FAILURE, app.backend.prepare_exception(exc))
+        raise exc
     if kind is execute.Kind.CANCELLED:
-        app.backend.store_result(delivery.run_id, None, "REVOKED")
+        cancelled = RunFailedResult("cancelled")
+        store_result(app, delivery.run_id, states.REVOKED, app.backend.prepare_exception(cancelled))
     raise Ignore()
+
+
+def store_result(app: Celery, run_id: str, state: str, result: Any) -> None:
+    """Write Celery's result entry for a run in one round trip (SET with expiry + PUBLISH to
+    wake waiters). Celery's own store reads the key first; the run record already guards
+    against duplicates, so that read is not needed."""
+    backend = app.backend
+    meta = {
+        "status": state,
+        "result": result,
+        "traceback": None,
+        "children": [],
+        "date_done": datetime.now(UTC).isoformat(),
+        "task_id": run_id,
+    }
+    backend.set(backend.get_key_for_task(run_id), backend.encode(meta))
 
 
 def publish(

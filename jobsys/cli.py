@@ -95,7 +95,6 @@ def worker(concurrency: int, hostname: str | None, queues: str | None, loglevel:
         f"--queues={queue_names}",
         "--pool=prefork",
         "--optimization=fair",
-        "--task-events",
         "--without-mingle",
         "--without-gossip",
     ]

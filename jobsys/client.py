@@ -297,7 +297,7 @@ class Client:
         """A waiting run never starts; a running one is stopped and ends cancelled."""
         record = self.store.request_cancel(run_id, self.principal.tenant)
         if record.state is runs.RunState.CANCELLED:
-            self.app.backend.store_result(run_id, None, "REVOKED")
+            broker.store_result(self.app, run_id, "REVOKED", None)
         return record
 
     def retry(self, run_id: str) -> str:

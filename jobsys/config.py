@@ -53,6 +53,8 @@ class Settings:
     """A job past its timeout + this grace is killed (the hard time limit)."""
     max_deliveries: int = 3
     """A run whose worker is lost this many times ends failed (poison message cap)."""
+    task_events: bool = False
+    """Send Celery task events always (``JOBSYS_TASK_EVENTS=1``); Flower turns them on anyway."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +78,7 @@ class Settings:
             cancel_grace_seconds=_num(env, "JOBSYS_CANCEL_GRACE_SECONDS", 5.0, float),
             hard_timeout_grace_seconds=_num(env, "JOBSYS_HARD_TIMEOUT_GRACE_SECONDS", 10.0, float),
             max_deliveries=_num(env, "JOBSYS_MAX_DELIVERIES", 3, int),
+            task_events=env.get("JOBSYS_TASK_EVENTS", "0").lower() in ("1", "true", "yes"),
         )
 
     def resolved_broker_url(self) -> str:
