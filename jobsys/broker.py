@@ -9,6 +9,7 @@ is one call into ``execute.run``; the adapter acts on the returned ``Outcome``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from datetime import UTC, datetime
@@ -34,6 +35,9 @@ class Runtime:
     registry: jobs.Registry
     node: str | None = None
     """The Celery node name (``worker1@host``), recorded as the worker of each run."""
+    inline: bool = False
+    """Jobs run in the consuming process (Celery's solo pool under the jobsys supervisor):
+    jobsys enforces the time limits itself."""
     _store: runs.RunStore | None = None
     _tracker: context.Tracker | None = None
 
@@ -53,6 +57,11 @@ class Runtime:
                 self.store, s.lease_seconds, s.heartbeat_seconds, s.cancel_grace_seconds
             )
         return self._tracker
+
+    @functools.cached_property
+    def limits(self) -> execute.Limits:
+        grace = self.settings.hard_timeout_grace_seconds if self.inline else None
+        return execute.Limits(self.settings.lease_seconds, (SoftTimeLimitExceeded,), grace)
 
     def after_fork(self) -> None:
         if self._store is not None:
@@ -154,13 +163,11 @@ def make_celery(
 
 
 def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
-    limits = execute.Limits(runtime.settings.lease_seconds, (SoftTimeLimitExceeded,))
-
     def body(
         task: Any, run_id: str, dispatch: int, input: dict[str, Any], principal: dict[str, Any]
     ) -> Any:
         delivery = execute.Delivery(run_id, dispatch, input, principal)
-        outcome = execute.run(delivery, spec, runtime.store, runtime.tracker, limits)
+        outcome = execute.run(delivery, spec, runtime.store, runtime.tracker, runtime.limits)
         return act(task.app, spec, delivery, outcome)
 
     app.task(
@@ -317,6 +324,17 @@ def install_worker_hooks(app: Celery, runtime: Runtime) -> Reaper:
     def node_init(sender: Any = None, **_: Any) -> None:
         runtime.node = str(sender) if sender else None
 
+    def pool_init(sender: Any = None, **_: Any) -> None:
+        pool = getattr(sender, "pool_cls", "prefork")
+        name = pool if isinstance(pool, str) else f"{pool.__module__}.{pool.__qualname__}"
+        if "solo" in name:
+            runtime.inline = True
+        elif "prefork" not in name:
+            raise errors.ConfigError(
+                f"worker pool {name!r} cannot enforce job time limits: use the default "
+                "(`jobsys worker`) or --pool prefork"
+            )
+
     def child_init(**_: Any) -> None:
         runtime.after_fork()
         runtime.tracker.install_cancel_handler()
@@ -331,6 +349,7 @@ def install_worker_hooks(app: Celery, runtime: Runtime) -> Reaper:
             runtime._tracker.stop()
 
     signals.celeryd_init.connect(node_init, weak=False)
+    signals.worker_init.connect(pool_init, weak=False)
     signals.worker_process_init.connect(child_init, weak=False)
     signals.worker_ready.connect(ready, weak=False)
     signals.worker_shutdown.connect(shutdown, weak=False)

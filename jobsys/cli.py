@@ -77,23 +77,52 @@ def main() -> None:
 # --- process roles -----------------------------------------------------------------------
 
 
+POOLS = ("inline", "prefork", "solo")
+
+
 @main.command()
-@click.option("--concurrency", "-c", type=click.IntRange(1), default=2, show_default=True)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Worker processes.",
+)
 @click.option("--hostname", "-n", default=None, help="Node name, e.g. worker1@%h.")
 @click.option("--queues", "-Q", default=None, help="Comma-separated queues (default: all).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option(
+    "--pool",
+    type=click.Choice(POOLS),
+    default="inline",
+    show_default=True,
+    help="inline: N processes that each consume and execute (fastest); prefork: "
+    "Celery's pool; solo: one process (what inline runs N of).",
+)
 @handle_errors
-def worker(concurrency: int, hostname: str | None, queues: str | None, loglevel: str) -> None:
-    """Run a worker: prefork processes executing jobs from the broker."""
+def worker(
+    concurrency: int, hostname: str | None, queues: str | None, loglevel: str, pool: str
+) -> None:
+    """Run a worker: processes executing jobs from the broker."""
+    if pool == "inline":
+        from jobsys import supervisor
+
+        def argv_for(name: str) -> list[str]:
+            argv = ["worker", "--pool", "solo", "-n", name, "-l", loglevel]
+            return argv + (["-Q", queues] if queues else [])
+
+        names = supervisor.node_names(hostname, concurrency)
+        sys.exit(supervisor.Supervisor(argv_for, names).run())
     from workers.app import app, registry
 
     queue_names = queues or ",".join(sorted({s.queue for s in registry}))
     argv = [
         "worker",
         f"--loglevel={loglevel}",
-        f"--concurrency={concurrency}",
+        f"--concurrency={1 if pool == 'solo' else concurrency}",
         f"--queues={queue_names}",
-        "--pool=prefork",
+        f"--pool={pool}",
         "--optimization=fair",
         "--without-mingle",
         "--without-gossip",

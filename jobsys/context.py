@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,6 +24,8 @@ log = logging.getLogger("jobsys.context")
 
 MAX_LOG_CHARS = 10_000
 CANCEL_SIGNAL = signal.SIGUSR2
+HARD_LIMIT_EXIT = 70
+"""Exit status of a worker process ended by a job's hard time limit."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -94,23 +97,31 @@ class Tracker:
         self._stop = threading.Event()
         self._last_beat = 0.0
         self._last_renew = 0.0
+        self._hard_deadline: tuple[str, float, float] | None = None
 
     # --- used by the executing thread ------------------------------------------------------
 
     @contextlib.contextmanager
-    def holding(self, ctx: JobContext) -> Iterator[None]:
-        """Keep ``ctx``'s run alive while the body runs; flush its logs and progress after."""
+    def holding(self, ctx: JobContext, hard_limit: float | None = None) -> Iterator[None]:
+        """Keep ``ctx``'s run alive while the body runs; flush its logs and progress after.
+
+        With ``hard_limit`` (seconds), a body still running that long after it started ends
+        this whole process: the job ignored its soft limit, and only a new process is safe.
+        """
         ctx._tracker = self
         self._ensure_thread()
         with self._lock:
             self._held[ctx.run_id] = ctx
             self._current = ctx.run_id
+            if hard_limit is not None:
+                self._hard_deadline = (ctx.run_id, time.monotonic() + hard_limit, hard_limit)
         try:
             yield
         finally:
             with self._lock:
                 self._held.pop(ctx.run_id, None)
                 self._current = None
+                self._hard_deadline = None
             self.flush()
 
     def add_log(self, line: dict[str, Any]) -> None:
@@ -147,6 +158,7 @@ class Tracker:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.tick):
+            self._enforce_hard_limit()
             try:
                 self.flush()
                 if time.monotonic() - self._last_beat >= min(self.heartbeat_every, 1.0):
@@ -155,6 +167,24 @@ class Tracker:
                 log.exception(
                     "jobsys tracker: heartbeat failed", extra={"action": "heartbeat_error"}
                 )
+
+    def _enforce_hard_limit(self) -> None:
+        hard = self._hard_deadline
+        if hard is None or time.monotonic() < hard[1]:
+            return
+        run_id, _, seconds = hard
+        log.error(
+            "jobsys: Hard time limit (%g s) exceeded by run %s; ending worker process %d",
+            seconds,
+            run_id,
+            os.getpid(),
+            extra={"action": "hard_time_limit", "run_id": run_id},
+        )
+        with contextlib.suppress(Exception):
+            self.flush()
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(HARD_LIMIT_EXIT)
 
     def flush(self) -> None:
         with self._lock:

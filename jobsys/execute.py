@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from jobsys import context, errors, jobs, permissions, runs
+from jobsys import context, deadline, errors, jobs, permissions, runs
 
 log = logging.getLogger("jobsys.execute")
 
@@ -56,6 +56,9 @@ class Limits:
     lease: float
     timeout_errors: tuple[type[BaseException], ...] = ()
     """Exception types that mean "over the time limit" (Celery's soft limit)."""
+    inline_hard_grace: float | None = None
+    """Set when jobs run in the consuming process: jobsys enforces the soft limit itself and
+    the hard limit (timeout + this grace) by ending the process."""
 
 
 def run(
@@ -83,13 +86,27 @@ def run(
         return Outcome(Kind.FAILED, error=error)
     ctx = context.JobContext(claim.run_id, spec.name, claim.attempt, principal, claim.meta)
     try:
-        with tracker.holding(ctx):
-            result = spec.fn(payload, ctx) if spec.wants_context else spec.fn(payload)
+        result = _call(spec, payload, ctx, tracker, limits)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return _failure(exc, ctx, spec, store, limits)
     return _success(result, ctx, spec, store)
+
+
+def _call(
+    spec: jobs.JobSpec,
+    payload: Any,
+    ctx: context.JobContext,
+    tracker: context.Tracker,
+    limits: Limits,
+) -> Any:
+    if limits.inline_hard_grace is None:
+        with tracker.holding(ctx):
+            return spec.fn(payload, ctx) if spec.wants_context else spec.fn(payload)
+    hard = spec.timeout + limits.inline_hard_grace
+    with tracker.holding(ctx, hard_limit=hard), deadline.soft_limit(spec.timeout):
+        return spec.fn(payload, ctx) if spec.wants_context else spec.fn(payload)
 
 
 def _success(

@@ -13,6 +13,7 @@ import pydantic
 from celery.exceptions import SoftTimeLimitExceeded
 
 from jobsys import JobContext, RetryPolicy, job
+from jobsys.errors import JobTimeout
 
 
 def record_effect(ctx: JobContext, note: str = "") -> None:
@@ -52,7 +53,7 @@ def stubborn(data: Seconds, ctx: JobContext) -> Done:
     record_effect(ctx)
     end = time.monotonic() + data.seconds
     while time.monotonic() < end:
-        with contextlib.suppress(SoftTimeLimitExceeded):
+        with contextlib.suppress(SoftTimeLimitExceeded, JobTimeout):
             time.sleep(0.05)
     return Done(pid=os.getpid())
 

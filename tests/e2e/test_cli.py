@@ -92,7 +92,7 @@ def test_submit_wait_prints_the_sum_and_show_has_the_record(up: Up) -> None:
     record = json.loads(up.jobsys("runs", "show", run_id, "--json", check=True).stdout)
     assert record["state"] == "completed" and record["attempts"] == 1
     assert record["started_at"] and record["finished_at"] and record["duration"] is not None
-    assert record["worker"].startswith("worker1@") and record["worker_pid"] > 0
+    assert record["worker"].startswith("worker1-") and record["worker_pid"] > 0
     assert json.loads(up.jobsys("runs", "result", run_id, check=True).stdout) == 5
     listed = json.loads(
         up.jobsys("runs", "list", "--job", "examples.add", "--json", check=True).stdout

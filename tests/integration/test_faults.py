@@ -27,7 +27,7 @@ def test_sigkill_worker_with_20_runs_in_flight_then_new_worker_completes_all(
     """R1: SIGKILL of the whole worker (main process and children) mid-run."""
     fresh.start_worker("a", concurrency=20)
     ids = [fresh.client.submit("tests.effect", {"seconds": 3}) for _ in range(20)]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while sum(fresh.executions(i) for i in ids) < 20:
         assert time.monotonic() < deadline, "the 20 runs did not all start"
         time.sleep(0.1)
@@ -37,7 +37,7 @@ def test_sigkill_worker_with_20_runs_in_flight_then_new_worker_completes_all(
     records = fresh.wait_all(ids, timeout=60)
     assert [r.state for r in records] == [RunState.COMPLETED] * 20
     assert all(r.attempts == 2 and r.lost == 1 for r in records)
-    assert all(r.worker is not None and r.worker.startswith("b@") for r in records)
+    assert all(r.worker is not None and r.worker.startswith("b-") for r in records)
     assert all(fresh.executions(i) == 2 for i in ids)
     assert fresh.store.select(RunFilter(state=RunState.RUNNING)) == []
 
@@ -76,7 +76,7 @@ def test_hard_time_limit_kills_the_job_and_the_worker_goes_on(fresh: Cluster) ->
     assert record.error is not None and record.error["reason"] == "timeout"
     assert record.duration is None or record.duration < 30
     assert fresh.executions(run_id) == 1
-    assert "Hard time limit" in fresh.log("w")
+    assert "Hard time limit" in fresh.log("w") or "hard time limit" in fresh.log("w")
     assert fresh.client.execute("examples.add", {"a": 2, "b": 2}, timeout=30) == 4
 
 
