@@ -1,25 +1,58 @@
 """jobsys: typed, reliable, observable background jobs on Celery + Redis.
 
-The public names: declare jobs with ``job`` or ``Job``, submit them with ``Client``.
+The public names: declare jobs with ``job`` or ``Job``, submit them with ``Client``. They are
+imported on first use, so light processes (the worker supervisor) do not load Celery,
+SQLAlchemy and pydantic for nothing.
 """
 
-from jobsys.client import Client, SubmitOptions
-from jobsys.config import Settings
-from jobsys.context import JobContext
-from jobsys.errors import (
-    Fatal,
-    InvalidInput,
-    JobDeclarationError,
-    JobsysError,
-    Retry,
-    RunCancelled,
-    RunFailed,
-    RunNotFound,
-    UnknownJob,
-)
-from jobsys.jobs import Job, JobSpec, Registry, RetryPolicy, job, load_registry
-from jobsys.permissions import Principal
-from jobsys.runs import RunRecord, RunState
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobsys.client import Client, SubmitOptions
+    from jobsys.config import Settings
+    from jobsys.context import JobContext
+    from jobsys.errors import (
+        Fatal,
+        InvalidInput,
+        JobDeclarationError,
+        JobsysError,
+        Retry,
+        RunCancelled,
+        RunFailed,
+        RunNotFound,
+        UnknownJob,
+    )
+    from jobsys.jobs import Job, JobSpec, Registry, RetryPolicy, job, load_registry
+    from jobsys.permissions import Principal
+    from jobsys.runs import RunRecord, RunState
+
+_WHERE = {
+    "Client": "client",
+    "SubmitOptions": "client",
+    "Settings": "config",
+    "JobContext": "context",
+    "Fatal": "errors",
+    "InvalidInput": "errors",
+    "JobDeclarationError": "errors",
+    "JobsysError": "errors",
+    "Retry": "errors",
+    "RunCancelled": "errors",
+    "RunFailed": "errors",
+    "RunNotFound": "errors",
+    "UnknownJob": "errors",
+    "Job": "jobs",
+    "JobSpec": "jobs",
+    "Registry": "jobs",
+    "RetryPolicy": "jobs",
+    "job": "jobs",
+    "load_registry": "jobs",
+    "Principal": "permissions",
+    "RunRecord": "runs",
+    "RunState": "runs",
+}
 
 __all__ = [
     "Client",
@@ -45,3 +78,12 @@ __all__ = [
     "job",
     "load_registry",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobsys' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"jobsys.{module}"), name)
+    globals()[name] = value
+    return value

@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Celery, signals, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from kombu import Queue
 
 from jobsys import config, context, errors, execute, jobs, runs
 
@@ -157,6 +158,8 @@ def make_celery(
     app = Celery("jobsys", set_as_current=False)
     app.conf.update(celery_config(settings))
     runtime = runtime or Runtime(settings, registry)
+    # Declare every job's queue, so a worker started without -Q consumes all of them.
+    app.conf.task_queues = [Queue(q, routing_key=q) for q in sorted({s.queue for s in registry})]
     for spec in registry:
         _register(app, spec, runtime)
     return app
@@ -296,6 +299,9 @@ class Reaper:
         result = store.reap(now, s.max_deliveries, s.hard_timeout_grace_seconds)
         for record in result.requeued:
             self._publish(record)
+        for run_id in result.failed:  # wake waiters; the record says why
+            exc = RunFailedResult("ended by the reaper (worker lost or past its hard limit)")
+            store_result(self.app, run_id, states.FAILURE, self.app.backend.prepare_exception(exc))
         for record in store.stale_waiting(now, s.reconcile_seconds):
             # Same token: if the first message still exists, whichever copy comes second is
             # a no-op, so a deep backlog is never reshuffled.

@@ -108,20 +108,13 @@ def worker(
     if pool == "inline":
         from jobsys import supervisor
 
-        def argv_for(name: str) -> list[str]:
-            argv = ["worker", "--pool", "solo", "-n", name, "-l", loglevel]
-            return argv + (["-Q", queues] if queues else [])
+        supervisor.exec_supervisor(concurrency, hostname, loglevel, queues)
+    from workers.app import app
 
-        names = supervisor.node_names(hostname, concurrency)
-        sys.exit(supervisor.Supervisor(argv_for, names).run())
-    from workers.app import app, registry
-
-    queue_names = queues or ",".join(sorted({s.queue for s in registry}))
     argv = [
         "worker",
         f"--loglevel={loglevel}",
         f"--concurrency={1 if pool == 'solo' else concurrency}",
-        f"--queues={queue_names}",
         f"--pool={pool}",
         "--optimization=fair",
         "--without-mingle",
@@ -129,6 +122,8 @@ def worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if queues:
+        argv.append(f"--queues={queues}")
     app.worker_main(argv)
 
 

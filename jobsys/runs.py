@@ -271,11 +271,11 @@ class RunStore:
     # --- reads -----------------------------------------------------------------------------
 
     def get(self, run_id: str, tenant: str | None = None) -> RunRecord:
-        query = sa.select(T).where(T.c.id == run_id)
-        if tenant is not None:
-            query = query.where(T.c.tenant == tenant)
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+            if tenant is None:
+                row = conn.execute(_GET, {"rid": run_id}).first()
+            else:
+                row = conn.execute(_GET_IN_TENANT, {"rid": run_id, "tenant": tenant}).first()
         if row is None:
             raise errors.RunNotFound(run_id)
         return _record(row)
@@ -567,6 +567,10 @@ class RunStore:
         )
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
+
+
+_GET = sa.select(T).where(T.c.id == sa.bindparam("rid"))
+_GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
 
 
 class HotStatements:

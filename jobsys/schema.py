@@ -88,6 +88,7 @@ runs = sa.Table(
     sa.Column("deadline_at", UTCDateTime),
     sa.Column("next_attempt_at", UTCDateTime),
     sa.Index("ix_jobsys_runs_state_job", "state", "job"),
+    sa.Index("ix_jobsys_runs_state_created", "state", "created_at"),
     sa.Index("ix_jobsys_runs_job_created", "job", "created_at"),
     sa.Index("ix_jobsys_runs_created", "created_at"),
     sa.Index("ix_jobsys_runs_tenant_created", "tenant", "created_at"),
@@ -113,7 +114,17 @@ def _v1(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+def _v2(conn: sa.Connection) -> None:
+    """Version 2: list by state, newest first, without a sort."""
+    conn.execute(
+        sa.text(
+            "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_state_created "
+            "ON jobsys_runs (state, created_at)"
+        )
+    )
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)

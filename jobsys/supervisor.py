@@ -9,7 +9,9 @@ hard time limit), forwards stop signals, and never executes jobs itself.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -48,8 +50,7 @@ class Supervisor:
 
     def start(self, name: str) -> None:
         self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "jobsys", *self.argv_for(name)],
-            preexec_fn=embedded.die_with_parent,
+            [sys.executable, *self.argv_for(name)], preexec_fn=embedded.die_with_parent
         )
 
     def run(self) -> int:
@@ -105,3 +106,48 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         return 0
+
+
+def solo_worker_argv(name: str, loglevel: str, queues: str | None) -> list[str]:
+    """One inline worker process: a Celery worker on the solo pool (Celery's own CLI, so the
+    process loads nothing but the worker)."""
+    argv = [
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "--pool=solo",
+        f"--hostname={name}",
+        f"--loglevel={loglevel}",
+        "--without-mingle",
+        "--without-gossip",
+        "--optimization=fair",
+    ]
+    return argv + ([f"--queues={queues}"] if queues else [])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobsys worker", description=__doc__)
+    parser.add_argument("--concurrency", "-c", type=int, default=2)
+    parser.add_argument("--hostname", "-n", default=None)
+    parser.add_argument("--loglevel", "-l", default="INFO")
+    parser.add_argument("--queues", "-Q", default=None)
+    args = parser.parse_args(argv)
+    names = node_names(args.hostname, args.concurrency)
+    return Supervisor(lambda name: solo_worker_argv(name, args.loglevel, args.queues), names).run()
+
+
+def exec_supervisor(
+    concurrency: int, hostname: str | None, loglevel: str, queues: str | None
+) -> None:
+    """Replace this process (same pid, so signals reach it) with a light supervisor."""
+    argv = [sys.executable, "-m", "jobsys.supervisor", "-c", str(concurrency), "-l", loglevel]
+    argv += (["-n", hostname] if hostname else []) + (["-Q", queues] if queues else [])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -30,7 +30,10 @@ def test_celery_is_configured_for_safety(tmp_path: Path) -> None:
     assert conf["result_backend_transport_options"]["visibility_timeout"] == 900
     assert conf["visibility_timeout"] == 900
     assert conf["enable_utc"] and conf["timezone"] == "UTC"
-    assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
+    # events cost a round trip each: Flower turns them on while it watches, or the setting
+    assert not conf["worker_send_task_events"] and not conf["task_send_sent_event"]
+    always = broker.celery_config(settings(tmp_path, JOBSYS_TASK_EVENTS="1"))
+    assert always["worker_send_task_events"] and always["task_send_sent_event"]
     assert conf["result_backend"] == "redis://127.0.0.1:1/1"
     assert conf["result_expires"] == 86400 and conf["result_extended"] is False
 

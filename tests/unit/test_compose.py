@@ -124,7 +124,8 @@ def test_worker_shutdown_and_health(compose: dict[str, Any]) -> None:
     test = worker["healthcheck"]["test"]
     text = " ".join(test) if isinstance(test, list) else test
     assert "inspect ping" in text
-    assert "celery@$$HOSTNAME" in text  # $$: expanded by the container shell, not compose
+    # jobsys worker names its processes celery-1, celery-2, ...; $$: expanded by the shell
+    assert "celery-1@$$HOSTNAME" in text
 
 
 def test_jobsys_services_build_from_deploy_dockerfile(compose: dict[str, Any]) -> None:
