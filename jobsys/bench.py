@@ -30,6 +30,8 @@ from jobsys import client, config, embedded, jobs, runs, schema
 
 BENCH_MODULE = "workers.bench"
 BENCH_QUEUE = "jobsys-bench"
+PARKING_QUEUE = "jobsys-bench-parking"
+"""Workers start on this empty queue; the bench adds the real queue once they are all up."""
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -48,7 +50,11 @@ class Target(Protocol):
 
     @property
     def app(self) -> Celery: ...
+
+    queue: str
+
     def start_workers(self, processes: int, log: Path) -> subprocess.Popen[bytes]: ...
+    def nodes(self, processes: int) -> int: ...
     def enqueue(self, n: int) -> list[str]: ...
     def enqueue_batch(self, n: int) -> list[str]: ...
     def roundtrip(self) -> None: ...
@@ -62,6 +68,7 @@ class JobsysTarget:
 
     settings: config.Settings
     name: str = "jobsys"
+    queue: str = BENCH_QUEUE
     _client: client.Client | None = None
 
     @property
@@ -97,13 +104,16 @@ class JobsysTarget:
             "-c",
             str(processes),
             "-Q",
-            BENCH_QUEUE,
+            PARKING_QUEUE,
             "-n",
             "bench@%h",
             "-l",
             "WARNING",
         ]
         return embedded.spawn(argv, self.env, log)
+
+    def nodes(self, processes: int) -> int:
+        return processes  # inline mode: every process is a worker node
 
     def enqueue(self, n: int) -> list[str]:
         return [self.client.submit("bench.noop", {}) for _ in range(n)]
@@ -124,16 +134,23 @@ class JobsysTarget:
 
 
 def wait_ready(
-    target: Target, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60
+    target: Target, proc: subprocess.Popen[bytes], log: Path, processes: int, timeout: float = 60
 ) -> None:
-    """Wait until the worker answers a ping over the broker (it is consuming)."""
+    """Wait until every worker node answers a ping over the broker."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
-        if target.app.control.ping(timeout=0.5):
+        if len(target.app.control.ping(timeout=0.5)) >= target.nodes(processes):
             return
     raise RuntimeError(f"worker not ready after {timeout} s: {log}")
+
+
+def start_consuming(target: Target, processes: int) -> None:
+    """Point every (parked) worker at the queue under test."""
+    replies = target.app.control.add_consumer(target.queue, reply=True, timeout=5)
+    if len(replies) < target.nodes(processes):
+        raise RuntimeError(f"only {len(replies)} workers started consuming: {replies}")
 
 
 def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
@@ -187,8 +204,9 @@ def throughput(target: Target, n: int, processes: int, workdir: Path) -> dict[st
     log.unlink(missing_ok=True)
     proc = target.start_workers(processes, log)
     try:
-        wait_ready(target, proc, log)
+        wait_ready(target, proc, log, processes)
         cpu_before = cpu_seconds(proc)
+        start_consuming(target, processes)
         times = done_times(target.result_redis(), ids, timeout=max(120, n / 50))
         cpu = cpu_seconds(proc) - cpu_before
         memory = rss_mib(proc)
@@ -211,7 +229,8 @@ def latency(target: Target, count: int, workdir: Path) -> dict[str, float]:
     log.unlink(missing_ok=True)
     proc = target.start_workers(1, log)
     try:
-        wait_ready(target, proc, log)
+        wait_ready(target, proc, log, 1)
+        start_consuming(target, 1)
         for _ in range(20):  # warm up connections
             target.roundtrip()
         samples = []

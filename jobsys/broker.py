@@ -75,6 +75,7 @@ def celery_config(settings: config.Settings) -> dict[str, Any]:
     vt = settings.visibility_timeout
     return {
         "broker_url": settings.resolved_broker_url(),
+        "broker_transport": "jobsys.transport:Transport",
         "result_backend": settings.resolved_result_url(),
         "task_serializer": "json",
         "result_serializer": "json",
@@ -244,6 +245,7 @@ def publish(
     principal: dict[str, Any],
     countdown: float | None = None,
     priority: int | None = None,
+    producer: Any = None,
 ) -> None:
     """Put one run's message on the broker (JSON)."""
     app.send_task(
@@ -254,7 +256,32 @@ def publish(
         priority=spec.priority if priority is None else priority,
         countdown=countdown or None,
         serializer="json",
+        producer=producer,
+        # What logs, events and Flower show of the arguments: the run id, never the input
+        # (it may hold secrets; the run record has it). Also spares a repr of every message.
+        argsrepr="()",
+        kwargsrepr=f"{{'run_id': '{run_id}'}}",
     )
+
+
+def publish_many(
+    app: Celery, spec: jobs.JobSpec, rows: list[dict[str, Any]], countdown: float | None = None
+) -> None:
+    """Publish many new runs' messages through one pipelined batch (one round trip per
+    thousand messages instead of one each)."""
+    with app.producer_or_acquire() as producer, producer.batch():
+        for row in rows:
+            publish(
+                app,
+                spec,
+                row["id"],
+                1,
+                row["input"],
+                row["principal"],
+                countdown,
+                row["priority"],
+                producer=producer,
+            )
 
 
 def republish(app: Celery, registry: jobs.Registry, record: runs.RunRecord) -> None:

@@ -112,8 +112,14 @@ class Client:
                 raise
         app = self.app
         self.store.insert(rows)
-        for row in rows:
-            self._publish(app, spec, row, options.countdown)
+        try:
+            broker.publish_many(app, spec, rows, options.countdown)
+        except Exception as exc:
+            for row in rows:  # the reconciler would publish them later; say so now instead
+                self.store.fail_unpublished(row["id"], _publish_error(exc))
+            raise errors.BrokerUnavailable(
+                f"{len(rows)} runs could not be queued ({exc}); is the broker up?"
+            ) from exc
         return [str(row["id"]) for row in rows]
 
     def _row(
@@ -183,15 +189,7 @@ class Client:
                 priority=row["priority"],
             )
         except Exception as exc:
-            self.store.fail_unpublished(
-                row["id"],
-                {
-                    "type": type(exc).__name__,
-                    "message": f"could not publish: {exc}",
-                    "reason": "enqueue_error",
-                    "traceback": None,
-                },
-            )
+            self.store.fail_unpublished(row["id"], _publish_error(exc))
             raise errors.BrokerUnavailable(
                 f"run {row['id']} could not be queued ({exc}); is the broker up? "
                 "(`jobsys up`, or check JOBSYS_BROKER_URL)"
@@ -319,3 +317,12 @@ class Client:
 
     def jobs(self, include_hidden: bool = False) -> Iterable[jobs.JobSpec]:
         return [s for s in self.registry if include_hidden or not s.hidden]
+
+
+def _publish_error(exc: Exception) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": f"could not publish: {exc}",
+        "reason": "enqueue_error",
+        "traceback": None,
+    }

@@ -31,27 +31,55 @@ class BareTarget:
     broker_url: str
     result_url: str
     name: str = "celery"
+    queue: str = "celery"
     _app: Celery | None = None
 
     @property
     def app(self) -> Celery:
         if self._app is None:
             os.environ["BARE_BROKER_URL"], os.environ["BARE_RESULT_URL"] = (
-                self.broker_url, self.result_url)
+                self.broker_url,
+                self.result_url,
+            )
             from tests.benchmarks.bare_app import app
 
             self._app = app
         return self._app
 
     def start_workers(self, processes: int, log: Path) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "BARE_BROKER_URL": self.broker_url,
-               "BARE_RESULT_URL": self.result_url}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "BARE_BROKER_URL": self.broker_url,
+            "BARE_RESULT_URL": self.result_url,
+        }
         with log.open("ab") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "tests.benchmarks.bare_app", "worker",
-                 "-c", str(processes), "-n", "bare@%h", "-l", "WARNING"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                preexec_fn=embedded.die_with_parent)
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tests.benchmarks.bare_app",
+                    "worker",
+                    "-c",
+                    str(processes),
+                    "-n",
+                    "bare@%h",
+                    "-l",
+                    "WARNING",
+                    "-Q",
+                    bench.PARKING_QUEUE,
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                preexec_fn=embedded.die_with_parent,
+            )
+
+    def nodes(self, processes: int) -> int:
+        return 1  # prefork: one node whatever the number of processes
 
     def enqueue(self, n: int) -> list[str]:
         noop = self.app.tasks["bare.noop"]
@@ -86,10 +114,13 @@ def main() -> None:
     if not base:
         server = embedded.RedisServer(work / "redis", persist=False).start()
         base = server.url
-    env = {"JOBSYS_HOME": str(work / "home"), "JOBSYS_BROKER_URL": with_db(base, 2),
-           "JOBSYS_RESULT_URL": with_db(base, 3),
-           "JOBSYS_DATABASE_URL": os.environ.get("JOBSYS_DATABASE_URL")
-           or f"sqlite:///{work / 'runs.db'}"}
+    env = {
+        "JOBSYS_HOME": str(work / "home"),
+        "JOBSYS_BROKER_URL": with_db(base, 2),
+        "JOBSYS_RESULT_URL": with_db(base, 3),
+        "JOBSYS_DATABASE_URL": os.environ.get("JOBSYS_DATABASE_URL")
+        or f"sqlite:///{work / 'runs.db'}",
+    }
     os.environ.update(env)
     targets = {
         "celery": BareTarget(with_db(base, 4), with_db(base, 5)),
@@ -101,11 +132,14 @@ def main() -> None:
             for name, target in targets.items():  # alternate, so drift hits both alike
                 for processes in (1, 2):
                     figures[name].setdefault(f"throughput_{processes}", []).append(
-                        bench.throughput(target, args.jobs, processes, work))
+                        bench.throughput(target, args.jobs, processes, work)
+                    )
                 figures[name].setdefault("latency_ms", []).append(
-                    bench.latency(target, args.roundtrips, work))
+                    bench.latency(target, args.roundtrips, work)
+                )
                 figures[name].setdefault("batch_enqueue", []).append(
-                    bench.batch_enqueue(target, args.jobs))
+                    bench.batch_enqueue(target, args.jobs)
+                )
                 for db in (2, 3, 4, 5):
                     redis.Redis.from_url(with_db(base, db)).flushdb()
     finally:
@@ -116,14 +150,20 @@ def main() -> None:
         celery = bench.median_of(figures["celery"][scenario])
         jobsys = bench.median_of(figures["jobsys"][scenario])
         report["figures"][scenario] = {
-            k: {"celery": celery[k], "jobsys": jobsys[k],
-                "ratio": round(jobsys[k] / celery[k], 2) if celery[k] else None}
-            for k in celery}
+            k: {
+                "celery": celery[k],
+                "jobsys": jobsys[k],
+                "ratio": round(jobsys[k] / celery[k], 2) if celery[k] else None,
+            }
+            for k in celery
+        }
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(" ".join(f"{k}={v}" for k, v in report["machine"].items()),
-          f"jobs={args.jobs} reps={args.reps} (medians)")
+    print(
+        " ".join(f"{k}={v}" for k, v in report["machine"].items()),
+        f"jobs={args.jobs} reps={args.reps} (medians)",
+    )
     print(f"{'scenario':<16}{'figure':<18}{'celery':>12}{'jobsys':>12}{'ratio':>8}")
     for scenario, values in report["figures"].items():
         for k, v in values.items():
