@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from jobsys import errors
 
@@ -38,7 +37,18 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+class JSON(sa.types.TypeDecorator[Any]):
+    """JSON: JSONB on PostgreSQL (imported only there), SQLite's JSON elsewhere."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(sa.JSON())
 
 metadata = sa.MetaData()
 
