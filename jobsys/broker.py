@@ -257,6 +257,9 @@ def publish(
         countdown=countdown or None,
         serializer="json",
         producer=producer,
+        # Waiters subscribe in Client.wait; without this Celery subscribes to every
+        # submitted run's result channel (two extra Redis commands per submit).
+        ignore_result=True,
         # What logs, events and Flower show of the arguments: the run id, never the input
         # (it may hold secrets; the run record has it). Also spares a repr of every message.
         argsrepr="()",
