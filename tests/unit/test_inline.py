@@ -1,0 +1,36 @@
+"""The pieces of the inline worker mode that need no broker: node names and the soft limit."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jobsys import bench, deadline, errors, supervisor
+
+
+def test_node_names_number_the_processes() -> None:
+    assert supervisor.node_names(None, 1) == ["celery@%h"]
+    assert supervisor.node_names("worker1@%h", 2) == ["worker1-1@%h", "worker1-2@%h"]
+    assert supervisor.node_names("bench", 2) == ["bench-1@%h", "bench-2@%h"]
+
+
+def test_solo_argv_runs_celery_on_the_solo_pool() -> None:
+    argv = supervisor.solo_worker_argv("w-1@%h", "INFO", "a,b")
+    assert argv[:5] == ["-m", "celery", "-A", "workers.app", "worker"]
+    assert "--pool=solo" in argv and "--hostname=w-1@%h" in argv and "--queues=a,b" in argv
+
+
+def test_soft_limit_raises_inside_the_body_only() -> None:
+    start = time.monotonic()
+    with pytest.raises(errors.JobTimeout, match="0.2 s"), deadline.soft_limit(0.2):
+        time.sleep(5)
+    assert time.monotonic() - start < 1
+    with deadline.soft_limit(0.05):
+        pass
+    time.sleep(0.1)  # the timer was cancelled: nothing fires after the body
+
+
+def test_percentiles_pick_from_the_sorted_samples() -> None:
+    samples = [float(i) for i in range(1, 101)]
+    assert bench.percentiles(samples) == {"p50": 51.0, "p90": 90.0, "p99": 99.0}
