@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import sys
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -366,10 +367,14 @@ def install_worker_hooks(app: Celery, runtime: Runtime) -> Reaper:
         if "solo" in name:
             runtime.inline = True
         elif "prefork" not in name:
-            raise errors.ConfigError(
-                f"worker pool {name!r} cannot enforce job time limits: use the default "
-                "(`jobsys worker`) or --pool prefork"
+            # Celery logs and swallows exceptions from signal handlers: exit instead.
+            print(
+                f"jobsys: worker pool {name!r} cannot enforce job time limits; use "
+                "`jobsys worker` (inline) or --pool prefork",
+                file=sys.stderr,
+                flush=True,
             )
+            raise SystemExit(2)
 
     def child_init(**_: Any) -> None:
         runtime.after_fork()

@@ -50,6 +50,7 @@ class JSON(sa.types.TypeDecorator[Any]):
             return dialect.type_descriptor(JSONB())
         return dialect.type_descriptor(sa.JSON())
 
+
 metadata = sa.MetaData()
 
 schema_version = sa.Table(

@@ -100,6 +100,57 @@ class BareTarget:
         redis.Redis.from_url(self.broker_url).delete("celery")
 
 
+def measure(
+    targets: dict[str, bench.Target], args: argparse.Namespace, work: Path, base: str
+) -> dict[str, dict[str, list[dict[str, float]]]]:
+    figures: dict[str, dict[str, list[dict[str, float]]]] = {t: {} for t in targets}
+    for _ in range(args.reps):
+        for name, target in targets.items():  # alternate, so drift hits both alike
+            runs = figures[name]
+            for processes in (1, 2):
+                runs.setdefault(f"throughput_{processes}", []).append(
+                    bench.throughput(target, args.jobs, processes, work)
+                )
+            runs.setdefault("latency_ms", []).append(bench.latency(target, args.roundtrips, work))
+            runs.setdefault("batch_enqueue", []).append(bench.batch_enqueue(target, args.jobs))
+            for db in (2, 3, 4, 5):
+                redis.Redis.from_url(with_db(base, db)).flushdb()
+    return figures
+
+
+def report(
+    figures: dict[str, dict[str, list[dict[str, float]]]], args: argparse.Namespace
+) -> dict[str, object]:
+    out: dict[str, dict[str, object]] = {}
+    for scenario in figures["jobsys"]:
+        celery = bench.median_of(figures["celery"][scenario])
+        jobsys = bench.median_of(figures["jobsys"][scenario])
+        out[scenario] = {
+            k: {
+                "celery": celery[k],
+                "jobsys": jobsys[k],
+                "ratio": round(jobsys[k] / celery[k], 2) if celery[k] else None,
+            }
+            for k in celery
+        }
+    return {"machine": bench.machine(), "jobs": args.jobs, "reps": args.reps, "figures": out}
+
+
+def print_table(result: dict[str, object], args: argparse.Namespace) -> None:
+    machine = result["machine"]
+    assert isinstance(machine, dict)
+    print(
+        " ".join(f"{k}={v}" for k, v in machine.items()),
+        f"jobs={args.jobs} reps={args.reps} (medians)",
+    )
+    print(f"{'scenario':<16}{'figure':<18}{'celery':>12}{'jobsys':>12}{'ratio':>8}")
+    figures = result["figures"]
+    assert isinstance(figures, dict)
+    for scenario, values in figures.items():
+        for k, v in values.items():
+            print(f"{scenario:<16}{k:<18}{v['celery']:>12}{v['jobsys']:>12}{v['ratio']!s:>8}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -122,52 +173,20 @@ def main() -> None:
         or f"sqlite:///{work / 'runs.db'}",
     }
     os.environ.update(env)
-    targets = {
+    targets: dict[str, bench.Target] = {
         "celery": BareTarget(with_db(base, 4), with_db(base, 5)),
         "jobsys": bench.JobsysTarget(config.Settings.from_env(env)),
     }
-    figures: dict[str, dict[str, list[dict[str, float]]]] = {t: {} for t in targets}
     try:
-        for _ in range(args.reps):
-            for name, target in targets.items():  # alternate, so drift hits both alike
-                for processes in (1, 2):
-                    figures[name].setdefault(f"throughput_{processes}", []).append(
-                        bench.throughput(target, args.jobs, processes, work)
-                    )
-                figures[name].setdefault("latency_ms", []).append(
-                    bench.latency(target, args.roundtrips, work)
-                )
-                figures[name].setdefault("batch_enqueue", []).append(
-                    bench.batch_enqueue(target, args.jobs)
-                )
-                for db in (2, 3, 4, 5):
-                    redis.Redis.from_url(with_db(base, db)).flushdb()
+        figures = measure(targets, args, work, base)
     finally:
         if server is not None:
             server.stop()
-    report = {"machine": bench.machine(), "jobs": args.jobs, "reps": args.reps, "figures": {}}
-    for scenario in figures["jobsys"]:
-        celery = bench.median_of(figures["celery"][scenario])
-        jobsys = bench.median_of(figures["jobsys"][scenario])
-        report["figures"][scenario] = {
-            k: {
-                "celery": celery[k],
-                "jobsys": jobsys[k],
-                "ratio": round(jobsys[k] / celery[k], 2) if celery[k] else None,
-            }
-            for k in celery
-        }
+    result = report(figures, args)
     if args.json:
-        print(json.dumps(report, indent=2))
-        return
-    print(
-        " ".join(f"{k}={v}" for k, v in report["machine"].items()),
-        f"jobs={args.jobs} reps={args.reps} (medians)",
-    )
-    print(f"{'scenario':<16}{'figure':<18}{'celery':>12}{'jobsys':>12}{'ratio':>8}")
-    for scenario, values in report["figures"].items():
-        for k, v in values.items():
-            print(f"{scenario:<16}{k:<18}{v['celery']:>12}{v['jobsys']:>12}{v['ratio']!s:>8}")
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result, args)
 
 
 if __name__ == "__main__":

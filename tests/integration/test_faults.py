@@ -170,3 +170,22 @@ def test_runs_whose_messages_were_lost_are_published_again(
         records = c.wait_all(ids, timeout=60)
         assert [r.state for r in records] == [RunState.COMPLETED] * 10
         assert all(c.executions(i) == 1 for i in ids)
+
+
+def test_a_pool_that_cannot_enforce_time_limits_is_refused(fresh: Cluster) -> None:
+    """R14: the threads pool ignores hard time limits, so the worker refuses to start."""
+    import subprocess
+    import sys
+
+    from tests.cluster import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", "threads"],
+        env=fresh.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cannot enforce job time limits" in result.stderr

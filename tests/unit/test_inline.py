@@ -23,7 +23,7 @@ def test_solo_argv_runs_celery_on_the_solo_pool() -> None:
 
 def test_soft_limit_raises_inside_the_body_only() -> None:
     start = time.monotonic()
-    with pytest.raises(errors.JobTimeout, match="0.2 s"), deadline.soft_limit(0.2):
+    with pytest.raises(errors.JobTimeout, match=r"0\.2 s"), deadline.soft_limit(0.2):
         time.sleep(5)
     assert time.monotonic() - start < 1
     with deadline.soft_limit(0.05):
