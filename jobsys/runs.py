@@ -355,10 +355,18 @@ class RunStore:
         return self._finish(run_id, attempt, RunState.CANCELLED, {"error": error})
 
     def _finish(
-        self, run_id: str, attempt: int | None, state: RunState, values: dict[str, Any]
+        self,
+        run_id: str,
+        attempt: int | None,
+        state: RunState,
+        values: dict[str, Any],
+        also: tuple[Any, ...] = (),
+        now: dt.datetime | None = None,
     ) -> bool:
-        now = utcnow()
-        guard = [T.c.id == run_id, T.c.state.in_(sources(state))]
+        """The one writer of terminal states: guarded by the state machine, by the attempt
+        that holds the run (if given) and by the ``also`` conditions."""
+        now = now or utcnow()
+        guard = [T.c.id == run_id, T.c.state.in_(sources(state)), *also]
         if attempt is not None:
             guard += [T.c.attempts == attempt, T.c.state == RunState.RUNNING.value]
         duration = sa.case(
@@ -498,12 +506,6 @@ class RunStore:
     def _reap_one(
         self, r: RunRecord, now: dt.datetime, max_deliveries: int, hard_grace: float
     ) -> bool | None:
-        guard = [
-            T.c.id == r.id,
-            T.c.state == RunState.RUNNING.value,
-            T.c.attempts == r.attempts,
-            T.c.lease_expires_at < now,
-        ]
         reason = None
         if r.deadline_at is not None and now >= r.deadline_at + dt.timedelta(seconds=hard_grace):
             reason = ("timeout", "JobTimeout", f"killed after its {r.timeout:g} s timeout")
@@ -523,19 +525,16 @@ class RunStore:
                 "reason": reason[0],
                 "traceback": None,
             }
-            with self.engine.begin() as conn:
-                n = conn.execute(
-                    T.update()
-                    .where(*guard)
-                    .values(
-                        state=state.value,
-                        error=error,
-                        finished_at=now,
-                        lease_expires_at=None,
-                        lost=T.c.lost + 1,
-                    )
-                ).rowcount
-            return False if n else None
+            values = {"error": error, "lost": T.c.lost + 1}
+            expired = (T.c.lease_expires_at < now,)
+            done = self._finish(r.id, r.attempts, state, values, also=expired, now=now)
+            return False if done else None
+        guard = [
+            T.c.id == r.id,
+            T.c.state == RunState.RUNNING.value,
+            T.c.attempts == r.attempts,
+            T.c.lease_expires_at < now,
+        ]
         with self.engine.begin() as conn:
             n = conn.execute(
                 T.update()
