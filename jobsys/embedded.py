@@ -141,11 +141,13 @@ def spawn(argv: Sequence[str], env: dict[str, str], log_path: Path) -> subproces
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,
+            start_new_session=True,  # its own group: stop_all can end it and its children
         )
 
 
 def stop_all(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
-    """Warm-stop every child (SIGTERM), then kill whatever is left after ``timeout``."""
+    """Warm-stop every child (SIGTERM), then kill whatever is left of each one's process
+    group (a worker's own processes included) after ``timeout``."""
     for p in processes:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -156,3 +158,5 @@ def stop_all(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 20.0
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)

@@ -174,6 +174,13 @@ def test_cancel_and_logs_from_the_cli(up: Up) -> None:
 
 
 def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:
+    # a long job is running: warm shutdown would wait for it; `up` ends it after its timeout
+    long_run = up.jobsys("submit", "examples.sleep", "--input", '{"seconds": 600}', check=True)
+    run_id = long_run.stdout.strip()
+    deadline = time.monotonic() + 30
+    while json.loads(up.jobsys("runs", "show", run_id, "--json").stdout)["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     services = json.loads((up.home / "services.json").read_text())
     pids = [services["pid"], *services["children"]]
     if services.get("redis_pid"):
