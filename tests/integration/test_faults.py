@@ -189,3 +189,20 @@ def test_a_pool_that_cannot_enforce_time_limits_is_refused(fresh: Cluster) -> No
     )
     assert result.returncode == 2
     assert "cannot enforce job time limits" in result.stderr
+
+
+def test_sigterm_lets_running_jobs_finish_then_the_worker_exits_0(fresh: Cluster) -> None:
+    """R4a: a warm shutdown (SIGTERM) of an inline worker with runs in flight."""
+    proc = fresh.start_worker("w", concurrency=2)
+    ids = [fresh.client.submit("tests.effect", {"seconds": 3}) for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while sum(fresh.executions(i) for i in ids) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)  # the supervisor only, as an orchestrator would
+    assert proc.wait(60) == 0
+    records = [fresh.store.get(i) for i in ids]
+    assert [r.state for r in records] == [RunState.COMPLETED] * 2
+    assert all(fresh.executions(i) == 1 for i in ids)
+    assert fresh.queue_length() == 0
+    assert fresh.redis.zcard("unacked_index") == 0
