@@ -236,7 +236,7 @@ class RunStore:
         full = [{**defaults, **row} for row in rows]
         try:
             with self.engine.begin() as conn:
-                conn.execute(T.insert(), full)
+                conn.execute(_INSERT, full)
         except sa.exc.IntegrityError:
             if len(full) == 1 and full[0].get("idempotency_key"):
                 return False
@@ -568,6 +568,7 @@ class RunStore:
             return [_record(r) for r in conn.execute(query)]
 
 
+_INSERT = T.insert()
 _GET = sa.select(T).where(T.c.id == sa.bindparam("rid"))
 _GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
 
