@@ -163,6 +163,7 @@ class Tracker:
                 self.flush()
                 if time.monotonic() - self._last_beat >= min(self.heartbeat_every, 1.0):
                     self.beat()
+                self.store.checkpoint()
             except Exception:  # the database may be briefly away; keep trying
                 log.exception(
                     "jobsys tracker: heartbeat failed", extra={"action": "heartbeat_error"}
