@@ -315,9 +315,6 @@ class Client:
             self._app.close()
         self.store.engine.dispose()
 
-    def jobs(self, include_hidden: bool = False) -> Iterable[jobs.JobSpec]:
-        return [s for s in self.registry if include_hidden or not s.hidden]
-
 
 def _publish_error(exc: Exception) -> dict[str, Any]:
     return {

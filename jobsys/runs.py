@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import json
 import os
 import socket
 import sqlite3
@@ -150,7 +151,6 @@ class Claim:
 
     run_id: str
     attempt: int
-    deadline_at: dt.datetime
     meta: dict[str, Any]
 
 
@@ -179,7 +179,8 @@ def _record(row: sa.Row[Any]) -> RunRecord:
 
 
 def make_engine(url: str) -> sa.Engine:
-    """An engine for the store URL; SQLite gets WAL and a busy timeout for many processes."""
+    """An engine for the store URL; SQLite gets WAL and a fine-grained wait for its write
+    lock, for many processes."""
     if url.startswith(("postgres://", "postgresql://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
@@ -348,12 +349,10 @@ class RunStore:
             query = query.where(T.c.created_at >= f.since)
         if f.until is not None:
             query = query.where(T.c.created_at < f.until)
+        if f.tag is not None:  # in SQL, so that the limit counts tagged runs only
+            query = query.where(self._sql.has_tag).params(tag_json=json.dumps([f.tag]))
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        records = [_record(r) for r in rows]
-        if f.tag is not None:
-            records = [r for r in records if f.tag in r.tags]
-        return records
+            return [_record(r) for r in conn.execute(query)]
 
     def count(self) -> int:
         with self.engine.connect() as conn:
@@ -394,7 +393,7 @@ class RunStore:
             row = conn.execute(self._sql.claim, params).first()
         if row is None:
             return None
-        return Claim(run_id, int(row.attempts), deadline, dict(row.meta or {}))
+        return Claim(run_id, int(row.attempts), dict(row.meta or {}))
 
     def complete(self, run_id: str, attempt: int, output: Any) -> bool:
         """running -> completed, for the attempt that holds the run."""
@@ -479,7 +478,12 @@ class RunStore:
             if lease is not None:
                 conn.execute(
                     T.update()
-                    .where(T.c.id.in_(ids), T.c.state == RunState.RUNNING.value)
+                    .where(
+                        T.c.state == RunState.RUNNING.value,
+                        # only the attempts held here: a worker whose run was reaped and
+                        # started again elsewhere must not keep the new attempt's lease alive
+                        sa.or_(*(sa.and_(T.c.id == r, T.c.attempts == a) for r, a in held)),
+                    )
                     .values(lease_expires_at=now + dt.timedelta(seconds=lease))
                 )
             rows = conn.execute(
@@ -629,7 +633,8 @@ _GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
 
 class HotStatements:
     """The per-job statements (claim, complete) as prepared SQL text: building them with the
-    expression language on every call cost three times the database's own work."""
+    expression language on every call cost three times the database's own work. Also the
+    dialect-specific tag filter."""
 
     def __init__(self, dialect: str) -> None:
         since = (
@@ -655,6 +660,12 @@ class HotStatements:
             f"finished_at = :now, duration = {since}, lease_expires_at = NULL "
             "WHERE id = :rid AND attempts = :attempt AND state = 'running'"
         ).bindparams(*_typed("now"), sa.bindparam("output", type_=schema.JSON))
+        self.has_tag = sa.text(
+            "jobsys_runs.tags @> CAST(:tag_json AS jsonb)"
+            if dialect == "postgresql"
+            else "EXISTS (SELECT 1 FROM json_each(jobsys_runs.tags) "
+            "WHERE json_each.value = json_extract(:tag_json, '$[0]'))"
+        )
 
 
 def _typed(*names: str) -> list[sa.BindParameter[Any]]:

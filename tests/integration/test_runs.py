@@ -163,6 +163,9 @@ def test_list_filters(shared: Cluster) -> None:
     tagged = c.submit("examples.add", {"a": 5, "b": 5}, SubmitOptions(tags=("filter-me",)))
     c.wait(tagged, timeout=30)
     assert [r.id for r in c.list(tag="filter-me")] == [tagged]
+    newer = c.submit("examples.add", {"a": 6, "b": 6})  # untagged, newer than the tagged one
+    assert [r.id for r in c.list(tag="filter-me", limit=1)] == [tagged]
+    assert newer not in [r.id for r in c.list(tag="filter-me")]
     assert all(r.job == "examples.add" for r in c.list(job="examples.add"))
     assert all(r.state is RunState.COMPLETED for r in c.list(state="completed"))
     assert c.list(since=c.status(tagged).created_at, job="examples.add")[-1].id == tagged
