@@ -334,7 +334,7 @@ def queries(database_url: str, rows: int, samples: int = 200) -> dict[str, dict[
             out[name] = {"p50": round(pct["p50"], 3), "p99": round(pct["p99"], 3)}
         return out
     finally:
-        store.engine.dispose()
+        store.close()
 
 
 def machine() -> dict[str, Any]:

@@ -19,6 +19,9 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from jobsys import broker, config, errors, execute, jobs, permissions, runs
 
+MAX_COUNTDOWN_SECONDS = 3600.0
+"""A delayed message waits in a worker's memory until it is due; later starts are schedules."""
+
 
 @dataclasses.dataclass(frozen=True)
 class SubmitOptions:
@@ -28,7 +31,7 @@ class SubmitOptions:
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, Any] | None = None
     countdown: float | None = None
-    """Seconds to wait before the run may start (at most half the visibility timeout)."""
+    """Seconds to wait before the run may start (at most ``MAX_COUNTDOWN_SECONDS``)."""
     priority: int | None = None
     parent_id: str | None = None
 
@@ -154,7 +157,7 @@ class Client:
         return model.model_dump(mode="json")
 
     def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
-        limit = self.settings.visibility_timeout / 2
+        limit = MAX_COUNTDOWN_SECONDS
         if options.countdown is not None and not 0 <= options.countdown <= limit:
             raise errors.InvalidInput(
                 spec.name,
@@ -162,7 +165,7 @@ class Client:
                     {
                         "loc": ["countdown"],
                         "type": "value_error",
-                        "msg": f"must be between 0 and {limit:g} s (half the visibility timeout)",
+                        "msg": f"must be between 0 and {limit:g} s (a schedule starts runs later)",
                     }
                 ],
                 "options",
@@ -313,7 +316,7 @@ class Client:
         """Release the connections of this client (database pool, broker, result backend)."""
         if self._app is not None:
             self._app.close()
-        self.store.engine.dispose()
+        self.store.close()
 
 
 def _publish_error(exc: Exception) -> dict[str, Any]:

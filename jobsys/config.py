@@ -33,8 +33,6 @@ class Settings:
     """SQLAlchemy URL of the run store; default a SQLite file in ``home``."""
     catalog: tuple[str, ...] = ("workers.examples",)
     """Modules whose jobs are loaded (``JOBSYS_CATALOG``, comma separated)."""
-    visibility_timeout: int = 3600
-    """Redis redelivers an unacknowledged message after this long; must exceed every timeout."""
     lease_seconds: float = 30.0
     """A running run whose lease is not renewed for this long is treated as lost."""
     heartbeat_seconds: float = 10.0
@@ -68,7 +66,6 @@ class Settings:
             result_url=env.get("JOBSYS_RESULT_URL") or None,
             database_url=env.get("JOBSYS_DATABASE_URL") or f"sqlite:///{home / 'jobsys.db'}",
             catalog=tuple(m for m in catalog if m),
-            visibility_timeout=_num(env, "JOBSYS_VISIBILITY_TIMEOUT", 3600, int),
             lease_seconds=_num(env, "JOBSYS_LEASE_SECONDS", 30.0, float),
             heartbeat_seconds=_num(env, "JOBSYS_HEARTBEAT_SECONDS", 10.0, float),
             reaper_seconds=_num(env, "JOBSYS_REAPER_SECONDS", 15.0, float),

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys import errors, schema
+from jobsys import errors, hotsql, schema
 
 T = schema.runs
 
@@ -252,7 +252,8 @@ class RunStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.worker_name = socket.gethostname()
-        self._sql = HotStatements(engine.dialect.name)
+        self._hot = hotsql.HotPath(engine)
+        self._has_tag = _has_tag(engine.dialect.name)
 
     @classmethod
     def open(cls, url: str) -> RunStore:
@@ -260,9 +261,15 @@ class RunStore:
         schema.migrate(engine)
         return cls(engine)
 
+    def close(self) -> None:
+        """Close every connection this store holds."""
+        self._hot.close()
+        self.engine.dispose()
+
     def after_fork(self) -> None:
         """Drop connections inherited from the parent process (call in a forked child)."""
         self.engine.dispose(close=False)
+        self._hot.after_fork()
 
     def checkpoint(self) -> None:
         """Copy SQLite's write-ahead log into the database without blocking anyone (PASSIVE);
@@ -290,9 +297,8 @@ class RunStore:
         }
         full = [{**defaults, **row} for row in rows]
         try:
-            with self.engine.begin() as conn:
-                conn.execute(_INSERT, full)
-        except sa.exc.IntegrityError:
+            self._hot.insert(full)
+        except self._hot.integrity_errors:
             if len(full) == 1 and full[0].get("idempotency_key"):
                 return False
             raise
@@ -350,7 +356,7 @@ class RunStore:
         if f.until is not None:
             query = query.where(T.c.created_at < f.until)
         if f.tag is not None:  # in SQL, so that the limit counts tagged runs only
-            query = query.where(self._sql.has_tag).params(tag_json=json.dumps([f.tag]))
+            query = query.where(self._has_tag).params(tag_json=json.dumps([f.tag]))
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
 
@@ -379,27 +385,22 @@ class RunStore:
         Returns ``None`` when the message is stale or a duplicate: the run has moved on.
         """
         now = now or utcnow()
-        deadline = now + dt.timedelta(seconds=timeout)
-        params = {
-            "rid": run_id,
-            "dispatch": dispatch,
-            "now": now,
-            "deadline": deadline,
-            "lease_at": now + dt.timedelta(seconds=lease),
-            "worker": self.worker_name,
-            "pid": os.getpid(),
-        }
-        with self.engine.begin() as conn:
-            row = conn.execute(self._sql.claim, params).first()
-        if row is None:
+        claimed = self._hot.claim(
+            run_id,
+            dispatch,
+            now,
+            lease_at=now + dt.timedelta(seconds=lease),
+            deadline=now + dt.timedelta(seconds=timeout),
+            worker=self.worker_name,
+            pid=os.getpid(),
+        )
+        if claimed is None:
             return None
-        return Claim(run_id, int(row.attempts), dict(row.meta or {}))
+        return Claim(run_id, *claimed)
 
     def complete(self, run_id: str, attempt: int, output: Any) -> bool:
         """running -> completed, for the attempt that holds the run."""
-        params = {"rid": run_id, "attempt": attempt, "output": output, "now": utcnow()}
-        with self.engine.begin() as conn:
-            return conn.execute(self._sql.complete, params).rowcount == 1
+        return self._hot.complete(run_id, attempt, output, utcnow())
 
     def fail(self, run_id: str, attempt: int | None, error: dict[str, Any]) -> bool:
         return self._finish(run_id, attempt, RunState.FAILED, {"error": error})
@@ -626,46 +627,18 @@ class RunStore:
             return [_record(r) for r in conn.execute(query)]
 
 
-_INSERT = T.insert()
 _GET = sa.select(T).where(T.c.id == sa.bindparam("rid"))
 _GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
 
 
-class HotStatements:
-    """The per-job statements (claim, complete) as prepared SQL text: building them with the
-    expression language on every call cost three times the database's own work. Also the
-    dialect-specific tag filter."""
-
-    def __init__(self, dialect: str) -> None:
-        since = (
-            "EXTRACT(EPOCH FROM (:now - started_at))"
-            if dialect == "postgresql"
-            else "(julianday(:now) - julianday(started_at)) * 86400.0"
-        )
-        waiting = ", ".join(f"'{s}'" for s in sources(RunState.RUNNING))
-        self.claim = (
-            sa.text(
-                "UPDATE jobsys_runs SET state = 'running', attempts = attempts + 1, "
-                "started_at = COALESCE(started_at, :now), lease_expires_at = :lease_at, "
-                "deadline_at = :deadline, worker = :worker, worker_pid = :pid, "
-                "next_attempt_at = NULL "
-                f"WHERE id = :rid AND dispatch = :dispatch AND state IN ({waiting}) "
-                "AND cancel_requested = false RETURNING attempts, meta"
-            )
-            .bindparams(*_typed("now", "lease_at", "deadline"))
-            .columns(sa.column("attempts", sa.Integer), sa.column("meta", schema.JSON))
-        )
-        self.complete = sa.text(
-            "UPDATE jobsys_runs SET state = 'completed', output = :output, "
-            f"finished_at = :now, duration = {since}, lease_expires_at = NULL "
-            "WHERE id = :rid AND attempts = :attempt AND state = 'running'"
-        ).bindparams(*_typed("now"), sa.bindparam("output", type_=schema.JSON))
-        self.has_tag = sa.text(
-            "jobsys_runs.tags @> CAST(:tag_json AS jsonb)"
-            if dialect == "postgresql"
-            else "EXISTS (SELECT 1 FROM json_each(jobsys_runs.tags) "
-            "WHERE json_each.value = json_extract(:tag_json, '$[0]'))"
-        )
+def _has_tag(dialect: str) -> sa.TextClause:
+    """The dialect's test for "the run's tags contain :tag_json's one tag"."""
+    return sa.text(
+        "jobsys_runs.tags @> CAST(:tag_json AS jsonb)"
+        if dialect == "postgresql"
+        else "EXISTS (SELECT 1 FROM json_each(jobsys_runs.tags) "
+        "WHERE json_each.value = json_extract(:tag_json, '$[0]'))"
+    )
 
 
 def _typed(*names: str) -> list[sa.BindParameter[Any]]:

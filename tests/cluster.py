@@ -36,7 +36,6 @@ FAST_TIMERS = {
     "JOBSYS_RECONCILE_SECONDS": "30",
     "JOBSYS_CANCEL_GRACE_SECONDS": "1",
     "JOBSYS_HARD_TIMEOUT_GRACE_SECONDS": "1",
-    "JOBSYS_VISIBILITY_TIMEOUT": "3600",
 }
 _db_numbers = itertools.cycle(range(2, 16, 2))
 

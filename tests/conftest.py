@@ -41,7 +41,7 @@ def store(tmp_path: Path, database_url: str | None) -> Iterator[runs.RunStore]:
     try:
         yield s
     finally:
-        s.engine.dispose()
+        s.close()
         db.drop()
 
 

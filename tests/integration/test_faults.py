@@ -172,6 +172,24 @@ def test_runs_whose_messages_were_lost_are_published_again(
         assert all(c.executions(i) == 1 for i in ids)
 
 
+def test_a_message_taken_by_a_worker_that_died_before_claiming_is_published_again(
+    tmp_path: Path, redis_url: str, database_url: str | None
+) -> None:
+    """A worker pops a message (BRPOP) and dies before its claim commits: with no emulated
+    acknowledgements nothing of the message is left in Redis. The run is still waiting in the
+    store, so the reconciler publishes it again and it runs once."""
+    from tests.cluster import cluster
+
+    with cluster(tmp_path, redis_url, database_url, JOBSYS_RECONCILE_SECONDS="2") as c:
+        run_id = c.client.submit("tests.effect", {"seconds": 0})
+        popped = [k for k in c.redis.scan_iter("jobs*") if c.redis.rpop(k)]
+        assert len(popped) == 1 and c.queue_length() == 0
+        c.start_worker("w", concurrency=1)
+        (record,) = c.wait_all([run_id], timeout=60)
+        assert record.state is RunState.COMPLETED and record.attempts == 1
+        assert c.executions(run_id) == 1
+
+
 def test_a_pool_that_cannot_enforce_time_limits_is_refused(fresh: Cluster) -> None:
     """R14: the threads pool ignores hard time limits, so the worker refuses to start."""
     import subprocess

@@ -11,7 +11,7 @@ import pydantic
 import pytest
 import sqlalchemy as sa
 
-from jobsys import RetryPolicy, context, errors, execute, job, runs, schema
+from jobsys import RetryPolicy, context, errors, execute, hotsql, job, runs, schema
 from jobsys.runs import RunState
 
 pytestmark = pytest.mark.integration
@@ -228,3 +228,44 @@ def pydantic_principal() -> Any:
     from jobsys.permissions import Principal
 
     return Principal(id="p")
+
+
+def test_hot_path_claims_from_the_states_the_machine_allows() -> None:
+    waiting = ", ".join(f"'{s}'" for s in runs.sources(RunState.RUNNING))
+    assert f"({waiting})" == hotsql._WAITING
+
+
+def test_hot_path_writes_read_back_like_the_rest_of_the_store(store: runs.RunStore) -> None:
+    """claim and complete bypass SQLAlchemy's types: times, JSON and duration must read back
+    exactly as SQLAlchemy's own writes do."""
+    r = make_run(store, meta={"k": [1, "two"]})
+    claim = store.claim(r.id, dispatch=1, lease=5, timeout=10, now=NOW)
+    assert claim == runs.Claim(r.id, 1, {"k": [1, "two"]})
+    running = store.get(r.id)
+    assert running.started_at == NOW
+    assert running.lease_expires_at == NOW + dt.timedelta(seconds=5)
+    assert running.deadline_at == NOW + dt.timedelta(seconds=10)
+    assert running.worker == store.worker_name
+    assert store.complete(r.id, 1, {"out": "ü", "n": None})
+    done = store.get(r.id)
+    assert done.output == {"out": "ü", "n": None}
+    assert done.finished_at is not None and done.finished_at > NOW
+    assert done.duration == pytest.approx((done.finished_at - NOW).total_seconds(), abs=1e-3)
+    # Runs the hot path wrote sort and filter with the ones SQLAlchemy wrote.
+    listed = store.select(runs.RunFilter(state=RunState.COMPLETED))
+    assert [x.id for x in listed] == [r.id]
+
+
+def test_hot_path_replaces_a_connection_the_server_dropped(store: runs.RunStore) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("a SQLite file has no server that could drop the connection")
+    first, second = make_run(store), make_run(store)
+    assert store.claim(first.id, dispatch=1, lease=5, timeout=10) is not None
+    with store.engine.begin() as conn:  # what a server restart does to the connection
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    assert store.claim(second.id, dispatch=1, lease=5, timeout=10) is not None
+    assert store.complete(second.id, 1, None)
+    assert store.get(second.id).state is RunState.COMPLETED

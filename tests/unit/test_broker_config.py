@@ -1,4 +1,4 @@
-"""The Celery settings jobsys insists on, and the start-up check of the visibility timeout."""
+"""The Celery settings jobsys insists on, and the submit options it refuses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from jobsys import Registry, RetryPolicy, broker, config, errors, job
+from jobsys import Registry, broker, client, config, errors, job
 
 
 class In(pydantic.BaseModel):
@@ -21,14 +21,14 @@ def settings(tmp_path: Path, **env: str) -> config.Settings:
 
 
 def test_celery_is_configured_for_safety(tmp_path: Path) -> None:
-    conf = broker.celery_config(settings(tmp_path, JOBSYS_VISIBILITY_TIMEOUT="900"))
+    conf = broker.celery_config(settings(tmp_path))
     assert conf["accept_content"] == ["json"] and conf["result_accept_content"] == ["json"]
     assert conf["task_serializer"] == conf["result_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
-    assert conf["broker_transport_options"]["visibility_timeout"] == 900
-    assert conf["result_backend_transport_options"]["visibility_timeout"] == 900
-    assert conf["visibility_timeout"] == 900
+    # the run store is the ledger of delivery (leases, the reconciler), not kombu's unacked hash
+    assert conf["broker_transport_options"]["ack_emulation"] is False
+    assert "visibility_timeout" not in conf["broker_transport_options"]
     assert conf["enable_utc"] and conf["timezone"] == "UTC"
     # events cost a round trip each: Flower turns them on while it watches, or the setting
     assert not conf["worker_send_task_events"] and not conf["task_send_sent_event"]
@@ -38,17 +38,15 @@ def test_celery_is_configured_for_safety(tmp_path: Path) -> None:
     assert conf["result_expires"] == 86400 and conf["result_extended"] is False
 
 
-def test_a_job_outliving_the_visibility_timeout_is_refused_at_start(tmp_path: Path) -> None:
-    long = job("t.long", input=In, output=In, timeout=1000)(lambda d: In())
-    with pytest.raises(errors.ConfigError, match=r"'t\.long'.*JOBSYS_VISIBILITY_TIMEOUT=600"):
-        broker.check_visibility(
-            settings(tmp_path, JOBSYS_VISIBILITY_TIMEOUT="600"), Registry([long])
-        )
-    broker.check_visibility(settings(tmp_path), Registry([long]))
-    slow_retry = job("t.backoff", input=In, output=In, retry=RetryPolicy(max_backoff=400))(
-        lambda d: In()
-    )
-    with pytest.raises(errors.ConfigError, match="max_backoff"):
-        broker.check_visibility(
-            settings(tmp_path, JOBSYS_VISIBILITY_TIMEOUT="600"), Registry([slow_retry])
-        )
+def test_a_countdown_past_the_limit_is_refused_before_anything_is_recorded(
+    tmp_path: Path,
+) -> None:
+    noop = job("t.noop", input=In, output=In)(lambda d: In())
+    c = client.Client(settings(tmp_path), Registry([noop]))
+    try:
+        too_late = client.SubmitOptions(countdown=client.MAX_COUNTDOWN_SECONDS + 1)
+        with pytest.raises(errors.InvalidInput, match="countdown: must be between 0 and 3600 s"):
+            c.submit("t.noop", {}, too_late)
+        assert c.list() == []
+    finally:
+        c.close()

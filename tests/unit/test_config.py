@@ -15,7 +15,7 @@ def test_defaults_use_the_home_folder(tmp_path: Path) -> None:
     assert s.home == tmp_path
     assert s.database_url == f"sqlite:///{tmp_path / 'jobsys.db'}"
     assert s.catalog == ("workers.examples",)
-    assert s.visibility_timeout == 3600 and s.prefetch == 1
+    assert s.prefetch == 1 and s.reconcile_seconds == 300
 
 
 def test_values_are_parsed_and_checked(tmp_path: Path) -> None:
