@@ -26,7 +26,7 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from jobsys import client, config, embedded, jobs, runs, schema
+from jobsys import client, config, embedded, jobs, runs, schema, search
 
 BENCH_MODULE = "workers.bench"
 BENCH_QUEUE = "jobsys-bench"
@@ -263,7 +263,7 @@ def fill(store: runs.RunStore, rows: int, chunk: int = 20_000) -> dt.datetime:
     end = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     step = dt.timedelta(days=30) / rows
     for start in range(0, rows, chunk):
-        batch = []
+        batch: list[dict[str, Any]] = []
         for i in range(start, min(rows, start + chunk)):
             created = end - step * (rows - i)
             state = STATES[i % len(STATES)]
@@ -300,6 +300,12 @@ def fill(store: runs.RunStore, rows: int, chunk: int = 20_000) -> dt.datetime:
             )
         with store.engine.begin() as conn:
             conn.execute(schema.runs.insert(), batch)
+            search.index(
+                conn, [(r["id"], search.error_text(r["error"])) for r in batch if r["error"]]
+            )
+    if store.engine.dialect.name == "postgresql":  # as autovacuum would, in time
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE")
     return end
 
 
@@ -311,6 +317,7 @@ def queries(database_url: str, rows: int, samples: int = 200) -> dict[str, dict[
             fill(store, rows - store.count())
         end = store.select(runs.RunFilter(limit=1))[0].created_at
         some_ids = [f"{i:032x}" for i in range(0, rows, max(1, rows // samples))]
+        failed = [i for i in range(0, rows, 97) if STATES[i % len(STATES)] == "failed"]
         cases: dict[str, Callable[[int], Any]] = {
             "list_by_state": lambda i: store.select(
                 runs.RunFilter(state=runs.RunState(["failed", "pending", "completed"][i % 3]))
@@ -322,6 +329,11 @@ def queries(database_url: str, rows: int, samples: int = 200) -> dict[str, dict[
                 )
             ),
             "show_by_id": lambda i: store.get(some_ids[i % len(some_ids)]),
+            # One failed run's error ("bad value 123456"), and a word in every failed run's.
+            "search_rare_word": lambda i: store.select(
+                runs.RunFilter(text=f"bad value {failed[i % len(failed)]}")
+            ),
+            "search_common_word": lambda i: store.select(runs.RunFilter(text="valueerror")),
         }
         out = {}
         for name, query in cases.items():

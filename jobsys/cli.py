@@ -421,6 +421,12 @@ def _short_time(value: dt.datetime | None) -> str:
 @click.option("--state", default=None, type=click.Choice([s.value for s in runs.RunState]))
 @click.option("--since", default=None, help="A duration (30m, 2h, 1d) or an ISO time.")
 @click.option("--tag", default=None)
+@click.option(
+    "--search",
+    default=None,
+    help="Keywords: runs whose error or logs hold them all, or whose job's name, "
+    "description or tags do.",
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -429,12 +435,13 @@ def runs_list(
     state: str | None,
     since: str | None,
     tag: str | None,
+    search: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
     """List runs, newest first."""
     records = make_client().list(
-        job=job, state=state, since=parse_since(since), tag=tag, limit=limit
+        job=job, state=state, since=parse_since(since), tag=tag, limit=limit, search=search
     )
     if as_json:
         emit_json([r.to_json() for r in records])
@@ -588,13 +595,10 @@ def bench(
     settings = config.Settings.from_env()
     target = b.JobsysTarget(settings)
     chosen = only or SCENARIOS
-    report: dict[str, Any] = {
-        "machine": {
-            **b.machine(),
-            "redis": b.redis_version(settings.resolved_broker_url()),
-            "database": b.database_version(settings.database_url),
-        }
-    }
+    report: dict[str, Any] = {"machine": b.machine()}
+    if set(chosen) - {"queries"}:  # the query scenario needs no broker
+        report["machine"]["redis"] = b.redis_version(settings.resolved_broker_url())
+        report["machine"]["database"] = b.database_version(settings.database_url)
     workdir = Path(tempfile.mkdtemp(prefix="jobsys-bench-"))
     if "throughput" in chosen:
         report["throughput"] = {str(p): b.throughput(target, n_jobs, p, workdir) for p in (1, 2)}

@@ -269,7 +269,10 @@ class Client:
         tag: str | None = None,
         principal_id: str | None = None,
         limit: int = 50,
+        search: str | None = None,
     ) -> list[runs.RunRecord]:
+        """Runs of this principal's tenant, newest first. ``search`` keeps the runs whose
+        error or logs hold all its keywords, or whose job's name, description or tags do."""
         try:
             run_state = runs.RunState(state) if state else None
         except ValueError:
@@ -288,6 +291,8 @@ class Client:
                 tag=tag,
                 principal_id=principal_id,
                 tenant=self.principal.tenant,
+                text=search,
+                text_jobs=self.registry.matching(search) if search else (),
                 limit=limit,
             )
         )

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, get_type_hints
 
 import pydantic
 
-from jobsys import errors
+from jobsys import errors, search
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 DEFAULT_TIMEOUT = 300.0
@@ -327,6 +327,20 @@ class Registry:
 
     def __iter__(self) -> Iterator[JobSpec]:
         return iter(sorted(self._specs.values(), key=lambda s: s.name))
+
+    def matching(self, text: str) -> tuple[str, ...]:
+        """Names of the jobs whose name, description, tags or labels hold every keyword of
+        ``text`` (as whole words, like the run search)."""
+        wanted = set(search.words(text))
+        if not wanted:
+            return ()
+        found = []
+        for spec in self:
+            labels = " ".join(f"{k} {v}" for k, v in spec.labels.items())
+            text_of = f"{spec.name} {spec.description} {' '.join(spec.tags)} {labels}"
+            if wanted <= set(search.words(text_of)):
+                found.append(spec.name)
+        return tuple(sorted(found))
 
     def __len__(self) -> int:
         return len(self._specs)

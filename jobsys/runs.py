@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys import errors, hotsql, schema
+from jobsys import errors, hotsql, schema, search
 
 T = schema.runs
 
@@ -163,6 +163,10 @@ class RunFilter:
     tag: str | None = None
     principal_id: str | None = None
     tenant: str | None = None
+    text: str | None = None
+    """Keywords: runs whose error or logs hold all of them (``search.py``)..."""
+    text_jobs: tuple[str, ...] = ()
+    """...or whose job is one of these (the caller matched names, descriptions and tags)."""
     limit: int = 50
 
 
@@ -357,8 +361,18 @@ class RunStore:
             query = query.where(T.c.created_at < f.until)
         if f.tag is not None:  # in SQL, so that the limit counts tagged runs only
             query = query.where(self._has_tag).params(tag_json=json.dumps([f.tag]))
+        if f.text is not None:
+            query = query.where(self._text_clause(f.text, f.text_jobs, f.limit))
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
+
+    def _text_clause(self, text: str, jobs: tuple[str, ...], limit: int) -> Any:
+        window = max(search.SEARCH_WINDOW, 20 * limit)
+        matched = search.matching_runs(self.engine.dialect.name, text, window)
+        if matched is None:
+            return sa.false()
+        clause = T.c.id.in_(matched)
+        return sa.or_(clause, T.c.job.in_(jobs)) if jobs else clause
 
     def count(self) -> int:
         with self.engine.connect() as conn:
@@ -439,7 +453,10 @@ class RunStore:
             )
         )
         with self.engine.begin() as conn:
-            return conn.execute(query).rowcount == 1
+            if conn.execute(query).rowcount != 1:
+                return False
+            search.index(conn, [(run_id, search.error_text(values.get("error")))])
+            return True
 
     def schedule_retry(
         self, run_id: str, attempt: int, error: dict[str, Any], delay: float
@@ -502,9 +519,14 @@ class RunStore:
             )
 
     def write_logs(self, lines: Sequence[dict[str, Any]]) -> None:
+        """Append log lines, and index them for search (one entry per run per batch)."""
         if lines:
+            by_run: dict[str, list[str]] = {}
+            for line in lines:
+                by_run.setdefault(line["run_id"], []).append(line["message"])
             with self.engine.begin() as conn:
                 conn.execute(schema.run_logs.insert(), list(lines))
+                search.index(conn, [(r, "\n".join(m)) for r, m in by_run.items()])
 
     # --- control ---------------------------------------------------------------------------
 
@@ -522,15 +544,12 @@ class RunStore:
                     state=RunState.CANCELLED.value,
                     cancel_requested=True,
                     finished_at=now,
-                    error={
-                        "type": "RunCancelled",
-                        "message": "cancelled before it started",
-                        "reason": "cancelled",
-                        "traceback": None,
-                    },
+                    error=_CANCELLED_WAITING,
                 )
             ).rowcount
-            if not done:
+            if done:
+                search.index(conn, [(run_id, search.error_text(_CANCELLED_WAITING))])
+            else:
                 conn.execute(
                     T.update()
                     .where(T.c.id == run_id, T.c.state == RunState.RUNNING.value)
@@ -629,6 +648,14 @@ class RunStore:
 
 _GET = sa.select(T).where(T.c.id == sa.bindparam("rid"))
 _GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
+
+
+_CANCELLED_WAITING = {
+    "type": "RunCancelled",
+    "message": "cancelled before it started",
+    "reason": "cancelled",
+    "traceback": None,
+}
 
 
 def _has_tag(dialect: str) -> sa.TextClause:

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys import errors
+from jobsys import errors, search
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -135,7 +135,12 @@ def _v2(conn: sa.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
+def _v3(conn: sa.Connection) -> None:
+    """Version 3: keyword search over run errors and logs (``search.py``)."""
+    search.create(conn)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)

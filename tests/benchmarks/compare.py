@@ -100,6 +100,9 @@ class BareTarget:
         redis.Redis.from_url(self.broker_url).delete("celery")
 
 
+SCENARIOS = ("throughput", "latency", "batch")
+
+
 def measure(
     targets: dict[str, bench.Target], args: argparse.Namespace, work: Path, base: str
 ) -> dict[str, dict[str, list[dict[str, float]]]]:
@@ -107,12 +110,16 @@ def measure(
     for _ in range(args.reps):
         for name, target in targets.items():  # alternate, so drift hits both alike
             runs = figures[name]
-            for processes in (1, 2):
+            for processes in (1, 2) if "throughput" in args.only else ():
                 runs.setdefault(f"throughput_{processes}", []).append(
                     bench.throughput(target, args.jobs, processes, work)
                 )
-            runs.setdefault("latency_ms", []).append(bench.latency(target, args.roundtrips, work))
-            runs.setdefault("batch_enqueue", []).append(bench.batch_enqueue(target, args.jobs))
+            if "latency" in args.only:
+                latency = bench.latency(target, args.roundtrips, work)
+                runs.setdefault("latency_ms", []).append(latency)
+            if "batch" in args.only:
+                batch = bench.batch_enqueue(target, args.jobs)
+                runs.setdefault("batch_enqueue", []).append(batch)
             for db in (2, 3, 4, 5):
                 redis.Redis.from_url(with_db(base, db)).flushdb()
     return figures
@@ -157,6 +164,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--roundtrips", type=int, default=500)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SCENARIOS,
+        default=list(SCENARIOS),
+        help="scenarios to run (default: all)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="jobsys-compare-"))

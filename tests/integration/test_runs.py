@@ -102,6 +102,9 @@ def test_failing_job_fails_and_can_be_retried_as_a_new_run(shared: Cluster) -> N
     assert record.error is not None
     assert record.error["type"] == "Fatal" and record.error["message"] == "boom"
     assert "Traceback" in record.error["traceback"]
+    assert run_id in {r.id for r in c.list(search="boom fatal")}
+    # a job's description is searched through the registry: examples.fail "Always raise"
+    assert run_id in {r.id for r in c.list(search="always raise", job="examples.fail")}
     again = c.retry(run_id)
     assert again != run_id
     assert c.status(again).parent_id == run_id

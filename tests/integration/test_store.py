@@ -269,3 +269,36 @@ def test_hot_path_replaces_a_connection_the_server_dropped(store: runs.RunStore)
     assert store.claim(second.id, dispatch=1, lease=5, timeout=10) is not None
     assert store.complete(second.id, 1, None)
     assert store.get(second.id).state is RunState.COMPLETED
+
+
+def test_keyword_search_finds_runs_by_error_and_logs(store: runs.RunStore) -> None:
+    failed, logged, quiet = make_run(store), make_run(store), make_run(store)
+    store.claim(failed.id, dispatch=1, lease=5, timeout=10)
+    store.fail(failed.id, 1, {"type": "Fatal", "message": "Upstream API refused the token"})
+    store.claim(logged.id, dispatch=1, lease=5, timeout=10)
+    store.write_logs(
+        [
+            {"run_id": logged.id, "attempt": 1, "at": NOW, "message": "fetched 12 invoices"},
+            {"run_id": logged.id, "attempt": 1, "at": NOW, "message": "sent to ACME Corp"},
+        ]
+    )
+    store.complete(logged.id, 1, None)
+
+    def found(text: str, jobs: tuple[str, ...] = ()) -> set[str]:
+        return {r.id for r in store.select(runs.RunFilter(text=text, text_jobs=jobs))}
+
+    assert found("refused token") == {failed.id}  # all keywords, any order, any case
+    assert found("UPSTREAM") == {failed.id}
+    assert found("fatal") == {failed.id}  # the error type too
+    assert found("acme invoices") == {logged.id}  # words from two log lines of one batch
+    assert found("refused acme") == set()  # every keyword must match one entry
+    assert found("refuse") == set()  # whole words
+    assert found("!!!") == set()  # no keyword: nothing, not everything
+    assert found('" OR * NEAR(') == set()  # user text is never FTS syntax
+    assert found("nothing here", jobs=("t.job",)) == {failed.id, logged.id, quiet.id}
+    other = make_run(store, job="t.other", tenant="b")
+    assert found("nothing", jobs=("t.other",)) == {other.id}
+    in_b = store.select(runs.RunFilter(text="refused", tenant="b"))
+    assert in_b == []  # combined with the tenant filter in the same query
+    store.request_cancel(quiet.id)
+    assert found("cancelled before") == {quiet.id}
