@@ -1,20 +1,28 @@
-"""Entry point of the beat role: Celery beat with the jobsys app, its state under JOBSYS_HOME."""
+"""Entry point of the beat role: Celery beat driven by the schedules in the jobsys store."""
 
 from __future__ import annotations
 
+import functools
+
 from celery import Celery
+from celery.apps.beat import Beat
 
-from jobsys import config
+from beat.scheduler import StoreScheduler
+from jobsys import config, jobs
 
 
-def run(app: Celery, settings: config.Settings, loglevel: str = "INFO") -> None:
+def run(
+    app: Celery, settings: config.Settings, registry: jobs.Registry, loglevel: str = "INFO"
+) -> None:
     """Run Celery beat in this process until it is stopped."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    app.start(
-        [
-            "beat",
-            f"--loglevel={loglevel}",
-            f"--schedule={settings.home / 'beat-schedule'}",
-            "--pidfile=",
-        ]
-    )
+    scheduler = functools.partial(StoreScheduler, settings=settings, registry=registry)
+    Beat(
+        app=app,
+        scheduler=scheduler,
+        max_interval=settings.beat_interval,
+        loglevel=loglevel,
+        pidfile=None,
+        schedule=str(settings.home / "beat-schedule"),
+        redirect_stdouts=False,
+    ).run()

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from jobsys.cadence import cron, every, once, ongoing
     from jobsys.client import Client, SubmitOptions
     from jobsys.config import Settings
     from jobsys.context import JobContext
@@ -23,13 +24,22 @@ if TYPE_CHECKING:
         RunCancelled,
         RunFailed,
         RunNotFound,
+        ScheduleNotFound,
         UnknownJob,
     )
     from jobsys.jobs import Job, JobSpec, Registry, RetryPolicy, job, load_registry
     from jobsys.permissions import Principal
     from jobsys.runs import RunRecord, RunState
+    from jobsys.schedules import ScheduleRecord, ScheduleState
 
 _WHERE = {
+    "cron": "cadence",
+    "every": "cadence",
+    "ongoing": "cadence",
+    "once": "cadence",
+    "ScheduleNotFound": "errors",
+    "ScheduleRecord": "schedules",
+    "ScheduleState": "schedules",
     "Client": "client",
     "SubmitOptions": "client",
     "Settings": "config",
@@ -72,11 +82,18 @@ __all__ = [
     "RunNotFound",
     "RunRecord",
     "RunState",
+    "ScheduleNotFound",
+    "ScheduleRecord",
+    "ScheduleState",
     "Settings",
     "SubmitOptions",
     "UnknownJob",
+    "cron",
+    "every",
     "job",
     "load_registry",
+    "once",
+    "ongoing",
 ]
 
 

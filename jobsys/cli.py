@@ -37,6 +37,8 @@ BAD_INPUT = (
     errors.RunNotFound,
     errors.InvalidTransition,
     errors.JobDeclarationError,
+    errors.ScheduleNotFound,
+    errors.InvalidSchedule,
 )
 
 
@@ -133,9 +135,9 @@ def worker(
 def beat(loglevel: str) -> None:
     """Run the beat scheduler process."""
     from beat.main import run
-    from workers.app import app, settings
+    from workers.app import app, registry, settings
 
-    run(app, settings, loglevel)
+    run(app, settings, registry, loglevel)
 
 
 @main.command()
@@ -631,3 +633,7 @@ def _print_bench(report: dict[str, Any]) -> None:
         for name, row in rows.items():
             table.add_row(name, *(str(row[c]) for c in columns))
         out.print(table)
+
+
+# Command groups kept in modules of their own register themselves on ``main``.
+from jobsys import cli_schedules  # noqa: E402, F401

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from jobsys import broker, config, errors, execute, jobs, permissions, runs
+from jobsys.schedule_client import ScheduleClient
 
 MAX_COUNTDOWN_SECONDS = 3600.0
 """A delayed message waits in a worker's memory until it is due; later starts are schedules."""
@@ -53,6 +55,11 @@ class Client:
         self.store = store or runs.RunStore.open(settings.database_url)
         self._app = app
 
+    @functools.cached_property
+    def schedules(self) -> ScheduleClient:
+        """Create and steer schedules (see ``jobsys.every``, ``cron``, ``once``, ``ongoing``)."""
+        return ScheduleClient(self)
+
     @property
     def app(self) -> Celery:
         if self._app is None:
@@ -71,7 +78,8 @@ class Client:
         """Validate, record and publish a run; return its id at once."""
         options = options or SubmitOptions()
         spec = self.registry.get(job)
-        row = self._row(spec, self._validate(spec, input), options, principal or self.principal)
+        payload = self.validate_input(spec, input)
+        row = self._row(spec, payload, options, principal or self.principal)
         app = self.app  # a configuration error must surface before anything is recorded
         if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
             assert options.idempotency_key is not None
@@ -108,7 +116,7 @@ class Client:
         rows = []
         for index, value in enumerate(inputs):
             try:
-                rows.append(self._row(spec, self._validate(spec, value), options, who))
+                rows.append(self._row(spec, self.validate_input(spec, value), options, who))
             except errors.InvalidInput as exc:
                 for e in exc.errors:
                     e["loc"] = [index, *e["loc"]]
@@ -147,7 +155,9 @@ class Client:
             "parent_id": options.parent_id,
         }
 
-    def _validate(self, spec: jobs.JobSpec, input: Mapping[str, Any] | pydantic.BaseModel) -> Any:
+    def validate_input(
+        self, spec: jobs.JobSpec, input: Mapping[str, Any] | pydantic.BaseModel
+    ) -> Any:
         try:
             if isinstance(input, pydantic.BaseModel):
                 input = input.model_dump(mode="json")
@@ -176,6 +186,11 @@ class Client:
                 [{"loc": ["priority"], "type": "value_error", "msg": "must be between 0 and 9"}],
                 "options",
             )
+
+    def publish_row(self, spec: jobs.JobSpec, row: dict[str, Any]) -> None:
+        """Publish a run recorded elsewhere (a triggered schedule) and note it published."""
+        self._publish(self.app, spec, row, None)
+        self.store.mark_published(row["id"], 1)
 
     def _publish(
         self, app: Celery, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None

@@ -41,6 +41,8 @@ class Settings:
     """How often each worker looks for lost runs and unpublished ones."""
     reconcile_seconds: float = 300.0
     """A pending run older than this with no worker is published again (lost message)."""
+    beat_interval: float = 1.0
+    """Longest sleep of beat between two looks at the store (a change takes effect within it)."""
     result_expires: int = 86400
     """Results in Redis expire after this long; the run record keeps them for good."""
     prefetch: int = 1
@@ -70,6 +72,7 @@ class Settings:
             heartbeat_seconds=_num(env, "JOBSYS_HEARTBEAT_SECONDS", 10.0, float),
             reaper_seconds=_num(env, "JOBSYS_REAPER_SECONDS", 15.0, float),
             reconcile_seconds=_num(env, "JOBSYS_RECONCILE_SECONDS", 300.0, float),
+            beat_interval=_num(env, "JOBSYS_BEAT_INTERVAL", 1.0, float),
             result_expires=_num(env, "JOBSYS_RESULT_EXPIRES", 86400, int),
             prefetch=_num(env, "JOBSYS_PREFETCH", 1, int),
             cancel_grace_seconds=_num(env, "JOBSYS_CANCEL_GRACE_SECONDS", 5.0, float),

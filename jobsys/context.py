@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from jobsys import errors, permissions, runs
 
@@ -37,7 +37,15 @@ class JobContext:
     attempt: int
     """1 on the first attempt."""
     principal: permissions.Principal
+    """Who asked: the submitter, or for a scheduled run the schedule's creator."""
     metadata: dict[str, Any]
+    schedule_id: str | None = None
+    """The schedule that made this run, if one did."""
+    fire_at: dt.datetime | None = None
+    """The fire (the cadence's time, UTC) this run belongs to."""
+    trigger: str | None = None
+    """``scheduled``, ``manual`` or ``catch-up``."""
+    _schedules: ScheduleControl | None = dataclasses.field(default=None, repr=False)
     _tracker: Tracker | None = dataclasses.field(default=None, repr=False)
     _cancel_requested_at: float | None = dataclasses.field(default=None, repr=False)
 
@@ -72,6 +80,41 @@ class JobContext:
         """Raise ``RunCancelled`` if this run was cancelled (a convenient place to stop)."""
         if self.cancelled:
             raise errors.RunCancelled(f"run {self.run_id} was cancelled")
+
+    # --- for runs a schedule made ----------------------------------------------------------
+
+    def update_metadata(self, **changes: Any) -> None:
+        """Merge ``changes`` into this run's metadata and into the schedule's, so that the
+        next fire's run starts with them (state carried from one fire to the next)."""
+        schedule_id, control = self._schedule("update_metadata")
+        control.merge_metadata(schedule_id, changes)
+        self.metadata.update(changes)
+
+    def deactivate(self) -> None:
+        """Pause this run's schedule: no further fires until someone resumes it."""
+        schedule_id, control = self._schedule("deactivate")
+        control.pause(schedule_id)
+
+    def done(self, result: Any = None) -> None:
+        """End this run's schedule as completed (an ``ongoing`` schedule's job found what it
+        was waiting for); ``result`` is kept with the schedule."""
+        schedule_id, control = self._schedule("done")
+        control.finish(schedule_id, result)
+
+    def _schedule(self, action: str) -> tuple[str, ScheduleControl]:
+        if self.schedule_id is None or self._schedules is None:
+            raise errors.NotScheduled(
+                f"{action}() needs a run made by a schedule; run {self.run_id} was submitted"
+            )
+        return self.schedule_id, self._schedules
+
+
+class ScheduleControl(Protocol):
+    """What a scheduled run may do to its schedule (``schedules.ScheduleStore``)."""
+
+    def merge_metadata(self, schedule_id: str, changes: dict[str, Any]) -> None: ...
+    def pause(self, schedule_id: str, tenant: str | None = None) -> Any: ...
+    def finish(self, schedule_id: str, result: Any = None) -> None: ...
 
 
 class Tracker:

@@ -52,12 +52,32 @@ class RunNotFound(JobsysError):
         super().__init__(f"run {run_id!r} not found (`jobsys runs list` shows recent runs)")
 
 
-class InvalidTransition(JobsysError):
-    """The run is not in a state that allows the requested action."""
+class ScheduleNotFound(JobsysError):
+    """No schedule has that id (or it belongs to another tenant)."""
 
-    def __init__(self, run_id: str, state: str, action: str) -> None:
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"schedule {schedule_id!r} not found (`jobsys schedules list` shows them)")
+
+
+class NotScheduled(JobsysError):
+    """A schedule action from the context of a run that no schedule made."""
+
+
+class InvalidSchedule(JobsysError):
+    """A schedule definition that cannot fire; names the field and the fix."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"invalid schedule: {field}: {problem}")
+
+
+class InvalidTransition(JobsysError):
+    """The run (or schedule) is not in a state that allows the requested action."""
+
+    def __init__(self, run_id: str, state: str, action: str, kind: str = "run") -> None:
         self.run_id, self.state, self.action = run_id, state, action
-        super().__init__(f"cannot {action} run {run_id!r}: it is {state}")
+        super().__init__(f"cannot {action} {kind} {run_id!r}: it is {state}")
 
 
 class WaitTimeout(JobsysError):

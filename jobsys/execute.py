@@ -84,7 +84,17 @@ def run(
         error = _error(errors.InvalidInput(spec.name, field_errors(exc)), "input_validation")
         store.fail(claim.run_id, claim.attempt, error)
         return Outcome(Kind.FAILED, error=error)
-    ctx = context.JobContext(claim.run_id, spec.name, claim.attempt, principal, claim.meta)
+    ctx = context.JobContext(
+        claim.run_id,
+        spec.name,
+        claim.attempt,
+        principal,
+        claim.meta,
+        claim.schedule_id,
+        claim.fire_at,
+        claim.trigger,
+        store.schedules if claim.schedule_id else None,
+    )
     try:
         result = _call(spec, payload, ctx, tracker, limits)
     except BaseException as exc:

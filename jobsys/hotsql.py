@@ -32,7 +32,7 @@ _CLAIM = (
     "started_at = COALESCE(started_at, :now), lease_expires_at = :lease_at, "
     "deadline_at = :deadline, worker = :worker, worker_pid = :pid, next_attempt_at = NULL "
     f"WHERE id = :rid AND dispatch = :dispatch AND state IN {_WAITING} "
-    "AND cancel_requested = false RETURNING attempts, meta"
+    "AND cancel_requested = false RETURNING attempts, meta, schedule_id, fire_at, trigger"
 )
 _COMPLETE = (
     "UPDATE jobsys_runs SET state = 'completed', output = :output, finished_at = :now, "
@@ -105,8 +105,9 @@ class HotPath:
         deadline: dt.datetime,
         worker: str,
         pid: int,
-    ) -> tuple[int, dict[str, Any]] | None:
-        """The new attempt number and the run's metadata, or ``None`` (stale message)."""
+    ) -> tuple[int, dict[str, Any], str | None, dt.datetime | None, str | None] | None:
+        """The new attempt number, the run's metadata and the fire that made it (schedule id,
+        fire time, trigger), or ``None`` (a stale message)."""
         params = {
             "rid": run_id,
             "dispatch": dispatch,
@@ -119,10 +120,12 @@ class HotPath:
         row, _ = self._execute(self._claim, params, fetch=True)
         if row is None:
             return None
-        attempts, meta = row
+        attempts, meta, schedule_id, fire_at, trigger = row
         if isinstance(meta, str):
             meta = json.loads(meta)
-        return int(attempts), dict(meta or {})
+        if isinstance(fire_at, str):  # SQLite: naive UTC text
+            fire_at = dt.datetime.fromisoformat(fire_at).replace(tzinfo=dt.UTC)
+        return int(attempts), dict(meta or {}), schedule_id, fire_at, trigger
 
     def complete(self, run_id: str, attempt: int, output: Any, now: dt.datetime) -> bool:
         params = {

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, get_type_hints
 
 import pydantic
 
-from jobsys import errors, search
+from jobsys import cadence, errors, search
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 DEFAULT_TIMEOUT = 300.0
@@ -109,6 +109,8 @@ class JobSpec:
     permissions: tuple[str, ...] = ()
     wants_context: bool = False
     module: str = ""
+    schedule: cadence.Definition | None = None
+    """A default schedule, seeded into the store when beat starts (``schedules.seed``)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -135,6 +137,7 @@ def job(
     queue: str = "jobs",
     priority: int = 5,
     permissions: Iterable[str] = (),
+    schedule: cadence.Definition | None = None,
 ) -> Callable[[Callable[..., Any]], JobSpec]:
     """Declare a job from a function ``fn(input)`` or ``fn(input, ctx)``.
 
@@ -161,6 +164,7 @@ def job(
             permissions=tuple(permissions),
             wants_context=wants_ctx,
             module=fn.__module__,
+            schedule=schedule,
         )
 
     return declare
@@ -186,6 +190,7 @@ class Job:
     queue: ClassVar[str] = "jobs"
     priority: ClassVar[int] = 5
     permissions: ClassVar[tuple[str, ...]] = ()
+    schedule: ClassVar[cadence.Definition | None] = None
     spec: ClassVar[JobSpec]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -216,6 +221,7 @@ class Job:
             permissions=tuple(cls.permissions),
             wants_context=True,
             module=cls.__module__,
+            schedule=cls.schedule,
         )
 
     def run(self, input: Any, ctx: Any) -> Any:
@@ -252,7 +258,22 @@ def _spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
         found.append(("priority", f"must be between 0 and 9, got {spec.priority}"))
     if not spec.queue or not NAME_RE.match(spec.queue):
         found.append(("queue", f"must be a plain name, got {spec.queue!r}"))
+    if spec.schedule is not None:
+        found.extend(_schedule_problems(spec))
     return found
+
+
+def _schedule_problems(spec: JobSpec) -> list[tuple[str, str]]:
+    if not isinstance(spec.schedule, cadence.Definition):
+        return [("schedule", "must be a jobsys.Schedule (a cadence, input and options)")]
+    if _is_model(spec.input_model):
+        try:
+            spec.input_model.model_validate(spec.schedule.input)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            return [("schedule.input", f"{where}: {first['msg']}" if where else first["msg"])]
+    return []
 
 
 def _is_model(obj: object) -> bool:

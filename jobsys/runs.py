@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import json
 import os
 import socket
@@ -18,11 +19,14 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from jobsys import errors, hotsql, schema, search
+
+if TYPE_CHECKING:
+    from jobsys import schedules
 
 T = schema.runs
 
@@ -122,6 +126,12 @@ class RunRecord:
     lease_expires_at: dt.datetime | None
     deadline_at: dt.datetime | None
     next_attempt_at: dt.datetime | None
+    schedule_version: int | None = None
+    fire_at: dt.datetime | None = None
+    """For a run a schedule made: the fire it belongs to (the cadence's time, UTC)."""
+    trigger: str | None = None
+    """``scheduled``, ``manual`` (trigger now) or ``catch-up`` (after downtime)."""
+    fire_key: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -152,6 +162,9 @@ class Claim:
     run_id: str
     attempt: int
     meta: dict[str, Any]
+    schedule_id: str | None = None
+    fire_at: dt.datetime | None = None
+    trigger: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +277,13 @@ class RunStore:
         engine = make_engine(url)
         schema.migrate(engine)
         return cls(engine)
+
+    @functools.cached_property
+    def schedules(self) -> schedules.ScheduleStore:
+        """The schedules in the same database."""
+        from jobsys.schedules import ScheduleStore
+
+        return ScheduleStore(self.engine)
 
     def close(self) -> None:
         """Close every connection this store holds."""
@@ -666,10 +686,6 @@ def _has_tag(dialect: str) -> sa.TextClause:
         else "EXISTS (SELECT 1 FROM json_each(jobsys_runs.tags) "
         "WHERE json_each.value = json_extract(:tag_json, '$[0]'))"
     )
-
-
-def _typed(*names: str) -> list[sa.BindParameter[Any]]:
-    return [sa.bindparam(n, type_=schema.UTCDateTime) for n in names]
 
 
 def _epoch(column: Any, engine: sa.Engine) -> Any:

@@ -98,13 +98,66 @@ runs = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime),
     sa.Column("deadline_at", UTCDateTime),
     sa.Column("next_attempt_at", UTCDateTime),
+    # Added by version 4 (schedules): which fire of which schedule version made this run.
+    sa.Column("schedule_version", sa.Integer),
+    sa.Column("fire_at", UTCDateTime),
+    sa.Column("trigger", sa.String(16)),
+    sa.Column("fire_key", sa.String(128)),
     sa.Index("ix_jobsys_runs_state_job", "state", "job"),
     sa.Index("ix_jobsys_runs_state_created", "state", "created_at"),
     sa.Index("ix_jobsys_runs_job_created", "job", "created_at"),
     sa.Index("ix_jobsys_runs_created", "created_at"),
     sa.Index("ix_jobsys_runs_tenant_created", "tenant", "created_at"),
     sa.Index("ix_jobsys_runs_state_lease", "state", "lease_expires_at"),
-    sa.Index("ix_jobsys_runs_idempotency", "tenant", "idempotency_key", unique=True),
+    sa.Index(
+        "ix_jobsys_runs_idempotency",
+        "tenant",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+    ),
+)
+
+schedules = sa.Table(
+    "jobsys_schedules",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("job", sa.String(200), nullable=False),
+    sa.Column("cadence", JSON, nullable=False),
+    sa.Column("input", JSON, nullable=False),
+    sa.Column("meta", JSON, nullable=False),
+    sa.Column("options", JSON, nullable=False),
+    sa.Column("principal", JSON, nullable=False),
+    sa.Column("principal_id", sa.String(200), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("nominal_at", UTCDateTime),
+    sa.Column("next_fire_at", UTCDateTime),
+    sa.Column("queued_fire_at", UTCDateTime),
+    sa.Column("last_fire_at", UTCDateTime),
+    sa.Column("last_run_id", sa.String(32)),
+    sa.Column("run_count", sa.Integer, nullable=False),
+    sa.Column("result", JSON),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("code_hash", sa.String(64)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_jobsys_schedules_due", "state", "next_fire_at"),
+    sa.Index("ix_jobsys_schedules_queued", "state", "queued_fire_at"),
+    sa.Index("ix_jobsys_schedules_tenant", "tenant", "created_at"),
+)
+
+schedule_versions = sa.Table(
+    "jobsys_schedule_versions",
+    metadata,
+    sa.Column("schedule_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("definition", JSON, nullable=False),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
+    sa.Column("changed_by", sa.String(200), nullable=False),
 )
 
 run_logs = sa.Table(
@@ -140,7 +193,31 @@ def _v3(conn: sa.Connection) -> None:
     search.create(conn)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3]
+def _v4(conn: sa.Connection) -> None:
+    """Version 4: schedules, their versions, and each run's fire (schedule version, fire
+    time, trigger, and a unique fire key: one run per schedule fire, whatever the number of
+    beats). A database created at version 1 by a newer jobsys already has the run columns."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("jobsys_runs")}
+    for column in ("schedule_version", "fire_at", "trigger", "fire_key"):
+        if column not in have:
+            kind = runs.c[column].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE jobsys_runs ADD COLUMN {column} {kind}"))
+    # Partial indexes: a run without the key (most runs) costs no write in them.
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_jobsys_runs_idempotency"))
+    for sql in (
+        "CREATE UNIQUE INDEX ix_jobsys_runs_idempotency ON jobsys_runs (tenant, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL",
+        "CREATE UNIQUE INDEX IF NOT EXISTS ix_jobsys_runs_fire_key ON jobsys_runs (fire_key) "
+        "WHERE fire_key IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_schedule ON jobsys_runs "
+        "(schedule_id, created_at) WHERE schedule_id IS NOT NULL",
+    ):
+        conn.execute(sa.text(sql))
+    for table in (schedules, schedule_versions):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)

@@ -36,6 +36,7 @@ FAST_TIMERS = {
     "JOBSYS_RECONCILE_SECONDS": "30",
     "JOBSYS_CANCEL_GRACE_SECONDS": "1",
     "JOBSYS_HARD_TIMEOUT_GRACE_SECONDS": "1",
+    "JOBSYS_BEAT_INTERVAL": "0.2",
 }
 _db_numbers = itertools.cycle(range(2, 16, 2))
 

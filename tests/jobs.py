@@ -12,7 +12,7 @@ from pathlib import Path
 import pydantic
 from celery.exceptions import SoftTimeLimitExceeded
 
-from jobsys import JobContext, RetryPolicy, job
+from jobsys import JobContext, RetryPolicy, cadence, job
 from jobsys.errors import JobTimeout
 
 
@@ -95,3 +95,43 @@ def chatty(data: Seconds, ctx: JobContext) -> Done:
         ctx.progress(100 * (i + 1) / steps, total=steps, message=f"step {i + 1}")
         time.sleep(data.seconds / steps)
     return Done(pid=os.getpid())
+
+
+class Until(pydantic.BaseModel):
+    until: int = 3
+
+
+class Count(pydantic.BaseModel):
+    n: int
+
+
+@job("tests.countdown", timeout=30)
+def countdown(data: Until, ctx: JobContext) -> Count:
+    """An ongoing job: counts its fires in the schedule's metadata; done at ``until``."""
+    record_effect(ctx, f"{ctx.trigger} {ctx.fire_at.isoformat() if ctx.fire_at else ''}")
+    n = int(ctx.metadata.get("n", 0)) + 1
+    ctx.update_metadata(n=n, principal=ctx.principal.id)
+    if n >= data.until:
+        ctx.done({"n": n})
+    return Count(n=n)
+
+
+@job("tests.self_stop", timeout=30)
+def self_stop(data: Seconds, ctx: JobContext) -> Done:
+    """Pauses its own schedule on its first fire."""
+    record_effect(ctx)
+    ctx.deactivate()
+    return Done(pid=os.getpid())
+
+
+class Empty(pydantic.BaseModel):
+    pass
+
+
+@job(
+    "tests.declared",
+    schedule=cadence.every(3600, start_at="2100-01-01T00:00:00+00:00", metadata={"v": 1}),
+)
+def declared(data: Empty) -> Empty:
+    """Carries a schedule declared in code (its first fire is far away)."""
+    return Empty()

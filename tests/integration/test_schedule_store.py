@@ -1,0 +1,167 @@
+"""Schedules in the store, fired deterministically (explicit clocks, no beat process): the
+misfire and overlap policies, limits, versions, racing beats, declared schedules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from jobsys import Principal, Registry, cadence, errors, jobs, runs, schedules
+from jobsys.schedules import ScheduleState
+from tests import jobs as test_jobs
+
+pytestmark = pytest.mark.integration
+T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+ALICE = Principal(id="alice", roles=("ops",), tenant="acme")
+REGISTRY = Registry([test_jobs.effect, test_jobs.countdown, test_jobs.declared])
+
+
+def secs(n: float) -> dt.timedelta:
+    return dt.timedelta(seconds=n)
+
+
+@pytest.fixture
+def sched(store: runs.RunStore) -> schedules.ScheduleStore:
+    return store.schedules
+
+
+def fire(sched: schedules.ScheduleStore, now: dt.datetime) -> list[dict[str, object]]:
+    return [f.run for f in sched.fire_due(REGISTRY, now)]
+
+
+def finish(store: runs.RunStore, run_id: str) -> None:
+    assert store.claim(run_id, 1, lease=5, timeout=60) is not None
+    assert store.complete(run_id, 1, {"pid": 1})
+
+
+def test_interval_fires_on_cadence_as_its_creator(
+    store: runs.RunStore, sched: schedules.ScheduleStore
+) -> None:
+    s = sched.create("tests.effect", cadence.every(10, input={"seconds": 0}), ALICE, now=T0)
+    assert s.state is ScheduleState.ACTIVE and s.next_fire_at == T0 and s.version == 1
+    assert fire(sched, T0 - secs(1)) == []  # not due yet
+    (run,) = fire(sched, T0 + secs(0.5))
+    assert fire(sched, T0 + secs(0.6)) == []  # the same fire never makes a second run
+    finish(store, str(run["id"]))
+    (second,) = fire(sched, T0 + secs(10.2))
+    record = store.get(str(second["id"]))
+    assert record.schedule_id == s.id and record.schedule_version == 1
+    assert record.fire_at == T0 + secs(10) and record.trigger == "scheduled"
+    assert record.principal["id"] == "alice" and record.tenant == "acme"
+    after = sched.get(s.id)
+    assert after.run_count == 2 and after.next_fire_at == T0 + secs(20)
+    assert after.last_run_id == second["id"] and after.last_state == "pending"
+
+
+def test_misfire_runs_once_to_catch_up_or_skips(sched: schedules.ScheduleStore) -> None:
+    catch_up = sched.create("tests.effect", cadence.every(10, grace=5), ALICE, now=T0)
+    skip = sched.create("tests.effect", cadence.every(10, grace=5, misfire="skip"), ALICE, now=T0)
+    made = fire(sched, T0 + secs(95))  # down for 95 s: nine fires missed
+    assert [(r["schedule_id"], r["trigger"]) for r in made] == [(catch_up.id, "catch-up")]
+    for s in (catch_up, skip):
+        assert sched.get(s.id).next_fire_at == T0 + secs(100)  # back on the cadence
+
+
+def test_overlap_skip_and_queue(store: runs.RunStore, sched: schedules.ScheduleStore) -> None:
+    skip = sched.create("tests.effect", cadence.every(10), ALICE, now=T0)
+    queue = sched.create("tests.effect", cadence.every(10, overlap="queue"), ALICE, now=T0)
+    first = {r["schedule_id"]: r["id"] for r in fire(sched, T0)}
+    assert set(first) == {skip.id, queue.id}
+    assert fire(sched, T0 + secs(10)) == []  # both previous runs still waiting
+    assert sched.get(queue.id).queued_fire_at == T0 + secs(10)
+    assert fire(sched, T0 + secs(20)) == []  # one held fire at most; this one is skipped
+    finish(store, str(first[queue.id]))
+    (released,) = fire(sched, T0 + secs(21))
+    assert released["schedule_id"] == queue.id and released["fire_at"] == T0 + secs(10)
+    assert sched.get(queue.id).queued_fire_at is None
+
+
+def test_max_runs_and_end_complete_the_schedule(sched: schedules.ScheduleStore) -> None:
+    twice = sched.create(
+        "tests.effect", cadence.every(10, max_runs=2, overlap="allow"), ALICE, now=T0
+    )
+    once = sched.create("tests.effect", cadence.once(T0 + secs(5)), ALICE, now=T0)
+    assert len(fire(sched, T0 + secs(5))) == 2
+    assert sched.get(once.id).state is ScheduleState.COMPLETED
+    assert len(fire(sched, T0 + secs(10))) == 1
+    done = sched.get(twice.id)
+    assert done.state is ScheduleState.COMPLETED and done.run_count == 2
+    assert done.next_fire_at is None
+    assert fire(sched, T0 + secs(60)) == []
+
+
+def test_racing_beats_make_one_run_per_fire(sched: schedules.ScheduleStore) -> None:
+    for _ in range(20):
+        sched.create("tests.effect", cadence.every(10, overlap="allow"), ALICE, now=T0)
+    made: list[list[dict[str, object]]] = [[], [], []]
+
+    def beat(i: int) -> None:
+        made[i] = fire(sched, T0 + secs(1))
+
+    threads = [threading.Thread(target=beat, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    keys = [r["fire_key"] for m in made for r in m]
+    assert len(keys) == 20 and len(set(keys)) == 20
+
+
+def test_updates_are_versioned_and_change_the_cadence(sched: schedules.ScheduleStore) -> None:
+    s = sched.create("tests.effect", cadence.every(10), ALICE, now=T0)
+    changed = sched.update(s.id, cadence.every(60, input={"seconds": 1}), ALICE, now=T0)
+    assert changed.version == 2 and changed.input == {"seconds": 1}
+    assert [v["version"] for v in sched.versions(s.id)] == [1, 2]
+    assert sched.versions(s.id)[0]["definition"]["cadence"]["every"] == 10
+    (run,) = fire(sched, T0)
+    assert run["schedule_version"] == 2
+
+
+def test_pause_resume_delete_and_tenancy(sched: schedules.ScheduleStore) -> None:
+    s = sched.create("tests.effect", cadence.every(10), ALICE, now=T0)
+    sched.pause(s.id, tenant="acme")
+    assert fire(sched, T0 + secs(100)) == []
+    resumed = sched.resume(s.id, tenant="acme", now=T0 + secs(101))
+    assert resumed.next_fire_at == T0 + secs(110)  # missed fires are not replayed
+    with pytest.raises(errors.ScheduleNotFound):
+        sched.get(s.id, tenant="other")  # another tenant's id answers "not found"
+    with pytest.raises(errors.InvalidTransition):
+        sched.resume(s.id, tenant="acme")
+    sched.cancel(s.id, tenant="acme")
+    assert fire(sched, T0 + secs(500)) == []
+    assert sched.get(s.id).state is ScheduleState.CANCELLED
+
+
+def test_trigger_fires_now_without_moving_the_cadence(sched: schedules.ScheduleStore) -> None:
+    s = sched.create("tests.effect", cadence.every(3600), ALICE, now=T0)
+    fired = sched.trigger(s.id, REGISTRY, tenant="acme")
+    assert fired.run["trigger"] == "manual" and fired.run["fire_key"] is None
+    after = sched.get(s.id)
+    assert after.next_fire_at == s.next_fire_at and after.run_count == 1
+
+
+def test_declared_schedules_are_seeded_and_keep_runtime_edits(
+    sched: schedules.ScheduleStore,
+) -> None:
+    assert sched.seed(REGISTRY, now=T0) == ["code:tests.declared"]
+    seeded = sched.get("code:tests.declared")
+    assert seeded.source == "code" and seeded.meta == {"v": 1}
+    edited = sched.update(seeded.id, cadence.every(60, metadata={"v": 2}), ALICE, now=T0)
+    assert sched.seed(REGISTRY, now=T0) == []  # a restart keeps the edit
+    assert sched.get(seeded.id).meta == {"v": 2} and edited.version == 2
+    changed = Registry(
+        [
+            jobs.make_spec(
+                **{
+                    **{f: getattr(test_jobs.declared, f) for f in ("name", "fn")},
+                    "input_model": test_jobs.declared.input_model,
+                    "output_model": test_jobs.declared.output_model,
+                    "schedule": cadence.every(7200, metadata={"v": 3}),
+                }
+            )
+        ]
+    )
+    assert sched.seed(changed, now=T0) == ["code:tests.declared"]  # the code changed
+    assert sched.get(seeded.id).meta == {"v": 3}

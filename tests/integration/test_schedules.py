@@ -1,0 +1,133 @@
+"""Schedules fired by real ``jobsys beat`` processes and run by a real worker: runtime changes
+without restarts, ongoing jobs, several beats at once, a beat killed mid-stream."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from jobsys import RunState, ScheduleState, cadence, runs
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+def scheduled_runs(c: Cluster, schedule_id: str) -> list[runs.RunRecord]:
+    """The runs a schedule made, in fire order (manual ones last)."""
+    query = sa.select(runs.T.c.id).where(runs.T.c.schedule_id == schedule_id)
+    with c.store.engine.connect() as conn:
+        ids = [r.id for r in conn.execute(query)]
+    made = [c.store.get(i) for i in ids]
+    far = dt.datetime.max.replace(tzinfo=dt.UTC)
+    return sorted(made, key=lambda r: r.fire_at or far)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_runtime_changes_take_effect_without_a_restart(fresh: Cluster) -> None:
+    fresh.start_worker("w", concurrency=2)
+    fresh.start_beat()
+    s = fresh.client.schedules.create("tests.effect", cadence.every(1, input={"seconds": 0}))
+    wait_until(lambda: len(scheduled_runs(fresh, s.id)) >= 3, 20, "three fires")
+    fresh.client.schedules.pause(s.id)
+    time.sleep(0.5)  # a fire already in flight lands
+    paused_at = len(scheduled_runs(fresh, s.id))
+    time.sleep(2.5)
+    assert len(scheduled_runs(fresh, s.id)) == paused_at  # paused: no fire
+    fresh.client.schedules.resume(s.id)
+    changed = fresh.client.schedules.update(s.id, input={"seconds": 0.01})
+    assert changed.version == 2
+    wait_until(
+        lambda: any(r.schedule_version == 2 for r in scheduled_runs(fresh, s.id)),
+        20,
+        "a fire of version 2",
+    )
+    fresh.client.schedules.delete(s.id)
+    time.sleep(0.5)
+    deleted_at = len(scheduled_runs(fresh, s.id))
+    time.sleep(2)
+    assert len(scheduled_runs(fresh, s.id)) == deleted_at
+    made = scheduled_runs(fresh, s.id)
+    records = fresh.wait_all([r.id for r in made], timeout=30)
+    assert all(r.state is RunState.COMPLETED and r.trigger == "scheduled" for r in records)
+    assert all(fresh.executions(r.id) == 1 for r in records)
+    assert records[0].principal["id"] == "local"
+
+
+def test_ongoing_schedule_carries_metadata_until_the_job_says_done(fresh: Cluster) -> None:
+    fresh.start_worker("w", concurrency=1)
+    fresh.start_beat()
+    s = fresh.client.schedules.create("tests.countdown", cadence.ongoing(1, input={"until": 3}))
+    wait_until(
+        lambda: fresh.client.schedules.get(s.id).state is ScheduleState.COMPLETED,
+        30,
+        "the ongoing schedule to complete",
+    )
+    final = fresh.client.schedules.get(s.id)
+    assert final.result == {"n": 3} and final.meta["n"] == 3
+    time.sleep(1.5)
+    made = scheduled_runs(fresh, s.id)
+    assert len(made) == 3  # nothing after done()
+    outputs = [r.output for r in fresh.wait_all([r.id for r in made], timeout=30)]
+    assert outputs == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+def test_trigger_now_and_a_job_that_stops_its_own_schedule(fresh: Cluster) -> None:
+    fresh.start_worker("w", concurrency=1)
+    fresh.start_beat()
+    hourly = fresh.client.schedules.create(
+        "tests.effect",
+        cadence.every(3600, start_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)),
+    )
+    run_id = fresh.client.schedules.trigger(hourly.id)
+    record = fresh.wait_all([run_id], timeout=30)[0]
+    assert record.state is RunState.COMPLETED and record.trigger == "manual"
+    assert fresh.client.schedules.get(hourly.id).next_fire_at == hourly.next_fire_at
+    stopper = fresh.client.schedules.create("tests.self_stop", cadence.every(1))
+    wait_until(
+        lambda: fresh.client.schedules.get(stopper.id).state is ScheduleState.PAUSED,
+        20,
+        "the job to pause its schedule",
+    )
+    time.sleep(2)
+    assert len(scheduled_runs(fresh, stopper.id)) == 1
+
+
+def test_two_beats_fire_each_tick_once_and_survive_one_being_killed(fresh: Cluster) -> None:
+    fresh.start_worker("w", concurrency=2)
+    fresh.start_beat("beat1")
+    fresh.start_beat("beat2")
+    ids = [
+        fresh.client.schedules.create(
+            "tests.effect", cadence.every(1, overlap="allow", input={"seconds": 0})
+        ).id
+        for _ in range(3)
+    ]
+    time.sleep(4)
+    fresh.kill("beat1", signal.SIGKILL)
+    time.sleep(4)
+    for schedule_id in ids:
+        fresh.client.schedules.pause(schedule_id)
+    time.sleep(0.5)
+    for schedule_id in ids:
+        made = scheduled_runs(fresh, schedule_id)
+        fires = [r.fire_at for r in made]
+        assert len(fires) == len(set(fires))  # one run per fire
+        gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(fires)}
+        assert gaps == {1.0}, f"a fire was lost or doubled: {gaps}"  # none lost across the kill
+        assert len(fires) >= 6
+        records = fresh.wait_all([r.id for r in made], timeout=60)
+        assert all(fresh.executions(r.id) == 1 for r in records)
