@@ -37,6 +37,7 @@ class StoreScheduler(beat.Scheduler):
         self.store = runs.RunStore.open(settings.database_url)
         self.schedules: schedules.ScheduleStore = self.store.schedules
         self.fired = 0
+        self.ticks = 0
         kwargs["max_interval"] = settings.beat_interval
         super().__init__(app, **kwargs)
 
@@ -48,36 +49,40 @@ class StoreScheduler(beat.Scheduler):
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """Fire what is due; return the seconds to sleep before the next tick."""
         started = time.monotonic()
+        self.ticks += 1
         try:
-            for fired in self.schedules.fire_due(self.registry, runs.utcnow()):
-                self._publish(fired)
+            fired = self.schedules.fire_due(self.registry, runs.utcnow())
+            self._publish(fired)
             following = self.schedules.next_due_at()
         except Exception:
             log.exception("jobsys beat: tick failed; retrying", extra={"action": "beat_error"})
             return self.max_interval
         spent = time.monotonic() - started
+        if fired:
+            return 0.0  # there may be more due than one tick fires
         if following is None:
             return max(0.0, self.max_interval - spent)
         wait = (following - runs.utcnow()).total_seconds()
         return min(self.max_interval, max(0.0, wait))
 
-    def _publish(self, fired: schedules.Fired) -> None:
-        row = fired.run
-        try:
-            broker.publish(self.app, fired.spec, row["id"], 1, row["input"], row["principal"])
-        except Exception:
-            # The run is recorded; the reconciler publishes it once the broker is back.
-            log.exception("jobsys beat: publishing run %s failed", row["id"])
+    def _publish(self, fired: list[schedules.Fired]) -> None:
+        if not fired:
             return
-        self.store.mark_published(row["id"], 1)
-        self.fired += 1
-        log.info(
-            "jobsys beat: fired schedule %s (%s) -> run %s",
-            row["schedule_id"],
-            row["trigger"],
-            row["id"],
-            extra={"action": "schedule_fired", "run_id": row["id"]},
-        )
+        try:
+            broker.publish_many(self.app, [(f.spec, f.run) for f in fired])
+        except Exception:
+            # The runs are recorded; the reconciler publishes them once the broker is back.
+            log.exception("jobsys beat: publishing %d runs failed", len(fired))
+            return
+        self.fired += len(fired)
+        for f in fired:
+            log.info(
+                "jobsys beat: fired schedule %s (%s) -> run %s",
+                f.run["schedule_id"],
+                f.run["trigger"],
+                f.run["id"],
+                extra={"action": "schedule_fired", "run_id": f.run["id"]},
+            )
 
     # Celery's local schedule (a shelve file) is not used: the store is the schedule.
     @property
@@ -88,6 +93,7 @@ class StoreScheduler(beat.Scheduler):
         pass
 
     def close(self) -> None:
+        log.info("jobsys beat: %d ticks, %d fires published", self.ticks, self.fired)
         self.store.close()
 
     @property

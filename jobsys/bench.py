@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from jobsys import client, config, embedded, jobs, runs, schema, search
+from jobsys import cadence, client, config, embedded, jobs, permissions, runs, schema, search
 
 BENCH_MODULE = "workers.bench"
 BENCH_QUEUE = "jobsys-bench"
@@ -356,6 +357,95 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
     }
     return info
+
+
+LAG_ZONES = ("UTC", "America/New_York", "Europe/Paris", "Asia/Kolkata")
+
+
+def schedule_lag(
+    target: JobsysTarget, count: int, workdir: Path, seconds: float = 75.0
+) -> dict[str, float]:
+    """``count`` active schedules, half every 30 s (their starts spread over 30 s), half on
+    the cron ``* * * * *`` in four zones (all due at each minute boundary); a real beat runs
+    for ``seconds``. Fire lag is when beat published the run minus when it was due."""
+    store = runs.RunStore.open(target.settings.database_url)
+    made: list[str] = []
+    try:
+        start = runs.utcnow() + dt.timedelta(seconds=10)
+        half = count // 2
+        for i in range(count):
+            if i < half:
+                when = start + dt.timedelta(seconds=30 * i / max(1, half))
+                definition = cadence.every(30, start_at=when, overlap="allow")
+            else:
+                zone = LAG_ZONES[i % len(LAG_ZONES)]
+                definition = cadence.cron("* * * * *", timezone=zone, overlap="allow")
+            made.append(
+                store.schedules.create("bench.noop", definition, permissions.LOCAL, name="bench").id
+            )
+        log = workdir / "beat-lag.log"
+        proc = embedded.spawn(["beat", "-l", "INFO"], target.env, log)
+        try:
+            time.sleep(seconds)
+            cpu = cpu_seconds(proc)
+        finally:
+            stop(proc)
+        ticks = _ticks(log.read_text(errors="replace"))
+        return _lag_figures(store, made, cpu, ticks, seconds)
+    finally:
+        _retire(store, made)
+        target.reset()
+        store.close()
+
+
+def _ticks(log_text: str) -> int:
+    found = re.findall(r"jobsys beat: (\d+) ticks", log_text)
+    return int(found[-1]) if found else 0
+
+
+def _lag_figures(
+    store: runs.RunStore, made: list[str], cpu: float, ticks: int, seconds: float
+) -> dict[str, float]:
+    R = schema.runs
+    lags: dict[str, list[float]] = {"interval": [], "cron": []}
+    kinds = {}
+    with store.engine.connect() as conn:
+        for sid, kind in conn.execute(sa.select(schema.schedules.c.id, schema.schedules.c.cadence)):
+            kinds[sid] = "cron" if kind["kind"] == "cron" else "interval"
+        query = sa.select(R.c.schedule_id, R.c.fire_at, R.c.published_at).where(
+            R.c.schedule_id.in_(made), R.c.published_at.is_not(None)
+        )
+        for sid, fire_at, published in conn.execute(query):
+            lags[kinds[sid]].append((published - fire_at).total_seconds() * 1000)
+    out: dict[str, float] = {"schedules": float(len(made)), "seconds": seconds}
+    for kind, values in lags.items():
+        if values:
+            pct = percentiles(values)
+            out.update({f"{kind}_fires": float(len(values))})
+            out.update({f"{kind}_lag_ms_p50": round(pct["p50"], 1)})
+            out.update({f"{kind}_lag_ms_p99": round(pct["p99"], 1)})
+    out["beat_cpu_s"] = round(cpu, 2)
+    out["beat_ticks"] = float(ticks)
+    out["beat_cpu_ms_per_tick"] = round(1000 * cpu / ticks, 2) if ticks else float("nan")
+    return out
+
+
+def _retire(store: runs.RunStore, made: list[str]) -> None:
+    """Delete the bench's schedules and cancel the runs they left waiting."""
+    now = runs.utcnow()
+    R, S = schema.runs, schema.schedules
+    error = {"type": "RunCancelled", "message": "bench run", "reason": "cancelled"}
+    with store.engine.begin() as conn:
+        for i in range(0, len(made), 500):
+            chunk = made[i : i + 500]
+            conn.execute(
+                S.update().where(S.c.id.in_(chunk)).values(state="cancelled", next_fire_at=None)
+            )
+            conn.execute(
+                R.update()
+                .where(R.c.schedule_id.in_(chunk), R.c.state == "pending")
+                .values(state="cancelled", finished_at=now, error=error)
+            )
 
 
 def redis_version(url: str) -> str:

@@ -14,6 +14,7 @@ import gc
 import logging
 import sys
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -269,12 +270,14 @@ def publish(
 
 
 def publish_many(
-    app: Celery, spec: jobs.JobSpec, rows: list[dict[str, Any]], countdown: float | None = None
+    app: Celery,
+    items: Sequence[tuple[jobs.JobSpec, dict[str, Any]]],
+    countdown: float | None = None,
 ) -> None:
-    """Publish many new runs' messages through one pipelined batch (one round trip per
-    thousand messages instead of one each)."""
+    """Publish new runs' messages (a job spec and a run row each) through one pipelined
+    batch: one round trip per thousand messages instead of one each."""
     with app.producer_or_acquire() as producer, producer.batch():
-        for row in rows:
+        for spec, row in items:
             publish(
                 app,
                 spec,

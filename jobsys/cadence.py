@@ -70,16 +70,18 @@ class Cadence:
         check(self)
 
     def to_json(self) -> dict[str, Any]:
+        """The fields that matter for this kind (a ``once`` has no ``every``, ...)."""
         out: dict[str, Any] = {"kind": self.kind.value}
-        for name in ("at", "start_at", "end_at"):
+        own = {
+            Kind.ONCE: ("at",),
+            Kind.INTERVAL: ("every",),
+            Kind.ONGOING: ("every",),
+            Kind.CRON: ("cron", "timezone"),
+        }[self.kind]
+        for name in (*own, "start_at", "end_at"):
             value = getattr(self, name)
             if value is not None:
-                out[name] = value.isoformat()
-        for name in ("every", "cron"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        if self.kind is Kind.CRON:
-            out["timezone"] = self.timezone
+                out[name] = value.isoformat() if isinstance(value, dt.datetime) else value
         return out
 
     @classmethod

@@ -548,7 +548,7 @@ def runs_retry(run_id: str) -> None:
 
 # --- bench ----------------------------------------------------------------------------------
 
-SCENARIOS = ("throughput", "latency", "batch", "queries")
+SCENARIOS = ("throughput", "latency", "batch", "queries", "schedules")
 
 
 @main.command()
@@ -561,6 +561,14 @@ SCENARIOS = ("throughput", "latency", "batch", "queries")
     help="No-op jobs per throughput run.",
 )
 @click.option("--roundtrips", type=click.IntRange(1), default=500, show_default=True)
+@click.option(
+    "--schedules",
+    "n_schedules",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Active schedules of the schedule-lag scenario (it runs beat for 75 s).",
+)
 @click.option(
     "--rows",
     type=click.IntRange(1),
@@ -583,6 +591,7 @@ SCENARIOS = ("throughput", "latency", "batch", "queries")
 def bench(
     n_jobs: int,
     roundtrips: int,
+    n_schedules: int,
     rows: int,
     query_dbs: tuple[str, ...],
     only: tuple[str, ...],
@@ -608,6 +617,8 @@ def bench(
         report["latency_ms"] = b.latency(target, roundtrips, workdir)
     if "batch" in chosen:
         report["batch_enqueue"] = b.batch_enqueue(target, n_jobs)
+    if "schedules" in chosen:
+        report["schedule_lag"] = b.schedule_lag(target, n_schedules, workdir)
     if "queries" in chosen:
         report["queries_ms"] = {
             b.database_version(url): b.queries(url, rows)

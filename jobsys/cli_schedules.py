@@ -75,14 +75,19 @@ def _changes(
     return changes
 
 
+def describe(c: dict[str, Any]) -> str:
+    """A cadence in words: ``every 300 s``, ``0 8 * * 1 (Europe/Paris)``..."""
+    kind = c["kind"]
+    if kind == "once":
+        return f"at {c['at']}"
+    if kind == "cron":
+        return f"{c['cron']} ({c['timezone']})"
+    until = " until done" if kind == "ongoing" else ""
+    return f"every {c['every']:g} s{until}"
+
+
 def _row(s: schedules.ScheduleRecord) -> list[str]:
-    c = s.cadence
-    when = {
-        "once": f"at {c.get('at')}",
-        "interval": f"every {c.get('every'):g} s",
-        "ongoing": f"every {c.get('every'):g} s until done",
-        "cron": f"{c.get('cron')} ({c.get('timezone')})",
-    }[c["kind"]]
+    when = describe(s.cadence)
     return [
         s.id,
         s.job,
@@ -94,11 +99,17 @@ def _row(s: schedules.ScheduleRecord) -> list[str]:
     ]
 
 
+def _table() -> Table:
+    table = Table("id", "job", "when", "state", "next (UTC)", "runs", "last run")
+    table.columns[0].no_wrap = True
+    return table
+
+
 def _show(s: schedules.ScheduleRecord, as_json: bool) -> None:
     if as_json:
         emit_json(s.to_json())
         return
-    table = Table("id", "job", "when", "state", "next (UTC)", "runs", "last run")
+    table = _table()
     table.add_row(*_row(s))
     out.print(table)
 
@@ -143,7 +154,7 @@ def schedules_list(state: str | None, job: str | None, limit: int, as_json: bool
     if as_json:
         emit_json([s.to_json() for s in found])
         return
-    table = Table("id", "job", "when", "state", "next (UTC)", "runs", "last run")
+    table = _table()
     for s in found:
         table.add_row(*_row(s))
     out.print(table)

@@ -124,7 +124,7 @@ class Client:
         app = self.app
         self.store.insert(rows)
         try:
-            broker.publish_many(app, spec, rows, options.countdown)
+            broker.publish_many(app, [(spec, row) for row in rows], options.countdown)
         except Exception as exc:
             for row in rows:  # the reconciler would publish them later; say so now instead
                 self.store.fail_unpublished(row["id"], _publish_error(exc))
@@ -188,9 +188,8 @@ class Client:
             )
 
     def publish_row(self, spec: jobs.JobSpec, row: dict[str, Any]) -> None:
-        """Publish a run recorded elsewhere (a triggered schedule) and note it published."""
+        """Publish a run recorded elsewhere (a triggered schedule)."""
         self._publish(self.app, spec, row, None)
-        self.store.mark_published(row["id"], 1)
 
     def _publish(
         self, app: Celery, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None

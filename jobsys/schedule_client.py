@@ -39,7 +39,11 @@ class ScheduleClient:
         ``jobsys.cadence.schedule`` (``every``, ``cron``, ``timezone``, ``input``, ``max_runs``,
         ``overlap`` ...). Changing the cadence starts it afresh from now."""
         current = self.get(schedule_id)
-        merged = {**_flatten(current.definition), **changes}
+        base = _flatten(current.definition)
+        if changes.get("kind", base["kind"]) != base["kind"]:  # a new kind of cadence
+            for field in ("at", "every", "cron", "timezone"):
+                base.pop(field, None)
+        merged = {**base, **changes}
         definition = cadence.schedule(**merged)
         checked = self._checked(current.job, definition)
         return self._store.update(schedule_id, checked, self._client.principal, self._tenant)

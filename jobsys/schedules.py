@@ -614,4 +614,6 @@ def _run_row(
         "fire_key": key,
         "cancel_requested": False,
         "created_at": now,
+        # Published right after the commit; if that fails, the reconciler publishes it.
+        "published_at": now,
     }

@@ -173,6 +173,65 @@ def test_cancel_and_logs_from_the_cli(up: Up) -> None:
     assert "hashed 6000 bytes" in logs
 
 
+def test_schedules_from_the_cli_fire_through_beat(up: Up) -> None:
+    created = json.loads(
+        up.jobsys(
+            "schedules",
+            "create",
+            "examples.add",
+            "--every",
+            "1",
+            "--input",
+            '{"a": 20, "b": 22}',
+            "--name",
+            "answer",
+            "--json",
+            check=True,
+        ).stdout
+    )
+    sid = created["id"]
+    assert created["state"] == "active" and created["cadence"] == {"kind": "interval", "every": 1.0}
+    deadline = time.monotonic() + 30
+    made: list[dict[str, object]] = []
+    while time.monotonic() < deadline and len(made) < 2:
+        listed = json.loads(up.jobsys("runs", "list", "--json", check=True).stdout)
+        made = [r for r in listed if r["schedule_id"] == sid and r["state"] == "completed"]
+        time.sleep(0.5)
+    assert len(made) >= 2 and all(r["output"] == 42 for r in made)
+    assert all(r["trigger"] == "scheduled" and r["fire_at"] for r in made)
+    paused = json.loads(up.jobsys("schedules", "pause", sid, "--json", check=True).stdout)
+    assert paused["state"] == "paused"
+    run_id = up.jobsys("schedules", "trigger", sid, check=True).stdout.strip()
+    assert json.loads(up.jobsys("runs", "result", run_id, "--wait", "30", check=True).stdout) == 42
+    updated = json.loads(
+        up.jobsys(
+            "schedules",
+            "update",
+            sid,
+            "--cron",
+            "0 8 * * 1",
+            "--tz",
+            "Europe/Paris",
+            "--json",
+            check=True,
+        ).stdout
+    )
+    assert updated["version"] == 2 and updated["state"] == "paused"
+    assert updated["cadence"] == {"kind": "cron", "cron": "0 8 * * 1", "timezone": "Europe/Paris"}
+    shown = json.loads(up.jobsys("schedules", "show", sid, "--json", check=True).stdout)
+    assert [v["version"] for v in shown["versions"]] == [1, 2]
+    table = up.jobsys("schedules", "list", check=True).stdout
+    assert sid in table and "paused" in table
+    deleted = json.loads(up.jobsys("schedules", "delete", sid, "--json", check=True).stdout)
+    assert deleted["state"] == "cancelled"
+    bad = up.jobsys("schedules", "create", "examples.add", "--cron", "61 * * * *")
+    assert bad.returncode == 2 and "cron: '61 * * * *' is not five cron fields" in bad.stderr
+    bad_input = up.jobsys("schedules", "create", "examples.add", "--every", "5", "--input", "{}")
+    assert bad_input.returncode == 2 and "a: Field required" in bad_input.stderr
+    missing = up.jobsys("schedules", "pause", "sch_nope")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
 def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:
     # a long job is running: warm shutdown would wait for it; `up` ends it after its timeout
     long_run = up.jobsys("submit", "examples.sleep", "--input", '{"seconds": 600}', check=True)
