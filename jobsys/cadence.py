@@ -17,6 +17,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import threading
 import zoneinfo
 from typing import Any
 
@@ -188,14 +189,31 @@ def next_cron(c: Cadence, after: dt.datetime) -> dt.datetime:
     tz = zone(c.timezone)
     expr = ALIASES.get(c.cron.strip(), c.cron)
     local = after.astimezone(tz).replace(tzinfo=None)
-    # Start an hour early so that a wall time inside a repeated hour is not passed over.
-    it = croniter(expr, local - dt.timedelta(hours=1))
+    it = _iterator(expr, local)
+    # Candidates at or before ``after`` come only from a repeated hour: its wall times were
+    # already fired at their first occurrence, so they are passed over.
     for _ in range(100_000):
         candidate: dt.datetime = it.get_next(dt.datetime)
         instant = resolve(candidate, tz)
         if instant > after:
             return instant
     raise CadenceError("cron", f"{c.cron!r} names no time after {after.isoformat()}")
+
+
+_ITERATORS = threading.local()
+
+
+def _iterator(expr: str, start: dt.datetime) -> croniter:
+    """A croniter for ``expr`` set to ``start``; parsed once per expression and thread."""
+    cache: dict[str, croniter] = _ITERATORS.__dict__.setdefault("cache", {})
+    it = cache.get(expr)
+    if it is None:
+        if len(cache) > 1024:
+            cache.clear()
+        it = cache[expr] = croniter(expr, start)
+    else:
+        it.set_current(start, force=True)
+    return it
 
 
 def resolve(local: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
+import json
 import random
 import uuid
 from collections.abc import Sequence
@@ -42,6 +44,8 @@ R = schema.runs
 
 
 ACTIVE_RUN = ("pending", "running", "retrying")
+FIRE_BATCH = 50
+"""Due schedules fired per transaction: fewer commits, and the write lock held briefly."""
 
 
 class ScheduleState(enum.StrEnum):
@@ -85,12 +89,8 @@ class ScheduleRecord:
 
     @property
     def definition(self) -> Definition:
-        return Definition(
-            Cadence.from_json(self.cadence),
-            self.input,
-            self.meta,
-            Options.from_json(self.options),
-        )
+        when, options = _parsed(json.dumps(self.cadence, sort_keys=True), json.dumps(self.options))
+        return Definition(when, self.input, self.meta, options)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -107,6 +107,12 @@ class Fired:
 
     run: dict[str, Any]
     spec: jobs.JobSpec
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(cadence_json: str, options_json: str) -> tuple[Cadence, Options]:
+    """Parsed and checked once per distinct definition (beat reads thousands per minute)."""
+    return Cadence.from_json(json.loads(cadence_json)), Options.from_json(json.loads(options_json))
 
 
 def new_schedule_id() -> str:
@@ -408,10 +414,19 @@ class ScheduleStore:
             made = self._fire_queued(record, registry, now)
             if made:
                 fired.append(made)
-        for record in self.due(now, limit):
-            made = self._fire(record, registry, now)
-            if made:
-                fired.append(made)
+        # A job no process here knows is left for a beat whose catalog has it.
+        due = [r for r in self.due(now, limit) if r.job in registry]
+        for start in range(0, len(due), FIRE_BATCH):
+            chunk = due[start : start + FIRE_BATCH]
+            # Reads first, writes in their own transaction: a SQLite transaction that reads
+            # and then writes fails outright when another process wrote in between.
+            last = self._run_states([r.last_run_id for r in chunk if r.last_run_id])
+            plans = [(r, self._decide(r, r.definition, now, last)) for r in chunk]
+            with self.engine.begin() as conn:
+                for record, plan in plans:
+                    made = self._fire(conn, record, plan, registry.get(record.job), now)
+                    if made:
+                        fired.append(made)
         return fired
 
     def trigger(
@@ -425,7 +440,7 @@ class ScheduleStore:
         spec = registry.get(record.job)
         row = _run_row(record, spec, now, "manual", now, key=None)
         with self.engine.begin() as conn:
-            conn.execute(R.insert().values(**row))
+            conn.execute(_INSERT_RUN, row)
             conn.execute(
                 S.update()
                 .where(S.c.id == schedule_id)
@@ -438,50 +453,50 @@ class ScheduleStore:
             )
         return Fired(row, spec)
 
-    def _fire(self, s: ScheduleRecord, registry: jobs.Registry, now: dt.datetime) -> Fired | None:
-        assert s.nominal_at is not None and s.next_fire_at is not None
+    def _fire(
+        self,
+        conn: sa.Connection,
+        s: ScheduleRecord,
+        plan: tuple[str | None, dt.datetime | None, bool],
+        spec: jobs.JobSpec,
+        now: dt.datetime,
+    ) -> Fired | None:
+        """Advance one due schedule and insert its run, in the caller's transaction."""
+        assert s.nominal_at is not None
         d = s.definition
-        if s.job not in registry:
-            return None  # no worker here knows the job: a beat that does fires it
-        spec = registry.get(s.job)
-        # Reads first, writes in their own transaction: a SQLite transaction that reads and
-        # then writes fails outright when another process wrote in between.
-        trigger, following, hold = self._decide(s, d, now)
-        with self.engine.begin() as conn:
-            count = s.run_count + (1 if trigger else 0)
-            over = following is None or (
-                d.options.max_runs is not None and count >= d.options.max_runs
+        trigger, following, hold = plan
+        count = s.run_count + (1 if trigger else 0)
+        over = following is None or (d.options.max_runs is not None and count >= d.options.max_runs)
+        values: dict[str, Any] = {
+            "nominal_at": None if over else following,
+            "next_fire_at": None if over else self._jittered(following, d.options),
+            "updated_at": now,
+        }
+        if over and not hold:
+            values["state"] = ScheduleState.COMPLETED.value
+        if hold:
+            values["queued_fire_at"] = s.nominal_at
+        row = None
+        if trigger:
+            row = _run_row(s, spec, s.nominal_at, trigger, now, _fire_key(s.id, s.nominal_at))
+            values.update(run_count=count, last_run_id=row["id"], last_fire_at=s.nominal_at)
+        advanced = conn.execute(
+            S.update()
+            .where(
+                S.c.id == s.id,
+                S.c.state == ScheduleState.ACTIVE.value,
+                S.c.nominal_at == s.nominal_at,
+                S.c.version == s.version,
             )
-            values: dict[str, Any] = {
-                "nominal_at": None if over else following,
-                "next_fire_at": None if over else self._jittered(following, d.options),
-                "updated_at": now,
-            }
-            if over and not hold:
-                values["state"] = ScheduleState.COMPLETED.value
-            if hold:
-                values["queued_fire_at"] = s.nominal_at
-            row = None
-            if trigger:
-                row = _run_row(s, spec, s.nominal_at, trigger, now, _fire_key(s.id, s.nominal_at))
-                values.update(run_count=count, last_run_id=row["id"], last_fire_at=s.nominal_at)
-            advanced = conn.execute(
-                S.update()
-                .where(
-                    S.c.id == s.id,
-                    S.c.state == ScheduleState.ACTIVE.value,
-                    S.c.nominal_at == s.nominal_at,
-                    S.c.version == s.version,
-                )
-                .values(**values)
-            ).rowcount
-            # Another beat fired it or it changed (advanced == 0), or nothing is to run.
-            if advanced != 1 or row is None or not _insert_run(conn, row):
-                return None
+            .values(**values)
+        ).rowcount
+        # Another beat fired it or it changed (advanced == 0), or nothing is to run.
+        if advanced != 1 or row is None or not _insert_run(conn, row):
+            return None
         return Fired(row, spec)
 
     def _decide(
-        self, s: ScheduleRecord, d: Definition, now: dt.datetime
+        self, s: ScheduleRecord, d: Definition, now: dt.datetime, last: dict[str, str]
     ) -> tuple[str | None, dt.datetime | None, bool]:
         """For a due fire: the trigger of the run to make (``None``: no run), the following
         fire, and whether to hold this fire until the previous run ends."""
@@ -494,7 +509,7 @@ class ScheduleStore:
             following = next_fire(d.cadence, s.nominal_at)
         hold = False
         overlap = trigger and d.options.overlap is not Overlap.ALLOW and s.last_run_id
-        if overlap and self._run_state(str(s.last_run_id)) in ACTIVE_RUN:
+        if overlap and last.get(str(s.last_run_id)) in ACTIVE_RUN:
             hold = d.options.overlap is Overlap.QUEUE and s.queued_fire_at is None
             trigger = None
         return trigger, following, hold
@@ -528,6 +543,13 @@ class ScheduleStore:
             if done != 1 or not _insert_run(conn, row):
                 return None
         return Fired(row, spec)
+
+    def _run_states(self, run_ids: list[str]) -> dict[str, str]:
+        if not run_ids:
+            return {}
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(R.c.id, R.c.state).where(R.c.id.in_(run_ids)))
+            return {str(i): str(state) for i, state in found}
 
     def _run_state(self, run_id: str) -> str | None:
         with self.engine.connect() as conn:
@@ -567,6 +589,9 @@ class ScheduleStore:
         return changed
 
 
+_INSERT_RUN = R.insert()
+
+
 def _fire_key(schedule_id: str, fire_at: dt.datetime) -> str:
     return f"{schedule_id}@{fire_at.astimezone(dt.UTC).isoformat()}"
 
@@ -575,7 +600,7 @@ def _insert_run(conn: sa.Connection, row: dict[str, Any]) -> bool:
     """Insert a fire's run; ``False`` if that fire already has one (its key is unique)."""
     try:
         with conn.begin_nested():
-            conn.execute(R.insert().values(**row))
+            conn.execute(_INSERT_RUN, row)
     except sa.exc.IntegrityError:
         return False
     return True
