@@ -109,21 +109,8 @@ class Supervisor:
 
 
 def solo_worker_argv(name: str, loglevel: str, queues: str | None) -> list[str]:
-    """One inline worker process: a Celery worker on the solo pool (Celery's own CLI, so the
-    process loads nothing but the worker)."""
-    argv = [
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "worker",
-        "--pool=solo",
-        f"--hostname={name}",
-        f"--loglevel={loglevel}",
-        "--without-mingle",
-        "--without-gossip",
-        "--optimization=fair",
-    ]
+    """One inline worker process: a Celery worker on the solo pool (``workers/inline.py``)."""
+    argv = ["-m", "workers.inline", f"--hostname={name}", f"--loglevel={loglevel}"]
     return argv + ([f"--queues={queues}"] if queues else [])
 
 

@@ -15,10 +15,10 @@ def test_node_names_number_the_processes() -> None:
     assert supervisor.node_names("bench", 2) == ["bench-1@%h", "bench-2@%h"]
 
 
-def test_solo_argv_runs_celery_on_the_solo_pool() -> None:
+def test_solo_argv_runs_the_inline_worker_module() -> None:
     argv = supervisor.solo_worker_argv("w-1@%h", "INFO", "a,b")
-    assert argv[:5] == ["-m", "celery", "-A", "workers.app", "worker"]
-    assert "--pool=solo" in argv and "--hostname=w-1@%h" in argv and "--queues=a,b" in argv
+    assert argv[:2] == ["-m", "workers.inline"]
+    assert "--hostname=w-1@%h" in argv and "--queues=a,b" in argv
 
 
 def test_soft_limit_raises_inside_the_body_only() -> None:
