@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         InvalidInput,
         JobDeclarationError,
         JobsysError,
+        PermissionDenied,
         Retry,
         RunCancelled,
         RunFailed,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
         UnknownJob,
     )
     from jobsys.jobs import Job, JobSpec, Registry, RetryPolicy, job, load_registry
-    from jobsys.permissions import Principal
+    from jobsys.permissions import Principal, Rule
     from jobsys.runs import RunRecord, RunState
     from jobsys.schedules import ScheduleRecord, ScheduleState
 
@@ -38,6 +39,8 @@ _WHERE = {
     "ongoing": "cadence",
     "once": "cadence",
     "ScheduleNotFound": "errors",
+    "PermissionDenied": "errors",
+    "Rule": "permissions",
     "ScheduleRecord": "schedules",
     "ScheduleState": "schedules",
     "Client": "client",
@@ -73,10 +76,12 @@ __all__ = [
     "JobDeclarationError",
     "JobSpec",
     "JobsysError",
+    "PermissionDenied",
     "Principal",
     "Registry",
     "Retry",
     "RetryPolicy",
+    "Rule",
     "RunCancelled",
     "RunFailed",
     "RunNotFound",

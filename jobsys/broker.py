@@ -22,7 +22,7 @@ from celery import Celery, signals, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from kombu import Queue
 
-from jobsys import config, context, execute, jobs, runs
+from jobsys import config, context, execute, jobs, permissions, runs, sealing
 
 log = logging.getLogger("jobsys.broker")
 
@@ -61,6 +61,14 @@ class Runtime:
                 self.store, s.lease_seconds, s.heartbeat_seconds, s.cancel_grace_seconds
             )
         return self._tracker
+
+    @functools.cached_property
+    def sealer(self) -> sealing.Sealer:
+        return sealing.Sealer.for_home(self.settings.secret_key, self.settings.home)
+
+    @functools.cached_property
+    def policy(self) -> permissions.Policy:
+        return permissions.Policy(admin_roles=self.settings.admin_roles)
 
     @functools.cached_property
     def limits(self) -> execute.Limits:
@@ -154,11 +162,20 @@ def make_celery(
 
 
 def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
-    def body(
-        task: Any, run_id: str, dispatch: int, input: dict[str, Any], principal: dict[str, Any]
-    ) -> Any:
-        delivery = execute.Delivery(run_id, dispatch, input, principal)
-        outcome = execute.run(delivery, spec, runtime.store, runtime.tracker, runtime.limits)
+    def body(task: Any, run_id: str, dispatch: int, **_older: Any) -> Any:
+        # Messages carry the run id and its message token only: the input and the principal
+        # are read from the run record when the run is claimed (a message forged into Redis
+        # cannot change them, and secrets never travel through the broker).
+        delivery = execute.Delivery(run_id, dispatch)
+        outcome = execute.run(
+            delivery,
+            spec,
+            runtime.store,
+            runtime.tracker,
+            runtime.limits,
+            runtime.policy,
+            runtime.sealer,
+        )
         return act(task.app, spec, delivery, outcome)
 
     app.task(
@@ -186,15 +203,7 @@ def act(
         return outcome.output
     if kind is execute.Kind.RETRY:
         assert outcome.dispatch is not None
-        publish(
-            app,
-            spec,
-            delivery.run_id,
-            outcome.dispatch,
-            delivery.input,
-            delivery.principal,
-            countdown=outcome.delay,
-        )
+        publish(app, spec, delivery.run_id, outcome.dispatch, countdown=outcome.delay)
         raise Ignore()
     if kind is execute.Kind.FAILED:
         error = outcome.error or {}
@@ -228,8 +237,6 @@ def publish(
     spec: jobs.JobSpec,
     run_id: str,
     dispatch: int,
-    input: dict[str, Any],
-    principal: dict[str, Any],
     countdown: float | None = None,
     priority: int | None = None,
     producer: Any = None,
@@ -244,7 +251,7 @@ def publish(
         run_id,
         spec.name,
         args=(),
-        kwargs={"run_id": run_id, "dispatch": dispatch, "input": input, "principal": principal},
+        kwargs={"run_id": run_id, "dispatch": dispatch},
         countdown=countdown or None,
         # Waiters subscribe in Client.wait; the worker stores results itself.
         ignore_result=True,
@@ -278,31 +285,13 @@ def publish_many(
     batch: one round trip per thousand messages instead of one each."""
     with app.producer_or_acquire() as producer, producer.batch():
         for spec, row in items:
-            publish(
-                app,
-                spec,
-                row["id"],
-                1,
-                row["input"],
-                row["principal"],
-                countdown,
-                row["priority"],
-                producer=producer,
-            )
+            publish(app, spec, row["id"], 1, countdown, row["priority"], producer=producer)
 
 
 def republish(app: Celery, registry: jobs.Registry, record: runs.RunRecord) -> None:
     """Publish a stored run again (reaper, reconciler): same input, its current token."""
     spec = registry.get(record.job)
-    publish(
-        app,
-        spec,
-        record.id,
-        record.dispatch,
-        record.input,
-        record.principal,
-        priority=record.priority,
-    )
+    publish(app, spec, record.id, record.dispatch, priority=record.priority)
 
 
 class Reaper:

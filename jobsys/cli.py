@@ -1,13 +1,15 @@
 """The ``jobsys`` command: a thin layer over ``Client`` and the process roles.
 
 Human tables by default, ``--json`` on every read command. Exit code 0 on success, 1 when a run
-failed or a service is unreachable, 2 for bad input or unknown names and ids, each with a
+failed or a service is unreachable, 2 for bad input or unknown names and ids, 3 when the
+principal may not (permission denied, or a token unknown, revoked or expired), each with a
 one-line error on stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -56,6 +58,8 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except BAD_INPUT as exc:
             fail(str(exc), 2)
+        except (errors.PermissionDenied, errors.Unauthenticated) as exc:
+            fail(str(exc), 3)
         except errors.JobsysError as exc:
             fail(str(exc), 1)
 
@@ -63,7 +67,37 @@ def handle_errors(fn: F) -> F:
 
 
 def make_client() -> client_mod.Client:
-    return client_mod.Client(config.Settings.from_env())
+    """A client acting as the ``--token`` given (or ``JOBSYS_TOKEN``), else the local admin."""
+    settings = config.Settings.from_env()
+    ctx = click.get_current_context(silent=True)
+    token = ctx.meta.get(TOKEN_KEY) if ctx is not None else None
+    if token:
+        settings = dataclasses.replace(settings, token=token)
+    return client_mod.Client.from_settings(settings)
+
+
+TOKEN_KEY = "jobsys.token"
+
+
+def _remember_token(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta[TOKEN_KEY] = value
+
+
+def _add_token_option(group: click.Group) -> None:
+    """Give every command ``--token`` (acting as that token's principal)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _add_token_option(command)
+        elif not any(p.name == "token" for p in command.params):
+            command.params.append(
+                click.Option(
+                    ["--token"],
+                    expose_value=False,
+                    callback=_remember_token,
+                    help="Act as this API token's principal (default: $JOBSYS_TOKEN).",
+                )
+            )
 
 
 def emit_json(value: Any) -> None:
@@ -391,25 +425,35 @@ DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
 
 def parse_since(text: str | None) -> dt.datetime | None:
+    """``30m``, ``2h``, ``1d`` ago, or an ISO time."""
+    return _parse_time(text, -1, "--since")
+
+
+def parse_since_future(text: str | None) -> dt.datetime | None:
+    """``30m``, ``12h``, ``30d`` from now, or an ISO time."""
+    return _parse_time(text, 1, "--expires")
+
+
+def _parse_time(text: str | None, sign: int, option: str) -> dt.datetime | None:
     if not text:
         return None
     match = DURATION.match(text)
     if match:
         seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
-        return runs.utcnow() - dt.timedelta(seconds=seconds)
+        return runs.utcnow() + sign * dt.timedelta(seconds=seconds)
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise errors.InvalidInput(
-            "runs.list",
+            option.strip("-"),
             [
                 {
-                    "loc": ["--since"],
+                    "loc": [option],
                     "type": "value_error",
                     "msg": "use a duration like 30m, 2h, 1d or an ISO time like 2026-11-25T09:00",
                 }
             ],
-            "filter",
+            "option",
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
@@ -647,4 +691,6 @@ def _print_bench(report: dict[str, Any]) -> None:
 
 
 # Command groups kept in modules of their own register themselves on ``main``.
-from jobsys import cli_schedules  # noqa: E402, F401
+from jobsys import cli_access, cli_schedules  # noqa: E402, F401
+
+_add_token_option(main)

@@ -18,7 +18,19 @@ import pydantic
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from jobsys import broker, config, errors, execute, jobs, permissions, runs
+from jobsys import (
+    audit,
+    broker,
+    config,
+    errors,
+    execute,
+    jobs,
+    permissions,
+    runs,
+    sealing,
+    tokens,
+)
+from jobsys.admin_client import AdminClient
 from jobsys.schedule_client import ScheduleClient
 
 MAX_COUNTDOWN_SECONDS = 3600.0
@@ -53,7 +65,61 @@ class Client:
         self.registry = registry if registry is not None else jobs.load_registry(settings.catalog)
         self.principal = principal
         self.store = store or runs.RunStore.open(settings.database_url)
+        self.policy = permissions.Policy(admin_roles=settings.admin_roles)
+        self.audit = audit.AuditLog(self.store.engine)
         self._app = app
+
+    @classmethod
+    def from_settings(
+        cls, settings: config.Settings, registry: jobs.Registry | None = None
+    ) -> Client:
+        """A client acting as ``settings.token``'s principal (``JOBSYS_TOKEN``), or as the
+        local admin when no token is set."""
+        store = runs.RunStore.open(settings.database_url)
+        who = permissions.LOCAL
+        if settings.token:
+            try:
+                who = tokens.TokenStore(store.engine).principal(settings.token)
+            except errors.Unauthenticated:
+                store.close()
+                raise
+        return cls(settings, registry, principal=who, store=store)
+
+    # --- permissions -----------------------------------------------------------------------
+
+    def allow(
+        self,
+        action: str,
+        job: str | jobs.JobSpec,
+        input: Any = None,
+        target: str = "",
+        who: permissions.Principal | None = None,
+    ) -> None:
+        """Raise ``PermissionDenied`` (and record the denial) unless the principal may."""
+        who = who or self.principal
+        spec = job if isinstance(job, jobs.JobSpec) else self._spec(job)
+        if self.policy.allows(who, action, spec, input):
+            return
+        self.audit.record(who, action, target or spec.name, "denied", f"job {spec.name}")
+        raise errors.PermissionDenied(who.id, action, spec.name)
+
+    def visible_jobs(self, action: str = "list") -> tuple[str, ...] | None:
+        """The jobs whose runs this principal may see in lists (``None``: all of them)."""
+        if self.policy.is_admin(self.principal):
+            return None
+        return tuple(s.name for s in self.registry if self.policy.allows(self.principal, action, s))
+
+    def _spec(self, name: str) -> jobs.JobSpec:
+        """The job's spec, or for a job this process does not know, one with no rules (the
+        policy's defaults apply)."""
+        if name in self.registry:
+            return self.registry.get(name)
+        return jobs.JobSpec(name, _unknown, pydantic.BaseModel, pydantic.BaseModel)
+
+    @functools.cached_property
+    def admin(self) -> AdminClient:
+        """API tokens and the audit log (admin roles only)."""
+        return AdminClient(self)
 
     @functools.cached_property
     def schedules(self) -> ScheduleClient:
@@ -78,8 +144,9 @@ class Client:
         """Validate, record and publish a run; return its id at once."""
         options = options or SubmitOptions()
         spec = self.registry.get(job)
-        payload = self.validate_input(spec, input)
-        row = self._row(spec, payload, options, principal or self.principal)
+        payload, sealed = self.validate_input(spec, input)
+        self.allow("execute", spec, payload, who=principal)
+        row = self._row(spec, payload, sealed, options, principal or self.principal)
         app = self.app  # a configuration error must surface before anything is recorded
         if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
             assert options.idempotency_key is not None
@@ -116,7 +183,9 @@ class Client:
         rows = []
         for index, value in enumerate(inputs):
             try:
-                rows.append(self._row(spec, self.validate_input(spec, value), options, who))
+                payload, sealed = self.validate_input(spec, value)
+                self.allow("execute", spec, payload, who=who)
+                rows.append(self._row(spec, payload, sealed, options, who))
             except errors.InvalidInput as exc:
                 for e in exc.errors:
                     e["loc"] = [index, *e["loc"]]
@@ -134,7 +203,12 @@ class Client:
         return [str(row["id"]) for row in rows]
 
     def _row(
-        self, spec: jobs.JobSpec, payload: Any, options: SubmitOptions, who: permissions.Principal
+        self,
+        spec: jobs.JobSpec,
+        payload: Any,
+        sealed: str | None,
+        options: SubmitOptions,
+        who: permissions.Principal,
     ) -> dict[str, Any]:
         self._check_options(spec, options)
         return {
@@ -153,18 +227,35 @@ class Client:
             "tenant": who.tenant,
             "idempotency_key": options.idempotency_key,
             "parent_id": options.parent_id,
+            "sealed": sealed,
         }
 
     def validate_input(
         self, spec: jobs.JobSpec, input: Mapping[str, Any] | pydantic.BaseModel
-    ) -> Any:
+    ) -> tuple[dict[str, Any], str | None]:
+        """The input as JSON with its secret fields redacted, and those secrets sealed
+        (``sealing.py``); raises ``InvalidInput`` naming each bad field."""
         try:
-            if isinstance(input, pydantic.BaseModel):
-                input = input.model_dump(mode="json")
-            model = spec.input_model.model_validate(input)
+            if isinstance(input, spec.input_model):
+                model = input
+            else:
+                raw = input.model_dump() if isinstance(input, pydantic.BaseModel) else input
+                model = spec.input_model.model_validate(raw)
         except pydantic.ValidationError as exc:
             raise errors.InvalidInput(spec.name, execute.field_errors(exc)) from None
-        return model.model_dump(mode="json")
+        paths = sealing.secret_paths(spec.input_model)
+        if not paths:
+            return model.model_dump(mode="json"), None
+        data, hidden = sealing.split(model, paths)
+        return data, self.sealer.seal(hidden)
+
+    @functools.cached_property
+    def sealer(self) -> sealing.Sealer:
+        return sealing.Sealer.for_home(self.settings.secret_key, self.settings.home)
+
+    def revealed(self, input: dict[str, Any], sealed: str | None) -> dict[str, Any]:
+        """A stored input with its secrets back in place (to submit it again)."""
+        return sealing.merge(input, self.sealer.open(sealed)) if sealed else input
 
     def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
         limit = MAX_COUNTDOWN_SECONDS
@@ -195,16 +286,7 @@ class Client:
         self, app: Celery, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None
     ) -> None:
         try:
-            broker.publish(
-                app,
-                spec,
-                row["id"],
-                1,
-                row["input"],
-                row["principal"],
-                countdown=countdown,
-                priority=row["priority"],
-            )
+            broker.publish(app, spec, row["id"], 1, countdown=countdown, priority=row["priority"])
         except Exception as exc:
             self.store.fail_unpublished(row["id"], _publish_error(exc))
             raise errors.BrokerUnavailable(
@@ -226,7 +308,11 @@ class Client:
     # --- following -------------------------------------------------------------------------
 
     def status(self, run_id: str) -> runs.RunRecord:
-        return self.store.get(run_id, self.principal.tenant)
+        """The run's record; another tenant's run is not found, one of a job this principal
+        may not ``read`` is denied."""
+        record = self.store.get(run_id, self.principal.tenant)
+        self.allow("read", record.job, target=run_id)
+        return record
 
     def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0) -> runs.RunRecord:
         """Block until the run is finished (or raise ``WaitTimeout``); return its record."""
@@ -307,6 +393,7 @@ class Client:
                 tenant=self.principal.tenant,
                 text=search,
                 text_jobs=self.registry.matching(search) if search else (),
+                jobs=self.visible_jobs(),
                 limit=limit,
             )
         )
@@ -315,7 +402,9 @@ class Client:
 
     def cancel(self, run_id: str) -> runs.RunRecord:
         """A waiting run never starts; a running one is stopped and ends cancelled."""
+        self.allow("update", self.status(run_id).job, target=run_id)
         record = self.store.request_cancel(run_id, self.principal.tenant)
+        self.audit.record(self.principal, "cancel", run_id, "allowed", f"job {record.job}")
         if record.state is runs.RunState.CANCELLED:
             broker.store_result(self.app, run_id, "REVOKED", None)
         return record
@@ -327,7 +416,7 @@ class Client:
             raise errors.InvalidTransition(run_id, record.state.value, "retry")
         return self.submit(
             record.job,
-            record.input,
+            self.revealed(record.input, record.sealed),
             SubmitOptions(tags=tuple(record.tags), metadata=record.meta, parent_id=record.id),
         )
 
@@ -336,6 +425,10 @@ class Client:
         if self._app is not None:
             self._app.close()
         self.store.close()
+
+
+def _unknown(*_: Any) -> None:
+    raise errors.UnknownJob("(a job this process does not load)", [])
 
 
 def _publish_error(exc: Exception) -> dict[str, Any]:

@@ -41,6 +41,12 @@ class Settings:
     """How often each worker looks for lost runs and unpublished ones."""
     reconcile_seconds: float = 300.0
     """A pending run older than this with no worker is published again (lost message)."""
+    admin_roles: tuple[str, ...] = ("admin",)
+    """Roles allowed every action on every job (``JOBSYS_ADMIN_ROLES``, comma separated)."""
+    secret_key: str | None = None
+    """Key that seals secret input fields (``JOBSYS_SECRET_KEY``); none: one kept in home."""
+    token: str | None = None
+    """The API token the CLI and clients act with (``JOBSYS_TOKEN``); none: the local admin."""
     beat_interval: float = 1.0
     """Longest sleep of beat between two looks at the store (a change takes effect within it)."""
     result_expires: int = 86400
@@ -72,6 +78,11 @@ class Settings:
             heartbeat_seconds=_num(env, "JOBSYS_HEARTBEAT_SECONDS", 10.0, float),
             reaper_seconds=_num(env, "JOBSYS_REAPER_SECONDS", 15.0, float),
             reconcile_seconds=_num(env, "JOBSYS_RECONCILE_SECONDS", 300.0, float),
+            admin_roles=tuple(
+                r.strip() for r in env.get("JOBSYS_ADMIN_ROLES", "admin").split(",") if r.strip()
+            ),
+            token=env.get("JOBSYS_TOKEN") or None,
+            secret_key=env.get("JOBSYS_SECRET_KEY") or None,
             beat_interval=_num(env, "JOBSYS_BEAT_INTERVAL", 1.0, float),
             result_expires=_num(env, "JOBSYS_RESULT_EXPIRES", 86400, int),
             prefetch=_num(env, "JOBSYS_PREFETCH", 1, int),

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from jobsys import errors, permissions, runs
+from jobsys import errors, permissions, runs, sealing
 
 log = logging.getLogger("jobsys.context")
 
@@ -47,6 +47,8 @@ class JobContext:
     """``scheduled``, ``manual`` or ``catch-up``."""
     _schedules: ScheduleControl | None = dataclasses.field(default=None, repr=False)
     _tracker: Tracker | None = dataclasses.field(default=None, repr=False)
+    _redact: sealing.Redactor = dataclasses.field(default=sealing.NOTHING, repr=False)
+    """Replaces the run's secret input values in what it logs and reports."""
     _cancel_requested_at: float | None = dataclasses.field(default=None, repr=False)
 
     def log(self, message: str) -> None:
@@ -55,7 +57,7 @@ class JobContext:
             "run_id": self.run_id,
             "attempt": self.attempt,
             "at": runs.utcnow(),
-            "message": str(message)[:MAX_LOG_CHARS],
+            "message": self._redact.text(str(message))[:MAX_LOG_CHARS],
         }
         if self._tracker is not None:
             self._tracker.add_log(line)
@@ -65,7 +67,7 @@ class JobContext:
         value = {
             "pct": max(0.0, min(100.0, float(pct))),
             "total": total,
-            "message": message,
+            "message": self._redact.text(message) if message else message,
             "at": runs.utcnow().isoformat(),
         }
         if self._tracker is not None:

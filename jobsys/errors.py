@@ -60,6 +60,21 @@ class ScheduleNotFound(JobsysError):
         super().__init__(f"schedule {schedule_id!r} not found (`jobsys schedules list` shows them)")
 
 
+class PermissionDenied(JobsysError):
+    """The principal may not do this to this job (``jobsys.permissions``)."""
+
+    def __init__(self, principal: str, action: str, job: str) -> None:
+        self.principal, self.action, self.job = principal, action, job
+        super().__init__(
+            f"permission denied: {principal!r} may not {action} job {job!r} "
+            "(ask for a token with the role or scope its rule names)"
+        )
+
+
+class Unauthenticated(JobsysError):
+    """The token is unknown, revoked or expired."""
+
+
 class NotScheduled(JobsysError):
     """A schedule action from the context of a run that no schedule made."""
 

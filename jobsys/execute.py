@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from jobsys import context, deadline, errors, jobs, permissions, runs
+from jobsys import context, deadline, errors, jobs, permissions, runs, sealing
 
 log = logging.getLogger("jobsys.execute")
 
@@ -33,12 +33,11 @@ class Kind(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Delivery:
-    """The message on the wire (JSON): which run, with which token, input and principal."""
+    """The message on the wire (JSON): which run, and the token of this message. The input
+    and the principal come from the run record."""
 
     run_id: str
     dispatch: int
-    input: dict[str, Any]
-    principal: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +66,8 @@ def run(
     store: runs.RunStore,
     tracker: context.Tracker,
     limits: Limits,
+    policy: permissions.Policy | None = None,
+    sealer: sealing.Sealer | None = None,
 ) -> Outcome:
     """Execute one delivery of a run and record what happened."""
     claim = store.claim(delivery.run_id, delivery.dispatch, limits.lease, spec.timeout)
@@ -77,11 +78,21 @@ def run(
             extra={"action": "message_stale", "run_id": delivery.run_id},
         )
         return Outcome(Kind.STALE)
+    hidden = sealer.open(claim.sealed) if sealer is not None and claim.sealed else {}
+    redact = sealing.Redactor(hidden.values()) if hidden else sealing.NOTHING
     try:
-        payload = spec.input_model.model_validate(delivery.input)
-        principal = permissions.Principal.model_validate(delivery.principal)
+        full = sealing.merge(claim.input, hidden) if hidden else claim.input
+        payload = spec.input_model.model_validate(full)
+        principal = permissions.Principal.model_validate(claim.principal)
     except pydantic.ValidationError as exc:
         error = _error(errors.InvalidInput(spec.name, field_errors(exc)), "input_validation")
+        store.fail(claim.run_id, claim.attempt, error)
+        return Outcome(Kind.FAILED, error=error)
+    # Checked again here, whatever the producer checked: a run written straight into the
+    # store or the broker by someone without the right never runs its body.
+    if policy is not None and not policy.allows(principal, "execute", spec, claim.input):
+        denied = errors.PermissionDenied(principal.id, "execute", spec.name)
+        error = _error(denied, "permission")
         store.fail(claim.run_id, claim.attempt, error)
         return Outcome(Kind.FAILED, error=error)
     ctx = context.JobContext(
@@ -94,14 +105,15 @@ def run(
         claim.fire_at,
         claim.trigger,
         store.schedules if claim.schedule_id else None,
+        _redact=redact,
     )
     try:
         result = _call(spec, payload, ctx, tracker, limits)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        return _failure(exc, ctx, spec, store, limits)
-    return _success(result, ctx, spec, store)
+        return _failure(exc, ctx, spec, store, limits, redact)
+    return _success(result, ctx, spec, store, redact)
 
 
 def _call(
@@ -120,7 +132,11 @@ def _call(
 
 
 def _success(
-    result: Any, ctx: context.JobContext, spec: jobs.JobSpec, store: runs.RunStore
+    result: Any,
+    ctx: context.JobContext,
+    spec: jobs.JobSpec,
+    store: runs.RunStore,
+    redact: sealing.Redactor,
 ) -> Outcome:
     try:
         model = (
@@ -128,11 +144,12 @@ def _success(
             if isinstance(result, spec.output_model)
             else (spec.output_model.model_validate(result))
         )
-        output = model.model_dump(mode="json")
+        output = redact.json(model.model_dump(mode="json"))
     except pydantic.ValidationError as exc:
         error = _error(
             errors.InvalidInput(spec.name, field_errors(exc), "output"), "output_validation"
         )
+        error = redact.json(error)
         store.fail(ctx.run_id, ctx.attempt, error)
         return Outcome(Kind.FAILED, error=error)
     if not store.complete(ctx.run_id, ctx.attempt, output):
@@ -146,17 +163,18 @@ def _failure(
     spec: jobs.JobSpec,
     store: runs.RunStore,
     limits: Limits,
+    redact: sealing.Redactor,
 ) -> Outcome:
     if isinstance(exc, limits.timeout_errors):
         wrapped = errors.JobTimeout(f"run went past its {spec.timeout:g} s timeout")
         wrapped.__traceback__ = exc.__traceback__
         exc = wrapped
     if ctx.cancelled or isinstance(exc, errors.RunCancelled):
-        error = _error(exc, "cancelled")
+        error = redact.json(_error(exc, "cancelled"))
         done = store.cancelled(ctx.run_id, ctx.attempt, error)
         return Outcome(Kind.CANCELLED if done else Kind.STALE, error=error)
     reason = "timeout" if isinstance(exc, errors.JobTimeout) else "exception"
-    error = _error(exc, reason)
+    error = redact.json(_error(exc, reason))
     if spec.retry.should_retry(exc, ctx.attempt):
         delay = (
             exc.delay

@@ -32,7 +32,8 @@ _CLAIM = (
     "started_at = COALESCE(started_at, :now), lease_expires_at = :lease_at, "
     "deadline_at = :deadline, worker = :worker, worker_pid = :pid, next_attempt_at = NULL "
     f"WHERE id = :rid AND dispatch = :dispatch AND state IN {_WAITING} "
-    "AND cancel_requested = false RETURNING attempts, meta, schedule_id, fire_at, trigger"
+    "AND cancel_requested = false "
+    "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed"
 )
 _COMPLETE = (
     "UPDATE jobsys_runs SET state = 'completed', output = :output, finished_at = :now, "
@@ -105,9 +106,9 @@ class HotPath:
         deadline: dt.datetime,
         worker: str,
         pid: int,
-    ) -> tuple[int, dict[str, Any], str | None, dt.datetime | None, str | None] | None:
-        """The new attempt number, the run's metadata and the fire that made it (schedule id,
-        fire time, trigger), or ``None`` (a stale message)."""
+    ) -> dict[str, Any] | None:
+        """The new attempt number, the run's metadata, input and principal, and the fire that
+        made it (schedule id, fire time, trigger); ``None`` for a stale message."""
         params = {
             "rid": run_id,
             "dispatch": dispatch,
@@ -120,12 +121,19 @@ class HotPath:
         row, _ = self._execute(self._claim, params, fetch=True)
         if row is None:
             return None
-        attempts, meta, schedule_id, fire_at, trigger = row
-        if isinstance(meta, str):
-            meta = json.loads(meta)
+        attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed = row
         if isinstance(fire_at, str):  # SQLite: naive UTC text
             fire_at = dt.datetime.fromisoformat(fire_at).replace(tzinfo=dt.UTC)
-        return int(attempts), dict(meta or {}), schedule_id, fire_at, trigger
+        return {
+            "attempt": int(attempts),
+            "meta": dict(_json(meta) or {}),
+            "schedule_id": schedule_id,
+            "fire_at": fire_at,
+            "trigger": trigger,
+            "input": _json(input),
+            "principal": _json(principal),
+            "sealed": sealed,
+        }
 
     def complete(self, run_id: str, attempt: int, output: Any, now: dt.datetime) -> bool:
         params = {
@@ -207,6 +215,11 @@ class HotPath:
 def _close(conn: Any) -> None:
     with contextlib.suppress(Exception):  # already broken: nothing more to release
         conn.close()  # detached: closes the DBAPI connection itself
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as read: text on SQLite, already decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _sqlite_json(value: Any) -> str:

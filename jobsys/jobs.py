@@ -16,12 +16,12 @@ import math
 import random
 import re
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, get_type_hints
 
 import pydantic
 
-from jobsys import cadence, errors, search
+from jobsys import cadence, errors, permissions, search
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 DEFAULT_TIMEOUT = 300.0
@@ -106,7 +106,10 @@ class JobSpec:
     hidden: bool = False
     queue: str = "jobs"
     priority: int = 5
-    permissions: tuple[str, ...] = ()
+    access: types.MappingProxyType[str, permissions.Rule] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+    """A rule per action (``create``, ``read``, ``update``, ``delete``, ``execute``, ``list``)."""
     wants_context: bool = False
     module: str = ""
     schedule: cadence.Definition | None = None
@@ -136,7 +139,7 @@ def job(
     hidden: bool = False,
     queue: str = "jobs",
     priority: int = 5,
-    permissions: Iterable[str] = (),
+    access: Mapping[str, permissions.Rule] | None = None,
     schedule: cadence.Definition | None = None,
 ) -> Callable[[Callable[..., Any]], JobSpec]:
     """Declare a job from a function ``fn(input)`` or ``fn(input, ctx)``.
@@ -161,7 +164,7 @@ def job(
             hidden=hidden,
             queue=queue,
             priority=priority,
-            permissions=tuple(permissions),
+            access=types.MappingProxyType(dict(access or {})),
             wants_context=wants_ctx,
             module=fn.__module__,
             schedule=schedule,
@@ -189,7 +192,7 @@ class Job:
     hidden: ClassVar[bool] = False
     queue: ClassVar[str] = "jobs"
     priority: ClassVar[int] = 5
-    permissions: ClassVar[tuple[str, ...]] = ()
+    access: ClassVar[Mapping[str, permissions.Rule]] = {}
     schedule: ClassVar[cadence.Definition | None] = None
     spec: ClassVar[JobSpec]
 
@@ -218,7 +221,7 @@ class Job:
             hidden=cls.hidden,
             queue=cls.queue,
             priority=cls.priority,
-            permissions=tuple(cls.permissions),
+            access=types.MappingProxyType(dict(cls.access)),
             wants_context=True,
             module=cls.__module__,
             schedule=cls.schedule,
@@ -260,6 +263,7 @@ def _spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
         found.append(("queue", f"must be a plain name, got {spec.queue!r}"))
     if spec.schedule is not None:
         found.extend(_schedule_problems(spec))
+    found.extend(permissions.check_access(spec.access))
     return found
 
 

@@ -132,6 +132,8 @@ class RunRecord:
     trigger: str | None = None
     """``scheduled``, ``manual`` (trigger now) or ``catch-up`` (after downtime)."""
     fire_key: str | None = None
+    sealed: str | None = None
+    """The secret input values, encrypted; never shown (``input`` holds ``**********``)."""
 
     @property
     def terminal(self) -> bool:
@@ -140,6 +142,8 @@ class RunRecord:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
+            if field.name == "sealed":
+                continue
             value = getattr(self, field.name)
             out[field.name] = value.isoformat() if isinstance(value, dt.datetime) else value
         out["state"] = self.state.value
@@ -165,6 +169,10 @@ class Claim:
     schedule_id: str | None = None
     fire_at: dt.datetime | None = None
     trigger: str | None = None
+    input: Any = None
+    principal: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sealed: str | None = None
+    """The run's secret input values, encrypted (``sealing.py``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +188,8 @@ class RunFilter:
     """Keywords: runs whose error or logs hold all of them (``search.py``)..."""
     text_jobs: tuple[str, ...] = ()
     """...or whose job is one of these (the caller matched names, descriptions and tags)."""
+    jobs: tuple[str, ...] | None = None
+    """Only runs of these jobs (the ones the principal may list); ``None``: any job."""
     limit: int = 50
 
 
@@ -383,6 +393,8 @@ class RunStore:
             query = query.where(self._has_tag).params(tag_json=json.dumps([f.tag]))
         if f.text is not None:
             query = query.where(self._text_clause(f.text, f.text_jobs, f.limit))
+        if f.jobs is not None:
+            query = query.where(T.c.job.in_(f.jobs))
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
 
@@ -430,7 +442,7 @@ class RunStore:
         )
         if claimed is None:
             return None
-        return Claim(run_id, *claimed)
+        return Claim(run_id, **claimed)
 
     def complete(self, run_id: str, attempt: int, output: Any) -> bool:
         """running -> completed, for the attempt that holds the run."""

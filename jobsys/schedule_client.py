@@ -31,25 +31,35 @@ class ScheduleClient:
     ) -> schedules.ScheduleRecord:
         """A new active schedule of ``job`` (see ``jobsys.every``, ``cron``, ``once``,
         ``ongoing`` for definitions)."""
-        checked = self._checked(job, definition)
-        return self._store.create(job, checked, self._client.principal, name=name)
+        checked, sealed = self._checked(job, definition)
+        self._client.allow("create", job, checked.input)
+        self._client.allow("execute", job, checked.input)  # its fires run as this principal
+        return self._store.create(job, checked, self._client.principal, name=name, sealed=sealed)
 
     def update(self, schedule_id: str, **changes: Any) -> schedules.ScheduleRecord:
         """A new version with ``changes`` to the definition: any argument of
         ``jobsys.cadence.schedule`` (``every``, ``cron``, ``timezone``, ``input``, ``max_runs``,
         ``overlap`` ...). Changing the cadence starts it afresh from now."""
         current = self.get(schedule_id)
+        self._client.allow("update", current.job, target=schedule_id)
         base = _flatten(current.definition)
+        base["input"] = self._client.revealed(current.input, current.sealed)
         if changes.get("kind", base["kind"]) != base["kind"]:  # a new kind of cadence
             for field in ("at", "every", "cron", "timezone"):
                 base.pop(field, None)
         merged = {**base, **changes}
         definition = cadence.schedule(**merged)
-        checked = self._checked(current.job, definition)
-        return self._store.update(schedule_id, checked, self._client.principal, self._tenant)
+        checked, sealed = self._checked(current.job, definition)
+        return self._store.update(
+            schedule_id, checked, self._client.principal, self._tenant, sealed=sealed
+        )
 
     def get(self, schedule_id: str) -> schedules.ScheduleRecord:
-        return self._store.get(schedule_id, self._tenant)
+        """Another tenant's schedule is not found; one of a job this principal may not
+        ``read`` is denied."""
+        record = self._store.get(schedule_id, self._tenant)
+        self._client.allow("read", record.job, target=schedule_id)
+        return record
 
     def list(
         self, state: str | None = None, job: str | None = None, limit: int = 100
@@ -63,32 +73,44 @@ class ScheduleClient:
                 [{"loc": ["state"], "type": "enum", "msg": f"must be one of {choices}"}],
                 "filter",
             ) from None
-        return self._store.select(self._tenant, chosen, job, limit)
+        return self._store.select(self._tenant, chosen, job, limit, self._client.visible_jobs())
 
     def versions(self, schedule_id: str) -> builtins.list[dict[str, Any]]:
         self.get(schedule_id)  # tenant check
         return self._store.versions(schedule_id)
 
     def pause(self, schedule_id: str) -> schedules.ScheduleRecord:
+        self._client.allow("update", self.get(schedule_id).job, target=schedule_id)
         return self._store.pause(schedule_id, self._tenant)
 
     def resume(self, schedule_id: str) -> schedules.ScheduleRecord:
+        self._client.allow("update", self.get(schedule_id).job, target=schedule_id)
         return self._store.resume(schedule_id, self._tenant)
 
     def delete(self, schedule_id: str) -> schedules.ScheduleRecord:
         """It never fires again (state ``cancelled``); its runs keep their history."""
-        return self._store.cancel(schedule_id, self._tenant)
+        job = self.get(schedule_id).job
+        self._client.allow("delete", job, target=schedule_id)
+        record = self._store.cancel(schedule_id, self._tenant)
+        who = self._client.principal
+        self._client.audit.record(who, "delete schedule", schedule_id, "allowed", f"job {job}")
+        return record
 
     def trigger(self, schedule_id: str) -> str:
         """Fire once now (trigger ``manual``) without disturbing the cadence; the run id."""
+        current = self.get(schedule_id)
+        self._client.allow("execute", current.job, current.input, target=schedule_id)
         fired = self._store.trigger(schedule_id, self._client.registry, self._tenant)
         self._client.publish_row(fired.spec, fired.run)
         return str(fired.run["id"])
 
-    def _checked(self, job: str, definition: cadence.Definition) -> cadence.Definition:
+    def _checked(
+        self, job: str, definition: cadence.Definition
+    ) -> tuple[cadence.Definition, str | None]:
+        """The definition with its input validated (secrets redacted), and the secrets."""
         spec = self._client.registry.get(job)
-        payload = self._client.validate_input(spec, definition.input)
-        return dataclasses.replace(definition, input=payload)
+        payload, sealed = self._client.validate_input(spec, definition.input)
+        return dataclasses.replace(definition, input=payload), sealed
 
 
 def _flatten(d: cadence.Definition) -> dict[str, Any]:

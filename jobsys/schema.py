@@ -103,6 +103,8 @@ runs = sa.Table(
     sa.Column("fire_at", UTCDateTime),
     sa.Column("trigger", sa.String(16)),
     sa.Column("fire_key", sa.String(128)),
+    # Added by version 5: the secret input values, encrypted (sealing.py).
+    sa.Column("sealed", sa.Text),
     sa.Index("ix_jobsys_runs_state_job", "state", "job"),
     sa.Index("ix_jobsys_runs_state_created", "state", "created_at"),
     sa.Index("ix_jobsys_runs_job_created", "job", "created_at"),
@@ -145,6 +147,7 @@ schedules = sa.Table(
     sa.Column("code_hash", sa.String(64)),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("sealed", sa.Text),
     sa.Index("ix_jobsys_schedules_due", "state", "next_fire_at"),
     sa.Index("ix_jobsys_schedules_queued", "state", "queued_fire_at"),
     sa.Index("ix_jobsys_schedules_tenant", "tenant", "created_at"),
@@ -158,6 +161,35 @@ schedule_versions = sa.Table(
     sa.Column("definition", JSON, nullable=False),
     sa.Column("changed_at", UTCDateTime, nullable=False),
     sa.Column("changed_by", sa.String(200), nullable=False),
+)
+
+tokens = sa.Table(
+    "jobsys_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("principal", JSON, nullable=False),
+    sa.Column("principal_id", sa.String(200), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+    sa.Column("last_used_at", UTCDateTime),
+)
+
+audit = sa.Table(
+    "jobsys_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("principal_id", sa.String(200), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(300), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Index("ix_jobsys_audit_tenant_at", "tenant", "at"),
 )
 
 run_logs = sa.Table(
@@ -217,7 +249,16 @@ def _v4(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(conn: sa.Connection) -> None:
+    """Version 5: API tokens (hashed), the audit log, sealed secrets of runs and schedules."""
+    for table in (tokens, audit):
+        table.create(conn, checkfirst=True)
+    for name in ("jobsys_runs", "jobsys_schedules"):
+        if "sealed" not in {c["name"] for c in sa.inspect(conn).get_columns(name)}:
+            conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN sealed TEXT"))
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pydantic
 from celery.exceptions import SoftTimeLimitExceeded
 
-from jobsys import JobContext, RetryPolicy, cadence, job
+from jobsys import JobContext, Principal, RetryPolicy, Rule, cadence, job
 from jobsys.errors import JobTimeout
 
 
@@ -135,3 +136,60 @@ class Empty(pydantic.BaseModel):
 def declared(data: Empty) -> Empty:
     """Carries a schedule declared in code (its first fire is far away)."""
     return Empty()
+
+
+OPS = Rule(roles=["ops"])
+OPS_OR_READER = Rule(roles=["ops"], scopes=["runs:read"])
+
+
+@job(
+    "tests.ops_only",
+    access={
+        "execute": OPS,
+        "create": OPS,
+        "update": OPS,
+        "delete": OPS,
+        "read": OPS_OR_READER,
+        "list": OPS_OR_READER,
+    },
+)
+def ops_only(data: Seconds, ctx: JobContext) -> Done:
+    """Runs only for the role ``ops``; readers with the scope ``runs:read`` may look."""
+    record_effect(ctx)
+    return Done(pid=os.getpid())
+
+
+class Amount(pydantic.BaseModel):
+    cents: int
+
+
+def _small(principal: Principal, spec: object, input: dict[str, object] | None) -> bool:
+    return input is None or int(str(input.get("cents", 0))) < 100
+
+
+@job("tests.small_pay", access={"execute": Rule(scopes=["pay"], guard=_small)})
+def small_pay(data: Amount) -> Amount:
+    """Needs the scope ``pay``, and a guard: under 100 cents."""
+    return data
+
+
+class Credentials(pydantic.BaseModel):
+    token: pydantic.SecretStr
+    api_key: str = pydantic.Field("", json_schema_extra={"secret": True})
+    mode: str = "ok"
+
+
+class Echo(pydantic.BaseModel):
+    said: str
+
+
+@job("tests.uses_secret", timeout=30, retry=RetryPolicy(max_attempts=1))
+def uses_secret(data: Credentials, ctx: JobContext) -> Echo:
+    """Leaks its secrets every way a careless job could: logs, progress, errors, output."""
+    token = data.token.get_secret_value()
+    record_effect(ctx, hashlib.sha256(f"{token}|{data.api_key}".encode()).hexdigest())
+    ctx.log(f"calling the API with {token} and {data.api_key}")
+    ctx.progress(50, message=f"half way, token {token}")
+    if data.mode == "fail":
+        raise RuntimeError(f"the API refused {token}")
+    return Echo(said=f"token was {token}" if data.mode == "echo" else "ok")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pydantic
 
-from jobsys import Fatal, Job, JobContext, RetryPolicy, job
+from jobsys import Fatal, Job, JobContext, RetryPolicy, Rule, job
 
 
 class AddInput(pydantic.BaseModel):
@@ -123,3 +123,20 @@ class HashFile(Job):
         return HashOutput(
             path=str(path), algorithm=input.algorithm, size=size, digest=digest.hexdigest()
         )
+
+
+class Granted(pydantic.BaseModel):
+    by: str
+
+
+@job(
+    "examples.admin_only",
+    tags=["example", "permissions"],
+    access={
+        action: Rule(roles=["admin"])
+        for action in ("execute", "create", "update", "delete", "read", "list")
+    },
+)
+def admin_only(data: Empty, ctx: JobContext) -> Granted:
+    """Only principals with the role ``admin`` may run it (or see its runs)."""
+    return Granted(by=ctx.principal.id)

@@ -232,6 +232,20 @@ def test_schedules_from_the_cli_fire_through_beat(up: Up) -> None:
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
+def test_the_readme_permission_tour(up: Up) -> None:
+    token = up.jobsys(
+        "tokens", "create", "--principal", "viewer", "--tenant", "default", check=True
+    ).stdout.strip()
+    assert token.startswith("jst_")
+    denied = up.jobsys("submit", "examples.admin_only", "--input", "{}", "--token", token)
+    assert denied.returncode == 3
+    assert "permission denied: 'viewer' may not execute job 'examples.admin_only'" in denied.stderr
+    allowed = up.jobsys("submit", "examples.admin_only", "--input", "{}", "--wait", check=True)
+    assert json.loads(allowed.stdout) == {"by": "local"}
+    audit = json.loads(up.jobsys("audit", "list", "--json", check=True).stdout)
+    assert any(e["principal_id"] == "viewer" and e["outcome"] == "denied" for e in audit)
+
+
 def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:
     # a long job is running: warm shutdown would wait for it; `up` ends it after its timeout
     long_run = up.jobsys("submit", "examples.sleep", "--input", '{"seconds": 600}', check=True)

@@ -174,7 +174,7 @@ def _deliver(
 ) -> tuple[str, execute.Outcome]:
     run_id = run_id or make_run(store, input={"x": x}).id
     tracker = context.Tracker(store, lease=5, heartbeat=1, cancel_grace=1)
-    delivery = execute.Delivery(run_id, dispatch, {"x": x}, {"id": "p"})
+    delivery = execute.Delivery(run_id, dispatch)
     try:
         return run_id, execute.run(delivery, t_job, store, tracker, execute.Limits(lease=5))
     finally:
@@ -240,7 +240,7 @@ def test_hot_path_writes_read_back_like_the_rest_of_the_store(store: runs.RunSto
     exactly as SQLAlchemy's own writes do."""
     r = make_run(store, meta={"k": [1, "two"]})
     claim = store.claim(r.id, dispatch=1, lease=5, timeout=10, now=NOW)
-    assert claim == runs.Claim(r.id, 1, {"k": [1, "two"]})
+    assert claim == runs.Claim(r.id, 1, {"k": [1, "two"]}, input={"x": 1}, principal={"id": "p"})
     running = store.get(r.id)
     assert running.started_at == NOW
     assert running.lease_expires_at == NOW + dt.timedelta(seconds=5)
