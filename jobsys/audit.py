@@ -27,7 +27,7 @@ class AuditEntry:
     detail: str
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "at": self.at.isoformat()}
+        return runs.as_json(self)
 
 
 class AuditLog:

@@ -373,15 +373,7 @@ class Client:
     ) -> list[runs.RunRecord]:
         """Runs of this principal's tenant, newest first. ``search`` keeps the runs whose
         error or logs hold all its keywords, or whose job's name, description or tags do."""
-        try:
-            run_state = runs.RunState(state) if state else None
-        except ValueError:
-            choices = ", ".join(s.value for s in runs.RunState)
-            raise errors.InvalidInput(
-                "runs.list",
-                [{"loc": ["state"], "type": "enum", "msg": f"must be one of {choices}"}],
-                "filter",
-            ) from None
+        run_state = errors.choice(runs.RunState, state, "runs.list")
         return self.store.select(
             runs.RunFilter(
                 job=job,

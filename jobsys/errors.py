@@ -44,6 +44,21 @@ class InvalidInput(JobsysError):
         super().__init__(f"invalid {what} for job {job!r}: " + "; ".join(parts))
 
 
+def choice(enum_type: Any, value: str | None, where: str) -> Any:
+    """``enum_type(value)``, or ``None`` for no value; ``InvalidInput`` naming the choices."""
+    if not value:
+        return None
+    try:
+        return enum_type(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum_type)
+        raise InvalidInput(
+            where,
+            [{"loc": ["state"], "type": "enum", "msg": f"must be one of {choices}"}],
+            "filter",
+        ) from None
+
+
 class RunNotFound(JobsysError):
     """No run has that id (or it belongs to another tenant)."""
 

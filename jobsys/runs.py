@@ -73,6 +73,22 @@ def sources(target: RunState) -> list[str]:
     return [s.value for s, allowed in ALLOWED.items() if target in allowed]
 
 
+def as_json(record: Any) -> dict[str, Any]:
+    """A record dataclass as JSON-ready values: times in ISO 8601, enums by value, and never
+    its ``sealed`` secrets."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(record):
+        if field.name == "sealed":
+            continue
+        value = getattr(record, field.name)
+        if isinstance(value, dt.datetime):
+            value = value.isoformat()
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        out[field.name] = value
+    return out
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -140,14 +156,7 @@ class RunRecord:
         return self.state in TERMINAL
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            if field.name == "sealed":
-                continue
-            value = getattr(self, field.name)
-            out[field.name] = value.isoformat() if isinstance(value, dt.datetime) else value
-        out["state"] = self.state.value
-        return out
+        return as_json(self)
 
 
 @dataclasses.dataclass(frozen=True)

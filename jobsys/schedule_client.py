@@ -64,15 +64,7 @@ class ScheduleClient:
     def list(
         self, state: str | None = None, job: str | None = None, limit: int = 100
     ) -> list[schedules.ScheduleRecord]:
-        try:
-            chosen = schedules.ScheduleState(state) if state else None
-        except ValueError:
-            choices = ", ".join(s.value for s in schedules.ScheduleState)
-            raise errors.InvalidInput(
-                "schedules.list",
-                [{"loc": ["state"], "type": "enum", "msg": f"must be one of {choices}"}],
-                "filter",
-            ) from None
+        chosen = errors.choice(schedules.ScheduleState, state, "schedules.list")
         return self._store.select(self._tenant, chosen, job, limit, self._client.visible_jobs())
 
     def versions(self, schedule_id: str) -> builtins.list[dict[str, Any]]:

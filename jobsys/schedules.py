@@ -95,14 +95,7 @@ class ScheduleRecord:
         return Definition(when, self.input, self.meta, options)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            if field.name == "sealed":
-                continue
-            value = getattr(self, field.name)
-            out[field.name] = value.isoformat() if isinstance(value, dt.datetime) else value
-        out["state"] = self.state.value
-        return out
+        return runs.as_json(self)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,11 +33,7 @@ class TokenRecord:
     last_used_at: dt.datetime | None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = value.isoformat() if isinstance(value, dt.datetime) else value
-        return out
+        return runs.as_json(self)
 
 
 def _digest(secret: str) -> str:

@@ -91,11 +91,13 @@ def test_duplicate_message_executes_once(fresh: Cluster) -> None:
     copy["properties"]["delivery_tag"] = str(uuid.uuid4())
     fresh.redis.lpush(key, json.dumps(copy))
     fresh.start_worker("w", concurrency=2)
-    assert fresh.client.wait(run_id, timeout=30).state is RunState.COMPLETED
+    record = fresh.client.wait(run_id, timeout=30)
+    assert record.state is RunState.COMPLETED and record.attempts == 1
     time.sleep(1.5)
-    assert fresh.executions(run_id) == 1
-    assert fresh.queue_length() == 0
-    assert "ignored stale or duplicate message" in fresh.log("w")
+    assert fresh.queue_length() == 0  # both copies were taken...
+    assert fresh.executions(run_id) == 1  # ...and the body ran once
+    # Which layer dropped the copy depends on timing: jobsys's claim guard while the first
+    # runs, or Celery's check of successful tasks once it has finished.
 
 
 def test_cancelled_pending_run_never_starts(fresh: Cluster) -> None:
