@@ -176,7 +176,11 @@ def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
             runtime.policy,
             runtime.sealer,
         )
-        return act(task.app, spec, delivery, outcome)
+        try:
+            return act(task.app, spec, delivery, outcome)
+        finally:
+            if outcome.workflow_id and outcome.kind is not execute.Kind.RETRY:
+                advance_workflow(task.app, runtime, outcome.workflow_id)
 
     app.task(
         body,
@@ -294,6 +298,24 @@ def republish(app: Celery, registry: jobs.Registry, record: runs.RunRecord) -> N
     publish(app, spec, record.id, record.dispatch, priority=record.priority)
 
 
+def advance_workflow(app: Celery, runtime: Runtime, workflow_id: str) -> None:
+    """Move a workflow run on (its step's run ended); publishing the steps it starts."""
+    store = runtime.store.workflows
+    try:
+        record = store.get(workflow_id)
+        if record.workflow not in runtime.registry.workflows:
+            return  # a process that loads the workflow's catalog moves it on
+        wf = runtime.registry.workflow(record.workflow)
+
+        def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
+            publish(app, spec, row["id"], 1, countdown=delay or None, priority=row["priority"])
+
+        store.advance(wf, workflow_id, runtime.registry, send)
+    except Exception:
+        # The reaper advances running workflows on every pass: nothing is lost.
+        log.exception("jobsys: advancing workflow %s failed", workflow_id)
+
+
 class Reaper:
     """A thread of each worker's main process: requeues or fails runs whose worker is gone,
     and publishes again waiting runs whose message was lost. Guarded transitions make many
@@ -325,6 +347,8 @@ class Reaper:
         for run_id in result.failed:  # wake waiters; the record says why
             exc = RunFailedResult("ended by the reaper (worker lost or past its hard limit)")
             store_result(self.app, run_id, states.FAILURE, self.app.backend.prepare_exception(exc))
+        for workflow_id in store.workflows.running():
+            advance_workflow(self.app, self.runtime, workflow_id)
         for record in store.stale_waiting(now, s.reconcile_seconds):
             # Same token: if the first message still exists, whichever copy comes second is
             # a no-op, so a deep backlog is never reshuffled.

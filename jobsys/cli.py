@@ -41,6 +41,8 @@ BAD_INPUT = (
     errors.JobDeclarationError,
     errors.ScheduleNotFound,
     errors.InvalidSchedule,
+    errors.WorkflowNotFound,
+    errors.WorkflowDeclarationError,
 )
 
 
@@ -511,7 +513,10 @@ def runs_list(
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def runs_show(run_id: str, as_json: bool) -> None:
-    """Show one run record."""
+    """Show one run record (for a workflow run, ``wf_...``: its DAG of steps)."""
+    if run_id.startswith("wf_"):
+        cli_workflows.show(make_client(), run_id, as_json)
+        return
     record = make_client().status(run_id)
     data = record.to_json()
     if as_json:
@@ -691,6 +696,6 @@ def _print_bench(report: dict[str, Any]) -> None:
 
 
 # Command groups kept in modules of their own register themselves on ``main``.
-from jobsys import cli_access, cli_schedules  # noqa: E402, F401
+from jobsys import cli_access, cli_schedules, cli_workflows  # noqa: E402, F401
 
 _add_token_option(main)

@@ -32,6 +32,7 @@ from jobsys import (
 )
 from jobsys.admin_client import AdminClient
 from jobsys.schedule_client import ScheduleClient
+from jobsys.workflow_client import WorkflowClient
 
 MAX_COUNTDOWN_SECONDS = 3600.0
 """A delayed message waits in a worker's memory until it is due; later starts are schedules."""
@@ -120,6 +121,11 @@ class Client:
     def admin(self) -> AdminClient:
         """API tokens and the audit log (admin roles only)."""
         return AdminClient(self)
+
+    @functools.cached_property
+    def workflows(self) -> WorkflowClient:
+        """Submit, follow and cancel workflow runs."""
+        return WorkflowClient(self)
 
     @functools.cached_property
     def schedules(self) -> ScheduleClient:
@@ -228,6 +234,12 @@ class Client:
             "idempotency_key": options.idempotency_key,
             "parent_id": options.parent_id,
             "sealed": sealed,
+            # A delayed run is not "lost" to the reconciler before it is due.
+            "next_attempt_at": (
+                runs.utcnow() + dt.timedelta(seconds=options.countdown)
+                if options.countdown
+                else None
+            ),
         }
 
     def validate_input(
@@ -278,9 +290,11 @@ class Client:
                 "options",
             )
 
-    def publish_row(self, spec: jobs.JobSpec, row: dict[str, Any]) -> None:
-        """Publish a run recorded elsewhere (a triggered schedule)."""
-        self._publish(self.app, spec, row, None)
+    def publish_row(
+        self, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None = None
+    ) -> None:
+        """Publish a run recorded elsewhere (a triggered schedule, a workflow step)."""
+        self._publish(self.app, spec, row, countdown)
 
     def _publish(
         self, app: Celery, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None

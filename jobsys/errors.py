@@ -67,6 +67,21 @@ class RunNotFound(JobsysError):
         super().__init__(f"run {run_id!r} not found (`jobsys runs list` shows recent runs)")
 
 
+class WorkflowDeclarationError(JobsysError):
+    """A workflow that cannot run: names the workflow, the step and the field."""
+
+    def __init__(self, workflow: str, step: str, field: str, problem: str) -> None:
+        self.workflow, self.step, self.field, self.problem = workflow, step, field, problem
+        super().__init__(f"workflow {workflow!r}, step {step!r}, {field}: {problem}")
+
+
+class WorkflowNotFound(JobsysError):
+    """No workflow run has that id (or it belongs to another tenant)."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow run {workflow_id!r} not found (`jobsys workflows list`)")
+
+
 class ScheduleNotFound(JobsysError):
     """No schedule has that id (or it belongs to another tenant)."""
 

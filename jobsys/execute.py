@@ -48,6 +48,8 @@ class Outcome:
     delay: float = 0.0
     dispatch: int | None = None
     """For ``RETRY``: the token of the message to publish."""
+    workflow_id: str | None = None
+    """The workflow run this run is a step of: it moves on once the step's run has ended."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,19 @@ def run(
             extra={"action": "message_stale", "run_id": delivery.run_id},
         )
         return Outcome(Kind.STALE)
+    outcome = _claimed(claim, spec, store, tracker, limits, policy, sealer)
+    return dataclasses.replace(outcome, workflow_id=claim.workflow_id)
+
+
+def _claimed(
+    claim: runs.Claim,
+    spec: jobs.JobSpec,
+    store: runs.RunStore,
+    tracker: context.Tracker,
+    limits: Limits,
+    policy: permissions.Policy | None,
+    sealer: sealing.Sealer | None,
+) -> Outcome:
     hidden = sealer.open(claim.sealed) if sealer is not None and claim.sealed else {}
     redact = sealing.Redactor(hidden.values()) if hidden else sealing.NOTHING
     try:

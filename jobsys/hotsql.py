@@ -33,7 +33,8 @@ _CLAIM = (
     "deadline_at = :deadline, worker = :worker, worker_pid = :pid, next_attempt_at = NULL "
     f"WHERE id = :rid AND dispatch = :dispatch AND state IN {_WAITING} "
     "AND cancel_requested = false "
-    "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed"
+    "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
+    "workflow_id"
 )
 _COMPLETE = (
     "UPDATE jobsys_runs SET state = 'completed', output = :output, finished_at = :now, "
@@ -121,7 +122,7 @@ class HotPath:
         row, _ = self._execute(self._claim, params, fetch=True)
         if row is None:
             return None
-        attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed = row
+        attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, workflow = row
         if isinstance(fire_at, str):  # SQLite: naive UTC text
             fire_at = dt.datetime.fromisoformat(fire_at).replace(tzinfo=dt.UTC)
         return {
@@ -133,6 +134,7 @@ class HotPath:
             "input": _json(input),
             "principal": _json(principal),
             "sealed": sealed,
+            "workflow_id": workflow,
         }
 
     def complete(self, run_id: str, attempt: int, output: Any, now: dt.datetime) -> bool:

@@ -17,11 +17,14 @@ import random
 import re
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
 
 import pydantic
 
 from jobsys import cadence, errors, permissions, search
+
+if TYPE_CHECKING:
+    from jobsys import workflows
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 DEFAULT_TIMEOUT = 300.0
@@ -326,8 +329,25 @@ class Registry:
 
     def __init__(self, specs: Iterable[JobSpec] = ()) -> None:
         self._specs: dict[str, JobSpec] = {}
+        self.workflows: dict[str, workflows.Workflow] = {}
+        """The workflows of the catalog, by name, each checked against these jobs."""
         for spec in specs:
             self.add(spec)
+
+    def add_workflow(self, wf: workflows.Workflow) -> None:
+        from jobsys import workflows
+
+        if wf.name in self.workflows and self.workflows[wf.name] is not wf:
+            raise errors.WorkflowDeclarationError(wf.name, "-", "name", "declared twice")
+        workflows.check(wf, self)
+        self.workflows[wf.name] = wf
+
+    def workflow(self, name: str) -> workflows.Workflow:
+        try:
+            return self.workflows[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self.workflows), n=3, cutoff=0.5)
+            raise errors.UnknownJob(name, close) from None
 
     def add(self, spec: JobSpec) -> None:
         existing = self._specs.get(spec.name)
@@ -385,6 +405,7 @@ def specs_in(module: types.ModuleType) -> list[JobSpec]:
 def load_registry(modules: Iterable[str]) -> Registry:
     """Import each catalog module and collect its jobs into a new ``Registry``."""
     registry = Registry()
+    loaded = []
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -394,4 +415,11 @@ def load_registry(modules: Iterable[str]) -> Registry:
             ) from exc
         for spec in specs_in(module):
             registry.add(spec)
+        loaded.append(module)
+    from jobsys import workflows  # checked once every job is known
+
+    for module in loaded:
+        for value in vars(module).values():
+            if isinstance(value, workflows.Workflow):
+                registry.add_workflow(value)
     return registry

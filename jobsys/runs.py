@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from jobsys import errors, hotsql, schema, search
 
 if TYPE_CHECKING:
-    from jobsys import schedules
+    from jobsys import schedules, workflows
 
 T = schema.runs
 
@@ -182,6 +182,7 @@ class Claim:
     principal: dict[str, Any] = dataclasses.field(default_factory=dict)
     sealed: str | None = None
     """The run's secret input values, encrypted (``sealing.py``)."""
+    workflow_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +299,13 @@ class RunStore:
         return cls(engine)
 
     @functools.cached_property
+    def workflows(self) -> workflows.WorkflowStore:
+        """The workflow runs in the same database."""
+        from jobsys.workflows import WorkflowStore
+
+        return WorkflowStore(self)
+
+    @functools.cached_property
     def schedules(self) -> schedules.ScheduleStore:
         """The schedules in the same database."""
         from jobsys.schedules import ScheduleStore
@@ -327,17 +335,7 @@ class RunStore:
         """Insert pending runs in one statement; ``False`` if a single run's idempotency key
         is taken (then ``find_key`` gives the run that holds it)."""
         now = now or utcnow()
-        defaults = {
-            "state": RunState.PENDING.value,
-            "attempts": 0,
-            "dispatch": 1,
-            "lost": 0,
-            "cancel_requested": False,
-            "created_at": now,
-            "published_at": now,
-            "meta": {},
-            "tags": [],
-        }
+        defaults = _pending(now)
         full = [{**defaults, **row} for row in rows]
         try:
             self._hot.insert(full)
@@ -345,6 +343,17 @@ class RunStore:
             if len(full) == 1 and full[0].get("idempotency_key"):
                 return False
             raise
+        return True
+
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> bool:
+        """Insert rows that carry idempotency keys; ``False`` (nothing inserted) if one of the
+        keys is taken: someone inserted them first."""
+        now = utcnow()
+        defaults = _pending(now)
+        try:
+            self._hot.insert([{**defaults, **row} for row in rows])
+        except self._hot.integrity_errors:
+            return False
         return True
 
     def create(self, values: dict[str, Any], now: dt.datetime | None = None) -> RunRecord | None:
@@ -697,6 +706,21 @@ _CANCELLED_WAITING = {
     "reason": "cancelled",
     "traceback": None,
 }
+
+
+def _pending(now: dt.datetime) -> dict[str, Any]:
+    """The columns of a new run that its producer does not choose."""
+    return {
+        "state": RunState.PENDING.value,
+        "attempts": 0,
+        "dispatch": 1,
+        "lost": 0,
+        "cancel_requested": False,
+        "created_at": now,
+        "published_at": now,
+        "meta": {},
+        "tags": [],
+    }
 
 
 def _has_tag(dialect: str) -> sa.TextClause:

@@ -192,6 +192,26 @@ audit = sa.Table(
     sa.Index("ix_jobsys_audit_tenant_at", "tenant", "at"),
 )
 
+workflow_runs = sa.Table(
+    "jobsys_workflow_runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("input", JSON, nullable=False),
+    sa.Column("output", JSON),
+    sa.Column("error", JSON),
+    sa.Column("skipped", JSON, nullable=False),
+    sa.Column("principal", JSON, nullable=False),
+    sa.Column("principal_id", sa.String(200), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("timeout_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Index("ix_jobsys_workflow_runs_state", "state", "timeout_at"),
+    sa.Index("ix_jobsys_workflow_runs_tenant", "tenant", "created_at"),
+)
+
 run_logs = sa.Table(
     "jobsys_run_logs",
     metadata,
@@ -258,7 +278,18 @@ def _v5(conn: sa.Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN sealed TEXT"))
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(conn: sa.Connection) -> None:
+    """Version 6: workflow runs (their steps are runs with a workflow_id)."""
+    workflow_runs.create(conn, checkfirst=True)
+    conn.execute(
+        sa.text(
+            "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_workflow ON jobsys_runs "
+            "(workflow_id, created_at) WHERE workflow_id IS NOT NULL"
+        )
+    )
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)

@@ -15,6 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from jobsys import JobContext, Principal, RetryPolicy, Rule, cadence, job
 from jobsys.errors import JobTimeout
+from jobsys.workflows import Step, workflow
 
 
 def record_effect(ctx: JobContext, note: str = "") -> None:
@@ -193,3 +194,32 @@ def uses_secret(data: Credentials, ctx: JobContext) -> Echo:
     if data.mode == "fail":
         raise RuntimeError(f"the API refused {token}")
     return Echo(said=f"token was {token}" if data.mode == "echo" else "ok")
+
+
+chain = workflow(
+    "tests.chain",
+    steps=[
+        Step("first", "tests.effect", {"seconds": 0}),
+        Step("second", "tests.effect", {"seconds": 0}, depends_on=["first"], delay=3),
+        Step("third", "tests.effect", {"seconds": 0}, depends_on=["second"]),
+    ],
+)
+
+fail_fast = workflow(
+    "tests.fail_fast",
+    steps=[
+        Step("slow", "tests.effect", {"seconds": 3}),
+        Step("boom", "examples.fail", {"message": "step failed"}),
+        Step("after_slow", "tests.effect", {"seconds": 0}, depends_on=["slow"]),
+        Step("cleanup", "tests.effect", {"seconds": 0}, depends_on=["boom"], when="failed"),
+    ],
+)
+
+too_slow = workflow(
+    "tests.too_slow",
+    timeout=2,
+    steps=[
+        Step("long", "tests.effect", {"seconds": 20}),
+        Step("next", "tests.effect", {"seconds": 0}, depends_on=["long"]),
+    ],
+)

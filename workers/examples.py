@@ -9,6 +9,7 @@ from pathlib import Path
 import pydantic
 
 from jobsys import Fatal, Job, JobContext, RetryPolicy, Rule, job
+from jobsys.workflows import Step, workflow
 
 
 class AddInput(pydantic.BaseModel):
@@ -140,3 +141,81 @@ class Granted(pydantic.BaseModel):
 def admin_only(data: Empty, ctx: JobContext) -> Granted:
     """Only principals with the role ``admin`` may run it (or see its runs)."""
     return Granted(by=ctx.principal.id)
+
+
+# --- the diamond workflow: A -> (B, C) -> D --------------------------------------------------
+
+
+class Count(pydantic.BaseModel):
+    count: int = pydantic.Field(10, ge=0, le=1000)
+
+
+class Numbers(pydantic.BaseModel):
+    count: int
+    items: list[int]
+
+
+@job("examples.numbers", tags=["example", "workflow"])
+def numbers(data: Count) -> Numbers:
+    """The numbers 1 to ``count``."""
+    return Numbers(count=data.count, items=list(range(1, data.count + 1)))
+
+
+class N(pydantic.BaseModel):
+    n: int
+
+
+@job("examples.square", tags=["example", "workflow"])
+def square(data: N) -> N:
+    """``n`` squared."""
+    return N(n=data.n * data.n)
+
+
+class Values(pydantic.BaseModel):
+    values: list[int]
+    extra: int = 0
+
+
+class Total(pydantic.BaseModel):
+    total: int
+    parts: int
+
+
+@job("examples.total", tags=["example", "workflow"])
+def total(data: Values) -> Total:
+    """The sum of ``values`` and ``extra``."""
+    return Total(total=sum(data.values) + data.extra, parts=len(data.values))
+
+
+class DiamondInput(pydantic.BaseModel):
+    count: int = pydantic.Field(10, ge=0, le=1000)
+    bonus: int = 0
+
+
+diamond = workflow(
+    "examples.diamond",
+    input=DiamondInput,
+    description="Numbers 1..count; square each (fan-out) and add count + bonus; total them.",
+    steps=[
+        Step("numbers", "examples.numbers", {"count": "$input.count"}),
+        Step(
+            "squares",
+            "examples.square",
+            {"n": "$item"},
+            depends_on=["numbers"],
+            for_each="$steps.numbers.output.items",
+        ),
+        Step(
+            "offset",
+            "examples.add",
+            {"a": "$steps.numbers.output.count", "b": "$input.bonus"},
+            depends_on=["numbers"],
+        ),
+        Step(
+            "total",
+            "examples.total",
+            {"values": "$steps.squares.outputs.n", "extra": "$steps.offset.output"},
+            depends_on=["squares", "offset"],
+        ),
+    ],
+)

@@ -114,7 +114,7 @@ def test_invalid_input_exits_nonzero_naming_the_field_and_records_nothing(up: Up
 
 
 def test_unknown_names_and_ids_exit_2_with_one_line(up: Up) -> None:
-    unknown_job = up.jobsys("submit", "examples.sum", "--input", "{}")
+    unknown_job = up.jobsys("submit", "examples.addd", "--input", "{}")
     assert unknown_job.returncode == 2 and "examples.add" in unknown_job.stderr
     unknown_run = up.jobsys("runs", "show", "0" * 32)
     assert unknown_run.returncode == 2 and "not found" in unknown_run.stderr
@@ -244,6 +244,28 @@ def test_the_readme_permission_tour(up: Up) -> None:
     assert json.loads(allowed.stdout) == {"by": "local"}
     audit = json.loads(up.jobsys("audit", "list", "--json", check=True).stdout)
     assert any(e["principal_id"] == "viewer" and e["outcome"] == "denied" for e in audit)
+
+
+def test_the_diamond_workflow_from_the_cli(up: Up) -> None:
+    declared = json.loads(up.jobsys("workflows", "list", "--json", check=True).stdout)
+    assert "examples.diamond" in [w["name"] for w in declared]
+    done = up.jobsys(
+        "workflows", "submit", "examples.diamond", "--input", "{}", "--wait", check=True
+    )
+    output = json.loads(done.stdout)
+    assert output["total"] == {"total": 385 + 10, "parts": 10}  # squares of 1..10, plus 10 + 0
+    listed = json.loads(up.jobsys("workflows", "list", "--runs", "--json", check=True).stdout)
+    wf_id = listed[0]["id"]
+    dag = up.jobsys("runs", "show", wf_id, check=True).stdout
+    for line in (
+        "numbers succeeded",
+        "squares succeeded (10 runs)",
+        "offset succeeded",
+        "total succeeded",
+    ):
+        assert line in dag
+    missing = up.jobsys("workflows", "submit", "examples.diamnd")
+    assert missing.returncode == 2 and "examples.diamond" in missing.stderr
 
 
 def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:

@@ -1,0 +1,577 @@
+"""Workflows: DAGs of jobs whose steps pass outputs downstream, orchestrated from the store.
+
+A ``Workflow`` has steps; each step runs a registered job with an input built from the
+workflow's input and upstream outputs through references, checked against the jobs' schemas
+when the workflow is declared:
+
+* ``"$input.f"``: field ``f`` of the workflow input;
+* ``"$steps.S.output"`` / ``"$steps.S.output.f"``: step ``S``'s output, or one field of it;
+* ``"$steps.S.outputs"`` / ``"$steps.S.outputs.f"``: the list of the outputs of every run of
+  ``S`` (a fan-out step), or of one field of each (fan-in);
+* ``"$item"`` / ``"$item.f"``: in a step with ``for_each``, the item this run handles.
+
+``for_each`` names a list (by the same references): the step makes one run per item. ``when``
+runs a step if its dependencies all ``succeeded`` (the default), if one ``failed``, or
+``always``; a step whose condition fails is skipped. ``delay`` holds a step's runs back.
+
+A workflow run is a row of ``jobsys_workflow_runs``; each step's runs are normal runs with
+its ``workflow_id`` and an idempotency key (workflow run, step, item), so a step never starts
+twice whoever advances the workflow. ``advance`` moves a workflow on from what the store
+says: a worker calls it when a step's run ends, and every reaper pass calls it for running
+workflows (a worker killed between steps stalls nothing; timeouts are enforced there too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import types
+import typing
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import pydantic
+import sqlalchemy as sa
+
+from jobsys import errors, jobs, permissions, runs, schema
+
+W = schema.workflow_runs
+R = schema.runs
+WHEN = ("succeeded", "failed", "always")
+
+
+class WorkflowState(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Empty(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    name: str
+    job: str
+    input: dict[str, Any] = dataclasses.field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    when: str = "succeeded"
+    for_each: str | None = None
+    delay: float = 0.0
+
+    def __init__(
+        self,
+        name: str,
+        job: str,
+        input: dict[str, Any] | None = None,
+        depends_on: Iterable[str] = (),
+        when: str = "succeeded",
+        for_each: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        for field, value in (
+            ("name", name),
+            ("job", job),
+            ("input", dict(input or {})),
+            ("depends_on", tuple(depends_on)),
+            ("when", when),
+            ("for_each", for_each),
+            ("delay", delay),
+        ):
+            object.__setattr__(self, field, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Workflow:
+    name: str
+    steps: tuple[Step, ...]
+    input_model: type[pydantic.BaseModel] = Empty
+    timeout: float = 600.0
+    failure: str = "fail_fast"
+    """``fail_fast``: a failed step cancels the pending ones; ``continue``: independent
+    branches go on, and the workflow fails at the end."""
+    description: str = ""
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
+
+    def upstream(self, name: str) -> set[str]:
+        """Every step ``name`` depends on, directly or not."""
+        seen: set[str] = set()
+        todo = list(self.step(name).depends_on)
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.step(current).depends_on)
+        return seen
+
+
+def workflow(
+    name: str,
+    steps: Sequence[Step],
+    input: type[pydantic.BaseModel] = Empty,
+    timeout: float = 600.0,
+    failure: str = "fail_fast",
+    description: str = "",
+) -> Workflow:
+    """Declare a workflow; checked against the jobs when the catalog is loaded."""
+    return Workflow(name, tuple(steps), input, timeout, failure, description)
+
+
+# --- checking a declaration ---------------------------------------------------------------
+
+
+def check(wf: Workflow, registry: jobs.Registry) -> None:
+    """Refuse a workflow that cannot run, naming the step and the field."""
+    problems = _problems(wf, registry)
+    if problems:
+        step, field, problem = problems[0]
+        raise errors.WorkflowDeclarationError(wf.name, step, field, problem)
+
+
+def _problems(wf: Workflow, registry: jobs.Registry) -> list[tuple[str, str, str]]:
+    if not wf.steps:
+        return [("-", "steps", "a workflow needs at least one step")]
+    found = _shape_problems(wf)
+    names = {s.name for s in wf.steps}
+    for s in wf.steps:
+        found.extend(
+            (s.name, "depends_on", f"no step named {d!r}") for d in s.depends_on if d not in names
+        )
+        if s.when not in WHEN:
+            found.append((s.name, "when", f"must be one of {', '.join(WHEN)}"))
+        if s.job not in registry:
+            found.append((s.name, "job", f"unknown job {s.job!r}"))
+    if found:
+        return found
+    cycle = _cycle(wf)
+    if cycle:
+        return [(cycle[0], "depends_on", f"cycle: {' -> '.join(cycle)}")]
+    for s in wf.steps:
+        found.extend(_input_problems(wf, s, registry))
+    return found
+
+
+def _shape_problems(wf: Workflow) -> list[tuple[str, str, str]]:
+    names = [s.name for s in wf.steps]
+    found = [
+        (dup, "name", "two steps have this name")
+        for dup in {n for n in names if names.count(n) > 1}
+    ]
+    if wf.failure not in ("fail_fast", "continue"):
+        found.append(("-", "failure", "must be fail_fast or continue"))
+    if not 0 < wf.timeout <= 7 * 86400:
+        found.append(("-", "timeout", "must be between 0 and 604800 seconds"))
+    return found
+
+
+def _cycle(wf: Workflow) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for dep in wf.step(name).depends_on:
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        state[name] = 2
+        return None
+
+    for s in wf.steps:
+        if s.name not in state:
+            found = visit(s.name)
+            if found:
+                return found
+    return None
+
+
+def _input_problems(wf: Workflow, s: Step, registry: jobs.Registry) -> list[tuple[str, str, str]]:
+    spec = registry.get(s.job)
+    fields = spec.input_model.model_fields
+    found = []
+    if s.for_each is not None:
+        kind = _ref_type(wf, s, s.for_each, registry)
+        if isinstance(kind, str):
+            found.append((s.name, "for_each", kind))
+    for field, value in s.input.items():
+        if field not in fields:
+            found.append((s.name, f"input.{field}", f"{s.job} has no input field {field!r}"))
+            continue
+        if isinstance(value, str) and value.startswith("$"):
+            kind = _ref_type(wf, s, value, registry)
+            if isinstance(kind, str):
+                found.append((s.name, f"input.{field}", kind))
+            elif not _compatible(kind, fields[field].annotation):
+                wanted = _name(fields[field].annotation)
+                problem = f"{value} is {_name(kind)}, but {s.job} wants {wanted}"
+                found.append((s.name, f"input.{field}", problem))
+    for field, info in fields.items():
+        if info.is_required() and field not in s.input:
+            found.append((s.name, f"input.{field}", f"{s.job} needs {field!r}; map it"))
+    return found
+
+
+NOT_KNOWN = object()
+"""The type of a reference that cannot be checked (a whole output, an item of a list)."""
+
+
+def _ref_type(wf: Workflow, s: Step, ref: str, registry: jobs.Registry) -> Any:
+    """The type a reference gives, or a string saying what is wrong with it."""
+    parts = ref[1:].split(".")
+    head = parts[0]
+    if head == "input":
+        return _field_type(wf.input_model, parts[1:], "the workflow input")
+    if head == "item":
+        if s.for_each is None:
+            return "$item is only known in a step with for_each"
+        return NOT_KNOWN
+    if head == "steps" and len(parts) >= 3 and parts[2] in ("output", "outputs"):
+        source = parts[1]
+        if source not in {x.name for x in wf.steps}:
+            return f"no step named {source!r}"
+        if source not in wf.upstream(s.name):
+            return f"step {source!r} is not upstream of {s.name!r} (add it to depends_on)"
+        model = registry.get(wf.step(source).job).output_model
+        kind = _field_type(model, parts[3:], f"the output of {source!r}")
+        if parts[2] == "outputs" and not isinstance(kind, str):
+            return list if kind is NOT_KNOWN else typing.List[kind]  # type: ignore[valid-type]  # noqa: UP006
+        return kind
+    return f"{ref!r} is not a reference ($input.f, $steps.S.output.f, $steps.S.outputs, $item)"
+
+
+def _field_type(model: type[pydantic.BaseModel], path: list[str], what: str) -> Any:
+    if not path:
+        return NOT_KNOWN
+    current: Any = model
+    for part in path:
+        if not (isinstance(current, type) and issubclass(current, pydantic.BaseModel)):
+            return NOT_KNOWN
+        if part not in current.model_fields:
+            return f"{what} has no field {part!r}"
+        current = current.model_fields[part].annotation
+    return current
+
+
+def _compatible(given: Any, wanted: Any) -> bool:
+    if given is NOT_KNOWN or wanted is Any or given == wanted:
+        return True
+    if typing.get_origin(wanted) in (typing.Union, types.UnionType):
+        return any(_compatible(given, w) for w in typing.get_args(wanted))
+    g, w = typing.get_origin(given) or given, typing.get_origin(wanted) or wanted
+    if g is w and g in (list, dict, tuple):
+        gi, wi = typing.get_args(given), typing.get_args(wanted)
+        return not gi or not wi or all(_compatible(a, b) for a, b in zip(gi, wi, strict=False))
+    return bool(g is int and w is float)
+
+
+def _name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind)
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowRecord:
+    id: str
+    workflow: str
+    state: WorkflowState
+    input: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    skipped: list[str]
+    principal: dict[str, Any]
+    principal_id: str
+    tenant: str
+    created_at: dt.datetime
+    timeout_at: dt.datetime
+    finished_at: dt.datetime | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state is not WorkflowState.RUNNING
+
+    def to_json(self) -> dict[str, Any]:
+        return runs.as_json(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepStatus:
+    name: str
+    state: str
+    """``waiting``, ``running``, ``succeeded``, ``failed``, ``skipped``."""
+    runs: list[runs.RunRecord]
+
+
+Publish = Callable[[jobs.JobSpec, dict[str, Any], float], None]
+"""Publishes a new run row (the spec, the row, a delay in seconds)."""
+
+
+class WorkflowStore:
+    """Workflow runs, and ``advance``: the one place that moves a workflow on."""
+
+    def __init__(self, store: runs.RunStore) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    def create(
+        self, wf: Workflow, input: dict[str, Any], principal: permissions.Principal
+    ) -> WorkflowRecord:
+        now = runs.utcnow()
+        workflow_id = "wf_" + uuid.uuid4().hex[:24]
+        with self.engine.begin() as conn:
+            conn.execute(
+                W.insert().values(
+                    id=workflow_id,
+                    workflow=wf.name,
+                    state=WorkflowState.RUNNING.value,
+                    input=input,
+                    skipped=[],
+                    principal=principal.model_dump(mode="json"),
+                    principal_id=principal.id,
+                    tenant=principal.tenant,
+                    created_at=now,
+                    timeout_at=now + dt.timedelta(seconds=wf.timeout),
+                )
+            )
+        return self.get(workflow_id)
+
+    def get(self, workflow_id: str, tenant: str | None = None) -> WorkflowRecord:
+        query = sa.select(W).where(W.c.id == workflow_id)
+        if tenant is not None:
+            query = query.where(W.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise errors.WorkflowNotFound(workflow_id)
+        return _record(row)
+
+    def select(self, tenant: str | None = None, limit: int = 50) -> list[WorkflowRecord]:
+        query = sa.select(W).order_by(W.c.created_at.desc()).limit(limit)
+        if tenant is not None:
+            query = query.where(W.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(query)]
+
+    def running(self, limit: int = 200) -> list[str]:
+        query = sa.select(W.c.id).where(W.c.state == WorkflowState.RUNNING.value).limit(limit)
+        with self.engine.connect() as conn:
+            return [str(r.id) for r in conn.execute(query)]
+
+    def step_runs(self, workflow_id: str) -> list[runs.RunRecord]:
+        query = sa.select(R).where(R.c.workflow_id == workflow_id).order_by(R.c.created_at)
+        with self.engine.connect() as conn:
+            return [runs._record(r) for r in conn.execute(query)]
+
+    def statuses(self, wf: Workflow, record: WorkflowRecord) -> dict[str, StepStatus]:
+        by_step: dict[str, list[runs.RunRecord]] = {s.name: [] for s in wf.steps}
+        for r in self.step_runs(record.id):
+            by_step.setdefault(str(r.meta.get("step")), []).append(r)
+        out = {}
+        for s in wf.steps:
+            made = sorted(by_step[s.name], key=lambda r: int(r.meta.get("index", 0)))
+            out[s.name] = StepStatus(s.name, _step_state(s.name, made, record), made)
+        return out
+
+    def advance(
+        self, wf: Workflow, workflow_id: str, registry: jobs.Registry, publish: Publish
+    ) -> WorkflowRecord:
+        """Start every step whose dependencies are done, skip those whose condition fails,
+        cancel and finish as the failure policy and the timeout say. Safe to call at any
+        time, from any number of processes."""
+        record = self.get(workflow_id)
+        if record.terminal:
+            return record
+        status = self.statuses(wf, record)
+        if runs.utcnow() >= record.timeout_at:
+            return self._end(record, status, WorkflowState.CANCELLED, "timeout")
+        failed = [n for n, st in status.items() if st.state == "failed"]
+        if failed and wf.failure == "fail_fast":
+            return self._end(record, status, WorkflowState.FAILED, f"step {failed[0]!r} failed")
+        for s in wf.steps:
+            problem = self._start_if_ready(wf, s, record, status, registry, publish)
+            if problem:
+                return self._end(record, status, WorkflowState.FAILED, problem)
+        if all(st.state in ("succeeded", "failed", "skipped") for st in status.values()):
+            end = WorkflowState.FAILED if failed else WorkflowState.COMPLETED
+            return self._end(record, status, end, f"step {failed[0]!r} failed" if failed else None)
+        return self.get(workflow_id)
+
+    def _start_if_ready(
+        self,
+        wf: Workflow,
+        s: Step,
+        record: WorkflowRecord,
+        status: dict[str, StepStatus],
+        registry: jobs.Registry,
+        publish: Publish,
+    ) -> str | None:
+        """Start (or skip) step ``s`` if its dependencies are done; a problem, or ``None``."""
+        if status[s.name].state != "waiting":
+            return None
+        deps = [status[d].state for d in s.depends_on]
+        if any(d in ("waiting", "running") for d in deps):
+            return None
+        if not _condition(s.when, deps):
+            self._skip(record.id, s.name)
+            status[s.name] = StepStatus(s.name, "skipped", [])
+            return None
+        try:
+            rows = self._rows(wf, s, record, status, registry)
+        except errors.InvalidInput as exc:
+            return f"step {s.name!r}: {exc}"
+        spec = registry.get(s.job)
+        if rows and self.store.insert_new(rows):
+            for row in rows:
+                publish(spec, row, s.delay)
+        status[s.name] = StepStatus(s.name, "running" if rows else "succeeded", [])
+        return None
+
+    def _rows(
+        self,
+        wf: Workflow,
+        s: Step,
+        record: WorkflowRecord,
+        status: dict[str, StepStatus],
+        registry: jobs.Registry,
+    ) -> list[dict[str, Any]]:
+        spec = registry.get(s.job)
+        items: list[Any] = [None]
+        if s.for_each is not None:
+            items = list(_resolve(s.for_each, record.input, status, None) or [])
+        principal = permissions.Principal.model_validate(record.principal)
+        now = runs.utcnow()
+        rows = []
+        for index, item in enumerate(items):
+            data = {k: _resolve(v, record.input, status, item) for k, v in s.input.items()}
+            try:
+                payload = spec.input_model.model_validate(data).model_dump(mode="json")
+            except pydantic.ValidationError as exc:
+                from jobsys import execute
+
+                raise errors.InvalidInput(spec.name, execute.field_errors(exc)) from None
+            rows.append(
+                {
+                    "id": runs.new_run_id(),
+                    "job": spec.name,
+                    "job_version": spec.version,
+                    "queue": spec.queue,
+                    "priority": spec.priority,
+                    "input": payload,
+                    "max_attempts": spec.retry.max_attempts,
+                    "timeout": spec.timeout,
+                    "meta": {"step": s.name, "index": index},
+                    "tags": sorted(spec.tags),
+                    "principal": principal.model_dump(mode="json"),
+                    "principal_id": principal.id,
+                    "tenant": principal.tenant,
+                    "idempotency_key": f"{record.id}:{s.name}:{index}",
+                    "parent_id": None,
+                    "workflow_id": record.id,
+                    "sealed": None,
+                    # A delayed step is not "lost" to the reconciler before it is due.
+                    "next_attempt_at": now + dt.timedelta(seconds=s.delay) if s.delay else None,
+                }
+            )
+        return rows
+
+    def _skip(self, workflow_id: str, step: str) -> None:
+        record = self.get(workflow_id)
+        if step in record.skipped:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                W.update()
+                .where(W.c.id == workflow_id, W.c.state == WorkflowState.RUNNING.value)
+                .values(skipped=[*record.skipped, step])
+            )
+
+    def _end(
+        self,
+        record: WorkflowRecord,
+        status: dict[str, StepStatus],
+        state: WorkflowState,
+        reason: str | None,
+    ) -> WorkflowRecord:
+        if state is not WorkflowState.COMPLETED:
+            for st in status.values():  # pending and running steps are cancelled
+                for r in st.runs:
+                    if not r.terminal:
+                        self.store.request_cancel(r.id)
+        output = {
+            name: (st.runs[0].output if len(st.runs) == 1 else [r.output for r in st.runs])
+            for name, st in status.items()
+            if st.state == "succeeded"
+        }
+        error = {"message": reason, "reason": state.value} if reason else None
+        with self.engine.begin() as conn:
+            conn.execute(
+                W.update()
+                .where(W.c.id == record.id, W.c.state == WorkflowState.RUNNING.value)
+                .values(state=state.value, output=output, error=error, finished_at=runs.utcnow())
+            )
+        return self.get(record.id)
+
+    def cancel(self, wf: Workflow, workflow_id: str, tenant: str | None = None) -> WorkflowRecord:
+        record = self.get(workflow_id, tenant)
+        if record.terminal:
+            raise errors.InvalidTransition(workflow_id, record.state.value, "cancel", "workflow")
+        return self._end(record, self.statuses(wf, record), WorkflowState.CANCELLED, "cancelled")
+
+
+def _step_state(name: str, made: list[runs.RunRecord], record: WorkflowRecord) -> str:
+    if name in record.skipped:
+        return "skipped"
+    if not made:
+        return "waiting"
+    if any(not r.terminal for r in made):
+        return "running"
+    if all(r.state is runs.RunState.COMPLETED for r in made):
+        return "succeeded"
+    return "failed"
+
+
+def _condition(when: str, deps: list[str]) -> bool:
+    if when == "always":
+        return True
+    if when == "failed":
+        return "failed" in deps
+    return all(d == "succeeded" for d in deps)
+
+
+def _resolve(value: Any, input: dict[str, Any], status: dict[str, StepStatus], item: Any) -> Any:
+    if not (isinstance(value, str) and value.startswith("$")):
+        return value
+    parts = value[1:].split(".")
+    if parts[0] == "input":
+        return _dig(input, parts[1:])
+    if parts[0] == "item":
+        return _dig(item, parts[1:])
+    made = status[parts[1]].runs
+    if parts[2] == "output":
+        return _dig(made[0].output if made else None, parts[3:])
+    return [_dig(r.output, parts[3:]) for r in made]
+
+
+def _dig(value: Any, path: list[str]) -> Any:
+    for part in path:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _record(row: sa.Row[Any]) -> WorkflowRecord:
+    data = row._asdict()
+    data["state"] = WorkflowState(data["state"])
+    data["skipped"] = list(data["skipped"] or [])
+    return WorkflowRecord(**data)

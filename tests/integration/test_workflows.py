@@ -1,0 +1,163 @@
+"""Workflows on real workers: the diamond with a fan-out, fail-fast, timeouts, a worker
+killed between steps; and declarations refused with the step and field named."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from jobsys import Registry, RunState, errors, job
+from jobsys.workflows import Step, WorkflowState, check, workflow
+from tests.cluster import Cluster, cluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_diamond_fans_out_and_passes_data_through(fresh: Cluster) -> None:
+    fresh.start_worker("w", concurrency=2)
+    wf_id = fresh.client.workflows.submit("examples.diamond", {"count": 10, "bonus": 5})
+    record = fresh.client.workflows.wait(wf_id, timeout=60)
+    assert record.state is WorkflowState.COMPLETED, record.error
+    steps = fresh.client.workflows.steps(wf_id)
+    assert {n: s.state for n, s in steps.items()} == dict.fromkeys(
+        ("numbers", "squares", "offset", "total"), "succeeded"
+    )
+    assert len(steps["squares"].runs) == 10
+    assert sorted(r.output["n"] for r in steps["squares"].runs) == [n * n for n in range(1, 11)]
+    assert steps["offset"].runs[0].output == 15
+    assert record.output["total"] == {"total": 385 + 15, "parts": 10}
+    assert all(r.workflow_id == wf_id for s in steps.values() for r in s.runs)
+
+
+def test_fail_fast_cancels_what_is_pending_and_runs_the_failure_branch(fresh: Cluster) -> None:
+    fresh.start_worker("w", concurrency=2)
+    wf_id = fresh.client.workflows.submit("tests.fail_fast")
+    record = fresh.client.workflows.wait(wf_id, timeout=60)
+    assert record.state is WorkflowState.FAILED
+    assert record.error is not None and "'boom' failed" in record.error["message"]
+    steps = fresh.client.workflows.steps(wf_id)
+    assert steps["boom"].state == "failed"
+    slow = steps["slow"].runs[0]
+    assert fresh.wait_all([slow.id], timeout=30)[0].state is RunState.CANCELLED
+    assert steps["after_slow"].runs == []  # never started
+
+
+def test_a_workflow_past_its_timeout_is_cancelled_with_its_steps(fresh: Cluster) -> None:
+    fresh.start_worker("w", concurrency=1)
+    wf_id = fresh.client.workflows.submit("tests.too_slow")
+    record = fresh.client.workflows.wait(wf_id, timeout=30)
+    assert record.state is WorkflowState.CANCELLED
+    assert record.error is not None and record.error["message"] == "timeout"
+    (long_run,) = fresh.client.workflows.steps(wf_id)["long"].runs
+    assert fresh.wait_all([long_run.id], timeout=30)[0].state is RunState.CANCELLED
+    assert fresh.client.workflows.steps(wf_id)["next"].runs == []
+
+
+def test_a_worker_killed_between_steps_stalls_nothing_and_no_step_runs_twice(
+    tmp_path: Path, redis_url: str, database_url: str | None
+) -> None:
+    with cluster(tmp_path, redis_url, database_url, JOBSYS_RECONCILE_SECONDS="2") as c:
+        c.start_worker("a", concurrency=1)
+        wf_id = c.client.workflows.submit("tests.chain")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not c.client.workflows.steps(wf_id)["second"].runs:
+            time.sleep(0.05)
+        # "second" is published with a 3 s delay: worker a holds it, and dies.
+        c.kill("a", signal.SIGKILL)
+        c.start_worker("b", concurrency=1)
+        record = c.client.workflows.wait(wf_id, timeout=60)
+        assert record.state is WorkflowState.COMPLETED, record.error
+        steps = c.client.workflows.steps(wf_id)
+        for name in ("first", "second", "third"):
+            (run,) = steps[name].runs  # one run per step
+            assert c.executions(run.id) == 1, name  # and one execution
+
+
+class In(pydantic.BaseModel):
+    n: int
+    label: str = ""
+
+
+class Out(pydantic.BaseModel):
+    n: int
+    words: list[str] = []
+
+
+@job("wf.t.double", input=In, output=Out)
+def double(data: In) -> Out:
+    return Out(n=data.n * 2)
+
+
+REGISTRY = Registry([double])
+
+
+@pytest.mark.parametrize(
+    ("steps", "where"),
+    [
+        ([Step("a", "wf.t.nope", {"n": 1})], ("a", "job")),
+        (
+            [
+                Step("a", "wf.t.double", {"n": 1}, depends_on=["b"]),
+                Step("b", "wf.t.double", {"n": 1}, depends_on=["a"]),
+            ],
+            ("a", "depends_on"),
+        ),
+        ([Step("a", "wf.t.double", {})], ("a", "input.n")),
+        ([Step("a", "wf.t.double", {"n": 1, "m": 2})], ("a", "input.m")),
+        (
+            [
+                Step("a", "wf.t.double", {"n": 1}),
+                Step("b", "wf.t.double", {"n": "$steps.a.output.missing"}, depends_on=["a"]),
+            ],
+            ("b", "input.n"),
+        ),
+        (
+            [
+                Step("a", "wf.t.double", {"n": 1}),
+                Step("b", "wf.t.double", {"n": "$steps.a.output.words"}, depends_on=["a"]),
+            ],
+            ("b", "input.n"),
+        ),
+        (
+            [
+                Step("a", "wf.t.double", {"n": 1}),
+                Step("b", "wf.t.double", {"n": "$steps.a.output.n"}),
+            ],
+            ("b", "input.n"),
+        ),
+        ([Step("a", "wf.t.double", {"n": "$item"})], ("a", "input.n")),
+    ],
+    ids=[
+        "unknown job",
+        "cycle",
+        "missing field",
+        "no such field",
+        "no such output",
+        "type mismatch",
+        "not upstream",
+        "item without for_each",
+    ],
+)
+def test_bad_declarations_name_the_step_and_field(
+    steps: list[Step], where: tuple[str, str]
+) -> None:
+    with pytest.raises(errors.WorkflowDeclarationError) as caught:
+        check(workflow("wf.t.bad", steps), REGISTRY)
+    assert (caught.value.step, caught.value.field) == where
+
+
+def test_a_good_declaration_passes() -> None:
+    check(
+        workflow(
+            "wf.t.good",
+            [
+                Step("a", "wf.t.double", {"n": 1}),
+                Step("b", "wf.t.double", {"n": "$steps.a.output.n"}, depends_on=["a"]),
+            ],
+        ),
+        REGISTRY,
+    )
