@@ -66,23 +66,33 @@ class StoreScheduler(beat.Scheduler):
         return min(self.max_interval, max(0.0, wait))
 
     def _publish(self, fired: list[schedules.Fired]) -> None:
-        if not fired:
-            return
-        try:
-            broker.publish_many(self.app, [(f.spec, f.run) for f in fired])
-        except Exception:
-            # The runs are recorded; the reconciler publishes them once the broker is back.
-            log.exception("jobsys beat: publishing %d runs failed", len(fired))
-            return
-        self.fired += len(fired)
+        items = [(f.spec, f.run) for f in fired if f.spec is not None and f.run is not None]
+        if items:
+            try:
+                broker.publish_many(self.app, items)
+            except Exception:
+                # The runs are recorded; the reconciler publishes them once the broker is back.
+                log.exception("jobsys beat: publishing %d runs failed", len(items))
+                return
         for f in fired:
+            if f.workflow is not None:  # its first steps start now; the reaper retries
+                self._start_workflow(f.id)
+            self.fired += 1
             log.info(
-                "jobsys beat: fired schedule %s (%s) -> run %s",
-                f.run["schedule_id"],
-                f.run["trigger"],
-                f.run["id"],
-                extra={"action": "schedule_fired", "run_id": f.run["id"]},
+                "jobsys beat: fired a schedule -> %s",
+                f.id,
+                extra={"action": "schedule_fired", "run_id": f.id},
             )
+
+    def _start_workflow(self, workflow_id: str) -> None:
+        def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
+            broker.publish(
+                self.app, spec, row["id"], 1, countdown=delay or None, priority=row["priority"]
+            )
+
+        record = self.store.workflows.get(workflow_id)
+        wf = self.registry.workflow(record.workflow)
+        self.store.workflows.advance(wf, workflow_id, self.registry, send)
 
     # Celery's local schedule (a shelve file) is not used: the store is the schedule.
     @property

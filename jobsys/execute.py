@@ -8,6 +8,7 @@ record. ``run`` returns an ``Outcome``; the Celery adapter in ``broker.py`` acts
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 import logging
 import traceback
@@ -80,8 +81,25 @@ def run(
             extra={"action": "message_stale", "run_id": delivery.run_id},
         )
         return Outcome(Kind.STALE)
+    spec = _own_limits(spec, claim, store)
     outcome = _claimed(claim, spec, store, tracker, limits, policy, sealer)
     return dataclasses.replace(outcome, workflow_id=claim.workflow_id)
+
+
+def _own_limits(spec: jobs.JobSpec, claim: runs.Claim, store: runs.RunStore) -> jobs.JobSpec:
+    """The job with this run's own timeout and retry policy, where they differ from the
+    job's (a workflow step's overrides; its backoff in ``meta["retry"]``)."""
+    timeout = claim.timeout if claim.timeout is not None else spec.timeout
+    attempts = claim.max_attempts if claim.max_attempts is not None else spec.retry.max_attempts
+    override = claim.meta.get("retry")
+    if timeout == spec.timeout and attempts == spec.retry.max_attempts and not override:
+        return spec
+    retry = dataclasses.replace(spec.retry, **(override or {}), max_attempts=attempts)
+    if timeout != spec.timeout:
+        store.set_deadline(
+            claim.run_id, claim.attempt, runs.utcnow() + dt.timedelta(seconds=timeout)
+        )
+    return dataclasses.replace(spec, timeout=timeout, retry=retry)
 
 
 def _claimed(

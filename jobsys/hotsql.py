@@ -34,7 +34,7 @@ _CLAIM = (
     f"WHERE id = :rid AND dispatch = :dispatch AND state IN {_WAITING} "
     "AND cancel_requested = false "
     "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
-    "workflow_id"
+    "workflow_id, timeout, max_attempts"
 )
 _COMPLETE = (
     "UPDATE jobsys_runs SET state = 'completed', output = :output, finished_at = :now, "
@@ -122,7 +122,10 @@ class HotPath:
         row, _ = self._execute(self._claim, params, fetch=True)
         if row is None:
             return None
-        attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, workflow = row
+        (attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, workflow) = row[
+            :9
+        ]
+        timeout, max_attempts = row[9:]
         if isinstance(fire_at, str):  # SQLite: naive UTC text
             fire_at = dt.datetime.fromisoformat(fire_at).replace(tzinfo=dt.UTC)
         return {
@@ -135,6 +138,8 @@ class HotPath:
             "principal": _json(principal),
             "sealed": sealed,
             "workflow_id": workflow,
+            "timeout": float(timeout),
+            "max_attempts": int(max_attempts),
         }
 
     def complete(self, run_id: str, attempt: int, output: Any, now: dt.datetime) -> bool:

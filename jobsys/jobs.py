@@ -339,6 +339,8 @@ class Registry:
 
         if wf.name in self.workflows and self.workflows[wf.name] is not wf:
             raise errors.WorkflowDeclarationError(wf.name, "-", "name", "declared twice")
+        if wf.name in self._specs:
+            raise errors.WorkflowDeclarationError(wf.name, "-", "name", "a job has this name")
         workflows.check(wf, self)
         self.workflows[wf.name] = wf
 

@@ -183,6 +183,9 @@ class Claim:
     sealed: str | None = None
     """The run's secret input values, encrypted (``sealing.py``)."""
     workflow_id: str | None = None
+    timeout: float | None = None
+    max_attempts: int | None = None
+    """The run's own limits (a workflow step may override its job's)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -461,6 +464,15 @@ class RunStore:
         if claimed is None:
             return None
         return Claim(run_id, **claimed)
+
+    def set_deadline(self, run_id: str, attempt: int, deadline: dt.datetime) -> None:
+        """The hard deadline of a run whose timeout is not its job's (a workflow step's)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.attempts == attempt)
+                .values(deadline_at=deadline)
+            )
 
     def complete(self, run_id: str, attempt: int, output: Any) -> bool:
         """running -> completed, for the attempt that holds the run."""

@@ -11,7 +11,9 @@ import builtins
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from jobsys import cadence, errors, schedules
+import pydantic
+
+from jobsys import cadence, errors, execute, schedules
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -32,8 +34,13 @@ class ScheduleClient:
         """A new active schedule of ``job`` (see ``jobsys.every``, ``cron``, ``once``,
         ``ongoing`` for definitions)."""
         checked, sealed = self._checked(job, definition)
-        self._client.allow("create", job, checked.input)
-        self._client.allow("execute", job, checked.input)  # its fires run as this principal
+        registry = self._client.registry
+        if job not in registry and job in registry.workflows:
+            for step in registry.workflow(job).steps:  # its fires run them as this principal
+                self._client.allow("execute", step.job, target=job)
+        else:
+            self._client.allow("create", job, checked.input)
+            self._client.allow("execute", job, checked.input)  # fires run as this principal
         return self._store.create(job, checked, self._client.principal, name=name, sealed=sealed)
 
     def update(self, schedule_id: str, **changes: Any) -> schedules.ScheduleRecord:
@@ -93,14 +100,26 @@ class ScheduleClient:
         current = self.get(schedule_id)
         self._client.allow("execute", current.job, current.input, target=schedule_id)
         fired = self._store.trigger(schedule_id, self._client.registry, self._tenant)
-        self._client.publish_row(fired.spec, fired.run)
-        return str(fired.run["id"])
+        if fired.spec is not None and fired.run is not None:
+            self._client.publish_row(fired.spec, fired.run)
+        else:
+            self._client.workflows.start(fired.id)
+        return fired.id
 
     def _checked(
         self, job: str, definition: cadence.Definition
     ) -> tuple[cadence.Definition, str | None]:
-        """The definition with its input validated (secrets redacted), and the secrets."""
-        spec = self._client.registry.get(job)
+        """The definition with its input validated (secrets redacted), and the secrets. A
+        schedule's target is a job or a workflow of the catalog."""
+        registry = self._client.registry
+        if job not in registry and job in registry.workflows:
+            wf = registry.workflow(job)
+            try:
+                payload = wf.input_model.model_validate(definition.input).model_dump(mode="json")
+            except pydantic.ValidationError as exc:
+                raise errors.InvalidInput(job, execute.field_errors(exc)) from None
+            return dataclasses.replace(definition, input=payload), None
+        spec = registry.get(job)
         payload, sealed = self._client.validate_input(spec, definition.input)
         return dataclasses.replace(definition, input=payload), sealed
 

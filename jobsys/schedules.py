@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
+import hashlib
 import json
 import random
 import uuid
@@ -100,10 +101,26 @@ class ScheduleRecord:
 
 @dataclasses.dataclass(frozen=True)
 class Fired:
-    """A run a fire made, to publish after the commit."""
+    """What a fire made, to publish after the commit: a run of a job, or a workflow run (a
+    schedule whose target is a workflow of the catalog)."""
 
-    run: dict[str, Any]
-    spec: jobs.JobSpec
+    run: dict[str, Any] | None
+    spec: jobs.JobSpec | None
+    workflow: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        made = self.run if self.run is not None else self.workflow
+        assert made is not None
+        return str(made["id"])
+
+    def insert(self, conn: sa.Connection) -> bool:
+        """``False`` if this fire already made its run (its key is unique)."""
+        if self.run is not None:
+            return _insert_run(conn, self.run)
+        assert self.workflow is not None
+        statement = _conflict_free_insert(conn.dialect.name, "workflow")
+        return bool(conn.execute(statement, self.workflow).rowcount == 1)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -417,8 +434,8 @@ class ScheduleStore:
             made = self._fire_queued(record, registry, now)
             if made:
                 fired.append(made)
-        # A job no process here knows is left for a beat whose catalog has it.
-        due = [r for r in self.due(now, limit) if r.job in registry]
+        # A target no process here knows is left for a beat whose catalog has it.
+        due = [r for r in self.due(now, limit) if _known(registry, r.job)]
         for start in range(0, len(due), FIRE_BATCH):
             chunk = due[start : start + FIRE_BATCH]
             # Reads first, writes in their own transaction: a SQLite transaction that reads
@@ -427,7 +444,7 @@ class ScheduleStore:
             plans = [(r, self._decide(r, r.definition, now, last)) for r in chunk]
             with self.engine.begin() as conn:
                 for record, plan in plans:
-                    made = self._fire(conn, record, plan, registry.get(record.job), now)
+                    made = self._fire(conn, record, plan, registry, now)
                     if made:
                         fired.append(made)
         return fired
@@ -440,28 +457,27 @@ class ScheduleStore:
         if record.state in (ScheduleState.CANCELLED,):
             raise errors.InvalidTransition(schedule_id, record.state.value, "trigger", "schedule")
         now = runs.utcnow()
-        spec = registry.get(record.job)
-        row = _run_row(record, spec, now, "manual", now, key=None)
+        made = _made(record, registry, now, "manual", now, key=None)
         with self.engine.begin() as conn:
-            conn.execute(_INSERT_RUN, row)
+            made.insert(conn)
             conn.execute(
                 S.update()
                 .where(S.c.id == schedule_id)
                 .values(
                     run_count=S.c.run_count + 1,
-                    last_run_id=row["id"],
+                    last_run_id=made.id,
                     last_fire_at=now,
                     updated_at=now,
                 )
             )
-        return Fired(row, spec)
+        return made
 
     def _fire(
         self,
         conn: sa.Connection,
         s: ScheduleRecord,
         plan: tuple[str | None, dt.datetime | None, bool],
-        spec: jobs.JobSpec,
+        registry: jobs.Registry,
         now: dt.datetime,
     ) -> Fired | None:
         """Advance one due schedule and insert its run, in the caller's transaction."""
@@ -479,10 +495,11 @@ class ScheduleStore:
             values["state"] = ScheduleState.COMPLETED.value
         if hold:
             values["queued_fire_at"] = s.nominal_at
-        row = None
+        made = None
         if trigger:
-            row = _run_row(s, spec, s.nominal_at, trigger, now, _fire_key(s.id, s.nominal_at))
-            values.update(run_count=count, last_run_id=row["id"], last_fire_at=s.nominal_at)
+            key = _fire_key(s.id, s.nominal_at)
+            made = _made(s, registry, s.nominal_at, trigger, now, key)
+            values.update(run_count=count, last_run_id=made.id, last_fire_at=s.nominal_at)
         advanced = conn.execute(
             S.update()
             .where(
@@ -494,9 +511,9 @@ class ScheduleStore:
             .values(**values)
         ).rowcount
         # Another beat fired it or it changed (advanced == 0), or nothing is to run.
-        if advanced != 1 or row is None or not _insert_run(conn, row):
+        if advanced != 1 or made is None or not made.insert(conn):
             return None
-        return Fired(row, spec)
+        return made
 
     def _decide(
         self, s: ScheduleRecord, d: Definition, now: dt.datetime, last: dict[str, str]
@@ -522,7 +539,7 @@ class ScheduleStore:
     ) -> Fired | None:
         """Release a held fire (overlap ``queue``) once the previous run has ended."""
         assert s.queued_fire_at is not None
-        if s.job not in registry:
+        if s.job not in registry:  # ("queue" holds job fires only)
             return None
         spec = registry.get(s.job)
         if s.last_run_id and self._run_state(s.last_run_id) in ACTIVE_RUN:
@@ -592,9 +609,6 @@ class ScheduleStore:
         return changed
 
 
-_INSERT_RUN = R.insert()
-
-
 def _fire_key(schedule_id: str, fire_at: dt.datetime) -> str:
     return f"{schedule_id}@{fire_at.astimezone(dt.UTC).isoformat()}"
 
@@ -603,22 +617,56 @@ def _insert_run(conn: sa.Connection, row: dict[str, Any]) -> bool:
     """Insert a fire's run; ``False`` if that fire already has one (its key is unique).
     ``ON CONFLICT DO NOTHING`` rather than a savepoint per run: two round trips fewer a fire
     on PostgreSQL."""
-    return bool(conn.execute(_fire_insert(conn.dialect.name), row).rowcount == 1)
+    return bool(conn.execute(_conflict_free_insert(conn.dialect.name, "run"), row).rowcount == 1)
 
 
 @functools.cache
-def _fire_insert(dialect: str) -> Any:
+def _conflict_free_insert(dialect: str, what: str) -> Any:
+    """An insert of a run (unique ``fire_key``) or a workflow run (unique id) that does
+    nothing when the row exists."""
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        statement: Any = pg_insert(R)
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = sqlite_insert(R)
-    return statement.on_conflict_do_nothing(
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    if what == "workflow":
+        return insert(schema.workflow_runs).on_conflict_do_nothing(index_elements=["id"])
+    return insert(R).on_conflict_do_nothing(
         index_elements=["fire_key"], index_where=R.c.fire_key.is_not(None)
     )
+
+
+def _known(registry: jobs.Registry, target: str) -> bool:
+    return target in registry or target in registry.workflows
+
+
+def _made(
+    s: ScheduleRecord,
+    registry: jobs.Registry,
+    fire_at: dt.datetime,
+    trigger: str,
+    now: dt.datetime,
+    key: str | None,
+) -> Fired:
+    """The run (or workflow run) a fire of ``s`` makes."""
+    if s.job in registry:
+        spec = registry.get(s.job)
+        return Fired(_run_row(s, spec, fire_at, trigger, now, key), spec)
+    wf = registry.workflow(s.job)
+    # The id comes from the fire key: one workflow run per fire, whichever beat makes it.
+    digest = hashlib.sha256((key or uuid.uuid4().hex).encode()).hexdigest()[:24]
+    row = {
+        "id": f"wf_{digest}",
+        "workflow": wf.name,
+        "state": "running",
+        "input": s.input,
+        "skipped": [],
+        "principal": s.principal,
+        "principal_id": s.principal_id,
+        "tenant": s.tenant,
+        "created_at": now,
+        "timeout_at": now + dt.timedelta(seconds=wf.timeout),
+    }
+    return Fired(None, None, row)
 
 
 def _run_row(

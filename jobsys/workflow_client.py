@@ -36,6 +36,11 @@ class WorkflowClient:
         self._advance(wf, record.id)
         return record.id
 
+    def start(self, workflow_id: str) -> workflows.WorkflowRecord:
+        """Start the first steps of a workflow run recorded elsewhere (a schedule's fire)."""
+        record = self._store.get(workflow_id)
+        return self._advance(self._client.registry.workflow(record.workflow), workflow_id)
+
     def _advance(self, wf: workflows.Workflow, workflow_id: str) -> workflows.WorkflowRecord:
         def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
             self._client.publish_row(spec, row, delay or None)

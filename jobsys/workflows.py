@@ -62,6 +62,10 @@ class Step:
     when: str = "succeeded"
     for_each: str | None = None
     delay: float = 0.0
+    retry: jobs.RetryPolicy | None = None
+    """This step's retry policy instead of its job's."""
+    timeout: float | None = None
+    """This step's timeout instead of its job's (enforced by inline workers)."""
 
     def __init__(
         self,
@@ -72,6 +76,8 @@ class Step:
         when: str = "succeeded",
         for_each: str | None = None,
         delay: float = 0.0,
+        retry: jobs.RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> None:
         for field, value in (
             ("name", name),
@@ -81,6 +87,8 @@ class Step:
             ("when", when),
             ("for_each", for_each),
             ("delay", delay),
+            ("retry", retry),
+            ("timeout", timeout),
         ):
             object.__setattr__(self, field, value)
 
@@ -147,6 +155,10 @@ def _problems(wf: Workflow, registry: jobs.Registry) -> list[tuple[str, str, str
             found.append((s.name, "when", f"must be one of {', '.join(WHEN)}"))
         if s.job not in registry:
             found.append((s.name, "job", f"unknown job {s.job!r}"))
+        if s.retry is not None:
+            found.extend((s.name, f, p) for f, p in s.retry.problems())
+        if s.timeout is not None and not 0 < s.timeout <= 86400:
+            found.append((s.name, "timeout", "must be between 0 and 86400 seconds"))
     if found:
         return found
     cycle = _cycle(wf)
@@ -469,9 +481,9 @@ class WorkflowStore:
                     "queue": spec.queue,
                     "priority": spec.priority,
                     "input": payload,
-                    "max_attempts": spec.retry.max_attempts,
-                    "timeout": spec.timeout,
-                    "meta": {"step": s.name, "index": index},
+                    "max_attempts": (s.retry or spec.retry).max_attempts,
+                    "timeout": s.timeout or spec.timeout,
+                    "meta": {"step": s.name, "index": index, **_retry_meta(s)},
                     "tags": sorted(spec.tags),
                     "principal": principal.model_dump(mode="json"),
                     "principal_id": principal.id,
@@ -528,6 +540,21 @@ class WorkflowStore:
         if record.terminal:
             raise errors.InvalidTransition(workflow_id, record.state.value, "cancel", "workflow")
         return self._end(record, self.statuses(wf, record), WorkflowState.CANCELLED, "cancelled")
+
+
+def _retry_meta(s: Step) -> dict[str, Any]:
+    """A step's retry override, as the worker reads it from the run's metadata."""
+    if s.retry is None:
+        return {}
+    r = s.retry
+    backoff = {
+        "initial_backoff": r.initial_backoff,
+        "multiplier": r.multiplier,
+        "max_backoff": r.max_backoff,
+        "jitter": r.jitter,
+        "retry_on_timeout": r.retry_on_timeout,
+    }
+    return {"retry": backoff}
 
 
 def _step_state(name: str, made: list[runs.RunRecord], record: WorkflowRecord) -> str:

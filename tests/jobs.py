@@ -223,3 +223,35 @@ too_slow = workflow(
         Step("next", "tests.effect", {"seconds": 0}, depends_on=["long"]),
     ],
 )
+
+
+@job("tests.fails_first", retry=RetryPolicy(max_attempts=1))
+def fails_first(data: Seconds, ctx: JobContext) -> Done:
+    """Fails on its first attempt; its own policy never retries."""
+    record_effect(ctx)
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return Done(pid=os.getpid())
+
+
+recovering = workflow(
+    "tests.recovering",
+    steps=[
+        Step(
+            "retried",
+            "tests.fails_first",
+            {"seconds": 0},
+            retry=RetryPolicy(max_attempts=3, initial_backoff=0.1, max_backoff=0.2),
+        ),
+        Step("plain", "tests.fails_first", {"seconds": 0}),
+    ],
+    failure="continue",
+)
+
+pair = workflow(
+    "tests.pair",
+    steps=[
+        Step("one", "tests.effect", {"seconds": 0}),
+        Step("two", "tests.effect", {"seconds": 0}, depends_on=["one"]),
+    ],
+)

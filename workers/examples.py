@@ -210,6 +210,7 @@ diamond = workflow(
             "examples.add",
             {"a": "$steps.numbers.output.count", "b": "$input.bonus"},
             depends_on=["numbers"],
+            retry=RetryPolicy(max_attempts=5),
         ),
         Step(
             "total",

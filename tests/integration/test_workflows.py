@@ -10,7 +10,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from jobsys import Registry, RunState, errors, job
+from jobsys import Registry, RunState, cadence, errors, job
 from jobsys.workflows import Step, WorkflowState, check, workflow
 from tests.cluster import Cluster, cluster
 
@@ -46,6 +46,19 @@ def test_fail_fast_cancels_what_is_pending_and_runs_the_failure_branch(fresh: Cl
     assert steps["after_slow"].runs == []  # never started
 
 
+def test_a_per_step_retry_override_recovers_a_failing_step(fresh: Cluster) -> None:
+    fresh.start_worker("w", concurrency=2)
+    wf_id = fresh.client.workflows.submit("tests.recovering")
+    record = fresh.client.workflows.wait(wf_id, timeout=60)
+    steps = fresh.client.workflows.steps(wf_id)
+    (retried,) = steps["retried"].runs
+    (plain,) = steps["plain"].runs
+    assert retried.state is RunState.COMPLETED and retried.attempts == 2
+    assert plain.state is RunState.FAILED and plain.attempts == 1  # the job's own policy
+    assert record.state is WorkflowState.FAILED  # "continue": the other branch still ran
+    assert fresh.executions(retried.id) == 2 and fresh.executions(plain.id) == 1
+
+
 def test_a_workflow_past_its_timeout_is_cancelled_with_its_steps(fresh: Cluster) -> None:
     fresh.start_worker("w", concurrency=1)
     wf_id = fresh.client.workflows.submit("tests.too_slow")
@@ -75,6 +88,24 @@ def test_a_worker_killed_between_steps_stalls_nothing_and_no_step_runs_twice(
         for name in ("first", "second", "third"):
             (run,) = steps[name].runs  # one run per step
             assert c.executions(run.id) == 1, name  # and one execution
+
+
+def test_a_workflow_scheduled_on_an_interval_runs_once_per_tick(fresh: Cluster) -> None:
+    fresh.start_worker("w", concurrency=2)
+    fresh.start_beat()
+    schedule = fresh.client.schedules.create("tests.pair", cadence.every(1, overlap="allow"))
+    time.sleep(4.5)
+    fresh.client.schedules.pause(schedule.id)
+    time.sleep(0.5)
+    ticks = fresh.client.schedules.get(schedule.id).run_count
+    made = [w for w in fresh.client.workflows.list(limit=100) if w.workflow == "tests.pair"]
+    assert ticks >= 4 and len(made) == ticks  # one workflow run per tick
+    for record in made:
+        assert fresh.client.workflows.wait(record.id, timeout=30).state is WorkflowState.COMPLETED
+        steps = fresh.client.workflows.steps(record.id)
+        assert all(len(s.runs) == 1 and fresh.executions(s.runs[0].id) == 1 for s in steps.values())
+    manual = fresh.client.schedules.trigger(schedule.id)
+    assert fresh.client.workflows.wait(manual, timeout=30).state is WorkflowState.COMPLETED
 
 
 class In(pydantic.BaseModel):
