@@ -179,8 +179,10 @@ def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
         try:
             return act(task.app, spec, delivery, outcome)
         finally:
-            if outcome.workflow_id and outcome.kind is not execute.Kind.RETRY:
-                advance_workflow(task.app, runtime, outcome.workflow_id)
+            if outcome.kind in ENDED:
+                if outcome.workflow_id:
+                    advance_workflow(task.app, runtime, outcome.workflow_id)
+                release_dependents(task.app, runtime, delivery.run_id)
 
     app.task(
         body,
@@ -298,6 +300,22 @@ def republish(app: Celery, registry: jobs.Registry, record: runs.RunRecord) -> N
     publish(app, spec, record.id, record.dispatch, priority=record.priority)
 
 
+ENDED = (execute.Kind.COMPLETED, execute.Kind.FAILED, execute.Kind.CANCELLED)
+
+
+def release_dependents(app: Celery, runtime: Runtime, run_id: str) -> None:
+    """Runs blocked on ``run_id`` (which just ended) whose dependencies are all done: publish
+    them, or fail them if one of their dependencies failed."""
+    try:
+        for dependent in runtime.store.dependents(run_id):
+            released = runtime.store.release(dependent)
+            if released is not None:
+                republish(app, runtime.registry, released)
+    except Exception:
+        # The reaper releases blocked runs on every pass: nothing is lost.
+        log.exception("jobsys: releasing the runs that wait for %s failed", run_id)
+
+
 def advance_workflow(app: Celery, runtime: Runtime, workflow_id: str) -> None:
     """Move a workflow run on (its step's run ended); publishing the steps it starts."""
     store = runtime.store.workflows
@@ -349,6 +367,10 @@ class Reaper:
             store_result(self.app, run_id, states.FAILURE, self.app.backend.prepare_exception(exc))
         for workflow_id in store.workflows.running():
             advance_workflow(self.app, self.runtime, workflow_id)
+        for blocked in store.blocked():
+            released = store.release(blocked)
+            if released is not None:
+                self._publish(released)
         for record in store.stale_waiting(now, s.reconcile_seconds):
             # Same token: if the first message still exists, whichever copy comes second is
             # a no-op, so a deep backlog is never reshuffled.

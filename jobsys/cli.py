@@ -358,6 +358,8 @@ def parse_input(text: str) -> Any:
 )
 @click.option("--idempotency-key", default=None)
 @click.option("--tag", "tags", multiple=True)
+@click.option("--depends-on", "depends_on", multiple=True, help="A run id to wait for (repeat).")
+@click.option("--run-anyway", is_flag=True, help="Run even if a run it depends on fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @handle_errors
 def submit(
@@ -367,15 +369,16 @@ def submit(
     timeout: float,
     idempotency_key: str | None,
     tags: tuple[str, ...],
+    depends_on: tuple[str, ...],
+    run_anyway: bool,
     as_json: bool,
 ) -> None:
     """Submit a run of job NAME; prints the run id (or, with --wait, the output)."""
     c = make_client()
-    run_id = c.submit(
-        name,
-        parse_input(input_text),
-        client_mod.SubmitOptions(idempotency_key=idempotency_key, tags=tags),
+    options = client_mod.SubmitOptions(
+        idempotency_key=idempotency_key, tags=tags, depends_on=depends_on, run_anyway=run_anyway
     )
+    run_id = c.submit(name, parse_input(input_text), options)
     if not wait:
         if as_json:
             emit_json(c.status(run_id).to_json())

@@ -46,6 +46,11 @@ class SubmitOptions:
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, Any] | None = None
     countdown: float | None = None
+    depends_on: tuple[str, ...] = ()
+    """Runs to wait for: this run starts once they have all completed, with their outputs in
+    ``ctx.dependencies``; if one fails it ends failed (reason ``dependency``)..."""
+    run_anyway: bool = False
+    """...unless this is set: then it runs once they have all ended, whatever their state."""
     """Seconds to wait before the run may start (at most ``MAX_COUNTDOWN_SECONDS``)."""
     priority: int | None = None
     parent_id: str | None = None
@@ -154,12 +159,33 @@ class Client:
         self.allow("execute", spec, payload, who=principal)
         row = self._row(spec, payload, sealed, options, principal or self.principal)
         app = self.app  # a configuration error must surface before anything is recorded
+        if options.depends_on:
+            return self._submit_blocked(spec, row, options)
         if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
             assert options.idempotency_key is not None
             existing = self.store.find_key(row["tenant"], options.idempotency_key)
             assert existing is not None
             return existing.id
         self._publish(app, spec, row, options.countdown)
+        return str(row["id"])
+
+    def _submit_blocked(
+        self, spec: jobs.JobSpec, row: dict[str, Any], options: SubmitOptions
+    ) -> str:
+        for dependency in options.depends_on:
+            self.status(dependency)  # exists, in this tenant, readable
+        row = {
+            **row,
+            "state": runs.RunState.BLOCKED.value,
+            "published_at": None,
+            "meta": {**row["meta"], "depends_on": list(options.depends_on)}
+            | ({"run_anyway": True} if options.run_anyway else {}),
+        }
+        self.store.add_dependencies(row["id"], options.depends_on)
+        self.store.insert([row])
+        released = self.store.release(row["id"])  # its dependencies may be done already
+        if released is not None:
+            self._publish(self.app, spec, row, options.countdown)
         return str(row["id"])
 
     def submit_many(
@@ -413,6 +439,10 @@ class Client:
         self.audit.record(self.principal, "cancel", run_id, "allowed", f"job {record.job}")
         if record.state is runs.RunState.CANCELLED:
             broker.store_result(self.app, run_id, "REVOKED", None)
+            for dependent in self.store.dependents(run_id):  # they fail, or run anyway
+                released = self.store.release(dependent)
+                if released is not None:
+                    broker.republish(self.app, self.registry, released)
         return record
 
     def retry(self, run_id: str) -> str:

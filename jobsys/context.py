@@ -45,6 +45,8 @@ class JobContext:
     """The fire (the cadence's time, UTC) this run belongs to."""
     trigger: str | None = None
     """``scheduled``, ``manual`` or ``catch-up``."""
+    dependencies: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The outputs of the runs this one depended on, by run id."""
     _schedules: ScheduleControl | None = dataclasses.field(default=None, repr=False)
     _tracker: Tracker | None = dataclasses.field(default=None, repr=False)
     _redact: sealing.Redactor = dataclasses.field(default=sealing.NOTHING, repr=False)

@@ -137,7 +137,10 @@ def _claimed(
         claim.schedule_id,
         claim.fire_at,
         claim.trigger,
-        store.schedules if claim.schedule_id else None,
+        dependencies=(
+            store.outputs(claim.meta["depends_on"]) if claim.meta.get("depends_on") else {}
+        ),
+        _schedules=store.schedules if claim.schedule_id else None,
         _redact=redact,
     )
     try:

@@ -142,6 +142,13 @@ class HotPath:
             "max_attempts": int(max_attempts),
         }
 
+    def dependents(self, run_id: str) -> list[str]:
+        sql = "SELECT run_id FROM jobsys_run_deps WHERE depends_on = :rid"
+        if self.dialect == "postgresql":
+            sql = _pyformat(sql)
+        rows, _ = self._execute(sql, {"rid": run_id}, fetch=True, fetch_all=True)
+        return [str(r[0]) for r in rows]
+
     def complete(self, run_id: str, attempt: int, output: Any, now: dt.datetime) -> bool:
         params = {
             "rid": run_id,
@@ -160,7 +167,9 @@ class HotPath:
             return value
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
-    def _execute(self, sql: str, params: Any, fetch: bool, many: bool = False) -> tuple[Any, int]:
+    def _execute(
+        self, sql: str, params: Any, fetch: bool, many: bool = False, fetch_all: bool = False
+    ) -> tuple[Any, int]:
         """Run one statement and commit, on this thread's own connection. A connection the
         server dropped (a restart, an idle timeout) is replaced once and the statement run
         again: a statement that failed that way changed nothing, and if its commit was lost
@@ -174,7 +183,7 @@ class HotPath:
                         cursor.executemany(sql, params)
                     else:
                         cursor.execute(sql, params)
-                    row = cursor.fetchone() if fetch else None
+                    row = (cursor.fetchall() if fetch_all else cursor.fetchone()) if fetch else None
                     count = cursor.rowcount
                 finally:
                     cursor.close()

@@ -41,6 +41,8 @@ class RunState(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+    """Waits for the runs it depends on; then pending, or failed (reason ``dependency``)."""
 
 
 TERMINAL = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED})
@@ -57,6 +59,7 @@ ALLOWED: dict[RunState, frozenset[RunState]] = {
             RunState.PENDING,
         }
     ),
+    RunState.BLOCKED: frozenset({RunState.PENDING, RunState.CANCELLED, RunState.FAILED}),
     RunState.COMPLETED: frozenset(),
     RunState.FAILED: frozenset(),
     RunState.CANCELLED: frozenset(),
@@ -465,6 +468,64 @@ class RunStore:
             return None
         return Claim(run_id, **claimed)
 
+    # --- dependencies between runs ----------------------------------------------------------
+
+    def add_dependencies(self, run_id: str, depends_on: Sequence[str]) -> None:
+        """Record what a (blocked) run waits for; written before the run itself."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                schema.run_deps.insert(), [{"run_id": run_id, "depends_on": d} for d in depends_on]
+            )
+
+    def dependents(self, run_id: str) -> list[str]:
+        """The runs that wait for ``run_id`` (one indexed read when a run ends)."""
+        return self._hot.dependents(run_id)
+
+    def release(self, run_id: str, now: dt.datetime | None = None) -> RunRecord | None:
+        """A blocked run whose dependencies have all ended: pending (returned, to publish) if
+        they completed or it runs anyway; failed with reason ``dependency`` otherwise."""
+        D = schema.run_deps
+        with self.engine.connect() as conn:
+            state = conn.execute(sa.select(T.c.state).where(T.c.id == run_id)).scalar()
+            if state != RunState.BLOCKED.value:
+                return None
+            deps = conn.execute(
+                sa.select(T.c.id, T.c.state)
+                .join(D, D.c.depends_on == T.c.id)
+                .where(D.c.run_id == run_id)
+            ).all()
+        if any(RunState(s) not in TERMINAL for _, s in deps):
+            return None
+        record = self.get(run_id)
+        failed = [i for i, s in deps if s != RunState.COMPLETED.value]
+        if failed and not record.meta.get("run_anyway"):
+            error = {
+                "type": "DependencyFailed",
+                "message": f"run {failed[0]} it depends on did not complete",
+                "reason": "dependency",
+                "traceback": None,
+            }
+            self._finish(run_id, None, RunState.FAILED, {"error": error}, now=now)
+            return None
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.state == RunState.BLOCKED.value)
+                .values(state=RunState.PENDING.value, published_at=now or utcnow())
+            ).rowcount
+        return self.get(run_id) if moved == 1 else None
+
+    def blocked(self, limit: int = 200) -> list[str]:
+        """Blocked runs, for the reaper to release those whose dependencies have ended."""
+        query = sa.select(T.c.id).where(T.c.state == RunState.BLOCKED.value).limit(limit)
+        with self.engine.connect() as conn:
+            return [str(r.id) for r in conn.execute(query)]
+
+    def outputs(self, run_ids: Sequence[str]) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(T.c.id, T.c.output).where(T.c.id.in_(run_ids)))
+            return {str(i): output for i, output in rows}
+
     def set_deadline(self, run_id: str, attempt: int, deadline: dt.datetime) -> None:
         """The hard deadline of a run whose timeout is not its job's (a workflow step's)."""
         with self.engine.begin() as conn:
@@ -601,7 +662,10 @@ class RunStore:
         with self.engine.begin() as conn:
             done = conn.execute(
                 T.update()
-                .where(T.c.id == run_id, T.c.state.in_([s.value for s in WAITING]))
+                .where(
+                    T.c.id == run_id,
+                    T.c.state.in_([s.value for s in (*WAITING, RunState.BLOCKED)]),
+                )
                 .values(
                     state=RunState.CANCELLED.value,
                     cancel_requested=True,

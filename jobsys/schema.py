@@ -212,6 +212,14 @@ workflow_runs = sa.Table(
     sa.Index("ix_jobsys_workflow_runs_tenant", "tenant", "created_at"),
 )
 
+run_deps = sa.Table(
+    "jobsys_run_deps",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("depends_on", sa.String(32), primary_key=True),
+    sa.Index("ix_jobsys_run_deps_depends_on", "depends_on"),
+)
+
 run_logs = sa.Table(
     "jobsys_run_logs",
     metadata,
@@ -289,7 +297,12 @@ def _v6(conn: sa.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(conn: sa.Connection) -> None:
+    """Version 7: dependencies between single runs."""
+    run_deps.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)

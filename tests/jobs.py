@@ -255,3 +255,14 @@ pair = workflow(
         Step("two", "tests.effect", {"seconds": 0}, depends_on=["one"]),
     ],
 )
+
+
+class Seen(pydantic.BaseModel):
+    outputs: dict[str, object]
+
+
+@job("tests.sees_dependencies", timeout=30)
+def sees_dependencies(data: Seconds, ctx: JobContext) -> Seen:
+    """Returns the outputs of the runs it depended on."""
+    record_effect(ctx)
+    return Seen(outputs=ctx.dependencies)
