@@ -172,7 +172,8 @@ def t_job(data: In, ctx: context.JobContext) -> Out:
 def _deliver(
     store: runs.RunStore, x: int, dispatch: int = 1, run_id: str | None = None
 ) -> tuple[str, execute.Outcome]:
-    run_id = run_id or make_run(store, input={"x": x}).id
+    # As a client submits it: the run carries its job's limits.
+    run_id = run_id or make_run(store, input={"x": x}, max_attempts=2, timeout=60.0).id
     tracker = context.Tracker(store, lease=5, heartbeat=1, cancel_grace=1)
     delivery = execute.Delivery(run_id, dispatch)
     try:
@@ -240,7 +241,15 @@ def test_hot_path_writes_read_back_like_the_rest_of_the_store(store: runs.RunSto
     exactly as SQLAlchemy's own writes do."""
     r = make_run(store, meta={"k": [1, "two"]})
     claim = store.claim(r.id, dispatch=1, lease=5, timeout=10, now=NOW)
-    assert claim == runs.Claim(r.id, 1, {"k": [1, "two"]}, input={"x": 1}, principal={"id": "p"})
+    assert claim == runs.Claim(
+        r.id,
+        1,
+        {"k": [1, "two"]},
+        input={"x": 1},
+        principal={"id": "p"},
+        timeout=10.0,
+        max_attempts=3,
+    )
     running = store.get(r.id)
     assert running.started_at == NOW
     assert running.lease_expires_at == NOW + dt.timedelta(seconds=5)
