@@ -91,7 +91,7 @@ class StoreScheduler(beat.Scheduler):
             )
 
         record = self.store.workflows.get(workflow_id)
-        wf = self.registry.workflow(record.workflow)
+        wf = record.workflow_def
         self.store.workflows.advance(wf, workflow_id, self.registry, send)
 
     # Celery's local schedule (a shelve file) is not used: the store is the schedule.

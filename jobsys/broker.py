@@ -182,7 +182,8 @@ def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
             if outcome.kind in ENDED:
                 if outcome.workflow_id:
                     advance_workflow(task.app, runtime, outcome.workflow_id)
-                release_dependents(task.app, runtime, delivery.run_id)
+                if outcome.has_dependents:
+                    release_dependents(task.app, runtime, delivery.run_id)
 
     app.task(
         body,
@@ -321,9 +322,9 @@ def advance_workflow(app: Celery, runtime: Runtime, workflow_id: str) -> None:
     store = runtime.store.workflows
     try:
         record = store.get(workflow_id)
-        if record.workflow not in runtime.registry.workflows:
-            return  # a process that loads the workflow's catalog moves it on
-        wf = runtime.registry.workflow(record.workflow)
+        wf = record.workflow_def  # as it was when the run started
+        if any(s.job not in runtime.registry for s in wf.steps):
+            return  # a process that loads the jobs of its steps moves it on
 
         def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
             publish(app, spec, row["id"], 1, countdown=delay or None, priority=row["priority"])

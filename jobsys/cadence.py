@@ -21,8 +21,6 @@ import threading
 import zoneinfo
 from typing import Any
 
-from croniter import croniter
-
 from jobsys import errors
 
 UTC = dt.UTC
@@ -130,6 +128,8 @@ def check(c: Cadence) -> None:
     if c.kind is Kind.CRON:
         if not c.cron:
             raise CadenceError("cron", "a 'cron' schedule needs an expression, e.g. '0 8 * * 1'")
+        from croniter import croniter
+
         expr = ALIASES.get(c.cron.strip(), c.cron)
         if len(expr.split()) != 5 or not croniter.is_valid(expr):
             raise CadenceError("cron", f"{c.cron!r} is not five cron fields or an @alias")
@@ -203,9 +203,11 @@ def next_cron(c: Cadence, after: dt.datetime) -> dt.datetime:
 _ITERATORS = threading.local()
 
 
-def _iterator(expr: str, start: dt.datetime) -> croniter:
+def _iterator(expr: str, start: dt.datetime) -> Any:
     """A croniter for ``expr`` set to ``start``; parsed once per expression and thread."""
-    cache: dict[str, croniter] = _ITERATORS.__dict__.setdefault("cache", {})
+    from croniter import croniter  # only where schedules are computed (beat, clients)
+
+    cache: dict[str, Any] = _ITERATORS.__dict__.setdefault("cache", {})
     it = cache.get(expr)
     if it is None:
         if len(cache) > 1024:

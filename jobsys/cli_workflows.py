@@ -99,7 +99,7 @@ def show(c: client_mod.Client, workflow_id: str, as_json: bool) -> None:
             }
         )
         return
-    wf = c.registry.workflow(record.workflow)
+    wf = record.workflow_def
     out.print(f"{record.workflow} {record.id}: {record.state.value}")
     if record.error:
         out.print(f"  {record.error.get('message')}")

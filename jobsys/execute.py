@@ -51,6 +51,8 @@ class Outcome:
     """For ``RETRY``: the token of the message to publish."""
     workflow_id: str | None = None
     """The workflow run this run is a step of: it moves on once the step's run has ended."""
+    has_dependents: bool = False
+    """Other runs wait for this one: its end releases them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +85,9 @@ def run(
         return Outcome(Kind.STALE)
     spec = _own_limits(spec, claim, store)
     outcome = _claimed(claim, spec, store, tracker, limits, policy, sealer)
-    return dataclasses.replace(outcome, workflow_id=claim.workflow_id)
+    return dataclasses.replace(
+        outcome, workflow_id=claim.workflow_id, has_dependents=claim.has_dependents
+    )
 
 
 def _own_limits(spec: jobs.JobSpec, claim: runs.Claim, store: runs.RunStore) -> jobs.JobSpec:

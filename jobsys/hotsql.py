@@ -34,7 +34,7 @@ _CLAIM = (
     f"WHERE id = :rid AND dispatch = :dispatch AND state IN {_WAITING} "
     "AND cancel_requested = false "
     "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
-    "workflow_id, timeout, max_attempts"
+    "workflow_id, timeout, max_attempts, has_dependents"
 )
 _COMPLETE = (
     "UPDATE jobsys_runs SET state = 'completed', output = :output, finished_at = :now, "
@@ -125,7 +125,7 @@ class HotPath:
         (attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, workflow) = row[
             :9
         ]
-        timeout, max_attempts = row[9:]
+        timeout, max_attempts, has_dependents = row[9:]
         if isinstance(fire_at, str):  # SQLite: naive UTC text
             fire_at = dt.datetime.fromisoformat(fire_at).replace(tzinfo=dt.UTC)
         return {
@@ -140,6 +140,7 @@ class HotPath:
             "workflow_id": workflow,
             "timeout": float(timeout),
             "max_attempts": int(max_attempts),
+            "has_dependents": bool(has_dependents),
         }
 
     def dependents(self, run_id: str) -> list[str]:

@@ -151,6 +151,7 @@ class RunRecord:
     trigger: str | None = None
     """``scheduled``, ``manual`` (trigger now) or ``catch-up`` (after downtime)."""
     fire_key: str | None = None
+    has_dependents: bool | None = None
     sealed: str | None = None
     """The secret input values, encrypted; never shown (``input`` holds ``**********``)."""
 
@@ -189,6 +190,8 @@ class Claim:
     timeout: float | None = None
     max_attempts: int | None = None
     """The run's own limits (a workflow step may override its job's)."""
+    has_dependents: bool = False
+    """Runs wait for this one: its end must release them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -471,11 +474,13 @@ class RunStore:
     # --- dependencies between runs ----------------------------------------------------------
 
     def add_dependencies(self, run_id: str, depends_on: Sequence[str]) -> None:
-        """Record what a (blocked) run waits for; written before the run itself."""
+        """Record what a (blocked) run waits for; written before the run itself. The runs it
+        waits for are marked, so that only their ends look for runs to release."""
         with self.engine.begin() as conn:
             conn.execute(
                 schema.run_deps.insert(), [{"run_id": run_id, "depends_on": d} for d in depends_on]
             )
+            conn.execute(T.update().where(T.c.id.in_(depends_on)).values(has_dependents=True))
 
     def dependents(self, run_id: str) -> list[str]:
         """The runs that wait for ``run_id`` (one indexed read when a run ends)."""

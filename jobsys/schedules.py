@@ -657,6 +657,7 @@ def _made(
     row = {
         "id": f"wf_{digest}",
         "workflow": wf.name,
+        "definition": wf.to_data(),
         "state": "running",
         "input": s.input,
         "skipped": [],

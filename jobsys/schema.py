@@ -105,6 +105,8 @@ runs = sa.Table(
     sa.Column("fire_key", sa.String(128)),
     # Added by version 5: the secret input values, encrypted (sealing.py).
     sa.Column("sealed", sa.Text),
+    # Added by version 7: other runs wait for this one (its end releases them).
+    sa.Column("has_dependents", sa.Boolean),
     sa.Index("ix_jobsys_runs_state_job", "state", "job"),
     sa.Index("ix_jobsys_runs_state_created", "state", "created_at"),
     sa.Index("ix_jobsys_runs_job_created", "job", "created_at"),
@@ -197,6 +199,7 @@ workflow_runs = sa.Table(
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("definition", JSON, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("input", JSON, nullable=False),
     sa.Column("output", JSON),
@@ -300,6 +303,9 @@ def _v6(conn: sa.Connection) -> None:
 def _v7(conn: sa.Connection) -> None:
     """Version 7: dependencies between single runs."""
     run_deps.create(conn, checkfirst=True)
+    if "has_dependents" not in {c["name"] for c in sa.inspect(conn).get_columns("jobsys_runs")}:
+        kind = runs.c["has_dependents"].type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE jobsys_runs ADD COLUMN has_dependents {kind}"))
 
 
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]

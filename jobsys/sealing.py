@@ -15,6 +15,7 @@ of a cluster must use the same key.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from cryptography.fernet import Fernet, InvalidToken
 
 from jobsys import errors
 
@@ -79,39 +79,54 @@ def _put(data: dict[str, Any], path: Path_, value: Any) -> None:
 
 
 class Sealer:
-    """Encrypts and decrypts the secrets of runs with the installation's key."""
+    """Encrypts and decrypts the secrets of runs with the installation's key. The key (and
+    the cryptography package) is loaded on first use: most runs have no secret."""
 
-    def __init__(self, key: str | bytes) -> None:
-        try:
-            self._fernet = Fernet(key)
-        except (ValueError, TypeError):
-            raise errors.ConfigError(
-                "JOBSYS_SECRET_KEY is not a valid key; make one with `jobsys secret-key`"
-            ) from None
+    def __init__(self, key: str | bytes | None = None, home: Path | None = None) -> None:
+        self._key, self._home = key, home
+        self._fernet: Any = None
 
     @classmethod
     def for_home(cls, key: str | None, home: Path) -> Sealer:
         """The configured key, or the one kept in ``home`` (created on first use)."""
-        if key:
-            return cls(key)
-        path = home / "secret.key"
+        return cls(key or None, home)
+
+    def _cipher(self) -> Any:
+        if self._fernet is None:
+            from cryptography.fernet import Fernet
+
+            key = self._key or self._home_key(Fernet)
+            try:
+                self._fernet = Fernet(key)
+            except (ValueError, TypeError):
+                raise errors.ConfigError(
+                    "JOBSYS_SECRET_KEY is not a valid key; make one with `jobsys secret-key`"
+                ) from None
+        return self._fernet
+
+    def _home_key(self, fernet: Any) -> bytes:
+        assert self._home is not None, "a Sealer needs a key or a home folder"
+        path = self._home / "secret.key"
         if not path.exists():
-            home.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(Fernet.generate_key())
-        return cls(path.read_bytes().strip())
+            self._home.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(fernet.generate_key())
+        return path.read_bytes().strip()
 
     def seal(self, hidden: dict[str, Any]) -> str | None:
         if not hidden:
             return None
-        return self._fernet.encrypt(json.dumps(hidden).encode()).decode()
+        return str(self._cipher().encrypt(json.dumps(hidden).encode()).decode())
 
     def open(self, sealed: str | None) -> dict[str, Any]:
         if not sealed:
             return {}
+        from cryptography.fernet import InvalidToken
+
         try:
-            return dict(json.loads(self._fernet.decrypt(sealed.encode())))
+            return dict(json.loads(self._cipher().decrypt(sealed.encode())))
         except InvalidToken:
             raise errors.ConfigError(
                 "this run's secrets were sealed with another key: give every process the "

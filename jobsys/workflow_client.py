@@ -22,10 +22,16 @@ class WorkflowClient:
     def _tenant(self) -> str:
         return self._client.principal.tenant
 
-    def submit(self, name: str, input: dict[str, Any] | None = None) -> str:
-        """Start a run of workflow ``name``; its id. Every step's job must be one this
-        principal may ``execute``."""
-        wf = self._client.registry.workflow(name)
+    def submit(self, name: str | dict[str, Any], input: dict[str, Any] | None = None) -> str:
+        """Start a run of workflow ``name`` (of the catalog), or of a workflow given as data
+        (``Workflow.to_data``'s shape, checked here); its id. Every step's job must be one
+        this principal may ``execute``."""
+        if isinstance(name, dict):
+            wf = workflows.from_data(name)
+            workflows.check(wf, self._client.registry)
+            name = wf.name
+        else:
+            wf = self._client.registry.workflow(name)
         try:
             payload = wf.input_model.model_validate(input or {}).model_dump(mode="json")
         except pydantic.ValidationError as exc:
@@ -39,7 +45,7 @@ class WorkflowClient:
     def start(self, workflow_id: str) -> workflows.WorkflowRecord:
         """Start the first steps of a workflow run recorded elsewhere (a schedule's fire)."""
         record = self._store.get(workflow_id)
-        return self._advance(self._client.registry.workflow(record.workflow), workflow_id)
+        return self._advance(record.workflow_def, workflow_id)
 
     def _advance(self, wf: workflows.Workflow, workflow_id: str) -> workflows.WorkflowRecord:
         def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
@@ -52,7 +58,7 @@ class WorkflowClient:
 
     def steps(self, workflow_id: str) -> dict[str, workflows.StepStatus]:
         record = self.get(workflow_id)
-        return self._store.statuses(self._client.registry.workflow(record.workflow), record)
+        return self._store.statuses(record.workflow_def, record)
 
     def list(self, limit: int = 50) -> list[workflows.WorkflowRecord]:
         return self._store.select(self._tenant, limit)
@@ -60,7 +66,7 @@ class WorkflowClient:
     def cancel(self, workflow_id: str) -> workflows.WorkflowRecord:
         """Cancel the run and its running and pending steps."""
         record = self.get(workflow_id)
-        wf = self._client.registry.workflow(record.workflow)
+        wf = record.workflow_def
         for step in wf.steps:
             self._client.allow("update", step.job, target=workflow_id)
         return self._store.cancel(wf, workflow_id, self._tenant)

@@ -104,6 +104,16 @@ class Workflow:
     branches go on, and the workflow fails at the end."""
     description: str = ""
 
+    def to_data(self) -> dict[str, Any]:
+        """The workflow as JSON (kept with each of its runs, which advance by it)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "timeout": self.timeout,
+            "failure": self.failure,
+            "steps": [_step_data(s) for s in self.steps],
+        }
+
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
 
@@ -129,6 +139,72 @@ def workflow(
 ) -> Workflow:
     """Declare a workflow; checked against the jobs when the catalog is loaded."""
     return Workflow(name, tuple(steps), input, timeout, failure, description)
+
+
+class AnyInput(pydantic.BaseModel):
+    """The input of a workflow declared as data: any JSON object."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+def from_data(data: dict[str, Any]) -> Workflow:
+    """A workflow declared as data at runtime (the shape ``Workflow.to_data`` gives); check it
+    with ``check`` before use."""
+    try:
+        steps = [
+            Step(
+                name=str(s["name"]),
+                job=str(s["job"]),
+                input=dict(s.get("input") or {}),
+                depends_on=tuple(s.get("depends_on") or ()),
+                when=str(s.get("when", "succeeded")),
+                for_each=s.get("for_each"),
+                delay=float(s.get("delay", 0.0)),
+                retry=jobs.RetryPolicy(**s["retry"]) if s.get("retry") else None,
+                timeout=float(s["timeout"]) if s.get("timeout") else None,
+            )
+            for s in data["steps"]
+        ]
+        return Workflow(
+            name=str(data["name"]),
+            steps=tuple(steps),
+            input_model=AnyInput,
+            timeout=float(data.get("timeout", 600.0)),
+            failure=str(data.get("failure", "fail_fast")),
+            description=str(data.get("description", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.WorkflowDeclarationError(
+            str(data.get("name", "?")) if isinstance(data, dict) else "?",
+            "-",
+            "definition",
+            f"not a workflow definition ({exc!r}); see Workflow.to_data",
+        ) from None
+
+
+def _step_data(s: Step) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": s.name, "job": s.job, "input": s.input}
+    if s.depends_on:
+        out["depends_on"] = list(s.depends_on)
+    if s.when != "succeeded":
+        out["when"] = s.when
+    if s.for_each:
+        out["for_each"] = s.for_each
+    if s.delay:
+        out["delay"] = s.delay
+    if s.timeout:
+        out["timeout"] = s.timeout
+    if s.retry is not None:
+        r = s.retry
+        out["retry"] = {
+            "max_attempts": r.max_attempts,
+            "initial_backoff": r.initial_backoff,
+            "multiplier": r.multiplier,
+            "max_backoff": r.max_backoff,
+            "jitter": r.jitter,
+            "retry_on_timeout": r.retry_on_timeout,
+        }
+    return out
 
 
 # --- checking a declaration ---------------------------------------------------------------
@@ -270,6 +346,8 @@ def _field_type(model: type[pydantic.BaseModel], path: list[str], what: str) -> 
         if not (isinstance(current, type) and issubclass(current, pydantic.BaseModel)):
             return NOT_KNOWN
         if part not in current.model_fields:
+            if current.model_config.get("extra") == "allow":
+                return NOT_KNOWN  # an open input (a workflow declared as data)
             return f"{what} has no field {part!r}"
         current = current.model_fields[part].annotation
     return current
@@ -298,6 +376,8 @@ def _name(kind: Any) -> str:
 class WorkflowRecord:
     id: str
     workflow: str
+    definition: dict[str, Any]
+    """The workflow as it was when this run started; the run advances by it."""
     state: WorkflowState
     input: dict[str, Any]
     output: Any
@@ -313,6 +393,10 @@ class WorkflowRecord:
     @property
     def terminal(self) -> bool:
         return self.state is not WorkflowState.RUNNING
+
+    @property
+    def workflow_def(self) -> Workflow:
+        return from_data(self.definition)
 
     def to_json(self) -> dict[str, Any]:
         return runs.as_json(self)
@@ -347,6 +431,7 @@ class WorkflowStore:
                 W.insert().values(
                     id=workflow_id,
                     workflow=wf.name,
+                    definition=wf.to_data(),
                     state=WorkflowState.RUNNING.value,
                     input=input,
                     skipped=[],

@@ -108,6 +108,52 @@ def test_a_workflow_scheduled_on_an_interval_runs_once_per_tick(fresh: Cluster) 
     assert fresh.client.workflows.wait(manual, timeout=30).state is WorkflowState.COMPLETED
 
 
+def test_a_workflow_given_as_data_runs_and_cancelling_one_stops_its_steps(
+    fresh: Cluster,
+) -> None:
+    fresh.start_worker("w", concurrency=2)
+    adhoc = {
+        "name": "adhoc.sum",
+        "steps": [
+            {"name": "a", "job": "examples.add", "input": {"a": "$input.x", "b": 1}},
+            {
+                "name": "b",
+                "job": "examples.add",
+                "input": {"a": "$steps.a.output", "b": 10},
+                "depends_on": ["a"],
+            },
+        ],
+    }
+    wf_id = fresh.client.workflows.submit(adhoc, {"x": 5})
+    record = fresh.client.workflows.wait(wf_id, timeout=30)
+    assert record.state is WorkflowState.COMPLETED and record.output["b"] == 16
+    with pytest.raises(errors.WorkflowDeclarationError):
+        fresh.client.workflows.submit({"name": "bad", "steps": [{"name": "a", "job": "no.such"}]})
+    slow = {
+        "name": "adhoc.slow",
+        "steps": [
+            {"name": "long", "job": "tests.effect", "input": {"seconds": 20}},
+            {
+                "name": "next",
+                "job": "tests.effect",
+                "input": {"seconds": 0},
+                "depends_on": ["long"],
+            },
+        ],
+    }
+    slow_id = fresh.client.workflows.submit(slow)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        runs_ = fresh.client.workflows.steps(slow_id)["long"].runs
+        if runs_ and runs_[0].state is RunState.RUNNING:
+            break
+        time.sleep(0.1)
+    assert fresh.client.workflows.cancel(slow_id).state is WorkflowState.CANCELLED
+    (long_run,) = fresh.client.workflows.steps(slow_id)["long"].runs
+    assert fresh.wait_all([long_run.id], timeout=30)[0].state is RunState.CANCELLED
+    assert fresh.client.workflows.steps(slow_id)["next"].runs == []
+
+
 class In(pydantic.BaseModel):
     n: int
     label: str = ""
