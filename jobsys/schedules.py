@@ -120,7 +120,7 @@ class Fired:
             return _insert_run(conn, self.run)
         assert self.workflow is not None
         statement = _conflict_free_insert(conn.dialect.name, "workflow")
-        return bool(conn.execute(statement, self.workflow).rowcount == 1)
+        return conn.execute(statement, self.workflow).first() is not None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -617,21 +617,26 @@ def _insert_run(conn: sa.Connection, row: dict[str, Any]) -> bool:
     """Insert a fire's run; ``False`` if that fire already has one (its key is unique).
     ``ON CONFLICT DO NOTHING`` rather than a savepoint per run: two round trips fewer a fire
     on PostgreSQL."""
-    return bool(conn.execute(_conflict_free_insert(conn.dialect.name, "run"), row).rowcount == 1)
+    inserted = conn.execute(_conflict_free_insert(conn.dialect.name, "run"), row).first()
+    return inserted is not None
 
 
 @functools.cache
 def _conflict_free_insert(dialect: str, what: str) -> Any:
     """An insert of a run (unique ``fire_key``) or a workflow run (unique id) that does
-    nothing when the row exists."""
+    nothing when the row exists; it returns the id it inserted (psycopg reports no row count
+    for ``ON CONFLICT``, so the returned row is the answer)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     if what == "workflow":
-        return insert(schema.workflow_runs).on_conflict_do_nothing(index_elements=["id"])
-    return insert(R).on_conflict_do_nothing(
-        index_elements=["fire_key"], index_where=R.c.fire_key.is_not(None)
+        table = schema.workflow_runs
+        return insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+    return (
+        insert(R)
+        .on_conflict_do_nothing(index_elements=["fire_key"], index_where=R.c.fire_key.is_not(None))
+        .returning(R.c.id)
     )
 
 
