@@ -40,7 +40,13 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 def test_runtime_changes_take_effect_without_a_restart(fresh: Cluster) -> None:
     fresh.start_worker("w", concurrency=2)
     fresh.start_beat()
-    declared = fresh.client.schedules.get("code:tests.declared")  # seeded when beat started
+    # Beat seeds the declared schedules as it starts (just after it logs "Starting").
+    wait_until(
+        lambda: any(s.id == "code:tests.declared" for s in fresh.client.schedules.list()),
+        10,
+        "the declared schedule to be seeded",
+    )
+    declared = fresh.client.schedules.get("code:tests.declared")
     assert declared.source == "code" and declared.state is ScheduleState.ACTIVE
     s = fresh.client.schedules.create("tests.effect", cadence.every(1, input={"seconds": 0}))
     wait_until(lambda: len(scheduled_runs(fresh, s.id)) >= 3, 20, "three fires")
