@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery, beat
 
-from jobsys import broker, config, jobs, runs, schedules
+from jobsys import broker, config, definitions, jobs, runs, schedules
 
 log = logging.getLogger("jobsys.beat")
 
@@ -35,6 +35,7 @@ class StoreScheduler(beat.Scheduler):
     ) -> None:
         self.settings, self.registry = settings, registry
         self.store = runs.RunStore.open(settings.database_url)
+        registry.attach(definitions.source(settings, self.store.engine))
         self.schedules: schedules.ScheduleStore = self.store.schedules
         self.fired = 0
         self.ticks = 0

@@ -22,7 +22,7 @@ from celery import Celery, signals, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from kombu import Queue
 
-from jobsys import config, context, execute, jobs, permissions, runs, sealing
+from jobsys import config, context, definitions, errors, execute, jobs, permissions, runs, sealing
 
 log = logging.getLogger("jobsys.broker")
 
@@ -51,6 +51,7 @@ class Runtime:
             self._store = runs.RunStore.open(self.settings.database_url)
             if self.node:
                 self._store.worker_name = self.node
+            self.registry.attach(definitions.source(self.settings, self._store.engine))
         return self._store
 
     @property
@@ -153,37 +154,85 @@ def make_celery(
     """
     app = Celery("jobsys", set_as_current=False)
     app.conf.update(celery_config(settings))
+    app.conf.jobsys_hard_grace = settings.hard_timeout_grace_seconds
     runtime = runtime or Runtime(settings, registry)
     # Declare every job's queue, so a worker started without -Q consumes all of them.
     app.conf.task_queues = [Queue(q, routing_key=q) for q in sorted({s.queue for s in registry})]
     for spec in registry:
         _register(app, spec, runtime)
+    _register_dynamic(app, runtime)
     return app
+
+
+def deliver(task: Any, spec: jobs.JobSpec, runtime: Runtime, run_id: str, dispatch: int) -> Any:
+    """Execute one message of a run and act on the outcome.
+
+    Messages carry the run id and its message token only: the input and the principal are
+    read from the run record when the run is claimed (a message forged into Redis cannot
+    change them, and secrets never travel through the broker).
+    """
+    delivery = execute.Delivery(run_id, dispatch)
+    outcome = execute.run(
+        delivery,
+        spec,
+        runtime.store,
+        runtime.tracker,
+        runtime.limits,
+        runtime.policy,
+        runtime.sealer,
+    )
+    try:
+        return act(task.app, spec, delivery, outcome)
+    finally:
+        if outcome.kind in ENDED:
+            if outcome.workflow_id:
+                advance_workflow(task.app, runtime, outcome.workflow_id)
+            if outcome.has_dependents:
+                release_dependents(task.app, runtime, delivery.run_id)
+
+
+def _register_dynamic(app: Celery, runtime: Runtime) -> None:
+    """The task of the jobs registered at runtime: the job comes from the run record, its
+    definition from the store (read again whenever it changed)."""
+
+    def body(task: Any, run_id: str, dispatch: int, **_older: Any) -> Any:
+        try:
+            job = runtime.store.get(run_id).job
+        except errors.RunNotFound:
+            log.warning("jobsys: message for unknown run %s ignored", run_id)
+            raise Ignore() from None
+        try:
+            spec = runtime.registry.get(job)
+        except errors.UnknownJob:
+            error = {
+                "type": "UnknownJob",
+                "message": f"job {job} is no longer registered (removed after this run was "
+                "submitted); register it again and retry the run",
+                "reason": "unknown_job",
+                "traceback": None,
+            }
+            if runtime.store.fail(run_id, None, error):
+                exc = RunFailedResult(error["message"])
+                store_result(
+                    task.app, run_id, states.FAILURE, task.app.backend.prepare_exception(exc)
+                )
+            raise Ignore() from None
+        return deliver(task, spec, runtime, run_id, dispatch)
+
+    app.task(
+        body,
+        name=definitions.DYNAMIC_TASK,
+        bind=True,
+        typing=False,
+        ignore_result=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+    )
 
 
 def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
     def body(task: Any, run_id: str, dispatch: int, **_older: Any) -> Any:
-        # Messages carry the run id and its message token only: the input and the principal
-        # are read from the run record when the run is claimed (a message forged into Redis
-        # cannot change them, and secrets never travel through the broker).
-        delivery = execute.Delivery(run_id, dispatch)
-        outcome = execute.run(
-            delivery,
-            spec,
-            runtime.store,
-            runtime.tracker,
-            runtime.limits,
-            runtime.policy,
-            runtime.sealer,
-        )
-        try:
-            return act(task.app, spec, delivery, outcome)
-        finally:
-            if outcome.kind in ENDED:
-                if outcome.workflow_id:
-                    advance_workflow(task.app, runtime, outcome.workflow_id)
-                if outcome.has_dependents:
-                    release_dependents(task.app, runtime, delivery.run_id)
+        return deliver(task, spec, runtime, run_id, dispatch)
 
     app.task(
         body,
@@ -254,9 +303,10 @@ def publish(
     ``send_task`` does, without what ``send_task`` adds that jobsys does not use (routers,
     a result object, parent-task links): that cost 60 us of the 550 of a submit.
     """
+    dynamic = bool(spec.task)  # registered at runtime: the task is shared, limits per message
     message = app.amqp.as_task_v2(
         run_id,
-        spec.name,
+        spec.task or spec.name,
         args=(),
         kwargs={"run_id": run_id, "dispatch": dispatch},
         countdown=countdown or None,
@@ -268,11 +318,13 @@ def publish(
         kwargsrepr=f"{{'run_id': '{run_id}'}}",
         create_sent_event=app.conf.task_send_sent_event,
         timezone=app.timezone,
+        soft_time_limit=spec.timeout if dynamic else None,
+        time_limit=spec.timeout + app.conf.get("jobsys_hard_grace", 10.0) if dynamic else None,
     )
     with app.producer_or_acquire(producer) as P:
         app.amqp.send_task_message(
             P,
-            spec.name,
+            spec.task or spec.name,
             message,
             # Sent through the anonymous exchange (the routing key is the queue): there is
             # nothing to declare on Redis, and consumers declare the queues they read.

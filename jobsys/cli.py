@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobsys import client as client_mod
-from jobsys import config, embedded, errors, jobs, runs
+from jobsys import config, definitions, embedded, errors, jobs, runs
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -277,6 +277,7 @@ def jobs_group() -> None:
 def spec_json(spec: jobs.JobSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
+        "kind": definitions.kind_of(spec),
         "description": spec.description,
         "version": spec.version,
         "tags": list(spec.tags),
@@ -303,15 +304,15 @@ def spec_json(spec: jobs.JobSpec) -> dict[str, Any]:
 @handle_errors
 def jobs_list(as_json: bool, include_hidden: bool) -> None:
     """List the jobs."""
-    settings = config.Settings.from_env()
-    specs = [s for s in jobs.load_registry(settings.catalog) if include_hidden or not s.hidden]
+    specs = [s for s in make_client().registry if include_hidden or not s.hidden]
     if as_json:
         emit_json([spec_json(s) for s in specs])
         return
-    table = Table("name", "description", "tags", "queue", "timeout")
+    table = Table("name", "kind", "description", "tags", "queue", "timeout")
     for s in specs:
         table.add_row(
             s.name,
+            definitions.kind_of(s),
             s.description.splitlines()[0] if s.description else "",
             ", ".join(s.tags),
             s.queue,
@@ -326,8 +327,7 @@ def jobs_list(as_json: bool, include_hidden: bool) -> None:
 @handle_errors
 def jobs_show(name: str, as_json: bool) -> None:
     """Show one job with its input and output schemas."""
-    settings = config.Settings.from_env()
-    data = spec_json(jobs.load_registry(settings.catalog).get(name))
+    data = spec_json(make_client().registry.get(name))
     if as_json:
         emit_json(data)
         return
@@ -699,6 +699,14 @@ def _print_bench(report: dict[str, Any]) -> None:
 
 
 # Command groups kept in modules of their own register themselves on ``main``.
-from jobsys import cli_access, cli_schedules, cli_workflows  # noqa: E402, F401
+from jobsys import (  # noqa: E402, F401
+    cli_access,
+    cli_definitions,
+    cli_flower,
+    cli_mcp,
+    cli_schedules,
+    cli_serve,
+    cli_workflows,
+)
 
 _add_token_option(main)

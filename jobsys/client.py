@@ -22,6 +22,7 @@ from jobsys import (
     audit,
     broker,
     config,
+    definitions,
     errors,
     execute,
     jobs,
@@ -31,6 +32,7 @@ from jobsys import (
     tokens,
 )
 from jobsys.admin_client import AdminClient
+from jobsys.definition_client import DefinitionClient
 from jobsys.schedule_client import ScheduleClient
 from jobsys.workflow_client import WorkflowClient
 
@@ -71,6 +73,7 @@ class Client:
         self.registry = registry if registry is not None else jobs.load_registry(settings.catalog)
         self.principal = principal
         self.store = store or runs.RunStore.open(settings.database_url)
+        self.registry.attach(definitions.source(settings, self.store.engine))
         self.policy = permissions.Policy(admin_roles=settings.admin_roles)
         self.audit = audit.AuditLog(self.store.engine)
         self._app = app
@@ -126,6 +129,11 @@ class Client:
     def admin(self) -> AdminClient:
         """API tokens and the audit log (admin roles only)."""
         return AdminClient(self)
+
+    @functools.cached_property
+    def definitions(self) -> DefinitionClient:
+        """Register and remove jobs at runtime (aliases, HTTP calls, workflows)."""
+        return DefinitionClient(self)
 
     @functools.cached_property
     def workflows(self) -> WorkflowClient:
@@ -252,7 +260,7 @@ class Client:
             "input": payload,
             "max_attempts": spec.retry.max_attempts,
             "timeout": spec.timeout,
-            "meta": dict(options.metadata or {}),
+            "meta": {**spec.metadata, **(options.metadata or {})},
             "tags": sorted(set(spec.tags) | set(options.tags)),
             "principal": who.model_dump(mode="json"),
             "principal_id": who.id,

@@ -61,6 +61,9 @@ class Settings:
     """A run whose worker is lost this many times ends failed (poison message cap)."""
     task_events: bool = False
     """Send Celery task events always (``JOBSYS_TASK_EVENTS=1``); Flower turns them on anyway."""
+    http_job_hosts: tuple[str, ...] = ()
+    """Hosts (``host`` or ``host:port``) that HTTP-call jobs registered at runtime may call
+    (``JOBSYS_HTTP_JOB_HOSTS``, comma separated); none: no HTTP-call jobs."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +93,11 @@ class Settings:
             hard_timeout_grace_seconds=_num(env, "JOBSYS_HARD_TIMEOUT_GRACE_SECONDS", 10.0, float),
             max_deliveries=_num(env, "JOBSYS_MAX_DELIVERIES", 3, int),
             task_events=env.get("JOBSYS_TASK_EVENTS", "0").lower() in ("1", "true", "yes"),
+            http_job_hosts=tuple(
+                h.strip().lower()
+                for h in env.get("JOBSYS_HTTP_JOB_HOSTS", "").split(",")
+                if h.strip()
+            ),
         )
 
     def resolved_broker_url(self) -> str:
@@ -111,6 +119,10 @@ class Settings:
         base = self.resolved_broker_url()
         head, _, tail = base.rpartition("/")
         return f"{head}/1" if tail.isdigit() else base.rstrip("/") + "/1"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(h.strip().lower() for h in text.split(",") if h.strip())
 
 
 def _num(env: Mapping[str, str], name: str, default: T, kind: type[T]) -> T:

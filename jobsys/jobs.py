@@ -12,9 +12,12 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import logging
 import math
 import random
 import re
+import threading
+import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
@@ -24,7 +27,10 @@ import pydantic
 from jobsys import cadence, errors, permissions, search
 
 if TYPE_CHECKING:
-    from jobsys import workflows
+    from jobsys import definitions
+    from jobsys.workflows import Workflow
+
+log = logging.getLogger("jobsys.jobs")
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 DEFAULT_TIMEOUT = 300.0
@@ -117,6 +123,13 @@ class JobSpec:
     module: str = ""
     schedule: cadence.Definition | None = None
     """A default schedule, seeded into the store when beat starts (``schedules.seed``)."""
+    metadata: types.MappingProxyType[str, Any] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+    """Metadata every run of the job starts with (a run's own metadata wins)."""
+    task: str = ""
+    """The Celery task its runs are published to, when not the job's own name (jobs
+    registered at runtime share ``definitions.DYNAMIC_TASK``)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -325,31 +338,113 @@ def _signature(
 
 
 class Registry:
-    """The jobs one process knows, by name. Built once per process and passed down."""
+    """The jobs one process knows, by name. Built once per process and passed down.
+
+    The catalog's jobs and workflows are fixed; with a ``definitions.Source`` attached, the
+    jobs and workflows registered at runtime join them, re-read when the store's revision
+    changes (looked at most once a second, and whenever a name is not found).
+    """
+
+    REFRESH_SECONDS = 1.0
 
     def __init__(self, specs: Iterable[JobSpec] = ()) -> None:
         self._specs: dict[str, JobSpec] = {}
-        self.workflows: dict[str, workflows.Workflow] = {}
-        """The workflows of the catalog, by name, each checked against these jobs."""
+        self._workflows: dict[str, Workflow] = {}
+        self._source: definitions.Source | None = None
+        self._dynamic: dict[str, JobSpec] = {}
+        self._dynamic_workflows: dict[str, Workflow] = {}
+        self._revision: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._building = False
+        self._lock = threading.Lock()
         for spec in specs:
             self.add(spec)
 
-    def add_workflow(self, wf: workflows.Workflow) -> None:
+    # --- runtime definitions -----------------------------------------------------------
+
+    def attach(self, source: definitions.Source) -> None:
+        """Join the jobs registered at runtime in ``source``'s store to this registry."""
+        if self._source is not None and self._source.store.engine is source.store.engine:
+            return
+        self._source = source
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-read the runtime definitions if they changed (``force``: look now)."""
+        source = self._source
+        if source is None or self._building:
+            return
+        now = time.monotonic()
+        if not force and now - self._checked < self.REFRESH_SECONDS:
+            return
+        with self._lock:
+            self._checked = now
+            try:
+                revision = source.store.revision()
+            except Exception as exc:  # the store is down: keep what is known
+                log.warning("jobsys: cannot read the job definitions: %s", exc)
+                return
+            if revision == self._revision:
+                return
+            self._building = True
+            try:
+                self._rebuild(source)
+            finally:
+                self._building = False
+            self._revision = revision
+
+    def _rebuild(self, source: definitions.Source) -> None:
+        from jobsys import definitions
+
+        records = source.store.all()
+        specs, later = source.build(records, self)
+        self._dynamic = {n: s for n, s in specs.items() if n not in self._specs}
+        built = {}
+        for d in later:
+            assert isinstance(d, definitions.WorkflowDefinition)
+            try:
+                built[d.name] = definitions.build_workflow(d, self)
+            except errors.JobsysError as exc:
+                log.warning("jobsys: workflow definition %s skipped: %s", d.name, exc)
+        self._dynamic_workflows = {n: w for n, w in built.items() if n not in self._workflows}
+
+    def is_dynamic(self, name: str) -> bool:
+        return name not in self._specs and name not in self._workflows
+
+    # --- lookups -----------------------------------------------------------------------
+
+    @property
+    def workflows(self) -> dict[str, Workflow]:
+        """The workflows of the catalog, by name, each checked against these jobs, and those
+        registered at runtime."""
+        if self._source is None:
+            return self._workflows
+        self.refresh()
+        return {**self._dynamic_workflows, **self._workflows}
+
+    def add_workflow(self, wf: Workflow) -> None:
         from jobsys import workflows
 
-        if wf.name in self.workflows and self.workflows[wf.name] is not wf:
+        if wf.name in self._workflows and self._workflows[wf.name] is not wf:
             raise errors.WorkflowDeclarationError(wf.name, "-", "name", "declared twice")
         if wf.name in self._specs:
             raise errors.WorkflowDeclarationError(wf.name, "-", "name", "a job has this name")
         workflows.check(wf, self)
-        self.workflows[wf.name] = wf
+        self._workflows[wf.name] = wf
 
-    def workflow(self, name: str) -> workflows.Workflow:
-        try:
-            return self.workflows[name]
-        except KeyError:
-            close = difflib.get_close_matches(name, list(self.workflows), n=3, cutoff=0.5)
-            raise errors.UnknownJob(name, close) from None
+    def workflow(self, name: str) -> Workflow:
+        found = self._workflows.get(name) or self._lookup_workflow(name)
+        if found is not None:
+            return found
+        names = list(self.workflows)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        raise errors.UnknownJob(name, close) from None
+
+    def _lookup_workflow(self, name: str) -> Workflow | None:
+        if self._source is None:
+            return None
+        self.refresh(force=name not in self._dynamic_workflows)
+        return self._dynamic_workflows.get(name)
 
     def add(self, spec: JobSpec) -> None:
         existing = self._specs.get(spec.name)
@@ -363,17 +458,28 @@ class Registry:
         self._specs[spec.name] = spec
 
     def get(self, name: str) -> JobSpec:
-        try:
-            return self._specs[name]
-        except KeyError:
-            close = difflib.get_close_matches(name, list(self._specs), n=3, cutoff=0.5)
-            raise errors.UnknownJob(name, close) from None
+        spec = self._specs.get(name) or self._lookup(name)
+        if spec is not None:
+            return spec
+        close = difflib.get_close_matches(name, [s.name for s in self], n=3, cutoff=0.5)
+        raise errors.UnknownJob(name, close) from None
+
+    def _lookup(self, name: str) -> JobSpec | None:
+        if self._source is None:
+            return None
+        self.refresh(force=name not in self._dynamic)
+        return self._dynamic.get(name)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._specs
+        if name in self._specs:
+            return True
+        return isinstance(name, str) and self._lookup(name) is not None
 
     def __iter__(self) -> Iterator[JobSpec]:
-        return iter(sorted(self._specs.values(), key=lambda s: s.name))
+        if self._source is not None:
+            self.refresh()
+        every = {**self._dynamic, **self._specs}
+        return iter(sorted(every.values(), key=lambda s: s.name))
 
     def matching(self, text: str) -> tuple[str, ...]:
         """Names of the jobs whose name, description, tags or labels hold every keyword of
@@ -390,7 +496,7 @@ class Registry:
         return tuple(sorted(found))
 
     def __len__(self) -> int:
-        return len(self._specs)
+        return len(self._specs) + len(self._dynamic)
 
 
 def specs_in(module: types.ModuleType) -> list[JobSpec]:

@@ -223,6 +223,19 @@ run_deps = sa.Table(
     sa.Index("ix_jobsys_run_deps_depends_on", "depends_on"),
 )
 
+job_definitions = sa.Table(
+    "jobsys_job_definitions",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("data", JSON, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("removed_at", UTCDateTime),
+)
+
 run_logs = sa.Table(
     "jobsys_run_logs",
     metadata,
@@ -308,7 +321,12 @@ def _v7(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE jobsys_runs ADD COLUMN has_dependents {kind}"))
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(conn: sa.Connection) -> None:
+    """Version 8: job definitions registered at runtime (aliases, HTTP calls, workflows)."""
+    job_definitions.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,1 @@
+"""`jobsys flower` (being built)."""

@@ -1,0 +1,1 @@
+"""`jobsys mcp` (being built)."""

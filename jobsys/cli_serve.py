@@ -1,0 +1,1 @@
+"""`jobsys serve` (being built)."""

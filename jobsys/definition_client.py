@@ -1,0 +1,118 @@
+"""``Client.definitions``: register and remove jobs at runtime, from data only.
+
+Who may: an alias needs ``create`` (and to remove it, ``delete``) on the job it aliases, a
+workflow those actions on every job of its steps; an HTTP-call job, which reaches outside the
+cluster, needs an admin role. Every registration and removal is in the audit log.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jobsys import cadence, definitions, errors
+
+if TYPE_CHECKING:
+    from jobsys.client import Client
+
+Parsed = definitions.AliasDefinition | definitions.HttpDefinition | definitions.WorkflowDefinition
+
+
+class DefinitionClient:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._store = definitions.DefinitionStore(client.store.engine)
+
+    def register(self, data: Any) -> dict[str, Any]:
+        """Add a job (or replace one registered before under that name); its record."""
+        d = definitions.parse(data)
+        registry = self._client.registry
+        if not registry.is_dynamic(d.name):
+            raise errors.JobDeclarationError(
+                d.name, "name", "a job or workflow of the catalog has this name; pick another"
+            )
+        self._allow("create", d)
+        self._build(d)
+        schedule = self._schedule_of(d)
+        record = self._store.put(d.model_dump(mode="json", exclude_none=True), self._who)
+        registry.refresh(force=True)
+        self._replace_schedule(d.name, schedule)
+        self._client.audit.record(
+            self._client.principal, "register", d.name, "allowed", f"{d.kind} v{record.version}"
+        )
+        return record.to_json()
+
+    def remove(self, name: str) -> None:
+        """Remove a registered job: it can no longer be submitted, its schedule is deleted,
+        and its runs still waiting end failed when a worker takes them."""
+        record = self._store.get(name)
+        self._allow("delete", definitions.parse(record.data))
+        self._replace_schedule(name, None)
+        self._store.remove(name)
+        self._client.registry.refresh(force=True)
+        self._client.audit.record(self._client.principal, "remove", name, "allowed", record.kind)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._store.get(name).to_json()
+
+    def list(self) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self._store.all()]
+
+    @property
+    def _who(self) -> str:
+        return self._client.principal.id
+
+    def _allow(self, action: str, d: Parsed) -> None:
+        client = self._client
+        if isinstance(d, definitions.AliasDefinition):
+            client.allow(action, d.target, target=d.name)
+        elif isinstance(d, definitions.WorkflowDefinition):
+            for step in d.workflow.get("steps") or ():
+                if isinstance(step, dict) and isinstance(step.get("job"), str):
+                    client.allow(action, step["job"], target=d.name)
+        elif not client.policy.is_admin(client.principal):
+            client.audit.record(client.principal, action, d.name, "denied", "http job")
+            raise errors.PermissionDenied(client.principal.id, action, d.name)
+
+    def _build(self, d: Parsed) -> None:
+        """Build it as every process will, so that what cannot run is refused now."""
+        registry, settings = self._client.registry, self._client.settings
+        if isinstance(d, definitions.AliasDefinition):
+            if registry.is_dynamic(d.target) and d.target in registry:
+                raise errors.JobDeclarationError(
+                    d.name, "target", f"{d.target} is registered at runtime: alias a catalog job"
+                )
+            definitions.build_alias(d, registry)
+        elif isinstance(d, definitions.HttpDefinition):
+            definitions.build_http(d, settings.http_job_hosts)
+        else:
+            definitions.build_workflow(d, registry)
+
+    def _schedule_of(self, d: Parsed) -> cadence.Definition | None:
+        if not isinstance(d, definitions.AliasDefinition) or d.schedule is None:
+            return None
+        args = dict(d.schedule)
+        kind = args.pop("kind", None) or _kind_of(args)
+        try:
+            return cadence.schedule(kind, **args)
+        except TypeError as exc:
+            raise errors.InvalidSchedule("schedule", str(exc)) from None
+
+    def _replace_schedule(self, name: str, schedule: cadence.Definition | None) -> None:
+        """The schedule a definition brings is named after it; re-registering replaces it."""
+        sc = self._client.schedules
+        for record in sc.list(job=name):
+            if record.name == _schedule_name(name):
+                sc.delete(record.id)
+        if schedule is not None:
+            sc.create(name, schedule, name=_schedule_name(name))
+
+
+def _schedule_name(job: str) -> str:
+    return f"definition:{job}"
+
+
+def _kind_of(args: dict[str, Any]) -> str:
+    for key, kind in (("cron", "cron"), ("every", "interval"), ("at", "once")):
+        if args.get(key) is not None:
+            return kind
+    raise errors.InvalidSchedule("schedule", "give one of every, cron or at (or a kind)")
