@@ -184,11 +184,22 @@ def deliver(task: Any, spec: jobs.JobSpec, runtime: Runtime, run_id: str, dispat
     try:
         return act(task.app, spec, delivery, outcome)
     finally:
+        if outcome.kind is execute.Kind.CANCELLED:
+            _revoked_event(task)
         if outcome.kind in ENDED:
             if outcome.workflow_id:
                 advance_workflow(task.app, runtime, outcome.workflow_id)
             if outcome.has_dependents:
                 release_dependents(task.app, runtime, delivery.run_id)
+
+
+def _revoked_event(task: Any) -> None:
+    """Tell event watchers (Flower) that the run ended cancelled: Celery sends no event for a
+    task that ends with ``Ignore``, and it would show as started for ever."""
+    try:
+        task.send_event("task-revoked", terminated=True, signum=None, expired=False)
+    except Exception:  # only a monitor's view is at stake: the record is right
+        log.debug("jobsys: task-revoked event not sent", exc_info=True)
 
 
 def _register_dynamic(app: Celery, runtime: Runtime) -> None:
@@ -315,7 +326,12 @@ def publish(
         # What logs, events and Flower show of the arguments: the run id, never the input
         # (it may hold secrets; the run record has it). Also spares a repr of every message.
         argsrepr="()",
-        kwargsrepr=f"{{'run_id': '{run_id}'}}",
+        # A job registered at runtime is the shared task: name the job for Flower.
+        kwargsrepr=(
+            f"{{'run_id': '{run_id}', 'job': '{spec.name}'}}"
+            if dynamic
+            else f"{{'run_id': '{run_id}'}}"
+        ),
         create_sent_event=app.conf.task_send_sent_event,
         timezone=app.timezone,
         soft_time_limit=spec.timeout if dynamic else None,

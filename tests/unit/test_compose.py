@@ -90,7 +90,7 @@ def test_no_obsolete_version_key(compose: dict[str, Any]) -> None:
 
 
 def test_expected_services_present(compose: dict[str, Any]) -> None:
-    assert {"redis", "postgres", "worker", "beat"} <= set(_services(compose))
+    assert {"redis", "postgres", "worker", "beat", "flower"} <= set(_services(compose))
 
 
 def test_redis_is_durable_and_never_evicts(compose: dict[str, Any]) -> None:
@@ -101,7 +101,7 @@ def test_redis_is_durable_and_never_evicts(compose: dict[str, Any]) -> None:
     assert any(str(v).endswith(":/data") for v in redis.get("volumes", []))
 
 
-@pytest.mark.parametrize("name", ["worker", "beat"])
+@pytest.mark.parametrize("name", ["worker", "beat", "flower"])
 def test_jobsys_roles_wait_for_healthy_backing_services(compose: dict[str, Any], name: str) -> None:
     depends_on = _services(compose)[name].get("depends_on")
     assert isinstance(depends_on, dict), f"{name}: depends_on must use the long form"
@@ -147,6 +147,29 @@ def test_worker_and_beat_share_the_environment(compose: dict[str, Any]) -> None:
     assert env == compose["x-jobsys-env"]
     for key in ("JOBSYS_BROKER_URL", "JOBSYS_RESULT_URL", "JOBSYS_DATABASE_URL"):
         assert env.get(key), key
+
+
+def test_flower_watches_the_cluster_with_basic_auth(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    flower = services["flower"]
+    assert flower["image"] == services["worker"]["image"]
+    command = _command_text(flower)
+    assert command.startswith("jobsys flower") and "--address 0.0.0.0" in command
+    env = flower["environment"]
+    # The workers' broker, results and records, plus the logins from the environment.
+    assert {k: env[k] for k in compose["x-jobsys-env"]} == compose["x-jobsys-env"]
+    auth = env["JOBSYS_FLOWER_BASIC_AUTH"]
+    assert auth.startswith("${JOBSYS_FLOWER_BASIC_AUTH:-") and re.search(r":-\w+:\w+}$", auth)
+    # The compose default password is only reachable from the host itself.
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+    for dependency in ("redis", "postgres"):
+        assert flower["depends_on"][dependency]["condition"] == "service_healthy"
+    assert "/healthcheck" in " ".join(flower["healthcheck"]["test"])
+
+
+def test_env_example_documents_flower() -> None:
+    text = (ROOT / "deploy" / "env.example").read_text(encoding="utf-8")
+    assert re.search(r"^JOBSYS_FLOWER_BASIC_AUTH=\w+:", text, re.M)
 
 
 def test_unknown_service_key_is_rejected(
