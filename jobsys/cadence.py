@@ -94,6 +94,9 @@ class Cadence:
         every = data.get("every")
         if every is not None and not isinstance(every, int | float):
             raise CadenceError("every", "must be a number of seconds")
+        for field in ("cron", "timezone"):
+            if data.get(field) is not None and not isinstance(data[field], str):
+                raise CadenceError(field, "must be a string")
         return cls(
             kind=kind,
             every=float(every) if every is not None else None,
@@ -116,7 +119,10 @@ def _instant(field: str, value: Any) -> dt.datetime | None:
 def aware(field: str, value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         raise CadenceError(field, "needs a UTC offset or zone (for example 2026-12-01T09:00Z)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise CadenceError(field, f"{value.isoformat()} is out of range") from None
 
 
 def check(c: Cadence) -> None:
@@ -192,8 +198,13 @@ def next_cron(c: Cadence, after: dt.datetime) -> dt.datetime:
     it = _iterator(expr, local)
     # Candidates at or before ``after`` come only from a repeated hour: its wall times were
     # already fired at their first occurrence, so they are passed over.
+    from croniter import CroniterError
+
     for _ in range(100_000):
-        candidate: dt.datetime = it.get_next(dt.datetime)
+        try:
+            candidate: dt.datetime = it.get_next(dt.datetime)
+        except CroniterError:  # valid fields that name no date (0 0 31 2 *)
+            raise CadenceError("cron", f"{c.cron!r} names no time that exists") from None
         instant = resolve(candidate, tz)
         if instant > after:
             return instant

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobsys import client as client_mod
-from jobsys import config, definitions, embedded, errors, jobs, runs
+from jobsys import config, definitions, embedded, errors, jobs, permissions, runs
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -179,13 +180,24 @@ def beat(loglevel: str) -> None:
 @main.command()
 @click.option("--workers", "n_workers", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--concurrency", "-c", type=click.IntRange(1), default=2, show_default=True)
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    envvar="JOBSYS_HTTP_PORT",
+    help="Port of the HTTP API, dashboard and MCP endpoint (0: do not serve them).",
+)
+@click.option("--http-host", default="127.0.0.1", show_default=True)
 @handle_errors
-def up(n_workers: int, concurrency: int) -> None:
+def up(n_workers: int, concurrency: int, http_port: int, http_host: str) -> None:
     """Run everything on this machine: Redis (embedded unless JOBSYS_BROKER_URL is set), the
-    workers and beat. Ctrl-C stops all of it."""
+    workers, beat, and the HTTP API with the dashboard. Ctrl-C stops all of it."""
     settings = config.Settings.from_env()
     if config.read_services(settings.home) is not None:
         fail(f"jobsys is already running under {settings.home} (see services.json there)", 1)
+    if http_port and not _port_free(http_host, http_port):
+        fail(f"port {http_port} on {http_host} is taken: pick another with --http-port", 1)
     redis = None
     broker_url = settings.broker_url
     if broker_url is None:
@@ -198,6 +210,9 @@ def up(n_workers: int, concurrency: int) -> None:
         "JOBSYS_DATABASE_URL": settings.database_url,
     }
     children = _start_roles(settings, env, n_workers, concurrency)
+    if http_port:
+        serve = ["serve", "--host", http_host, "--port", str(http_port)]
+        children.append(embedded.spawn(serve, env, settings.home / "logs" / "http.log"))
     config.write_services(
         settings.home,
         {
@@ -206,9 +221,13 @@ def up(n_workers: int, concurrency: int) -> None:
             "database_url": settings.database_url,
             "children": [p.pid for p in children],
             "redis_pid": redis.process.pid if redis and redis.process else None,
+            "http": f"http://{http_host}:{http_port}" if http_port else None,
         },
     )
     _print_up(settings, broker_url, n_workers)
+    if http_port:
+        _print_http(settings, http_host, http_port)
+    out.print("Ctrl-C stops everything.")
     try:
         _supervise(children)
     finally:
@@ -217,6 +236,28 @@ def up(n_workers: int, concurrency: int) -> None:
         if redis is not None:
             redis.stop()
         err.print("jobsys stopped.")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _print_http(settings: config.Settings, host: str, port: int) -> None:
+    """The server's address, and a token to log in to the dashboard with (an admin of the
+    default tenant, valid for 7 days; revoke it with `jobsys tokens revoke`)."""
+    c = client_mod.Client(settings, jobs.Registry())
+    try:
+        expires = runs.utcnow() + dt.timedelta(days=7)
+        record, token = c.admin.create_token(permissions.LOCAL, expires)
+    finally:
+        c.close()
+    out.print(f"  http     http://{host}:{port}/  (dashboard; API under /api/v1, MCP at /mcp)")
+    out.print(f"  token    {token}  (admin, expires in 7 days; id {record.id})")
 
 
 def _start_roles(
@@ -242,7 +283,6 @@ def _print_up(settings: config.Settings, broker_url: str, n_workers: int) -> Non
     out.print(f"  workers  {n_workers}, logs in {settings.home / 'logs'}")
     out.print(f"  jobs     {', '.join(settings.catalog)}")
     out.print('Try: jobsys submit examples.add --input \'{"a": 2, "b": 3}\' --wait')
-    out.print("Ctrl-C stops everything.")
 
 
 def _supervise(children: list[Any]) -> None:

@@ -214,10 +214,16 @@ def _problem(loc: list[Any], msg: str) -> dict[str, Any]:
 
 def check_url(name: str, url: str, allowed: Sequence[str]) -> urllib.parse.SplitResult:
     """The URL, if its scheme is http(s) and its host (or host:port) is on the allow-list."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        explicit = parts.port
+    except ValueError as exc:  # a bad port, an unclosed [ipv6
+        problem = _problem(["url"], f"not a URL ({exc})")
+        raise errors.InvalidInput(name, [problem], "definition") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise errors.InvalidInput(name, [_problem(["url"], "must be an http:// or https:// URL")])
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+        problem = _problem(["url"], "must be an http:// or https:// URL")
+        raise errors.InvalidInput(name, [problem], "definition")
+    port = explicit or (443 if parts.scheme == "https" else 80)
     host = parts.hostname.lower()
     if host not in allowed and f"{host}:{port}" not in allowed:
         hint = ", ".join(allowed) if allowed else "none"

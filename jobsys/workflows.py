@@ -158,7 +158,7 @@ def from_data(data: dict[str, Any]) -> Workflow:
                 input=dict(s.get("input") or {}),
                 depends_on=tuple(s.get("depends_on") or ()),
                 when=str(s.get("when", "succeeded")),
-                for_each=s.get("for_each"),
+                for_each=_text_or_none(s.get("for_each"), "for_each"),
                 delay=float(s.get("delay", 0.0)),
                 retry=jobs.RetryPolicy(**s["retry"]) if s.get("retry") else None,
                 timeout=float(s["timeout"]) if s.get("timeout") else None,
@@ -180,6 +180,12 @@ def from_data(data: dict[str, Any]) -> Workflow:
             "definition",
             f"not a workflow definition ({exc!r}); see Workflow.to_data",
         ) from None
+
+
+def _text_or_none(value: Any, field: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{field} must be a reference like '$input.items'")
+    return value
 
 
 def _step_data(s: Step) -> dict[str, Any]:
@@ -212,7 +218,12 @@ def _step_data(s: Step) -> dict[str, Any]:
 
 def check(wf: Workflow, registry: jobs.Registry) -> None:
     """Refuse a workflow that cannot run, naming the step and the field."""
-    problems = _problems(wf, registry)
+    try:
+        problems = _problems(wf, registry)
+    except (TypeError, ValueError, AttributeError) as exc:  # a workflow given as data, mistyped
+        raise errors.WorkflowDeclarationError(
+            wf.name, "-", "definition", f"a field has the wrong type ({exc}); see Workflow.to_data"
+        ) from None
     if problems:
         step, field, problem = problems[0]
         raise errors.WorkflowDeclarationError(wf.name, step, field, problem)
@@ -546,7 +557,16 @@ class WorkflowStore:
         spec = registry.get(s.job)
         items: list[Any] = [None]
         if s.for_each is not None:
-            items = list(_resolve(s.for_each, record.input, status, None) or [])
+            raw = _resolve(s.for_each, record.input, status, None)
+            if raw is not None and not isinstance(raw, list):
+                problem = {
+                    "loc": ["for_each"],
+                    "type": "list_type",
+                    "msg": f"{s.for_each} is {type(raw).__name__}, not a list: step "
+                    f"{s.name!r} runs once per item",
+                }
+                raise errors.InvalidInput(spec.name, [problem])
+            items = list(raw or [])
         principal = permissions.Principal.model_validate(record.principal)
         now = runs.utcnow()
         rows = []

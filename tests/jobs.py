@@ -266,3 +266,70 @@ def sees_dependencies(data: Seconds, ctx: JobContext) -> Seen:
     """Returns the outputs of the runs it depended on."""
     record_effect(ctx)
     return Seen(outputs=ctx.dependencies)
+
+
+# --- jobs for the dashboard's browser test (tests/e2e/test_dashboard.py) ---------------------
+
+
+class UiOptions(pydantic.BaseModel):
+    verbose: bool = False
+
+
+class UiProgressInput(pydantic.BaseModel):
+    label: str = pydantic.Field(min_length=1, description="shown in the logs")
+    seconds: float = pydantic.Field(2.0, ge=0, le=60)
+    steps: int = pydantic.Field(10, ge=1, le=100)
+    mode: str = pydantic.Field(
+        "even", pattern="^(even|steady)$", json_schema_extra={"enum": ["even", "steady"]}
+    )
+    shout: bool = False
+    words: list[str] = []
+    options: UiOptions | None = None
+
+
+class UiProgressOutput(pydantic.BaseModel):
+    label: str
+    steps: int
+    words: list[str]
+
+
+@job("ui.progress", tags=["ui"], timeout=120, retry=RetryPolicy(max_attempts=1))
+def ui_progress(data: UiProgressInput, ctx: JobContext) -> UiProgressOutput:
+    """Reports progress from 0 to 100 % over ``seconds`` (every field type, for the form)."""
+    record_effect(ctx)
+    label = data.label.upper() if data.shout else data.label
+    ctx.log(f"{label}: starting {data.steps} {data.mode} steps")
+    ctx.progress(0, total=data.steps, message="starting")
+    for i in range(data.steps):
+        time.sleep(data.seconds / data.steps)
+        ctx.progress(100 * (i + 1) / data.steps, total=data.steps, message=f"step {i + 1}")
+        ctx.log(f"{label}: step {i + 1} of {data.steps}")
+    return UiProgressOutput(label=label, steps=data.steps, words=data.words)
+
+
+class UiLongInput(pydantic.BaseModel):
+    seconds: float = pydantic.Field(120.0, ge=0, le=600)
+
+
+@job("ui.long", tags=["ui"], timeout=700, retry=RetryPolicy(max_attempts=1))
+def ui_long(data: UiLongInput, ctx: JobContext) -> Done:
+    """Runs for ``seconds``, checking for cancellation ten times a second."""
+    record_effect(ctx)
+    ctx.log("long run started")
+    end = time.monotonic() + data.seconds
+    while time.monotonic() < end:
+        ctx.check_cancelled()
+        time.sleep(0.1)
+    return Done(pid=os.getpid())
+
+
+class UiFailInput(pydantic.BaseModel):
+    reason: str = "planned failure"
+
+
+@job("ui.fail", tags=["ui"], retry=RetryPolicy(max_attempts=1))
+def ui_fail(data: UiFailInput, ctx: JobContext) -> Done:
+    """Always fails (never retried by its policy; retry it by hand)."""
+    record_effect(ctx)
+    ctx.log(f"failing: {data.reason}")
+    raise RuntimeError(data.reason)

@@ -5,19 +5,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
 from tests.cluster import ROOT, Database, with_db
 
 pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Up:
@@ -62,6 +71,7 @@ def up(tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> It
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")}
     env["JOBSYS_HOME"] = str(tmp / ".jobsys")
     env["PYTHONPATH"] = str(ROOT)
+    env["JOBSYS_HTTP_PORT"] = str(free_port())
     db = Database(tmp, database_url) if database_url else None
     if db is not None:
         env["JOBSYS_DATABASE_URL"] = db.url
@@ -266,6 +276,44 @@ def test_the_diamond_workflow_from_the_cli(up: Up) -> None:
         assert line in dag
     missing = up.jobsys("workflows", "submit", "examples.diamnd")
     assert missing.returncode == 2 and "examples.diamond" in missing.stderr
+
+
+def test_up_serves_the_api_and_dashboard_with_the_token_it_prints(up: Up) -> None:
+    printed = up.log.read_text()
+    base = re.search(r"http +(http://127\.0\.0\.1:\d+)/", printed)
+    token = re.search(r"token +(\S+)", printed)
+    assert base and token, printed
+    url, secret = base.group(1), token.group(1)
+    auth = {"Authorization": f"Bearer {secret}"}
+    deadline = time.monotonic() + 30
+    while True:  # the server may still be starting
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, (up.home / "logs" / "http.log").read_text()
+        time.sleep(0.2)
+    assert httpx.get(f"{url}/api/v1/jobs").status_code == 401
+    names = [j["name"] for j in httpx.get(f"{url}/api/v1/jobs", headers=auth).json()["jobs"]]
+    assert "examples.add" in names
+    done = httpx.post(
+        f"{url}/api/v1/jobs/examples.add/runs",
+        json={"input": {"a": 2, "b": 3}, "wait": 30},
+        headers=auth,
+        timeout=40,
+    ).json()
+    assert done["state"] == "completed" and done["output"] == 5
+    shown = json.loads(up.jobsys("runs", "show", done["run_id"], "--json", check=True).stdout)
+    assert shown["output"] == 5  # the CLI and the API read the same record
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    stream = f"{url}/api/v1/runs/{done['run_id']}/logs/stream?token={secret}"
+    with httpx.stream("GET", stream, timeout=30) as events:
+        assert events.status_code == 200
+        assert "event: end" in "".join(events.iter_text())
+    access_log = (up.home / "logs" / "http.log").read_text()
+    assert "/logs/stream?token=***" in access_log and secret not in access_log
 
 
 def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:

@@ -1,0 +1,122 @@
+"""``create_app``: the FastAPI application of ``jobsys serve``.
+
+A thin adapter over ``Service`` and ``Client``: every route authenticates its token, gets a
+``Client`` acting as that principal and calls it, so the API agrees with the CLI, the MCP
+tools and the run records. Extra lifespan contexts (the MCP server's session manager) go in
+``app.state.lifespan_contexts``; the MCP endpoint is mounted at ``/mcp`` when ``jobsys.mcp.http``
+is installed, and the dashboard is served at ``/`` when ``static/index.html`` exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from jobsys import config
+from jobsys.http import (
+    errors,
+    guard,
+    metrics,
+    routes_jobs,
+    routes_runs,
+    routes_schedules,
+    routes_system,
+    routes_workflows,
+)
+from jobsys.service import Service
+
+STATIC = Path(__file__).parent / "static"
+THREADS = 100
+"""Threads for blocking routes (a waited-for submit holds one for up to 300 s)."""
+
+LifespanContext = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+
+DESCRIPTION = """Typed background jobs with durable run records.
+
+Authenticate with `Authorization: Bearer <token>` (create one with `jobsys tokens create`).
+Every error is `{"error": {"type", "message", "fields"}}`."""
+
+
+def create_app(
+    settings_or_service: config.Settings | Service, metrics_public: bool = False
+) -> FastAPI:
+    """The API over ``settings_or_service`` (a ``Service`` given is not closed with the app;
+    one made from settings is). ``metrics_public``: serve ``/metrics`` without a token."""
+    if isinstance(settings_or_service, config.Settings):
+        service, owned = Service(settings_or_service), True
+    else:
+        service, owned = settings_or_service, False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for make in list(app.state.lifespan_contexts):
+                    await stack.enter_async_context(make())
+                yield
+        finally:
+            if owned:
+                service.close()
+
+    app = FastAPI(
+        title="jobsys",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.lifespan_contexts = []
+    app.state.metrics_public = metrics_public
+    app.state.metrics_registry = metrics.make_registry(service)
+    errors.install(app)
+    app.add_middleware(guard.RequestGuard)
+    for module in (
+        routes_system,
+        routes_jobs,
+        routes_runs,
+        routes_schedules,
+        routes_workflows,
+    ):
+        app.include_router(module.router)
+    _dashboard(app)
+    if _installed("jobsys.mcp.http"):
+        importlib.import_module("jobsys.mcp.http").mount(app, service)
+    return app
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its package is missing
+        return False
+
+
+def _dashboard(app: FastAPI) -> None:
+    index = STATIC / "index.html"
+    if not index.is_file():
+        return
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jobsys")
+    except PackageNotFoundError:
+        return "0"

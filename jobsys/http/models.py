@@ -1,0 +1,151 @@
+"""Request bodies of the HTTP API (pydantic models: validated, and shown in the OpenAPI
+document). Unknown fields are refused, so a typo is an error instead of silently ignored."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field
+
+from jobsys import cadence
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Tag = Annotated[str, Field(min_length=1, max_length=200)]
+RunId = Annotated[str, Field(min_length=1, max_length=64)]
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+
+MAX_WAIT = 300.0
+
+
+def _in_range(value: dt.datetime) -> dt.datetime:
+    """Instants a schedule can compute with (years 1970 to 9000, once in UTC)."""
+    try:
+        utc = value.astimezone(dt.UTC) if value.tzinfo is not None else value
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    if not 1970 <= utc.year <= 9000:
+        raise ValueError("must be between the years 1970 and 9000")
+    return value
+
+
+Instant = Annotated[dt.datetime, pydantic.AfterValidator(_in_range)]
+
+
+class Body(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+class SubmitBody(Body):
+    """Submit a run of a job."""
+
+    input: dict[str, Any] = Field(default_factory=dict, description="The job's input.")
+    wait: Annotated[float, Field(ge=0, le=MAX_WAIT, allow_inf_nan=False)] = Field(
+        0, description="Seconds to wait for the run to finish (0: return at once, 202)."
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: Name | None = Field(
+        None, description="Submitting again with the same key returns the first run."
+    )
+    countdown: Seconds | None = Field(None, description="Seconds before the run may start.")
+    priority: int | None = Field(None, description="0 (lowest) to 9 (highest).")
+    depends_on: list[RunId] = Field(default_factory=list, max_length=100)
+    run_anyway: bool = Field(False, description="Run once dependencies end, whatever their state.")
+
+
+class WorkflowSubmitBody(Body):
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetryData(Body):
+    max_attempts: int = Field(3, ge=1, le=1000)
+    initial_backoff: Seconds = Field(1.0, ge=0)
+    multiplier: Seconds = Field(2.0, ge=1)
+    max_backoff: Seconds = Field(60.0, ge=0)
+    jitter: Seconds = Field(0.1, ge=0, le=1)
+    retry_on_timeout: bool = False
+
+
+class StepData(Body):
+    name: Name
+    job: Name
+    input: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[Name] = Field(default_factory=list, max_length=200)
+    when: Literal["succeeded", "failed", "always"] = "succeeded"
+    for_each: Annotated[str, Field(max_length=500)] | None = None
+    delay: Seconds = Field(0.0, ge=0, le=86_400)
+    retry: RetryData | None = None
+    timeout: Seconds | None = Field(None, gt=0, le=86_400)
+
+
+class WorkflowData(Body):
+    """A workflow given as data (the shape ``Workflow.to_data`` gives)."""
+
+    name: Name
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    timeout: Seconds = Field(600.0, gt=0, le=7 * 86_400)
+    failure: Literal["fail_fast", "continue"] = "fail_fast"
+    steps: list[StepData] = Field(min_length=1, max_length=500)
+
+
+class AdHocWorkflowBody(Body):
+    workflow: WorkflowData
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+Kind = Literal["interval", "every", "cron", "once", "ongoing"]
+
+
+class ScheduleOptions(Body):
+    max_runs: int | None = Field(None, ge=1, le=1_000_000_000)
+    jitter: Seconds | None = Field(None, ge=0, le=86_400)
+    overlap: cadence.Overlap | None = None
+    misfire: cadence.Misfire | None = None
+    grace: Seconds | None = Field(None, ge=0, le=7 * 86_400)
+
+
+class ScheduleFields(Body):
+    """The parts of a schedule; each given one is set (``every`` is ``interval``'s kind)."""
+
+    kind: Kind | None = None
+    every: Seconds | None = Field(None, ge=1, le=366 * 86_400)
+    cron: Annotated[str, Field(max_length=200)] | None = None
+    timezone: Annotated[str, Field(max_length=100)] | None = None
+    at: Instant | None = None
+    start_at: Instant | None = None
+    end_at: Instant | None = None
+    input: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    max_runs: int | None = Field(None, ge=1, le=1_000_000_000)
+    jitter: Seconds | None = Field(None, ge=0, le=86_400)
+    overlap: cadence.Overlap | None = None
+    misfire: cadence.Misfire | None = None
+    grace: Seconds | None = Field(None, ge=0, le=7 * 86_400)
+    options: ScheduleOptions | None = Field(
+        None, description="max_runs, jitter, overlap, misfire, grace (also accepted flat)."
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The ``cadence.schedule`` keywords of the fields given (and only those)."""
+        given = self.model_dump(exclude_unset=True, exclude={"options"})
+        if self.options is not None:
+            given.update(self.options.model_dump(exclude_unset=True))
+        out = {k: v for k, v in given.items() if v is not None}
+        if out.get("kind") == "every":
+            out["kind"] = "interval"
+        for key in ("overlap", "misfire"):
+            if key in out:
+                out[key] = str(out[key])
+        return out
+
+
+class ScheduleCreateBody(ScheduleFields):
+    job: Name = Field(description="The job (or catalog workflow) each fire runs.")
+    name: Name | None = None
+    kind: Kind  # required here
+
+
+class ScheduleUpdateBody(ScheduleFields):
+    pass

@@ -1,0 +1,196 @@
+"""Runs: submit (background or waited for), list, filter, search, show, logs (also streamed),
+result, cancel, retry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from jobsys import client as client_mod
+from jobsys import errors, runs
+from jobsys.http import sse
+from jobsys.http.auth import ClientDep, StreamClientDep
+from jobsys.http.errors import ApiError
+from jobsys.http.models import MAX_WAIT, SubmitBody
+
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+
+RunIdPath = Annotated[str, Path(min_length=1, max_length=64, description="A run id.")]
+WaitQuery = Annotated[
+    float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False, description="Seconds to wait.")
+]
+_AGO = re.compile(r"^(\d{1,9})([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def run_url(run_id: str) -> str:
+    return f"/api/v1/runs/{run_id}"
+
+
+def wait_for(c: client_mod.Client, run_id: str, seconds: float) -> runs.RunRecord:
+    """The run's record once it is finished, or when ``seconds`` have passed (polling the
+    store: safe from any number of threads, unlike a shared result-backend subscription)."""
+    deadline = time.monotonic() + seconds
+    pause = 0.05
+    while True:
+        record = c.status(run_id)
+        left = deadline - time.monotonic()
+        if record.terminal or left <= 0:
+            return record
+        time.sleep(min(pause, left))
+        pause = min(pause * 1.5, 0.5)
+
+
+def _finished(record: runs.RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": record.id,
+        "state": record.state.value,
+        "output": record.output,
+        "error": record.error,
+        "run": record.to_json(),
+    }
+
+
+@router.post(
+    "/jobs/{name}/runs",
+    tags=["jobs"],
+    status_code=202,
+    summary="Submit a run (background: 202 with its id; with wait: 200 with its output)",
+)
+def submit(
+    name: Annotated[str, Path(min_length=1, max_length=200)],
+    c: ClientDep,
+    body: Annotated[SubmitBody | None, Body()] = None,
+) -> JSONResponse:
+    body = body or SubmitBody.model_validate({})
+    options = client_mod.SubmitOptions(
+        idempotency_key=body.idempotency_key,
+        tags=tuple(body.tags),
+        metadata=body.metadata,
+        countdown=body.countdown,
+        depends_on=tuple(body.depends_on),
+        run_anyway=body.run_anyway,
+        priority=body.priority,
+    )
+    run_id = c.submit(name, body.input, options)
+    if body.wait > 0:
+        record = wait_for(c, run_id, body.wait)
+        if record.terminal:
+            return JSONResponse(_finished(record), status_code=200)
+        state = record.state.value
+    else:
+        state = c.status(run_id).state.value  # pending, blocked, or an idempotent repeat's
+    return JSONResponse({"run_id": run_id, "state": state, "url": run_url(run_id)}, 202)
+
+
+def parse_instant(text: str | None, field: str) -> dt.datetime | None:
+    """An ISO 8601 time (UTC if it names no offset) or an age such as ``30m``, ``2h``, ``7d``."""
+    if text is None or text == "":
+        return None
+    now = runs.utcnow()
+    ago = _AGO.match(text.strip())
+    try:
+        if ago:
+            return now - dt.timedelta(seconds=int(ago.group(1)) * _UNITS[ago.group(2)])
+        value = dt.datetime.fromisoformat(text.strip())
+        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise ApiError(
+            422,
+            "InvalidRequest",
+            f"{field}: {text[:60]!r} is not an ISO 8601 time or an age like 30m, 2h, 7d",
+            [{"loc": ["query", field], "msg": "not a time", "type": "datetime_parsing"}],
+        ) from None
+    return value
+
+
+@router.get("/runs", summary="List runs, newest first (filters and keyword search)")
+def list_runs(
+    c: ClientDep,
+    job: Annotated[str | None, Query(max_length=200)] = None,
+    state: Annotated[str | None, Query(max_length=20)] = None,
+    tag: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[str | None, Query(max_length=64, description="ISO time or 30m/2h/7d")] = None,
+    until: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[str | None, Query(max_length=500, description="Keywords")] = None,
+    principal: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    found = c.list(
+        job=job or None,
+        state=state or None,
+        since=parse_instant(since, "since"),
+        until=parse_instant(until, "until"),
+        tag=tag or None,
+        principal_id=principal or None,
+        limit=limit,
+        search=q or None,
+    )
+    return {"runs": [r.to_json() for r in found]}
+
+
+@router.get("/runs/{run_id}", summary="One run: input, output, progress, attempts, error")
+def show_run(run_id: RunIdPath, c: ClientDep) -> dict[str, Any]:
+    return c.status(run_id).to_json()
+
+
+@router.get("/runs/{run_id}/logs", summary="The run's log lines after a line id")
+def run_logs(
+    run_id: RunIdPath,
+    c: ClientDep,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> dict[str, Any]:
+    return {"logs": [sse.line_json(x) for x in c.logs(run_id, after)]}
+
+
+@router.get(
+    "/runs/{run_id}/logs/stream",
+    summary="Server-sent events: log, state (on change), end (when finished)",
+    response_class=StreamingResponse,
+)
+async def stream_logs(
+    run_id: RunIdPath,
+    request: Request,
+    c: StreamClientDep,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    last_event_id: Annotated[str | None, Header(max_length=30)] = None,
+) -> StreamingResponse:
+    await run_in_threadpool(c.status, run_id)  # 404 / 403 now, before the stream starts
+    if last_event_id and last_event_id.isdigit():
+        after = max(after, int(last_event_id))
+    return StreamingResponse(
+        sse.events(c, run_id, after, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/runs/{run_id}/result", summary="The run's output (waiting up to ?wait= seconds)")
+def run_result(run_id: RunIdPath, c: ClientDep, wait: WaitQuery = 0) -> JSONResponse:
+    record = wait_for(c, run_id, wait) if wait else c.status(run_id)
+    if not record.terminal:
+        raise errors.InvalidTransition(run_id, record.state.value, "read the result of")
+    out: dict[str, Any] = {"run_id": record.id, "state": record.state.value}
+    out["output"] = record.output if record.state is runs.RunState.COMPLETED else None
+    if record.state is not runs.RunState.COMPLETED:
+        out["error"] = record.error
+    return JSONResponse(out)
+
+
+@router.post("/runs/{run_id}/cancel", summary="Cancel: a waiting run never starts")
+def cancel_run(run_id: RunIdPath, c: ClientDep) -> dict[str, Any]:
+    return c.cancel(run_id).to_json()
+
+
+@router.post(
+    "/runs/{run_id}/retry", status_code=202, summary="Submit a failed or cancelled run again"
+)
+def retry_run(run_id: RunIdPath, c: ClientDep) -> dict[str, Any]:
+    new_id = c.retry(run_id)
+    return {"run_id": new_id, "retry_of": run_id, "url": run_url(new_id)}

@@ -1,0 +1,90 @@
+"""Health, readiness, the caller's principal, statistics and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from jobsys.http import metrics, stats
+from jobsys.http.auth import ClientDep, bearer, header_token, service
+from jobsys.http.errors import ApiError
+from jobsys.http.errors import body as error_body
+from jobsys.service import Service
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/api/v1/health", summary="The server answers (no token needed)")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/api/v1/ready", summary="The database and the broker answer (no token needed)")
+def ready(svc: Annotated[Service, Depends(service)]) -> JSONResponse:
+    database = stats.database_ok(svc.store.engine)
+    broker = stats.broker_ok(svc.settings)
+    if database == "ok" and broker == "ok":
+        return JSONResponse({"status": "ready", "database": "ok", "broker": "ok"})
+    down = [f"{part} {state}" for part, state in (("database", database), ("broker", broker))]
+    message = "not ready: " + ", ".join(d for d in down if not d.endswith(" ok"))
+    return JSONResponse(
+        {
+            "status": "unavailable",
+            "database": database,
+            "broker": broker,
+            **error_body(
+                "ServiceUnavailable",
+                message + " (check JOBSYS_DATABASE_URL, JOBSYS_BROKER_URL, or start `jobsys up`)",
+            ),
+        },
+        status_code=503,
+    )
+
+
+@router.get("/api/v1/me", summary="The principal the token acts as")
+def me(c: ClientDep) -> dict[str, Any]:
+    p = c.principal
+    return {
+        "id": p.id,
+        "roles": list(p.roles),
+        "scopes": list(p.scopes),
+        "tenant": p.tenant,
+        "admin": c.policy.is_admin(p),
+    }
+
+
+@router.get("/api/v1/stats", summary="Counts by state and job, throughput, queues, workers")
+def get_stats(c: ClientDep, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    scope = stats.Scope(tenant=c.principal.tenant, jobs=c.visible_jobs())
+    return stats.summary(svc.store.engine, svc.settings, c.registry, scope)
+
+
+def _metrics_caller(request: Request) -> None:
+    """Metrics count every tenant: an admin token is needed, unless they are public."""
+    if request.app.state.metrics_public:
+        return
+    svc = service(request)
+    principal = svc.authenticate(header_token(request))
+    c = svc.client(principal)
+    if not c.policy.is_admin(principal):
+        raise ApiError(
+            403,
+            "PermissionDenied",
+            f"permission denied: {principal.id!r} may not read metrics, which count every "
+            "tenant (use a token with an admin role, or run the server with "
+            "JOBSYS_METRICS_PUBLIC=1)",
+        )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (admin token, or JOBSYS_METRICS_PUBLIC=1)",
+    response_class=Response,
+    dependencies=[Depends(bearer), Depends(_metrics_caller)],
+)
+def get_metrics(request: Request) -> Response:
+    registry = request.app.state.metrics_registry
+    return Response(metrics.render(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,82 @@
+"""Server-sent events of one run: ``log`` per new line, ``state`` when the run changes (state,
+progress, attempts), ``end`` once it is finished; then the stream closes.
+
+No thread is held between polls: every ``POLL_SECONDS`` the store is read in the threadpool
+(one status and one log query), and the coroutine sleeps in between. The record is read before
+the logs, and a worker flushes a run's logs before it records the end, so the last lines are
+always sent before ``end``. A comment goes out every ``KEEPALIVE_SECONDS`` so that proxies keep
+an idle stream open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from jobsys import runs
+from jobsys.client import Client
+
+POLL_SECONDS = 0.3
+KEEPALIVE_SECONDS = 15.0
+
+
+def event(name: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {name}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def line_json(line: runs.LogLine) -> dict[str, Any]:
+    """A log line as JSON (lines carry no level: every line a job logs is ``info``)."""
+    return {
+        "id": line.id,
+        "run_id": line.run_id,
+        "attempt": line.attempt,
+        "at": line.at.isoformat(),
+        "level": "info",
+        "message": line.message,
+    }
+
+
+def _read(c: Client, run_id: str, after: int) -> tuple[runs.RunRecord, list[runs.LogLine]]:
+    record = c.status(run_id)
+    return record, c.store.logs(run_id, after)
+
+
+def _signature(record: runs.RunRecord) -> str:
+    return json.dumps(
+        [record.state.value, record.progress, record.attempts, record.cancel_requested],
+        sort_keys=True,
+        default=str,
+    )
+
+
+async def events(c: Client, run_id: str, after: int, request: Request) -> AsyncIterator[str]:
+    last = ""
+    quiet_since = time.monotonic()
+    while True:
+        record, lines = await run_in_threadpool(_read, c, run_id, after)
+        for line in lines:
+            after = line.id
+            yield event("log", line_json(line), line.id)
+        signature = _signature(record)
+        changed = signature != last
+        if changed:
+            last = signature
+            yield event("state", record.to_json())
+        if record.terminal:
+            yield event("end", {"run_id": run_id, "state": record.state.value})
+            return
+        if lines or changed:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(POLL_SECONDS)

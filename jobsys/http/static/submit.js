@@ -1,0 +1,98 @@
+// Submit a run: pick a job, fill the form generated from its input schema, see the new run.
+
+import { ApiError, get, post, seg } from "./api.js";
+import { h } from "./dom.js";
+import { notifyError } from "./shared.js";
+import { buildSchemaForm } from "./schema_form.js";
+
+function jobList(view) {
+  const list = h("ul", { className: "job-list", testid: "job-list" });
+  view.append(h("h1", null, "Submit a run"), h("p", { className: "muted" }, "Pick a job."), list);
+  get("/jobs")
+    .then((data) => {
+      const jobs = (data.jobs || []).filter((j) => !j.hidden).sort((a, b) => a.name.localeCompare(b.name));
+      list.append(...jobs.map((j) => h(
+        "li",
+        null,
+        h("a", { href: `#/submit/${seg(j.name)}`, testid: "job-link", "data-job": j.name }, j.name),
+        " ",
+        h("span", { className: "muted" }, (j.description || "").split("\n")[0].replace(/``/g, "")),
+        (j.tags || []).map((t) => h("span", { className: "tag" }, t)),
+      )));
+    })
+    .catch(notifyError);
+}
+
+function commaList(text) {
+  return text.split(",").map((t) => t.trim()).filter(Boolean);
+}
+
+function optionsBlock() {
+  const tags = h("input", { id: "submit-tags", testid: "submit-tags", placeholder: "comma-separated tags" });
+  const key = h("input", { id: "submit-idempotency", testid: "submit-idempotency", placeholder: "optional" });
+  const block = h(
+    "details",
+    { className: "options" },
+    h("summary", null, "Run options"),
+    h("div", { className: "field" }, h("label", { for: "submit-tags" }, "Tags"), tags),
+    h("div", { className: "field" }, h("label", { for: "submit-idempotency" }, "Idempotency key"), key),
+  );
+  const read = () => {
+    const options = { tags: commaList(tags.value) };
+    if (key.value.trim()) options.idempotency_key = key.value.trim();
+    return options;
+  };
+  return { block, read };
+}
+
+function jobForm(view, name) {
+  const fields = h("div", { className: "fields", testid: "submit-fields" });
+  const error = h("p", { className: "error", testid: "submit-error", role: "alert", hidden: true });
+  const submit = h("button", { type: "submit", testid: "submit-button" }, "Submit");
+  const options = optionsBlock();
+  const form = h("form", { className: "submit-form", testid: "submit-form", "data-job": name, novalidate: true }, fields, options.block, submit, error);
+  const description = h("p", { className: "muted", testid: "job-description" });
+  view.append(h("h1", null, "Submit ", h("code", null, name)), description, form, h("a", { href: "#/submit" }, "other jobs"));
+
+  let schemaForm = null;
+  const showError = (message) => {
+    error.hidden = !message;
+    error.textContent = message || "";
+  };
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!schemaForm) return;
+    showError("");
+    const { value, ok } = schemaForm.read();
+    if (!ok) {
+      showError("Fix the marked fields.");
+      return;
+    }
+    submit.disabled = true;
+    try {
+      const made = await post(`/jobs/${seg(name)}/runs`, { input: value, ...options.read() });
+      location.hash = `#/runs/${seg(made.run_id)}`;
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      const rest = schemaForm.showErrors(err.fields);
+      const extra = rest.map((f) => `${(f.loc || []).join(".")}: ${f.msg}`).join("; ");
+      showError(`${err.message}${extra ? ` (${extra})` : ""}`);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  get(`/jobs/${seg(name)}`)
+    .then((spec) => {
+      description.textContent = (spec.description || "").replace(/``/g, "");
+      schemaForm = buildSchemaForm(fields, spec.input_schema);
+      form.dataset.ready = "true";
+    })
+    .catch((err) => showError(err.message));
+}
+
+export function renderSubmit(view, name) {
+  if (name) jobForm(view, name);
+  else jobList(view);
+}

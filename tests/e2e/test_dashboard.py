@@ -1,0 +1,408 @@
+"""The web dashboard, end to end in headless Chromium: a real cluster (Redis, a run store, a
+``jobsys worker``), ``jobsys serve`` in a subprocess, and Debian's chromium driven by
+Playwright. The browser logs in with a token, submits from the form generated from a job's
+schema, watches progress reach 100 %, cancels a long run, retries a failed one, steers a
+schedule and draws a workflow run's DAG; each result is checked in the run store as well.
+
+Needs ``/usr/bin/chromium`` (``apt-get install chromium``); Playwright's own browser
+downloads are not used. Without it the module is skipped (the reason says so), except where
+``JOBSYS_REQUIRE_BROWSER=1`` (``.ci/run``), where it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from jobsys import cadence, permissions, runs
+from tests.cluster import ROOT, Cluster, cluster
+
+CHROMIUM = Path(os.environ.get("JOBSYS_TEST_CHROMIUM", "/usr/bin/chromium"))
+BROWSER_REQUIRED = os.environ.get("JOBSYS_REQUIRE_BROWSER") == "1"
+"""Set by ``.ci/run`` (which installs Chromium): there, a missing browser fails the run."""
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and not BROWSER_REQUIRED,
+        reason=f"the dashboard test needs Chromium at {CHROMIUM} (apt-get install chromium); "
+        "CI installs it and sets JOBSYS_REQUIRE_BROWSER=1",
+    ),
+]
+ADMIN = permissions.Principal(id="ui-admin", roles=("admin",))
+WAIT_MS = 30_000
+"""How long the browser waits for a run to reach a state (the worker runs it meanwhile)."""
+
+expect.set_options(timeout=15_000)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """``jobsys serve`` on a free port, with the cluster's settings."""
+
+    def __init__(self, c: Cluster) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = c.tmp / "serve.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jobsys", "serve", "--port", str(self.port)],
+                env=c.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"jobsys serve exited {self.proc.returncode}:\n{self.tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"jobsys serve not answering after {timeout} s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def ui_cluster(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str | None
+) -> Iterator[Cluster]:
+    with cluster(tmp_path_factory.mktemp("dashboard"), redis_url, database_url) as c:
+        c.start_worker("w1", concurrency=2)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def server(ui_cluster: Cluster) -> Iterator[Server]:
+    s = Server(ui_cluster)
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def token(ui_cluster: Cluster) -> str:
+    _, secret = ui_cluster.client.admin.create_token(ADMIN)
+    return secret
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} not found, and JOBSYS_REQUIRE_BROWSER=1: install Debian's chromium "
+            "(`apt-get install chromium`) or set JOBSYS_TEST_CHROMIUM to a Chromium binary",
+            pytrace=False,
+        )
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Ui:
+    """A browser tab on the dashboard, with the uncaught page errors it saw."""
+
+    def __init__(self, page: Page, base: str) -> None:
+        self.page, self.base = page, base
+        self.page_errors: list[str] = []
+        page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+
+    def by(self, testid: str) -> Any:
+        return self.page.get_by_test_id(testid)
+
+    def open(self, route: str = "") -> None:
+        self.page.goto(f"{self.base}/#/{route}" if route else f"{self.base}/")
+
+    def login(self, secret: str, route: str = "") -> None:
+        self.open(route)
+        self.by("login-token").fill(secret)
+        self.by("login-submit").click()
+        expect(self.by("whoami")).to_contain_text(ADMIN.id)
+        expect(self.by("login-view")).to_be_hidden()
+
+    def run_id(self) -> str:
+        """The id of the run the detail page shows (after the page moved to it)."""
+        expect(self.page).to_have_url(re.compile(r"#/runs/[0-9a-f]+$"))
+        detail = self.by("run-detail")
+        expect(detail).to_be_visible()
+        run_id = detail.get_attribute("data-run-id")
+        assert run_id
+        return run_id
+
+    def expect_run_state(self, state: str, timeout: float = WAIT_MS) -> None:
+        expect(self.by("run-detail")).to_have_attribute("data-state", state, timeout=timeout)
+
+    def open_form(self, job: str) -> None:
+        self.open(f"submit/{job}")
+        expect(self.by("submit-form")).to_have_attribute("data-ready", "true")
+
+    def assert_clean(self) -> None:
+        assert self.page_errors == [], self.page_errors
+
+
+@pytest.fixture
+def ui(request: pytest.FixtureRequest, browser: Browser, server: Server) -> Iterator[Ui]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    failed_before = request.session.testsfailed
+    try:
+        yield Ui(page, server.url)
+    finally:
+        if request.session.testsfailed > failed_before:
+            shot = Path("/tmp") / f"jobsys-dashboard-{request.node.name}.png"
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(shot), full_page=True)
+                print(f"screenshot of the failed test: {shot}\nserver log:\n{server.tail()}")
+        context.close()
+
+
+def test_a_bad_token_shows_the_login_error(ui: Ui) -> None:
+    ui.open()
+    expect(ui.by("login-view")).to_be_visible()
+    ui.by("login-token").fill("not-a-real-token")
+    ui.by("login-submit").click()
+    expect(ui.by("login-error")).to_be_visible()
+    expect(ui.by("login-error")).to_contain_text(re.compile(r"token", re.IGNORECASE))
+    expect(ui.by("nav")).to_be_hidden()
+    assert ui.page.evaluate("sessionStorage.getItem('jobsys.token')") is None
+    ui.assert_clean()
+
+
+def test_the_generated_form_submits_and_progress_reaches_100(
+    ui: Ui, ui_cluster: Cluster, token: str
+) -> None:
+    ui.login(token)
+    ui.by("nav-submit").click()
+    ui.page.locator('[data-testid="job-link"][data-job="ui.progress"]').click()
+    expect(ui.by("submit-form")).to_have_attribute("data-ready", "true")
+
+    # one input per field of the schema, defaults prefilled, the required one marked
+    expect(ui.by("required-label")).to_be_visible()
+    expect(ui.by("required-seconds")).to_have_count(0)
+    expect(ui.by("field-label")).to_have_value("")
+    expect(ui.by("field-seconds")).to_have_attribute("type", "number")
+    expect(ui.by("field-seconds")).to_have_value("2")
+    expect(ui.by("field-steps")).to_have_value("10")
+    expect(ui.by("field-mode").locator("option:checked")).to_have_text("even")
+    expect(ui.by("field-shout")).not_to_be_checked()
+    expect(ui.by("field-words")).to_have_attribute("placeholder", re.compile("comma"))
+    expect(ui.by("field-options")).to_have_js_property("tagName", "TEXTAREA")
+
+    # the server's field errors appear next to the fields
+    ui.by("field-steps").fill("0")
+    ui.by("submit-button").click()
+    expect(ui.by("field-error-steps")).to_contain_text(re.compile(r"\S"))
+    expect(ui.by("field-error-label")).to_contain_text(re.compile(r"\S"))
+    expect(ui.by("submit-error")).to_be_visible()
+    expect(ui.page).to_have_url(re.compile(r"#/submit/ui\.progress$"))
+
+    ui.by("field-label").fill("hello ui")
+    ui.by("field-steps").fill("10")
+    ui.by("field-words").fill("alpha, beta")
+    ui.by("submit-button").click()
+    run_id = ui.run_id()
+
+    # record every progress value the page shows, then wait for the end
+    ui.page.evaluate(
+        """() => {
+          window.seenPct = [];
+          const note = () => {
+            const bar = document.querySelector('[data-testid="run-progress"]');
+            if (bar) window.seenPct.push(Number(bar.dataset.pct));
+          };
+          note();
+          new MutationObserver(note).observe(
+            document.querySelector('[data-testid="run-detail"]'), {childList: true, subtree: true});
+        }"""
+    )
+    ui.expect_run_state("completed")
+    expect(ui.by("run-progress")).to_have_attribute("data-pct", "100")
+    expect(ui.by("run-progress-text")).to_contain_text("100 %")
+    seen = ui.page.evaluate("window.seenPct")
+    assert seen[-1] == 100
+    assert seen == sorted(seen), f"progress went backwards: {seen}"
+    expect(ui.by("run-output")).to_contain_text("alpha")
+    expect(ui.by("run-logs")).to_contain_text("step 10 of 10")
+    expect(ui.by("run-cancel")).to_be_disabled()
+
+    record = ui_cluster.store.get(run_id)
+    assert record.state is runs.RunState.COMPLETED
+    assert record.input["label"] == "hello ui"
+    assert record.input["words"] == ["alpha", "beta"]
+    assert record.progress is not None and record.progress["pct"] == 100
+    assert record.output == {"label": "hello ui", "steps": 10, "words": ["alpha", "beta"]}
+
+    # the runs table shows it, filtered by job
+    ui.by("nav-runs").click()
+    ui.by("runs-filter-job").select_option("ui.progress")
+    row = ui.page.locator(f'[data-testid="run-row"][data-run-id="{run_id}"]')
+    expect(row).to_have_attribute("data-state", "completed")
+    expect(row.get_by_test_id("run-progress-text")).to_contain_text("100 %")
+    expect(ui.by("run-row")).to_have_count(1)
+    ui.assert_clean()
+
+
+def test_a_long_run_is_cancelled_with_the_button(ui: Ui, ui_cluster: Cluster, token: str) -> None:
+    ui.login(token, "submit/ui.long")
+    expect(ui.by("submit-form")).to_have_attribute("data-ready", "true")
+    expect(ui.by("field-seconds")).to_have_value("120")
+    ui.by("submit-button").click()
+    run_id = ui.run_id()
+    ui.expect_run_state("running")
+    worker = ui_cluster.wait_state(run_id, runs.RunState.RUNNING, timeout=10).worker
+    assert worker and worker.startswith("w1")
+    expect(ui.by("run-worker")).to_contain_text(worker)
+    ui.by("run-cancel").click()
+    ui.expect_run_state("cancelled")
+    expect(ui.by("run-state")).to_have_text("cancelled")
+    expect(ui.by("run-cancel")).to_be_disabled()
+    expect(ui.by("run-retry")).to_be_enabled()
+
+    record = ui_cluster.store.get(run_id)
+    assert record.state is runs.RunState.CANCELLED
+    assert record.cancel_requested
+    assert ui_cluster.executions(run_id) == 1
+    ui.assert_clean()
+
+
+def test_a_failed_run_is_retried_with_the_button(ui: Ui, ui_cluster: Cluster, token: str) -> None:
+    failed_id = ui_cluster.client.submit("ui.fail", {"reason": "planned failure 7"})
+    ui_cluster.wait_state(failed_id, runs.RunState.FAILED, timeout=60)
+
+    ui.login(token)
+    ui.by("runs-filter-state").select_option("failed")
+    ui.by("runs-filter-search").fill("planned failure 7")
+    ui.by("runs-filter-apply").click()
+    row = ui.page.locator(f'[data-testid="run-row"][data-run-id="{failed_id}"]')
+    expect(row).to_have_attribute("data-state", "failed")
+    row.get_by_test_id("run-link").click()
+
+    expect(ui.by("run-detail")).to_have_attribute("data-run-id", failed_id)
+    ui.expect_run_state("failed")
+    expect(ui.by("run-error")).to_contain_text("planned failure 7")
+    expect(ui.by("run-cancel")).to_be_disabled()
+    ui.by("run-retry").click()
+
+    expect(ui.by("run-detail")).not_to_have_attribute("data-run-id", failed_id)
+    new_id = ui.run_id()
+    expect(ui.by("run-parent")).to_have_text(failed_id)
+    ui.expect_run_state("failed")
+    assert ui_cluster.store.get(new_id).parent_id == failed_id
+    assert ui_cluster.executions(new_id) == 1
+    ui.assert_clean()
+
+
+def test_schedules_pause_resume_and_trigger(ui: Ui, ui_cluster: Cluster, token: str) -> None:
+    schedules = ui_cluster.client.schedules
+    sched = schedules.create("tests.effect", cadence.every(3600, input={"seconds": 0}), "ui-hourly")
+    ui.login(token, "schedules")
+    row = ui.page.locator(f'[data-testid="schedule-row"][data-schedule-id="{sched.id}"]')
+    expect(row).to_have_attribute("data-state", "active")
+    expect(row.get_by_test_id("schedule-next")).not_to_have_text("—")
+
+    row.get_by_test_id("schedule-pause").click()
+    expect(row).to_have_attribute("data-state", "paused")
+    assert schedules.get(sched.id).state.value == "paused"
+    row.get_by_test_id("schedule-resume").click()
+    expect(row).to_have_attribute("data-state", "active")
+    assert schedules.get(sched.id).state.value == "active"
+
+    row.get_by_test_id("schedule-trigger").click()
+    expect(ui.by("notice")).to_contain_text("Triggered")
+    fired = [r for r in ui_cluster.client.list(job="tests.effect") if r.schedule_id == sched.id]
+    assert len(fired) == 1 and fired[0].trigger == "manual"
+    ui_cluster.wait_state(fired[0].id, runs.RunState.COMPLETED, timeout=60)
+    last = schedules.get(sched.id).last_run_id
+    assert last == fired[0].id
+    expect(row.get_by_test_id("schedule-last-run")).to_have_attribute("title", last)
+    ui.assert_clean()
+
+
+def test_a_workflow_run_is_drawn_as_a_dag(ui: Ui, ui_cluster: Cluster, token: str) -> None:
+    ui.login(token, "workflows")
+    ui.by("workflow-start-panel").locator("summary").click()
+    ui.by("workflow-start-name").select_option("examples.diamond")
+    expect(ui.by("field-count")).to_have_value("10")  # the input schema's default
+    ui.by("field-count").fill("3")
+    ui.by("field-bonus").fill("1")
+    ui.by("workflow-start").click()
+    expect(ui.page).to_have_url(re.compile(r"#/workflows/wf_\w+$"))
+    wf_id = ui.by("workflow-run").get_attribute("data-workflow-run-id")
+    assert wf_id and ui_cluster.client.workflows.get(wf_id).input == {"count": 3, "bonus": 1}
+    expect(ui.by("workflow-run")).to_have_attribute("data-state", "completed", timeout=WAIT_MS)
+    nodes = ui.by("dag-node")
+    expect(nodes).to_have_count(4)
+    for step in ("numbers", "squares", "offset", "total"):
+        node = ui.page.locator(f'[data-testid="dag-node"][data-step="{step}"]')
+        expect(node).to_have_attribute("data-state", "succeeded")
+    assert ui.page.locator(".dag-edge").count() == 4
+    ui.page.locator('[data-testid="dag-node"][data-step="squares"]').click()
+    expect(ui.by("step-run")).to_have_count(3)
+    output = ui_cluster.client.workflows.get(wf_id).output
+    assert output["total"] == {"total": 1 + 4 + 9 + 3 + 1, "parts": 3}
+    expect(ui.by("workflow-output")).to_contain_text('"total": 18')
+    assert json.loads(ui.by("workflow-output").text_content()) == output
+
+    ui.page.get_by_role("link", name="all workflow runs").click()
+    row = ui.page.locator(f'[data-testid="workflow-row"][data-workflow-run-id="{wf_id}"]')
+    expect(row).to_have_attribute("data-state", "completed")
+    ui.assert_clean()
+
+
+def test_logout_and_a_revoked_token_return_to_the_login_form(
+    ui: Ui, ui_cluster: Cluster, token: str
+) -> None:
+    ui.login(token)
+    ui.by("logout").click()
+    expect(ui.by("login-view")).to_be_visible()
+    expect(ui.by("login-error")).to_be_hidden()
+    assert ui.page.evaluate("sessionStorage.getItem('jobsys.token')") is None
+
+    record, short_lived = ui_cluster.client.admin.create_token(ADMIN)
+    ui.login(short_lived)
+    expect(ui.by("runs-table")).to_be_visible()
+    ui_cluster.client.admin.revoke_token(record.id)
+    expect(ui.by("login-view")).to_be_visible()  # the next poll gets a 401
+    expect(ui.by("login-error")).to_contain_text("session ended")
+    expect(ui.by("nav")).to_be_hidden()
+    ui.assert_clean()
