@@ -90,7 +90,7 @@ def test_no_obsolete_version_key(compose: dict[str, Any]) -> None:
 
 
 def test_expected_services_present(compose: dict[str, Any]) -> None:
-    assert {"redis", "postgres", "worker", "beat", "flower"} <= set(_services(compose))
+    assert {"redis", "postgres", "worker", "beat", "server", "flower"} <= set(_services(compose))
 
 
 def test_redis_is_durable_and_never_evicts(compose: dict[str, Any]) -> None:
@@ -101,7 +101,7 @@ def test_redis_is_durable_and_never_evicts(compose: dict[str, Any]) -> None:
     assert any(str(v).endswith(":/data") for v in redis.get("volumes", []))
 
 
-@pytest.mark.parametrize("name", ["worker", "beat", "flower"])
+@pytest.mark.parametrize("name", ["worker", "beat", "server", "flower"])
 def test_jobsys_roles_wait_for_healthy_backing_services(compose: dict[str, Any], name: str) -> None:
     depends_on = _services(compose)[name].get("depends_on")
     assert isinstance(depends_on, dict), f"{name}: depends_on must use the long form"
@@ -165,6 +165,15 @@ def test_flower_watches_the_cluster_with_basic_auth(compose: dict[str, Any]) -> 
     for dependency in ("redis", "postgres"):
         assert flower["depends_on"][dependency]["condition"] == "service_healthy"
     assert "/healthcheck" in " ".join(flower["healthcheck"]["test"])
+
+
+def test_server_serves_the_api_on_the_host_loopback(compose: dict[str, Any]) -> None:
+    server = _services(compose)["server"]
+    assert _command_text(server).startswith("jobsys serve") and "--host 0.0.0.0" in (
+        _command_text(server)
+    )
+    assert server["ports"] == ["127.0.0.1:8000:8000"]
+    assert "/api/v1/ready" in " ".join(server["healthcheck"]["test"])
 
 
 def test_env_example_documents_flower() -> None:
