@@ -61,6 +61,9 @@ class Settings:
     """A run whose worker is lost this many times ends failed (poison message cap)."""
     task_events: bool = False
     """Send Celery task events always (``JOBSYS_TASK_EVENTS=1``); Flower turns them on anyway."""
+    stats_cache_seconds: float = 10.0
+    """How long a server serves the same statistics and metrics again (``/api/v1/stats``,
+    ``/metrics``): on a large run table they cost a scan."""
     http_job_hosts: tuple[str, ...] = ()
     """Hosts (``host`` or ``host:port``) that HTTP-call jobs registered at runtime may call
     (``JOBSYS_HTTP_JOB_HOSTS``, comma separated); none: no HTTP-call jobs."""

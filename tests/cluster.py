@@ -37,6 +37,7 @@ FAST_TIMERS = {
     "JOBSYS_CANCEL_GRACE_SECONDS": "1",
     "JOBSYS_HARD_TIMEOUT_GRACE_SECONDS": "1",
     "JOBSYS_BEAT_INTERVAL": "0.2",
+    "JOBSYS_STATS_CACHE_SECONDS": "0",
 }
 _db_numbers = itertools.cycle(range(2, 14, 2))
 """Redis database pairs of clusters (broker, results); 14 and 15 are the e2e tour's. One

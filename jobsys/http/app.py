@@ -31,6 +31,7 @@ from jobsys.http import (
     routes_schedules,
     routes_system,
     routes_workflows,
+    stats,
 )
 from jobsys.service import Service
 
@@ -78,6 +79,8 @@ def create_app(
     app.state.lifespan_contexts = []
     app.state.metrics_public = metrics_public
     app.state.metrics_registry = metrics.make_registry(service)
+    app.state.summaries = stats.TTLCache(service.settings.stats_cache_seconds)
+    app.state.scrapes = stats.TTLCache(service.settings.stats_cache_seconds)
     errors.install(app)
     app.add_middleware(guard.RequestGuard)
     for module in (

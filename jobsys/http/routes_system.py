@@ -57,9 +57,15 @@ def me(c: ClientDep) -> dict[str, Any]:
 
 
 @router.get("/api/v1/stats", summary="Counts by state and job, throughput, queues, workers")
-def get_stats(c: ClientDep, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+def get_stats(
+    request: Request, c: ClientDep, svc: Annotated[Service, Depends(service)]
+) -> dict[str, Any]:
     scope = stats.Scope(tenant=c.principal.tenant, jobs=c.visible_jobs())
-    return stats.summary(svc.store.engine, svc.settings, c.registry, scope)
+    # Per scope (tenant and visible jobs): dashboards polling stats cost one computation.
+    summaries: stats.TTLCache = request.app.state.summaries
+    return summaries.get(
+        scope, lambda: stats.summary(svc.store.engine, svc.settings, c.registry, scope)
+    )
 
 
 def _metrics_caller(request: Request) -> None:
@@ -87,4 +93,6 @@ def _metrics_caller(request: Request) -> None:
 )
 def get_metrics(request: Request) -> Response:
     registry = request.app.state.metrics_registry
-    return Response(metrics.render(registry), media_type=CONTENT_TYPE_LATEST)
+    scrapes: stats.TTLCache = request.app.state.scrapes
+    body = scrapes.get("metrics", lambda: metrics.render(registry))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
