@@ -36,6 +36,8 @@ PRIORITY_STEPS = range(10)
 RECENT = dt.timedelta(days=1)
 """Workers and throughput are looked for among the runs created this recently (and, for
 workers, those running)."""
+
+
 class TTLCache:
     """Answers by key, computed at most once per ``seconds`` (thread-safe)."""
 

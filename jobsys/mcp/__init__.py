@@ -1,5 +1,12 @@
-"""jobsys for AI agents: the MCP tools (``server.py``), served over stdio by ``jobsys mcp`` and
-over streamable HTTP at ``/mcp`` of ``jobsys serve`` (``http.py``).
+"""jobsys for AI agents: the MCP tools, served over stdio by ``jobsys mcp`` and over streamable
+HTTP at ``/mcp`` of ``jobsys serve``.
+
+* ``args.py``: the tools' argument models and the checks of their shape;
+* ``answers.py``: tool results, error bodies and the JSON views of runs and schedules;
+* ``handlers.py``: what each generic tool does;
+* ``tools.py``: the tool table, the per-job ``run__<job>`` tools, ``list_tools`` and ``call``;
+* ``server.py``: the MCP server and its stdio serving;
+* ``http.py``: the token-authenticated streamable HTTP endpoint.
 
 Like the CLI and the HTTP API, the tools are a thin layer over ``jobsys.client.Client``, so what
 an agent sees agrees with the run records and with every other interface.

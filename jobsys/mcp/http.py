@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobsys import errors, permissions
 from jobsys.client import Client
-from jobsys.mcp import server
+from jobsys.mcp import answers, server
 from jobsys.service import Service
 
 PATH = "/mcp"
@@ -127,7 +127,7 @@ def _user(principal: permissions.Principal, token: str) -> AuthenticatedUser:
 
 
 def _error(status: int, exc: Exception) -> JSONResponse:
-    body: dict[str, Any] = server.error_body(exc)
+    body: dict[str, Any] = answers.error_body(exc)
     if status == 503:
         body["error"]["type"] = "ServiceUnavailable"
         body["error"]["message"] = (

@@ -15,21 +15,16 @@ import contextlib
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from jobsys import cadence, permissions, runs
-from tests.cluster import ROOT, Cluster, cluster
+from tests.cluster import Cluster, cluster
+from tests.servers import Serve
 
 CHROMIUM = Path(os.environ.get("JOBSYS_TEST_CHROMIUM", "/usr/bin/chromium"))
 BROWSER_REQUIRED = os.environ.get("JOBSYS_REQUIRE_BROWSER") == "1"
@@ -50,54 +45,6 @@ WAIT_MS = 30_000
 expect.set_options(timeout=15_000)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """``jobsys serve`` on a free port, with the cluster's settings."""
-
-    def __init__(self, c: Cluster) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = c.tmp / "serve.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jobsys", "serve", "--port", str(self.port)],
-                env=c.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"jobsys serve exited {self.proc.returncode}:\n{self.tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"jobsys serve not answering after {timeout} s:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def ui_cluster(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str | None
@@ -108,13 +55,9 @@ def ui_cluster(
 
 
 @pytest.fixture(scope="module")
-def server(ui_cluster: Cluster) -> Iterator[Server]:
-    s = Server(ui_cluster)
-    try:
-        s.wait_ready()
+def server(ui_cluster: Cluster) -> Iterator[Serve]:
+    with Serve(ui_cluster) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +124,7 @@ class Ui:
 
 
 @pytest.fixture
-def ui(request: pytest.FixtureRequest, browser: Browser, server: Server) -> Iterator[Ui]:
+def ui(request: pytest.FixtureRequest, browser: Browser, server: Serve) -> Iterator[Ui]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     failed_before = request.session.testsfailed

@@ -3,14 +3,8 @@ Redis and the run store, driven with httpx as any producer in any language would
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +16,8 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobsys import Principal, schema
-from tests.cluster import ROOT, Cluster
+from tests.cluster import Cluster
+from tests.servers import Serve
 
 pytestmark = pytest.mark.integration
 
@@ -31,77 +26,23 @@ VIEWER = Principal(id="vic", roles=("viewer",), tenant="default")
 OTHER_TENANT = Principal(id="otto", roles=("ops",), tenant="elsewhere")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ApiServer:
+class ApiServer(Serve):
     """`python -m jobsys serve` against a cluster, with tokens for a few principals."""
 
     def __init__(self, cluster: Cluster, **env: str) -> None:
-        self.cluster = cluster
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = cluster.tmp / f"serve-{self.port}.log"
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jobsys", "serve", "--port", str(self.port)],
-            env={**cluster.env, **env},
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.tokens = {p.id: self.token(p) for p in (ADMIN, VIEWER, OTHER_TENANT)}
-        self.wait_ready()
-
-    def token(self, who: Principal) -> str:
-        return self.cluster.client.admin.create_token(who)[1]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.base}/api/v1/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"serve not answering after {timeout} s:\n{self.log()[-3000:]}")
+        self.tokens = {
+            p.id: cluster.client.admin.create_token(p)[1] for p in (ADMIN, VIEWER, OTHER_TENANT)
+        }
+        super().__init__(cluster, **env)
 
     def client(self, who: Principal | None = ADMIN) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[who.id]}"} if who else {}
-        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-@contextlib.contextmanager
-def api_server(cluster: Cluster, **env: str) -> Iterator[ApiServer]:
-    server = ApiServer(cluster, **env)
-    try:
-        yield server
-    finally:
-        server.stop()
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
 @pytest.fixture(scope="module")
 def server(shared: Cluster) -> Iterator[ApiServer]:
-    with api_server(shared) as s:
+    with ApiServer(shared) as s:
         yield s
     assert "Traceback" not in s.log(), s.log()[-5000:]  # no bug was logged
 
@@ -394,7 +335,7 @@ def test_logs_and_the_live_stream(server: ApiServer, api: httpx.Client) -> None:
     events: list[tuple[str, Any]] = []
     token = server.tokens["ada"]
     with (
-        httpx.Client(base_url=server.base, timeout=60) as plain,
+        httpx.Client(base_url=server.url, timeout=60) as plain,
         plain.stream(
             "GET", f"/api/v1/runs/{run_id}/logs/stream", params={"token": token}
         ) as stream,
@@ -579,7 +520,7 @@ def test_definitions_register_submit_remove(api: httpx.Client, server: ApiServer
 
 
 def test_broker_down_is_503_and_the_run_is_recorded_failed(shared: Cluster) -> None:
-    with api_server(shared, JOBSYS_BROKER_URL="redis://127.0.0.1:1/0") as down:
+    with ApiServer(shared, JOBSYS_BROKER_URL="redis://127.0.0.1:1/0") as down:
         with down.client(None) as anonymous:
             ready = anonymous.get("/api/v1/ready")
         assert ready.status_code == 503, ready.text

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from jobsys import RunState, schema
 from tests.cluster import Cluster
-from tests.integration.test_http_api import ADMIN, VIEWER, ApiServer, api_server
+from tests.integration.test_http_api import ADMIN, VIEWER, ApiServer
 
 pytestmark = pytest.mark.integration
 
@@ -591,7 +591,7 @@ def check_schedules(before: dict[str, Any], after: dict[str, Any], accepted: set
 
 @pytest.fixture(scope="module")
 def server(shared: Cluster) -> Iterator[ApiServer]:
-    with api_server(shared) as s:
+    with ApiServer(shared) as s:
         yield s
 
 
@@ -619,7 +619,7 @@ def test_fuzz_http_api(server: ApiServer, shared: Cluster) -> None:
     gen = Generator(random.Random(SEED), known, server.tokens)
     requests = [gen.make() for _ in range(REQUESTS)]
     with (
-        httpx.Client(base_url=server.base, timeout=120) as http,
+        httpx.Client(base_url=server.url, timeout=120) as http,
         concurrent.futures.ThreadPoolExecutor(THREADS) as pool,
     ):
         outcomes = list(pool.map(lambda r: send(http, r), requests))

@@ -4,79 +4,23 @@ a real cluster: Redis, the run store and a ``jobsys worker`` started before anyt
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import httpx
-import httpx2
 import psutil
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 
 from jobsys import permissions, runs
-from tests.cluster import ROOT, Cluster
+from tests.cluster import Cluster
+from tests.integration.mcp_support import GENERIC_TOOLS, Session, http_session, stdio_session
+from tests.servers import Serve
 
 pytestmark = pytest.mark.integration
-
-GENERIC = {
-    "list-jobs",
-    "execute-job",
-    "get-job-status",
-    "register-job",
-    "remove-job",
-    "job_create",
-    "job_list",
-    "job_show",
-    "job_update",
-    "job_pause",
-    "job_resume",
-    "job_cancel",
-    "job_result",
-    "job_search",
-}
-
-Session = ClientSession
-
-
-@contextlib.asynccontextmanager
-async def stdio_session(env: dict[str, str], errlog: Path) -> AsyncIterator[Session]:
-    """An SDK session with ``python -m jobsys mcp`` spawned with ``env``."""
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "jobsys", "mcp"], env=env, cwd=str(ROOT)
-    )
-    with errlog.open("a") as err:
-        async with (
-            stdio_client(params, errlog=err) as (read, write),
-            ClientSession(read, write, read_timeout_seconds=120) as session,
-        ):
-            await session.initialize()
-            yield session
-
-
-@contextlib.asynccontextmanager
-async def http_session(url: str, token: str) -> AsyncIterator[Session]:
-    """An SDK session over streamable HTTP, sending the bearer token."""
-    headers = {"Authorization": f"Bearer {token}"}
-    timeout = httpx2.Timeout(30, read=120)
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write, read_timeout_seconds=120) as session,
-    ):
-        await session.initialize()
-        yield session
 
 
 async def call(s: Session, tool: str, arguments: dict[str, Any]) -> tuple[bool, Any, str]:
@@ -115,7 +59,7 @@ async def exercise(s: Session, c: Cluster, worker: str, transport: str) -> None:
 
     # tools: the generic ones and one per job, with the job's input schema
     tools = {t.name: t for t in (await s.list_tools()).tools}
-    assert set(tools) >= GENERIC
+    assert set(tools) >= set(GENERIC_TOOLS)
     add_tool = tools["run__examples.add"]
     assert add_tool.input_schema["required"] == ["a", "b"]
     assert add_tool.input_schema["properties"]["a"]["type"] == "integer"
@@ -316,52 +260,11 @@ def test_stdio_acts_as_the_token(shared: Cluster) -> None:
 # --- streamable HTTP -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve(c: Cluster) -> Iterator[str]:
-    """``jobsys serve`` on a free port; its base URL once it answers."""
-    port = free_port()
-    log = c.log_path("serve").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobsys", "serve", "--port", str(port)],
-        env=c.env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"jobsys serve exited:\n{c.log('serve')[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"jobsys serve not up:\n{c.log('serve')}"
-            time.sleep(0.2)
-        yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def test_http(shared: Cluster) -> None:
     agent = permissions.Principal(id=f"agent-{uuid.uuid4().hex[:6]}", roles=("ops",))
     _, token = shared.client.admin.create_token(agent)
-    with serve(shared) as base:
-        url = f"{base}/mcp"
+    with Serve(shared) as server:
+        url = f"{server.url}/mcp"
         refused = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
         assert refused.status_code == 401
         assert refused.json()["error"]["type"] == "Unauthenticated"

@@ -23,29 +23,16 @@ from mcp.shared.exceptions import MCPError
 
 from jobsys import definitions, runs
 from tests.cluster import Cluster
-from tests.integration.test_mcp import stdio_session
+from tests.integration.mcp_support import GENERIC_TOOLS, stdio_session
 
 pytestmark = pytest.mark.integration
 
 SEED = 20260728
 CALLS = 1200
 CONTROL = "".join(chr(i) for i in range(32)) + "\x7f\u2028\u2029\u202e\ufeff"
-TOOLS = [
-    "list-jobs",
-    "execute-job",
-    "get-job-status",
-    "register-job",
-    "remove-job",
-    "job_create",
-    "job_list",
-    "job_show",
-    "job_update",
-    "job_pause",
-    "job_resume",
-    "job_cancel",
-    "job_result",
-    "job_search",
-]
+TOOLS = GENERIC_TOOLS
+NEEDING_ARGUMENTS = [t for t in TOOLS if t not in ("list-jobs", "job_list")]
+"""The tools with required arguments."""
 WRONG: list[Any] = [None, True, 0, -1, 3.5, 1e308, "", "x", [], [1, "a"], {}, {"k": [None]}]
 
 Call = tuple[str, str, Any]
@@ -109,22 +96,7 @@ def wrong_types(rng: random.Random) -> Call:
 
 
 def missing_fields(rng: random.Random) -> Call:
-    tool = rng.choice(
-        [
-            "execute-job",
-            "get-job-status",
-            "remove-job",
-            "job_show",
-            "job_update",
-            "job_pause",
-            "job_resume",
-            "job_cancel",
-            "job_result",
-            "job_search",
-            "register-job",
-            "job_create",
-        ]
-    )
+    tool = rng.choice(NEEDING_ARGUMENTS)
     extra = rng.choice([{}, {"input": {"a": 1}}, {"wait": 1}, {"tags": ["x"]}])
     if tool in ("register-job",):
         extra = rng.choice([{}, {"kind": "alias"}, {"name": "mcp.fuzz_missing"}])
@@ -406,7 +378,7 @@ def control_chars(rng: random.Random) -> Call:
 def no_arguments(rng: random.Random) -> Call:
     return (
         "no arguments",
-        rng.choice([t for t in TOOLS if t not in ("list-jobs", "job_list")]),
+        rng.choice(NEEDING_ARGUMENTS),
         None,
     )
 

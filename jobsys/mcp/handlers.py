@@ -1,0 +1,299 @@
+"""What each generic MCP tool does, over a ``Client``: ``list_jobs``, ``execute_job``, ...,
+``job_search``, each taking the client and its parsed arguments and returning the answer.
+
+* ``list-jobs``, ``execute-job`` (inline or background), ``get-job-status``, ``register-job``,
+  ``remove-job`` (runtime job definitions, ``jobsys.definitions``);
+* durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
+  ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
+
+They raise jobsys errors; the caller (``tools.call``) turns them into tool errors. Also here:
+the name of a job's own tool (``tool_name``) and the jobs a client may run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from jobsys import cadence, definitions, errors, jobs, runs, search, workflows
+from jobsys.client import Client
+from jobsys.mcp import args
+from jobsys.mcp.answers import bad_argument, run_status, run_summary, schedule_json, workflow_status
+
+JOB_TOOL_PREFIX = "run__"
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def tool_name(job: str) -> str:
+    """The per-job tool's name: ``run__<job>``, shortened with a hash past 128 characters."""
+    name = JOB_TOOL_PREFIX + job
+    if TOOL_NAME_RE.fullmatch(name):
+        return name
+    digest = hashlib.sha256(job.encode()).hexdigest()[:10]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", job)[: 128 - len(JOB_TOOL_PREFIX) - 11]
+    return f"{JOB_TOOL_PREFIX}{cleaned}_{digest}"
+
+
+def runnable_jobs(c: Client) -> Iterator[jobs.JobSpec]:
+    """The visible jobs this principal may execute."""
+    allowed = c.visible_jobs("execute")
+    for spec in c.registry:
+        if not spec.hidden and (allowed is None or spec.name in allowed):
+            yield spec
+
+
+def job_json(spec: jobs.JobSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "kind": definitions.kind_of(spec),
+        "tags": list(spec.tags),
+        "labels": dict(spec.labels),
+        "input_schema": spec.input_schema(),
+        "output_schema": spec.output_schema(),
+        "tool": tool_name(spec.name),
+    }
+
+
+def _label_matches(spec: jobs.JobSpec, label: str) -> bool:
+    key, sep, value = label.partition("=")
+    return key in spec.labels and (not sep or spec.labels[key] == value)
+
+
+def list_jobs(c: Client, a: args.ListJobsArgs) -> dict[str, Any]:
+    visible = c.visible_jobs()
+    matching = set(c.registry.matching(a.query)) if a.query else set()
+    found = []
+    for spec in c.registry:
+        if (spec.hidden and not a.include_hidden) or (
+            visible is not None and spec.name not in visible
+        ):
+            continue
+        if a.tag and a.tag not in spec.tags:
+            continue
+        if (a.label and not _label_matches(spec, a.label)) or (
+            a.query and spec.name not in matching
+        ):
+            continue
+        found.append(job_json(spec))
+    flows = []
+    if not a.tag and not a.label:
+        wanted = set(search.words(a.query)) if a.query else set()
+        for wf in sorted(c.registry.workflows.values(), key=lambda w: w.name):
+            if wanted and not wanted <= set(search.words(f"{wf.name} {wf.description}")):
+                continue
+            flows.append(
+                {
+                    "name": wf.name,
+                    "description": wf.description,
+                    "kind": "workflow",
+                    "steps": [{"name": s.name, "job": s.job} for s in wf.steps],
+                    "input_schema": wf.input_model.model_json_schema(),
+                }
+            )
+    return {"jobs": found, "workflows": flows}
+
+
+def _is_workflow(c: Client, name: str) -> bool:
+    return name not in c.registry and name in c.registry.workflows
+
+
+def execute_job(c: Client, a: args.ExecuteArgs) -> dict[str, Any]:
+    if _is_workflow(c, a.job):
+        workflow_id = c.workflows.submit(a.job, a.input)
+        if a.mode == "background" or not a.timeout:
+            return {"workflow_run_id": workflow_id, "state": "running"}
+        try:
+            record = c.workflows.wait(workflow_id, a.timeout)
+        except errors.WaitTimeout:
+            return {**workflow_status(c, c.workflows.get(workflow_id)), "waited": a.timeout}
+        if record.state is not workflows.WorkflowState.COMPLETED:
+            raise errors.RunFailed(workflow_id, record.state.value, record.error)
+        return workflow_status(c, record)
+    run_id = c.submit(a.job, a.input, a.submit_options())
+    if a.mode == "background" or not a.timeout:
+        return {
+            "run_id": run_id,
+            "job": a.job,
+            "state": c.status(run_id).state.value,
+            "next": "poll get-job-status (or job_result with wait) with this run_id",
+        }
+    return wait_for_output(c, run_id, a.timeout)
+
+
+def wait_for_output(c: Client, run_id: str, timeout: float) -> dict[str, Any]:
+    """The run's output once it completes; a ``RunFailed`` error if it fails; its state and
+    the advice to poll if it is still going after ``timeout`` s."""
+    try:
+        record = c.wait(run_id, timeout)
+    except errors.WaitTimeout:
+        record = c.status(run_id)
+        return {
+            **run_status(c, record, 0),
+            "next": f"still {record.state.value} after {timeout:g} s: poll get-job-status",
+        }
+    if record.state is not runs.RunState.COMPLETED:
+        raise errors.RunFailed(run_id, record.state.value, record.error)
+    return run_status(c, record, 0)
+
+
+def get_job_status(c: Client, a: args.StatusArgs) -> dict[str, Any]:
+    if a.run_id.startswith("wf_"):
+        return workflow_status(c, c.workflows.get(a.run_id))
+    return run_status(c, c.status(a.run_id), a.logs)
+
+
+def definition_schema() -> dict[str, Any]:
+    """The input schema of ``register-job``: the fields of every kind of definition."""
+    properties: dict[str, Any] = {}
+    defs: dict[str, Any] = {}
+    for model in (
+        definitions.AliasDefinition,
+        definitions.HttpDefinition,
+        definitions.WorkflowDefinition,
+    ):
+        schema = model.model_json_schema()
+        defs.update(schema.get("$defs", {}))
+        for key, value in schema.get("properties", {}).items():
+            properties.setdefault(key, value)
+    properties["kind"] = {
+        "type": "string",
+        "enum": ["alias", "http", "workflow"],
+        "description": "alias: a catalog job (`target`) with bound `defaults`, `metadata` and "
+        "an optional `schedule`; http: a call to `url` (allow-listed hosts only); workflow: "
+        "`workflow` steps of registered jobs.",
+    }
+    out: dict[str, Any] = {"type": "object", "properties": properties, "required": ["name", "kind"]}
+    if defs:
+        out["$defs"] = defs
+    return out
+
+
+def register_job(c: Client, arguments: dict[str, Any]) -> dict[str, Any]:
+    registered = c.definitions.register(arguments)
+    return {"registered": registered, "tool": tool_name(str(arguments.get("name")))}
+
+
+def remove_job(c: Client, a: args.RemoveArgs) -> dict[str, Any]:
+    c.definitions.remove(a.name)
+    return {"removed": a.name}
+
+
+# --- durable work --------------------------------------------------------------------------
+
+
+def job_create(c: Client, a: args.CreateArgs) -> dict[str, Any]:
+    if a.schedule is None:
+        if _is_workflow(c, a.job):
+            return {"kind": "workflow_run", "workflow_run_id": c.workflows.submit(a.job, a.input)}
+        run_id = c.submit(a.job, a.input, a.submit_options())
+        return {"kind": "run", "run_id": run_id, "state": c.status(run_id).state.value}
+    changes = a.schedule.changes()
+    if "kind" not in changes:
+        raise bad_argument("schedule", "give one of every, cron, once, ongoing")
+    definition = cadence.schedule(**changes, input=a.input, metadata=a.metadata or None)
+    record = c.schedules.create(a.job, definition, name=a.name)
+    return {"kind": "schedule", "schedule": schedule_json(record)}
+
+
+def job_list(c: Client, a: args.ListArgs) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if a.what in ("all", "runs"):
+        found = c.list(job=a.job, state=a.state, tag=a.tag, limit=a.limit)
+        out["runs"] = [run_summary(r) for r in found]
+    if a.what in ("all", "schedules"):
+        state = a.state if a.what == "schedules" else None
+        found_s = c.schedules.list(state=state, job=a.job, limit=a.limit)
+        out["schedules"] = [schedule_json(s) for s in found_s]
+    if a.what in ("all", "workflow_runs"):
+        flows = [w for w in c.workflows.list(limit=a.limit) if a.job in (None, w.workflow)]
+        out["workflow_runs"] = [
+            {"workflow_run_id": w.id, "workflow": w.workflow, "state": w.state.value} for w in flows
+        ]
+    return out
+
+
+def _schedule_id(id: str, action: str) -> str:
+    if not id.startswith("sch_"):
+        raise bad_argument(
+            "id",
+            f"only schedules (ids sch_...) can be {action}; job_cancel stops a run "
+            "and job_create starts a new one",
+        )
+    return id
+
+
+def job_show(c: Client, a: args.IdArgs) -> dict[str, Any]:
+    if a.id.startswith("sch_"):
+        record = c.schedules.get(a.id)
+        return {**schedule_json(record), "versions": c.schedules.versions(a.id)}
+    if a.id.startswith("wf_"):
+        return workflow_status(c, c.workflows.get(a.id))
+    return run_status(c, c.status(a.id), 20)
+
+
+def job_update(c: Client, a: args.UpdateArgs) -> dict[str, Any]:
+    changes = a.changes()
+    if a.input is not None:
+        changes["input"] = a.input
+    if a.metadata is not None:
+        changes["metadata"] = a.metadata
+    if not changes:
+        raise bad_argument("id", "nothing to change: give a cadence, input, metadata or an option")
+    return {"schedule": schedule_json(c.schedules.update(_schedule_id(a.id, "updated"), **changes))}
+
+
+def job_pause(c: Client, a: args.IdArgs) -> dict[str, Any]:
+    return {"schedule": schedule_json(c.schedules.pause(_schedule_id(a.id, "paused")))}
+
+
+def job_resume(c: Client, a: args.IdArgs) -> dict[str, Any]:
+    return {"schedule": schedule_json(c.schedules.resume(_schedule_id(a.id, "resumed")))}
+
+
+def job_cancel(c: Client, a: args.IdArgs) -> dict[str, Any]:
+    if a.id.startswith("sch_"):
+        return {"schedule": schedule_json(c.schedules.delete(a.id)), "deleted": True}
+    if a.id.startswith("wf_"):
+        return workflow_status(c, c.workflows.cancel(a.id))
+    return run_status(c, c.cancel(a.id), 0)
+
+
+def job_result(c: Client, a: args.ResultArgs) -> dict[str, Any]:
+    if a.id.startswith("sch_"):
+        raise bad_argument("id", "a schedule has no result: job_show gives its last_run_id")
+    if a.id.startswith("wf_"):
+        try:
+            record = c.workflows.wait(a.id, a.wait) if a.wait else c.workflows.get(a.id)
+        except errors.WaitTimeout:
+            record = c.workflows.get(a.id)
+        if record.terminal and record.state is not workflows.WorkflowState.COMPLETED:
+            raise errors.RunFailed(a.id, record.state.value, record.error)
+        return {"id": a.id, "state": record.state.value, "finished": record.terminal} | (
+            {"output": record.output} if record.terminal else {}
+        )
+    try:
+        run = c.wait(a.id, a.wait) if a.wait else c.status(a.id)
+    except errors.WaitTimeout:
+        run = c.status(a.id)
+    if run.terminal and run.state is not runs.RunState.COMPLETED:
+        raise errors.RunFailed(a.id, run.state.value, run.error)
+    out = {"id": a.id, "job": run.job, "state": run.state.value, "finished": run.terminal}
+    return out | ({"output": run.output} if run.terminal else {"progress": run.progress})
+
+
+def job_search(c: Client, a: args.SearchArgs) -> dict[str, Any]:
+    visible = c.visible_jobs()
+    names = [n for n in c.registry.matching(a.query) if visible is None or n in visible]
+    found = c.list(search=a.query, limit=a.limit)
+    return {
+        "jobs": [
+            {"name": n, "description": c.registry.get(n).description, "tool": tool_name(n)}
+            for n in names
+        ],
+        "runs": [run_summary(r) for r in found],
+    }

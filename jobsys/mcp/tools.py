@@ -1,0 +1,270 @@
+"""The jobsys MCP tools: their table, the tool list and the dispatch of a call.
+
+Generic tools (the names agents and the issue use), each a ``ToolDef`` of ``TOOLS`` whose
+input schema is its argument model's (``args.py``) and whose work is done in ``handlers.py``:
+
+* ``list-jobs``, ``execute-job`` (inline or background), ``get-job-status``,
+  ``register-job``, ``remove-job`` (runtime job definitions, ``jobsys.definitions``);
+* durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
+  ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
+
+Besides them, one tool per job the caller may execute, ``run__<job name>``, whose input schema
+is the job's input JSON schema (from its pydantic model): it runs the job and waits up to
+``JOB_TOOL_WAIT`` seconds for the output. The tool list is computed on every ``tools/list``, so
+jobs registered at runtime appear (and removed ones go) without restarting the server.
+
+``call`` checks the arguments, runs the tool and raises jobsys errors; unknown tools are
+refused with ``ToolError`` (naming the closest tools). The server turns errors into tool
+results (``answers.failed``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import mcp.types as types
+import pydantic
+
+from jobsys import definitions, execute, jobs
+from jobsys.client import Client
+from jobsys.mcp.answers import InvalidArguments, ToolError
+from jobsys.mcp.args import (
+    Args,
+    CreateArgs,
+    ExecuteArgs,
+    IdArgs,
+    ListArgs,
+    ListJobsArgs,
+    RemoveArgs,
+    ResultArgs,
+    SearchArgs,
+    StatusArgs,
+    UpdateArgs,
+    check_shape,
+)
+from jobsys.mcp.handlers import (
+    JOB_TOOL_PREFIX,
+    definition_schema,
+    execute_job,
+    get_job_status,
+    job_cancel,
+    job_create,
+    job_list,
+    job_pause,
+    job_result,
+    job_resume,
+    job_search,
+    job_show,
+    job_update,
+    list_jobs,
+    register_job,
+    remove_job,
+    runnable_jobs,
+    tool_name,
+    wait_for_output,
+)
+
+JOB_TOOL_WAIT = 60.0
+"""Seconds a per-job tool waits for the output before answering with the run id."""
+
+# --- the tool table ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolDef:
+    name: str
+    description: str
+    args: type[Args] | None
+    """``None``: the arguments are passed on as they are (validated by the callee)."""
+    run: Callable[[Client, Any], dict[str, Any]]
+    read_only: bool = False
+    changes_tools: bool = False
+
+    def schema(self) -> dict[str, Any]:
+        if self.args is None:
+            return definition_schema()
+        schema = self.args.model_json_schema()
+        schema.pop("title", None)
+        schema.pop("description", None)
+        return schema
+
+
+TOOLS: tuple[ToolDef, ...] = (
+    ToolDef(
+        "list-jobs",
+        "List the jobs you may run (filter by tag, label `key=value`, keywords), each with "
+        "its name, description, kind (code, alias, http), tags, labels and input JSON schema, "
+        "and the workflows.",
+        ListJobsArgs,
+        list_jobs,
+        read_only=True,
+    ),
+    ToolDef(
+        "execute-job",
+        "Run a job (or workflow) with an input. mode inline waits up to `timeout` s and returns "
+        "the output (or, if it takes longer, the run id to poll); mode background returns the "
+        "run id at once. Poll with get-job-status.",
+        ExecuteArgs,
+        execute_job,
+    ),
+    ToolDef(
+        "get-job-status",
+        "The state, progress, output or error, attempts and last log lines of a run (or the "
+        "steps of a workflow run, wf_...).",
+        StatusArgs,
+        get_job_status,
+        read_only=True,
+    ),
+    ToolDef(
+        "register-job",
+        "Register (or replace) a job at runtime from a declarative definition, never code: an "
+        "alias of a job with bound defaults, metadata and an optional schedule; an HTTP call to "
+        "an allow-listed host; or a workflow of registered jobs. Every worker runs it without a "
+        "restart; its run__ tool appears in tools/list.",
+        None,
+        register_job,
+        changes_tools=True,
+    ),
+    ToolDef(
+        "remove-job",
+        "Remove a job registered at runtime (runs already made keep their records).",
+        RemoveArgs,
+        remove_job,
+        changes_tools=True,
+    ),
+    ToolDef(
+        "job_create",
+        "Create durable work: one background run of a job (no `schedule`), or a schedule of "
+        "it: `schedule` with one of every (seconds), cron (+ timezone), once (ISO time), "
+        "ongoing (seconds, until the job says done). Returns the run id or the schedule.",
+        CreateArgs,
+        job_create,
+    ),
+    ToolDef(
+        "job_list",
+        "List runs (newest first), schedules and workflow runs; filter by job, state, tag.",
+        ListArgs,
+        job_list,
+        read_only=True,
+    ),
+    ToolDef(
+        "job_show",
+        "Show a run (with its last logs), a schedule (sch_..., with its versions) or a workflow "
+        "run (wf_..., with its steps).",
+        IdArgs,
+        job_show,
+        read_only=True,
+    ),
+    ToolDef(
+        "job_update",
+        "Change a schedule (sch_...): its cadence (every, cron, timezone, once, ongoing), input, "
+        "metadata or options; fields not given keep their value. Makes a new version.",
+        UpdateArgs,
+        job_update,
+    ),
+    ToolDef(
+        "job_pause",
+        "Pause a schedule (sch_...): it stops firing until job_resume.",
+        IdArgs,
+        job_pause,
+    ),
+    ToolDef(
+        "job_resume",
+        "Resume a paused schedule (sch_...): it fires again from now (missed fires are not "
+        "replayed).",
+        IdArgs,
+        job_resume,
+    ),
+    ToolDef(
+        "job_cancel",
+        "Cancel: a run (a waiting run never starts, a running one is stopped); a workflow run "
+        "(wf_..., with its pending steps); a schedule (sch_...) is DELETED: it never fires again "
+        "and its runs keep their history (use job_pause to stop it for a while).",
+        IdArgs,
+        job_cancel,
+    ),
+    ToolDef(
+        "job_result",
+        "The output of a run or workflow run, waiting up to `wait` s; an error if it failed; "
+        "`finished: false` if it is still going.",
+        ResultArgs,
+        job_result,
+        read_only=True,
+    ),
+    ToolDef(
+        "job_search",
+        "Search by keywords: jobs whose name, description, tags or labels hold them, and runs "
+        "whose error or logs hold them (or whose job matches).",
+        SearchArgs,
+        job_search,
+        read_only=True,
+    ),
+)
+BY_NAME = {t.name: t for t in TOOLS}
+
+
+@functools.cache
+def generic_tools() -> tuple[types.Tool, ...]:
+    return tuple(
+        types.Tool(
+            name=t.name,
+            description=t.description,
+            input_schema=t.schema(),
+            annotations=types.ToolAnnotations(read_only_hint=t.read_only),
+        )
+        for t in TOOLS
+    )
+
+
+def job_tool(spec: jobs.JobSpec) -> types.Tool | None:
+    schema = spec.input_schema()
+    if schema.get("type") != "object":
+        return None  # execute-job still runs it
+    kind = definitions.kind_of(spec)
+    about = f" ({kind} job)" if kind != "code" else ""
+    return types.Tool(
+        name=tool_name(spec.name),
+        description=f"Run job {spec.name}{about} and wait up to {JOB_TOOL_WAIT:g} s for its "
+        f"output (longer runs answer with the run id: poll get-job-status). {spec.description}",
+        input_schema=schema,
+    )
+
+
+def list_tools(c: Client) -> list[types.Tool]:
+    tools = list(generic_tools())
+    for spec in runnable_jobs(c):
+        tool = job_tool(spec)
+        if tool is not None:
+            tools.append(tool)
+    return tools
+
+
+def call(c: Client, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Run tool ``name``; raises jobsys errors (turned into tool errors by the caller)."""
+    check_shape(name, arguments)
+    tool = BY_NAME.get(name)
+    if tool is not None:
+        if tool.args is None:
+            return tool.run(c, arguments)
+        try:
+            parsed = tool.args.model_validate(arguments)
+        except pydantic.ValidationError as exc:
+            raise InvalidArguments(name, execute.field_errors(exc)) from None
+        return tool.run(c, parsed)
+    if name.startswith(JOB_TOOL_PREFIX):
+        for spec in runnable_jobs(c):
+            if tool_name(spec.name) == name:
+                run_id = c.submit(spec.name, arguments)
+                return wait_for_output(c, run_id, JOB_TOOL_WAIT)
+    raise unknown_tool(c, name)
+
+
+def unknown_tool(c: Client, name: str) -> ToolError:
+    known = [t.name for t in TOOLS] + [tool_name(s.name) for s in runnable_jobs(c)]
+    close = difflib.get_close_matches(name[:200], known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ToolError(f"unknown tool {name[:200]!r}{hint} (tools/list gives the tools)")
