@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 
 from jobsys import cli, definitions, jobs, search, workflows
 from jobsys.client import Client
-from jobsys.http import checks
 from jobsys.http.auth import ClientDep
 from jobsys.http.errors import ApiError
 
@@ -143,9 +142,7 @@ def register_definition(
         ),
     ],
 ) -> JSONResponse:
-    checks.definition(data)
-    with checks.cron_errors():
-        record = c.definitions.register(data)
+    record = c.definitions.register(data)
     return JSONResponse(record, status_code=201)
 
 

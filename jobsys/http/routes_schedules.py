@@ -8,7 +8,6 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from jobsys import cadence, errors
-from jobsys.http import checks
 from jobsys.http.auth import ClientDep
 from jobsys.http.errors import ApiError
 from jobsys.http.models import ScheduleCreateBody, ScheduleUpdateBody
@@ -42,9 +41,8 @@ def create_schedule(body: ScheduleCreateBody, c: ClientDep) -> JSONResponse:
     changes = body.changes()
     changes.pop("job", None)
     changes.pop("name", None)
-    with checks.cron_errors():
-        definition = _definition(changes)
-        record = c.schedules.create(body.job, definition, name=body.name)
+    definition = _definition(changes)
+    record = c.schedules.create(body.job, definition, name=body.name)
     return JSONResponse(record.to_json(), status_code=201)
 
 
@@ -68,8 +66,7 @@ def update_schedule(schedule_id: IdPath, body: ScheduleUpdateBody, c: ClientDep)
             "nothing to change: give at least one field (every, cron, at, input, max_runs ...)",
         )
     try:
-        with checks.cron_errors():
-            record = c.schedules.update(schedule_id, **changes)
+        record = c.schedules.update(schedule_id, **changes)
     except TypeError as exc:
         raise errors.InvalidSchedule("kind", str(exc)) from None
     return record.to_json()

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 
-from jobsys import workflows
-from jobsys.http import checks
+from jobsys import errors, workflows
 from jobsys.http.auth import ClientDep
 from jobsys.http.models import AdHocWorkflowBody, WorkflowSubmitBody
 from jobsys.http.routes_jobs import edges
@@ -31,14 +30,14 @@ def submit_workflow(
     body: Annotated[WorkflowSubmitBody | None, Body()] = None,
 ) -> dict[str, Any]:
     body = body or WorkflowSubmitBody.model_validate({})
-    checks.for_each_inputs(c.registry.workflow(name), body.input)
+    for_each_inputs(c.registry.workflow(name), body.input)
     return _started(c.workflows.submit(name, body.input))
 
 
 @router.post("/workflow-runs", status_code=202, summary="Start a run of a workflow given as data")
 def submit_adhoc(body: AdHocWorkflowBody, c: ClientDep) -> dict[str, Any]:
     data = body.workflow.model_dump(mode="json", exclude_none=True)
-    checks.for_each_inputs(workflows.from_data(data), body.input)
+    for_each_inputs(workflows.from_data(data), body.input)
     return _started(c.workflows.submit(data, body.input))
 
 
@@ -70,3 +69,23 @@ def show_workflow_run(workflow_id: IdPath, c: ClientDep) -> dict[str, Any]:
 def cancel_workflow_run(workflow_id: IdPath, c: ClientDep) -> dict[str, Any]:
     record = c.workflows.cancel(workflow_id)
     return detail(record, c.workflows.steps(workflow_id))
+
+
+def for_each_inputs(wf: workflows.Workflow, input: dict[str, Any]) -> None:
+    """Raise ``InvalidInput`` if a first step iterates (``for_each: $input.x``) over a part of
+    the input that is not a list: caught now, before the workflow run is recorded."""
+    for step in wf.steps:
+        ref = step.for_each
+        if step.depends_on or not isinstance(ref, str) or not ref.startswith("$input."):
+            continue
+        value: Any = input
+        path = ref.split(".")[1:]
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None and not isinstance(value, list):
+            problem = {
+                "loc": path,
+                "msg": f"must be a list: step {step.name!r} runs once per item ({ref})",
+                "type": "list_type",
+            }
+            raise errors.InvalidInput(wf.name, [problem])
