@@ -117,6 +117,20 @@ def wait_task(flower: Flower, run_id: str, state: str, timeout: float = 30) -> A
     raise AssertionError(f"Flower did not show {run_id} as {state} in {timeout} s: {shown}")
 
 
+def _until_flower_receives(c: Cluster, flower: Flower, timeout: float = 60) -> None:
+    """Events sent before Flower's event queue is bound are lost (a fanout exchange keeps
+    nothing): run warm-up jobs until Flower shows one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run_id = c.client.submit("examples.add", {"a": 0, "b": 0})
+        c.wait_all([run_id], timeout=30)
+        try:
+            wait_tasks(flower, "examples.add", {run_id: "SUCCESS"}, timeout=5)
+            return
+        except AssertionError:
+            assert time.monotonic() < deadline, "Flower never received the workers' events"
+
+
 @pytest.fixture(scope="module")
 def watched(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str | None
@@ -129,6 +143,7 @@ def watched(
             flower.wait_ready()
             # Flower asked the worker for task events; it logs when it complies.
             c.wait_for_log("w1", "Events of group {task} enabled by remote", timeout=30)
+            _until_flower_receives(c, flower)
             yield c, flower
         finally:
             flower.stop()
