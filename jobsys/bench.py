@@ -367,8 +367,9 @@ def schedule_lag(
 ) -> dict[str, float]:
     """``count`` active schedules, half every 30 s (their starts spread over 30 s), half on
     the cron ``* * * * *`` in four zones (all due at each minute boundary); a real beat runs
-    for ``seconds``. Fire lag is when beat committed the run minus when it was due, for the
-    fires due from 5 s after beat started."""
+    for ``seconds``. Fire lag is when beat published the run minus when it was due, for the
+    fires due from 5 s after beat started until 10 s before it stopped; a cron fire of that
+    window that was never published is counted as missed."""
     store = runs.RunStore.open(target.settings.database_url)
     made: list[str] = []
     try:
@@ -390,11 +391,13 @@ def schedule_lag(
         counted_from = runs.utcnow() + dt.timedelta(seconds=5)
         try:
             time.sleep(seconds)
+            counted_until = runs.utcnow() - dt.timedelta(seconds=10)
             cpu = cpu_seconds(proc)
         finally:
             stop(proc)
         ticks = _ticks(log.read_text(errors="replace"))
-        return _lag_figures(store, made, cpu, ticks, seconds, counted_from)
+        window = (counted_from, counted_until)
+        return _lag_figures(store, made, cpu, ticks, seconds, window, count - half)
     finally:
         _retire(store, made)
         target.reset()
@@ -412,7 +415,8 @@ def _lag_figures(
     cpu: float,
     ticks: int,
     seconds: float,
-    counted_from: dt.datetime,
+    window: tuple[dt.datetime, dt.datetime],
+    crons: int,
 ) -> dict[str, float]:
     R = schema.runs
     lags: dict[str, list[float]] = {"interval": [], "cron": []}
@@ -423,11 +427,17 @@ def _lag_figures(
         query = sa.select(R.c.schedule_id, R.c.fire_at, R.c.published_at).where(
             R.c.schedule_id.in_(made),
             R.c.published_at.is_not(None),
-            R.c.fire_at >= counted_from,
+            R.c.fire_at >= window[0],
+            R.c.fire_at <= window[1],
         )
         for sid, fire_at, published in conn.execute(query):
             lags[kinds[sid]].append((published - fire_at).total_seconds() * 1000)
     out: dict[str, float] = {"schedules": float(len(made)), "seconds": seconds}
+    # Every cron schedule is due at each minute boundary of the window.
+    first = window[0].replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    boundaries = max(0, int((window[1] - first).total_seconds() // 60) + 1)
+    out["cron_due"] = float(boundaries * crons)
+    out["cron_missed"] = float(boundaries * crons - len(lags["cron"]))
     for kind, values in lags.items():
         if values:
             pct = percentiles(values)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import hashlib
 import json
 import threading
@@ -192,8 +193,15 @@ def next_cron(c: Cadence, after: dt.datetime) -> dt.datetime:
     """The first instant strictly after ``after`` (UTC) that the cron expression names in its
     zone, by the rules in the module docstring."""
     assert c.cron is not None
-    tz = zone(c.timezone)
-    expr = ALIASES.get(c.cron.strip(), c.cron)
+    return _next_cron(c.cron, c.timezone, after)
+
+
+@functools.lru_cache(maxsize=4096)
+def _next_cron(cron: str, timezone: str, after: dt.datetime) -> dt.datetime:
+    """``next_cron``, remembered: the schedules of a burst (thousands on one expression and
+    zone, due at the same instant) compute their next fire once."""
+    tz = zone(timezone)
+    expr = ALIASES.get(cron.strip(), cron)
     local = after.astimezone(tz).replace(tzinfo=None)
     it = _iterator(expr, local)
     # Candidates at or before ``after`` come only from a repeated hour: its wall times were
@@ -204,11 +212,11 @@ def next_cron(c: Cadence, after: dt.datetime) -> dt.datetime:
         try:
             candidate: dt.datetime = it.get_next(dt.datetime)
         except CroniterError:  # valid fields that name no date (0 0 31 2 *)
-            raise CadenceError("cron", f"{c.cron!r} names no time that exists") from None
+            raise CadenceError("cron", f"{cron!r} names no time that exists") from None
         instant = resolve(candidate, tz)
         if instant > after:
             return instant
-    raise CadenceError("cron", f"{c.cron!r} names no time after {after.isoformat()}")
+    raise CadenceError("cron", f"{cron!r} names no time after {after.isoformat()}")
 
 
 _ITERATORS = threading.local()

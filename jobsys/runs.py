@@ -386,6 +386,12 @@ class RunStore:
                 .values(published_at=now or utcnow())
             )
 
+    def mark_published_many(self, sent: Sequence[tuple[str, dt.datetime]]) -> None:
+        """Stamp the first publish of new runs (a beat's fires): (run id, when it was sent)."""
+        if sent:
+            with self.engine.begin() as conn:  # one statement, executed for every run at once
+                conn.execute(_MARK_PUBLISHED, [{"rid": i, "at": at} for i, at in sent])
+
     def fail_unpublished(self, run_id: str, error: dict[str, Any]) -> bool:
         """The first publish failed: end the run failed with the broker error."""
         return self._finish(run_id, None, RunState.FAILED, {"error": error})
@@ -778,6 +784,11 @@ class RunStore:
 
 
 _GET = sa.select(T).where(T.c.id == sa.bindparam("rid"))
+_MARK_PUBLISHED = (
+    T.update()
+    .where(T.c.id == sa.bindparam("rid"), T.c.dispatch == 1, T.c.published_at.is_(None))
+    .values(published_at=sa.bindparam("at"))
+)
 _GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
 
 

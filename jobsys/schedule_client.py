@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys import cadence, errors, execute, schedules
+from jobsys import cadence, errors, execute, firing, schedules
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -99,7 +99,7 @@ class ScheduleClient:
         """Fire once now (trigger ``manual``) without disturbing the cadence; the run id."""
         current = self.get(schedule_id)
         self._client.allow("execute", current.job, current.input, target=schedule_id)
-        fired = self._store.trigger(schedule_id, self._client.registry, self._tenant)
+        fired = firing.Firing(self._store).trigger(schedule_id, self._client.registry, self._tenant)
         if fired.spec is not None and fired.run is not None:
             self._client.publish_row(fired.spec, fired.run)
         else:

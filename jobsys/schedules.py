@@ -1,15 +1,10 @@
-"""Schedules in the store: definitions with versions, and the firing of due ones.
+"""Schedules in the store: definitions with versions, their reads and their lifecycle.
 
 A schedule is a row of ``jobsys_schedules``: its cadence (``cadence.py``), the input, metadata
 and options of the runs it makes, the principal that created it, a state (active, paused,
 completed, cancelled) and ``next_fire_at``, the indexed time of its next fire. Every change
-writes a new version (``jobsys_schedule_versions``).
-
-Firing is one transaction: advance the schedule (guarded by the fire it is advancing from,
-so that of several beats racing for the same fire one wins) and insert the run, whose
-``fire_key`` (schedule and fire time) is unique, so one fire never makes two runs. The beat
-publishes the run after the commit; a beat that dies in between leaves a waiting run that the
-reconciler publishes. Nothing here imports Celery.
+writes a new version (``jobsys_schedule_versions``). Firing due schedules is ``firing.py``.
+Nothing here imports Celery.
 """
 
 from __future__ import annotations
@@ -18,7 +13,6 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
-import hashlib
 import json
 import random
 import uuid
@@ -31,22 +25,14 @@ from jobsys import errors, jobs, permissions, runs, schema
 from jobsys.cadence import (
     Cadence,
     Definition,
-    Misfire,
     Options,
-    Overlap,
     first_fire,
     next_after,
-    next_fire,
 )
 
 S = schema.schedules
 V = schema.schedule_versions
 R = schema.runs
-
-
-ACTIVE_RUN = ("pending", "running", "retrying")
-FIRE_BATCH = 50
-"""Due schedules fired per transaction: fewer commits, and the write lock held briefly."""
 
 
 class ScheduleState(enum.StrEnum):
@@ -99,30 +85,6 @@ class ScheduleRecord:
         return runs.as_json(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class Fired:
-    """What a fire made, to publish after the commit: a run of a job, or a workflow run (a
-    schedule whose target is a workflow of the catalog)."""
-
-    run: dict[str, Any] | None
-    spec: jobs.JobSpec | None
-    workflow: dict[str, Any] | None = None
-
-    @property
-    def id(self) -> str:
-        made = self.run if self.run is not None else self.workflow
-        assert made is not None
-        return str(made["id"])
-
-    def insert(self, conn: sa.Connection) -> bool:
-        """``False`` if this fire already made its run (its key is unique)."""
-        if self.run is not None:
-            return _insert_run(conn, self.run)
-        assert self.workflow is not None
-        statement = _conflict_free_insert(conn.dialect.name, "workflow")
-        return conn.execute(statement, self.workflow).first() is not None
-
-
 @functools.lru_cache(maxsize=4096)
 def _parsed(cadence_json: str, options_json: str) -> tuple[Cadence, Options]:
     """Parsed and checked once per distinct definition (beat reads thousands per minute)."""
@@ -167,7 +129,7 @@ class ScheduleStore:
             "state": (ScheduleState.ACTIVE if first else ScheduleState.COMPLETED).value,
             "version": 1,
             "nominal_at": first,
-            "next_fire_at": self._jittered(first, definition.options),
+            "next_fire_at": self.jittered(first, definition.options),
             "run_count": 0,
             "source": source,
             "code_hash": definition.digest() if source == "code" else None,
@@ -200,7 +162,7 @@ class ScheduleStore:
         if definition.cadence.to_json() != current.cadence:
             first = first_fire(definition.cadence, now)
             values["nominal_at"] = first
-            values["next_fire_at"] = self._jittered(first, definition.options)
+            values["next_fire_at"] = self.jittered(first, definition.options)
             values["queued_fire_at"] = None
             if current.state is not ScheduleState.PAUSED:
                 values["state"] = (ScheduleState.ACTIVE if first else ScheduleState.COMPLETED).value
@@ -253,7 +215,8 @@ class ScheduleStore:
         with self.engine.connect() as conn:
             return [r._asdict() for r in conn.execute(query)]
 
-    def _jittered(self, when: dt.datetime | None, options: Options) -> dt.datetime | None:
+    def jittered(self, when: dt.datetime | None, options: Options) -> dt.datetime | None:
+        """When a fire due at ``when`` is made: later by up to the schedule's ``jitter``."""
         if when is None or not options.jitter:
             return when
         return when + dt.timedelta(seconds=self._rng.uniform(0, options.jitter))
@@ -356,7 +319,7 @@ class ScheduleStore:
             first = next_after(d.cadence, current.nominal_at, now)
         else:
             first = first_fire(d.cadence, now)
-        extra = {"nominal_at": first, "next_fire_at": self._jittered(first, d.options)}
+        extra = {"nominal_at": first, "next_fire_at": self.jittered(first, d.options)}
         target = ScheduleState.ACTIVE if first else ScheduleState.COMPLETED
         return self._move(schedule_id, tenant, target, (ScheduleState.PAUSED,), extra)
 
@@ -425,157 +388,6 @@ class ScheduleStore:
                 )
             )
 
-    # --- firing ----------------------------------------------------------------------------
-
-    def fire_due(self, registry: jobs.Registry, now: dt.datetime, limit: int = 500) -> list[Fired]:
-        """Fire every due schedule (and every held fire whose previous run ended)."""
-        fired = []
-        for record in self.queued(limit):
-            made = self._fire_queued(record, registry, now)
-            if made:
-                fired.append(made)
-        # A target no process here knows is left for a beat whose catalog has it.
-        due = [r for r in self.due(now, limit) if _known(registry, r.job)]
-        for start in range(0, len(due), FIRE_BATCH):
-            chunk = due[start : start + FIRE_BATCH]
-            # Reads first, writes in their own transaction: a SQLite transaction that reads
-            # and then writes fails outright when another process wrote in between.
-            last = self._run_states([r.last_run_id for r in chunk if r.last_run_id])
-            plans = [(r, self._decide(r, r.definition, now, last)) for r in chunk]
-            with self.engine.begin() as conn:
-                for record, plan in plans:
-                    made = self._fire(conn, record, plan, registry, now)
-                    if made:
-                        fired.append(made)
-        return fired
-
-    def trigger(
-        self, schedule_id: str, registry: jobs.Registry, tenant: str | None = None
-    ) -> Fired:
-        """Fire once now (trigger ``manual``), leaving the cadence as it is."""
-        record = self.get(schedule_id, tenant)
-        if record.state in (ScheduleState.CANCELLED,):
-            raise errors.InvalidTransition(schedule_id, record.state.value, "trigger", "schedule")
-        now = runs.utcnow()
-        made = _made(record, registry, now, "manual", now, key=None)
-        with self.engine.begin() as conn:
-            made.insert(conn)
-            conn.execute(
-                S.update()
-                .where(S.c.id == schedule_id)
-                .values(
-                    run_count=S.c.run_count + 1,
-                    last_run_id=made.id,
-                    last_fire_at=now,
-                    updated_at=now,
-                )
-            )
-        return made
-
-    def _fire(
-        self,
-        conn: sa.Connection,
-        s: ScheduleRecord,
-        plan: tuple[str | None, dt.datetime | None, bool],
-        registry: jobs.Registry,
-        now: dt.datetime,
-    ) -> Fired | None:
-        """Advance one due schedule and insert its run, in the caller's transaction."""
-        assert s.nominal_at is not None
-        d = s.definition
-        trigger, following, hold = plan
-        count = s.run_count + (1 if trigger else 0)
-        over = following is None or (d.options.max_runs is not None and count >= d.options.max_runs)
-        values: dict[str, Any] = {
-            "nominal_at": None if over else following,
-            "next_fire_at": None if over else self._jittered(following, d.options),
-            "updated_at": now,
-        }
-        if over and not hold:
-            values["state"] = ScheduleState.COMPLETED.value
-        if hold:
-            values["queued_fire_at"] = s.nominal_at
-        made = None
-        if trigger:
-            key = _fire_key(s.id, s.nominal_at)
-            made = _made(s, registry, s.nominal_at, trigger, now, key)
-            values.update(run_count=count, last_run_id=made.id, last_fire_at=s.nominal_at)
-        advanced = conn.execute(
-            S.update()
-            .where(
-                S.c.id == s.id,
-                S.c.state == ScheduleState.ACTIVE.value,
-                S.c.nominal_at == s.nominal_at,
-                S.c.version == s.version,
-            )
-            .values(**values)
-        ).rowcount
-        # Another beat fired it or it changed (advanced == 0), or nothing is to run.
-        if advanced != 1 or made is None or not made.insert(conn):
-            return None
-        return made
-
-    def _decide(
-        self, s: ScheduleRecord, d: Definition, now: dt.datetime, last: dict[str, str]
-    ) -> tuple[str | None, dt.datetime | None, bool]:
-        """For a due fire: the trigger of the run to make (``None``: no run), the following
-        fire, and whether to hold this fire until the previous run ends."""
-        assert s.nominal_at is not None and s.next_fire_at is not None
-        trigger: str | None = "scheduled"
-        if (now - s.next_fire_at).total_seconds() > d.options.grace:  # a misfire
-            following = next_after(d.cadence, s.nominal_at, now)
-            trigger = "catch-up" if d.options.misfire is Misfire.RUN_ONCE else None
-        else:
-            following = next_fire(d.cadence, s.nominal_at)
-        hold = False
-        overlap = trigger and d.options.overlap is not Overlap.ALLOW and s.last_run_id
-        if overlap and last.get(str(s.last_run_id)) in ACTIVE_RUN:
-            hold = d.options.overlap is Overlap.QUEUE and s.queued_fire_at is None
-            trigger = None
-        return trigger, following, hold
-
-    def _fire_queued(
-        self, s: ScheduleRecord, registry: jobs.Registry, now: dt.datetime
-    ) -> Fired | None:
-        """Release a held fire (overlap ``queue``) once the previous run has ended."""
-        assert s.queued_fire_at is not None
-        if s.job not in registry:  # ("queue" holds job fires only)
-            return None
-        spec = registry.get(s.job)
-        if s.last_run_id and self._run_state(s.last_run_id) in ACTIVE_RUN:
-            return None
-        with self.engine.begin() as conn:
-            key = _fire_key(s.id, s.queued_fire_at)
-            row = _run_row(s, spec, s.queued_fire_at, "scheduled", now, key)
-            over = {"state": ScheduleState.COMPLETED.value} if s.next_fire_at is None else {}
-            done = conn.execute(
-                S.update()
-                .where(S.c.id == s.id, S.c.queued_fire_at == s.queued_fire_at)
-                .values(
-                    **over,
-                    queued_fire_at=None,
-                    run_count=S.c.run_count + 1,
-                    last_run_id=row["id"],
-                    last_fire_at=s.queued_fire_at,
-                    updated_at=now,
-                )
-            ).rowcount
-            if done != 1 or not _insert_run(conn, row):
-                return None
-        return Fired(row, spec)
-
-    def _run_states(self, run_ids: list[str]) -> dict[str, str]:
-        if not run_ids:
-            return {}
-        with self.engine.connect() as conn:
-            found = conn.execute(sa.select(R.c.id, R.c.state).where(R.c.id.in_(run_ids)))
-            return {str(i): str(state) for i, state in found}
-
-    def _run_state(self, run_id: str) -> str | None:
-        with self.engine.connect() as conn:
-            state = conn.execute(sa.select(R.c.state).where(R.c.id == run_id)).scalar()
-        return str(state) if state is not None else None
-
     # --- declared in code ------------------------------------------------------------------
 
     def seed(self, registry: jobs.Registry, now: dt.datetime | None = None) -> list[str]:
@@ -607,108 +419,3 @@ class ScheduleStore:
                 )
                 changed.append(schedule_id)
         return changed
-
-
-def _fire_key(schedule_id: str, fire_at: dt.datetime) -> str:
-    return f"{schedule_id}@{fire_at.astimezone(dt.UTC).isoformat()}"
-
-
-def _insert_run(conn: sa.Connection, row: dict[str, Any]) -> bool:
-    """Insert a fire's run; ``False`` if that fire already has one (its key is unique).
-    ``ON CONFLICT DO NOTHING`` rather than a savepoint per run: two round trips fewer a fire
-    on PostgreSQL."""
-    inserted = conn.execute(_conflict_free_insert(conn.dialect.name, "run"), row).first()
-    return inserted is not None
-
-
-@functools.cache
-def _conflict_free_insert(dialect: str, what: str) -> Any:
-    """An insert of a run (unique ``fire_key``) or a workflow run (unique id) that does
-    nothing when the row exists; it returns the id it inserted (psycopg reports no row count
-    for ``ON CONFLICT``, so the returned row is the answer)."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    if what == "workflow":
-        table = schema.workflow_runs
-        return insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
-    return (
-        insert(R)
-        .on_conflict_do_nothing(index_elements=["fire_key"], index_where=R.c.fire_key.is_not(None))
-        .returning(R.c.id)
-    )
-
-
-def _known(registry: jobs.Registry, target: str) -> bool:
-    return target in registry or target in registry.workflows
-
-
-def _made(
-    s: ScheduleRecord,
-    registry: jobs.Registry,
-    fire_at: dt.datetime,
-    trigger: str,
-    now: dt.datetime,
-    key: str | None,
-) -> Fired:
-    """The run (or workflow run) a fire of ``s`` makes."""
-    if s.job in registry:
-        spec = registry.get(s.job)
-        return Fired(_run_row(s, spec, fire_at, trigger, now, key), spec)
-    wf = registry.workflow(s.job)
-    # The id comes from the fire key: one workflow run per fire, whichever beat makes it.
-    digest = hashlib.sha256((key or uuid.uuid4().hex).encode()).hexdigest()[:24]
-    row = {
-        "id": f"wf_{digest}",
-        "workflow": wf.name,
-        "definition": wf.to_data(),
-        "state": "running",
-        "input": s.input,
-        "skipped": [],
-        "principal": s.principal,
-        "principal_id": s.principal_id,
-        "tenant": s.tenant,
-        "created_at": now,
-        "timeout_at": now + dt.timedelta(seconds=wf.timeout),
-    }
-    return Fired(None, None, row)
-
-
-def _run_row(
-    s: ScheduleRecord,
-    spec: jobs.JobSpec,
-    fire_at: dt.datetime,
-    trigger: str,
-    now: dt.datetime,
-    key: str | None,
-) -> dict[str, Any]:
-    return {
-        "id": runs.new_run_id(),
-        "job": spec.name,
-        "job_version": spec.version,
-        "state": runs.RunState.PENDING.value,
-        "queue": spec.queue,
-        "priority": spec.priority,
-        "input": s.input,
-        "attempts": 0,
-        "max_attempts": spec.retry.max_attempts,
-        "timeout": spec.timeout,
-        "dispatch": 1,
-        "lost": 0,
-        "meta": dict(s.meta),
-        "tags": sorted(spec.tags),
-        "principal": s.principal,
-        "principal_id": s.principal_id,
-        "tenant": s.tenant,
-        "schedule_id": s.id,
-        "schedule_version": s.version,
-        "fire_at": fire_at,
-        "trigger": trigger,
-        "fire_key": key,
-        "sealed": s.sealed,
-        "cancel_requested": False,
-        "created_at": now,
-        # Published right after the commit; if that fails, the reconciler publishes it.
-        "published_at": now,
-    }

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from jobsys import Principal, Registry, cadence, errors, jobs, runs, schedules
+from jobsys import Principal, Registry, cadence, errors, firing, jobs, runs, schedules
 from jobsys.schedules import ScheduleState
 from tests import jobs as test_jobs
 
@@ -28,7 +28,7 @@ def sched(store: runs.RunStore) -> schedules.ScheduleStore:
 
 
 def fire(sched: schedules.ScheduleStore, now: dt.datetime) -> list[dict[str, object]]:
-    return [f.run for f in sched.fire_due(REGISTRY, now)]
+    return [f.run for f in firing.Firing(sched).fire_due(REGISTRY, now)]
 
 
 def finish(store: runs.RunStore, run_id: str) -> None:
@@ -109,6 +109,29 @@ def test_racing_beats_make_one_run_per_fire(sched: schedules.ScheduleStore) -> N
     assert len(keys) == 20 and len(set(keys)) == 20
 
 
+def test_a_batch_read_before_others_fired_it_fires_only_what_is_left(
+    sched: schedules.ScheduleStore,
+) -> None:
+    """Schedules read ahead (as beat does before a burst) that another beat fired or that
+    were paused meanwhile fail the batch's guard: the batch is rolled back and written one by
+    one, firing each of the others exactly once."""
+    for _ in range(6):
+        sched.create("tests.effect", cadence.every(10, overlap="allow"), ALICE, now=T0)
+    now = T0 + secs(1)
+    stale = sched.due(now)
+    assert len(stale) == 6
+    f = firing.Firing(sched)
+    early = [m for batch in f.batches(REGISTRY, now, ahead=stale[:2]) for m in batch]
+    assert [m.run["schedule_id"] for m in early if m.run] == [s.id for s in stale[:2]]
+    sched.pause(stale[2].id, tenant="acme")
+    late = [m for batch in f.batches(REGISTRY, now, ahead=stale) for m in batch]
+    assert sorted(m.run["schedule_id"] for m in late if m.run) == sorted(s.id for s in stale[3:])
+    for s in stale:
+        after = sched.get(s.id)
+        assert after.run_count == (0 if s.id == stale[2].id else 1)
+    assert fire(sched, now) == []  # nothing left due
+
+
 def test_updates_are_versioned_and_change_the_cadence(sched: schedules.ScheduleStore) -> None:
     s = sched.create("tests.effect", cadence.every(10), ALICE, now=T0)
     changed = sched.update(s.id, cadence.every(60, input={"seconds": 1}), ALICE, now=T0)
@@ -136,7 +159,7 @@ def test_pause_resume_delete_and_tenancy(sched: schedules.ScheduleStore) -> None
 
 def test_trigger_fires_now_without_moving_the_cadence(sched: schedules.ScheduleStore) -> None:
     s = sched.create("tests.effect", cadence.every(3600), ALICE, now=T0)
-    fired = sched.trigger(s.id, REGISTRY, tenant="acme")
+    fired = firing.Firing(sched).trigger(s.id, REGISTRY, tenant="acme")
     assert fired.run["trigger"] == "manual" and fired.run["fire_key"] is None
     after = sched.get(s.id)
     assert after.next_fire_at == s.next_fire_at and after.run_count == 1

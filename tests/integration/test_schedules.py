@@ -73,6 +73,8 @@ def test_runtime_changes_take_effect_without_a_restart(fresh: Cluster) -> None:
     assert all(r.state is RunState.COMPLETED and r.trigger == "scheduled" for r in records)
     assert all(fresh.executions(r.id) == 1 for r in records)
     assert records[0].principal["id"] == "local"
+    # Beat stamps when it published each fire (while idle, after the fire).
+    assert all(r.published_at is not None and r.published_at >= r.fire_at for r in records)
 
 
 def test_ongoing_schedule_carries_metadata_until_the_job_says_done(fresh: Cluster) -> None:
