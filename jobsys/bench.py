@@ -27,7 +27,18 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from jobsys import cadence, client, config, embedded, jobs, permissions, runs, schema, search
+from jobsys import (
+    cadence,
+    client,
+    config,
+    database,
+    embedded,
+    jobs,
+    permissions,
+    runs,
+    schema,
+    search,
+)
 
 BENCH_MODULE = "workers.bench"
 BENCH_QUEUE = "jobsys-bench"
@@ -473,7 +484,7 @@ def redis_version(url: str) -> str:
 
 
 def database_version(url: str) -> str:
-    engine = runs.make_engine(url)
+    engine = database.make_engine(url)
     try:
         with engine.connect() as conn:
             if engine.dialect.name == "sqlite":

@@ -230,33 +230,36 @@ def _register_dynamic(app: Celery, runtime: Runtime) -> None:
             raise Ignore() from None
         return deliver(task, spec, runtime, run_id, dispatch)
 
-    app.task(
-        body,
-        name=definitions.DYNAMIC_TASK,
-        bind=True,
-        typing=False,
-        ignore_result=True,
-        acks_late=True,
-        reject_on_worker_lost=True,
-    )
+    # Time limits come with each message (a runtime job's own timeout).
+    _task(app, body, definitions.DYNAMIC_TASK)
 
 
 def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
     def body(task: Any, run_id: str, dispatch: int, **_older: Any) -> Any:
         return deliver(task, spec, runtime, run_id, dispatch)
 
+    _task(
+        app,
+        body,
+        spec.name,
+        soft_time_limit=spec.timeout,
+        time_limit=spec.timeout + runtime.settings.hard_timeout_grace_seconds,
+        queue=spec.queue,
+        priority=spec.priority,
+    )
+
+
+def _task(app: Celery, body: Any, name: str, **options: Any) -> None:
+    """Register a task body with the delivery options every jobsys task has."""
     app.task(
         body,
-        name=spec.name,
+        name=name,
         bind=True,
         typing=False,
         ignore_result=True,  # act() stores results itself, in one round trip
         acks_late=True,
         reject_on_worker_lost=True,
-        soft_time_limit=spec.timeout,
-        time_limit=spec.timeout + runtime.settings.hard_timeout_grace_seconds,
-        queue=spec.queue,
-        priority=spec.priority,
+        **options,
     )
 
 

@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import json
 import os
-import re
 import signal
 import socket
 import sys
@@ -28,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobsys import client as client_mod
-from jobsys import config, definitions, embedded, errors, jobs, permissions, runs
+from jobsys import config, definitions, embedded, errors, jobs, permissions, runs, timeparse
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -461,14 +460,6 @@ def _wait_with_progress(c: client_mod.Client, run_id: str, timeout: float) -> ru
 # --- runs -----------------------------------------------------------------------------------
 
 
-@main.group("runs")
-def runs_group() -> None:
-    """Follow and steer runs."""
-
-
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-
-
 def parse_since(text: str | None) -> dt.datetime | None:
     """``30m``, ``2h``, ``1d`` ago, or an ISO time."""
     return _parse_time(text, -1, "--since")
@@ -482,268 +473,24 @@ def parse_since_future(text: str | None) -> dt.datetime | None:
 def _parse_time(text: str | None, sign: int, option: str) -> dt.datetime | None:
     if not text:
         return None
-    match = DURATION.match(text)
-    if match:
-        seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
-        return runs.utcnow() + sign * dt.timedelta(seconds=seconds)
     try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
+        return timeparse.parse_instant(text, sign)
+    except ValueError as exc:
         raise errors.InvalidInput(
             option.strip("-"),
-            [
-                {
-                    "loc": [option],
-                    "type": "value_error",
-                    "msg": "use a duration like 30m, 2h, 1d or an ISO time like 2026-11-25T09:00",
-                }
-            ],
+            [{"loc": [option], "type": "value_error", "msg": f"{exc}"}],
             "option",
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _short_time(value: dt.datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
-@runs_group.command("list")
-@click.option("--job", default=None)
-@click.option("--state", default=None, type=click.Choice([s.value for s in runs.RunState]))
-@click.option("--since", default=None, help="A duration (30m, 2h, 1d) or an ISO time.")
-@click.option("--tag", default=None)
-@click.option(
-    "--search",
-    default=None,
-    help="Keywords: runs whose error or logs hold them all, or whose job's name, "
-    "description or tags do.",
-)
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
-def runs_list(
-    job: str | None,
-    state: str | None,
-    since: str | None,
-    tag: str | None,
-    search: str | None,
-    limit: int,
-    as_json: bool,
-) -> None:
-    """List runs, newest first."""
-    records = make_client().list(
-        job=job, state=state, since=parse_since(since), tag=tag, limit=limit, search=search
-    )
-    if as_json:
-        emit_json([r.to_json() for r in records])
-        return
-    table = Table("id", "job", "state", "attempts", "created (UTC)", "duration")
-    table.columns[0].no_wrap = True
-    for r in records:
-        table.add_row(
-            r.id,
-            r.job,
-            r.state.value,
-            str(r.attempts),
-            _short_time(r.created_at),
-            f"{r.duration:.2f} s" if r.duration is not None else "",
-        )
-    out.print(table)
-
-
-@runs_group.command("show")
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
-def runs_show(run_id: str, as_json: bool) -> None:
-    """Show one run record (for a workflow run, ``wf_...``: its DAG of steps)."""
-    if run_id.startswith("wf_"):
-        cli_workflows.show(make_client(), run_id, as_json)
-        return
-    record = make_client().status(run_id)
-    data = record.to_json()
-    if as_json:
-        emit_json(data)
-        return
-    for key, value in data.items():
-        if value in (None, [], {}):
-            continue
-        if key == "error" and isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k != "traceback"}
-        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
-        out.print(f"[bold]{key:>16}[/bold]  {text}")
-
-
-@runs_group.command("logs")
-@click.argument("run_id")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
-def runs_logs(run_id: str, follow: bool, as_json: bool) -> None:
-    """Print a run's log lines."""
-    c = make_client()
-    last = 0
-    while True:
-        terminal = c.status(run_id).terminal
-        for line in c.logs(run_id, last):
-            last = line.id
-            if as_json:
-                click.echo(
-                    json.dumps(
-                        {
-                            "at": line.at.isoformat(),
-                            "attempt": line.attempt,
-                            "message": line.message,
-                        }
-                    )
-                )
-            else:
-                click.echo(f"{line.at.isoformat()} [{line.attempt}] {line.message}")
-        if not follow or terminal:
-            return
-        time.sleep(0.5)
-
-
-@runs_group.command("result")
-@click.argument("run_id")
-@click.option(
-    "--wait", "wait_seconds", type=float, default=0.0, help="Seconds to wait for the run to finish."
-)
-@handle_errors
-def runs_result(run_id: str, wait_seconds: float) -> None:
-    """Print a completed run's output as JSON."""
-    click.echo(json.dumps(make_client().result(run_id, timeout=wait_seconds)))
-
-
-@runs_group.command("cancel")
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
-def runs_cancel(run_id: str, as_json: bool) -> None:
-    """Cancel a run: a waiting one never starts, a running one is stopped."""
-    record = make_client().cancel(run_id)
-    if as_json:
-        emit_json(record.to_json())
-    elif record.state is runs.RunState.CANCELLED:
-        click.echo(f"{run_id} cancelled")
-    else:
-        click.echo(f"{run_id} is running: asked to stop")
-
-
-@runs_group.command("retry")
-@click.argument("run_id")
-@handle_errors
-def runs_retry(run_id: str) -> None:
-    """Submit a failed or cancelled run again; prints the new run id."""
-    click.echo(make_client().retry(run_id))
-
-
-# --- bench ----------------------------------------------------------------------------------
-
-SCENARIOS = ("throughput", "latency", "batch", "queries", "schedules")
-
-
-@main.command()
-@click.option(
-    "--jobs",
-    "n_jobs",
-    type=click.IntRange(1),
-    default=10_000,
-    show_default=True,
-    help="No-op jobs per throughput run.",
-)
-@click.option("--roundtrips", type=click.IntRange(1), default=500, show_default=True)
-@click.option(
-    "--schedules",
-    "n_schedules",
-    type=click.IntRange(1),
-    default=10_000,
-    show_default=True,
-    help="Active schedules of the schedule-lag scenario (it runs beat for 75 s).",
-)
-@click.option(
-    "--rows",
-    type=click.IntRange(1),
-    default=1_000_000,
-    show_default=True,
-    help="Run records in the query benchmark's table.",
-)
-@click.option(
-    "--query-db",
-    "query_dbs",
-    multiple=True,
-    help="Database URL for the query scenario (rows are inserted: use a scratch "
-    "database). Default: a scratch SQLite file.",
-)
-@click.option(
-    "--only", "only", multiple=True, type=click.Choice(SCENARIOS), help="Run only these scenarios."
-)
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
-def bench(
-    n_jobs: int,
-    roundtrips: int,
-    n_schedules: int,
-    rows: int,
-    query_dbs: tuple[str, ...],
-    only: tuple[str, ...],
-    as_json: bool,
-) -> None:
-    """Measure throughput, latency, batch enqueue, record queries and worker memory."""
-    import tempfile
-    from pathlib import Path
-
-    from jobsys import bench as b
-
-    settings = config.Settings.from_env()
-    target = b.JobsysTarget(settings)
-    chosen = only or SCENARIOS
-    report: dict[str, Any] = {"machine": b.machine()}
-    if set(chosen) - {"queries"}:  # the query scenario needs no broker
-        report["machine"]["redis"] = b.redis_version(settings.resolved_broker_url())
-        report["machine"]["database"] = b.database_version(settings.database_url)
-    workdir = Path(tempfile.mkdtemp(prefix="jobsys-bench-"))
-    if "throughput" in chosen:
-        report["throughput"] = {str(p): b.throughput(target, n_jobs, p, workdir) for p in (1, 2)}
-    if "latency" in chosen:
-        report["latency_ms"] = b.latency(target, roundtrips, workdir)
-    if "batch" in chosen:
-        report["batch_enqueue"] = b.batch_enqueue(target, n_jobs)
-    if "schedules" in chosen:
-        report["schedule_lag"] = b.schedule_lag(target, n_schedules, workdir)
-    if "queries" in chosen:
-        report["queries_ms"] = {
-            b.database_version(url): b.queries(url, rows)
-            for url in (query_dbs or (b.sqlite_scratch(),))
-        }
-    if as_json:
-        emit_json(report)
-        return
-    _print_bench(report)
-
-
-def _print_bench(report: dict[str, Any]) -> None:
-    out.print(" ".join(f"{k}={v}" for k, v in report["machine"].items()))
-    for section, value in report.items():
-        if section == "machine":
-            continue
-        table = Table(title=section)
-        rows = value if all(isinstance(v, dict) for v in value.values()) else {"": value}
-        columns = list(next(iter(rows.values())))
-        table.add_column("")
-        for c in columns:
-            table.add_column(c, justify="right")
-        for name, row in rows.items():
-            table.add_row(name, *(str(row[c]) for c in columns))
-        out.print(table)
 
 
 # Command groups kept in modules of their own register themselves on ``main``.
 from jobsys import (  # noqa: E402, F401
     cli_access,
+    cli_bench,
     cli_definitions,
     cli_flower,
     cli_mcp,
+    cli_runs,
     cli_schedules,
     cli_serve,
     cli_workflows,

@@ -113,14 +113,9 @@ runs = sa.Table(
     sa.Index("ix_jobsys_runs_created", "created_at"),
     sa.Index("ix_jobsys_runs_tenant_created", "tenant", "created_at"),
     sa.Index("ix_jobsys_runs_state_lease", "state", "lease_expires_at"),
-    sa.Index(
-        "ix_jobsys_runs_idempotency",
-        "tenant",
-        "idempotency_key",
-        unique=True,
-        sqlite_where=sa.text("idempotency_key IS NOT NULL"),
-        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
-    ),
+    # The partial indexes (idempotency key, fire key, schedule, workflow) are created by the
+    # migrations in plain SQL: declared here, their dialect options would load every
+    # dialect's package (2.8 MiB for PostgreSQL's) into each process, SQLite or not.
 )
 
 schedules = sa.Table(

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from jobsys import client, config, jobs, runs
+from jobsys import client, config, database, jobs, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = "workers.examples,tests.jobs"
@@ -57,12 +57,12 @@ class Database:
         self.admin_url = admin_url
         if admin_url:
             self.name = f"jobsys_t_{uuid.uuid4().hex[:12]}"
-            admin = runs.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+            admin = database.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
             admin.dispose()
             self.url = str(
-                sa.engine.make_url(runs.make_engine(admin_url).url)
+                sa.engine.make_url(database.make_engine(admin_url).url)
                 .set(database=self.name)
                 .render_as_string(hide_password=False)
             )
@@ -72,7 +72,9 @@ class Database:
 
     def drop(self) -> None:
         if self.admin_url:
-            admin = runs.make_engine(self.admin_url).execution_options(isolation_level="AUTOCOMMIT")
+            admin = database.make_engine(self.admin_url).execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
             admin.dispose()

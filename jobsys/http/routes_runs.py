@@ -4,7 +4,6 @@ result, cancel, retry."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from typing import Annotated, Any
 
@@ -13,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from jobsys import client as client_mod
-from jobsys import errors, runs
+from jobsys import errors, runs, timeparse
 from jobsys.http import sse
 from jobsys.http.auth import ClientDep, StreamClientDep
 from jobsys.http.errors import ApiError
@@ -25,8 +24,6 @@ RunIdPath = Annotated[str, Path(min_length=1, max_length=64, description="A run 
 WaitQuery = Annotated[
     float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False, description="Seconds to wait.")
 ]
-_AGO = re.compile(r"^(\d{1,9})([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def run_url(run_id: str) -> str:
@@ -93,21 +90,15 @@ def parse_instant(text: str | None, field: str) -> dt.datetime | None:
     """An ISO 8601 time (UTC if it names no offset) or an age such as ``30m``, ``2h``, ``7d``."""
     if text is None or text == "":
         return None
-    now = runs.utcnow()
-    ago = _AGO.match(text.strip())
     try:
-        if ago:
-            return now - dt.timedelta(seconds=int(ago.group(1)) * _UNITS[ago.group(2)])
-        value = dt.datetime.fromisoformat(text.strip())
-        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-    except (ValueError, OverflowError):
+        return timeparse.parse_instant(text)
+    except ValueError as exc:
         raise ApiError(
             422,
             "InvalidRequest",
-            f"{field}: {text[:60]!r} is not an ISO 8601 time or an age like 30m, 2h, 7d",
+            f"{field}: {exc}",
             [{"loc": ["query", field], "msg": "not a time", "type": "datetime_parsing"}],
         ) from None
-    return value
 
 
 @router.get("/runs", summary="List runs, newest first (filters and keyword search)")

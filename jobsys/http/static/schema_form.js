@@ -4,6 +4,7 @@
 // comma lists; nested objects (and anything else) are JSON text fields. Defaults are
 // prefilled, required fields marked, and the server's field errors shown next to the fields.
 
+import { ApiError } from "./api.js";
 import { fmtJson, h } from "./dom.js";
 
 const SCALARS = new Set(["string", "number", "integer", "boolean"]);
@@ -245,4 +246,40 @@ function rawJsonForm(container, schema) {
       r.error.textContent = "";
     },
   };
+}
+
+/**
+ * Wire the submit of a form holding a generated schema form: check the fields, `send(value)`
+ * with the button disabled, and show the API's field errors beside their fields (the others
+ * in `errorEl`). `current()` gives the schema form (null while it loads). Returns the function
+ * that shows a message in `errorEl` ("" hides it).
+ */
+export function wireSubmit(form, buttonEl, errorEl, current, send) {
+  const showError = (message) => {
+    errorEl.hidden = !message;
+    errorEl.textContent = message || "";
+  };
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const schemaForm = current();
+    if (!schemaForm) return;
+    showError("");
+    const { value, ok } = schemaForm.read();
+    if (!ok) {
+      showError("Fix the marked fields.");
+      return;
+    }
+    buttonEl.disabled = true;
+    try {
+      await send(value);
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      const rest = schemaForm.showErrors(err.fields);
+      const extra = rest.map((f) => `${(f.loc || []).join(".")}: ${f.msg}`).join("; ");
+      showError(`${err.message}${extra ? ` (${extra})` : ""}`);
+    } finally {
+      buttonEl.disabled = false;
+    }
+  });
+  return showError;
 }

@@ -1,9 +1,9 @@
 // Submit a run: pick a job, fill the form generated from its input schema, see the new run.
 
-import { ApiError, get, post, seg } from "./api.js";
+import { get, post, seg } from "./api.js";
 import { h } from "./dom.js";
 import { notifyError } from "./shared.js";
-import { buildSchemaForm } from "./schema_form.js";
+import { buildSchemaForm, wireSubmit } from "./schema_form.js";
 
 function jobList(view) {
   const list = h("ul", { className: "job-list", testid: "job-list" });
@@ -55,32 +55,9 @@ function jobForm(view, name) {
   view.append(h("h1", null, "Submit ", h("code", null, name)), description, form, h("a", { href: "#/submit" }, "other jobs"));
 
   let schemaForm = null;
-  const showError = (message) => {
-    error.hidden = !message;
-    error.textContent = message || "";
-  };
-
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    if (!schemaForm) return;
-    showError("");
-    const { value, ok } = schemaForm.read();
-    if (!ok) {
-      showError("Fix the marked fields.");
-      return;
-    }
-    submit.disabled = true;
-    try {
-      const made = await post(`/jobs/${seg(name)}/runs`, { input: value, ...options.read() });
-      location.hash = `#/runs/${seg(made.run_id)}`;
-    } catch (err) {
-      if (!(err instanceof ApiError)) throw err;
-      const rest = schemaForm.showErrors(err.fields);
-      const extra = rest.map((f) => `${(f.loc || []).join(".")}: ${f.msg}`).join("; ");
-      showError(`${err.message}${extra ? ` (${extra})` : ""}`);
-    } finally {
-      submit.disabled = false;
-    }
+  const showError = wireSubmit(form, submit, error, () => schemaForm, async (value) => {
+    const made = await post(`/jobs/${seg(name)}/runs`, { input: value, ...options.read() });
+    location.hash = `#/runs/${seg(made.run_id)}`;
   });
 
   get(`/jobs/${seg(name)}`)

@@ -1,10 +1,10 @@
 // Workflows: the workflow runs, starting one, and one run's DAG of step states.
 
-import { ApiError, get, post, seg } from "./api.js";
+import { get, post, seg } from "./api.js";
 import { badge, button, fmtJson, fmtTime, h, replace, shortId } from "./dom.js";
 import { act, notifyError, poll } from "./shared.js";
 import { drawDag } from "./dag.js";
-import { buildSchemaForm } from "./schema_form.js";
+import { buildSchemaForm, wireSubmit } from "./schema_form.js";
 
 function runsTable(tbody, list) {
   replace(tbody, list.map((w) => h(
@@ -34,10 +34,10 @@ function startForm(onStarted) {
   );
   const byName = new Map();
   let schemaForm = null;
-  const showError = (message) => {
-    error.hidden = !message;
-    error.textContent = message || "";
-  };
+  const showError = wireSubmit(form, go, error, () => schemaForm, async (value) => {
+    const made = await post(`/workflows/${seg(pick.value)}/runs`, { input: value });
+    if (made && made.workflow_run_id) onStarted(made.workflow_run_id);
+  });
   const choose = () => {
     fields.replaceChildren();
     showError("");
@@ -53,24 +53,6 @@ function startForm(onStarted) {
       choose();
     })
     .catch(notifyError);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    if (!schemaForm) return;
-    showError("");
-    const { value, ok } = schemaForm.read();
-    if (!ok) {
-      showError("Fix the marked fields.");
-      return;
-    }
-    try {
-      const made = await act(go, () => post(`/workflows/${seg(pick.value)}/runs`, { input: value }), false);
-      if (made && made.workflow_run_id) onStarted(made.workflow_run_id);
-    } catch (err) {
-      if (!(err instanceof ApiError)) throw err;
-      const rest = schemaForm.showErrors(err.fields);
-      showError(`${err.message}${rest.length ? ` (${rest.map((f) => f.msg).join("; ")})` : ""}`);
-    }
-  });
   return h("details", { className: "start", testid: "workflow-start-panel" }, h("summary", null, "Start a workflow"), form);
 }
 
