@@ -100,8 +100,9 @@ class Firing:
         ahead: Sequence[ScheduleRecord] | None = None,
     ) -> Iterator[list[Fired]]:
         """Fire up to ``limit`` due schedules, yielding what each committed batch made.
-        ``ahead``: the due schedules, read before they were due (instead of reading them now;
-        a schedule changed since then fails the write's guard and is not fired from it)."""
+        ``ahead``: the due schedules, read before they were due, instead of reading them now
+        (all of them are fired; a schedule changed since it was read fails the write's guard
+        and is not fired from it)."""
         released = []
         for record in self.schedules.queued(limit):
             made = self._fire_queued(record, registry, now)
@@ -112,13 +113,15 @@ class Firing:
         # A target no process here knows is left for a beat whose catalog has it.
         if ahead is None:
             ahead = self.schedules.due(now, limit)
-        due = [r for r in ahead if known(registry, r.job) and _due(r, now)][:limit]
+        due = [r for r in ahead if known(registry, r.job) and _due(r, now)]
         for start in range(0, len(due), FIRE_BATCH):
-            chunk = due[start : start + FIRE_BATCH]
+            chunk = [(r, r.definition) for r in due[start : start + FIRE_BATCH]]
             # Reads first, writes in their own transaction: a SQLite transaction that reads
-            # and then writes fails outright when another process wrote in between.
-            last = self._run_states([r.last_run_id for r in chunk if r.last_run_id])
-            plans = [_decide(r, r.definition, now, last) for r in chunk]
+            # and then writes fails outright when another process wrote in between. The state
+            # of the previous run matters only to a schedule that may not overlap it.
+            watched = [r.last_run_id for r, d in chunk if r.last_run_id and _no_overlap(d)]
+            last = self._run_states(watched)
+            plans = [_decide(r, d, now, last) for r, d in chunk]
             yield self._write(plans, registry, now)
 
     def trigger(
@@ -339,6 +342,10 @@ def _conflict_free_insert(dialect: str, what: str) -> Any:
     if what == "runs":
         return statement.execution_options(preserve_rowcount=True)
     return statement.returning(R.c.id)
+
+
+def _no_overlap(d: Definition) -> bool:
+    return d.options.overlap is not Overlap.ALLOW
 
 
 def _due(s: ScheduleRecord, now: dt.datetime) -> bool:
