@@ -78,7 +78,8 @@ class Plan:
 
 
 class _Raced(Exception):
-    """A batch advanced fewer schedules than it holds: another beat fired some of them."""
+    """A batch advanced fewer schedules than it holds: another beat fired some, or some
+    changed (paused, edited) since they were read."""
 
 
 class Firing:
