@@ -294,12 +294,12 @@ def _http_call(d: HttpDefinition, allowed: Sequence[str], input: HttpCallInput) 
 
 
 def build_workflow(d: WorkflowDefinition, registry: jobs.Registry) -> workflows.Workflow:
-    from jobsys import workflows
+    from jobsys import workflow_checks, workflows
 
     data = {**d.workflow, "name": d.name}
     data.setdefault("description", d.description)
     wf = workflows.from_data(data)
-    workflows.check(wf, registry)
+    workflow_checks.check(wf, registry)
     return wf
 
 

@@ -423,13 +423,13 @@ class Registry:
         return {**self._dynamic_workflows, **self._workflows}
 
     def add_workflow(self, wf: Workflow) -> None:
-        from jobsys import workflows
+        from jobsys import workflow_checks
 
         if wf.name in self._workflows and self._workflows[wf.name] is not wf:
             raise errors.WorkflowDeclarationError(wf.name, "-", "name", "declared twice")
         if wf.name in self._specs:
             raise errors.WorkflowDeclarationError(wf.name, "-", "name", "a job has this name")
-        workflows.check(wf, self)
+        workflow_checks.check(wf, self)
         self._workflows[wf.name] = wf
 
     def workflow(self, name: str) -> Workflow:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys import errors, execute, jobs, workflows
+from jobsys import errors, execute, jobs, workflow_checks, workflows
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -28,7 +28,7 @@ class WorkflowClient:
         this principal may ``execute``."""
         if isinstance(name, dict):
             wf = workflows.from_data(name)
-            workflows.check(wf, self._client.registry)
+            workflow_checks.check(wf, self._client.registry)
             name = wf.name
         else:
             wf = self._client.registry.workflow(name)

@@ -11,7 +11,8 @@ import pydantic
 import pytest
 
 from jobsys import Registry, RunState, cadence, errors, job
-from jobsys.workflows import Step, WorkflowState, check, workflow
+from jobsys.workflow_checks import check
+from jobsys.workflows import Step, WorkflowState, workflow
 from tests.cluster import Cluster, cluster
 
 pytestmark = pytest.mark.integration
