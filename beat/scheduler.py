@@ -23,6 +23,12 @@ from jobsys import broker, config, definitions, firing, jobs, runs, schedules
 
 log = logging.getLogger("jobsys.beat")
 
+STAMP_IDLE = 0.05
+STAMP_AGE = 5.0
+STAMP_BATCH = 10_000
+"""Publish times are written when beat will idle at least ``STAMP_IDLE`` seconds, or once they
+are ``STAMP_AGE`` seconds old or ``STAMP_BATCH`` many: one write for many fires, not one
+between each two fires of a steady stream."""
 IDLE_PAUSE = 0.02
 """Seconds beat pauses when the next fire is past due but is not one it can make."""
 
@@ -48,6 +54,7 @@ class StoreScheduler(beat.Scheduler):
         self._ahead: list[schedules.ScheduleRecord] | None = None
         kwargs["max_interval"] = settings.beat_interval
         self._published: list[tuple[str, dt.datetime]] = []
+        self._published_since = 0.0
         super().__init__(app, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -67,9 +74,10 @@ class StoreScheduler(beat.Scheduler):
                 fired += len(batch)
             if fired:
                 return 0.0  # there may be more due than one tick fires
-            self._stamp_published()
             following = self.schedules.next_due_at()
             wait = self._wait(following, time.monotonic() - started)
+            if self._stamp_due(wait):
+                self._stamp_published()
             if following is not None and wait < self.max_interval:
                 # The fires due next are read now, while idle: at their time beat only writes
                 # and publishes them. Any change before then fails the write's guard, and the
@@ -102,6 +110,8 @@ class StoreScheduler(beat.Scheduler):
                 log.exception("jobsys beat: publishing %d runs failed", len(items))
             else:
                 sent = runs.utcnow()
+                if not self._published:
+                    self._published_since = time.monotonic()
                 self._published.extend((run["id"], sent) for _, run in items)
         for f in fired:
             if f.workflow is not None:  # its first steps start now; the reaper retries
@@ -121,9 +131,15 @@ class StoreScheduler(beat.Scheduler):
             extra={"action": "schedules_fired", "count": len(fired)},
         )
 
+    def _stamp_due(self, wait: float) -> bool:
+        if not self._published:
+            return False
+        old = time.monotonic() - self._published_since > STAMP_AGE
+        return wait >= STAMP_IDLE or old or len(self._published) >= STAMP_BATCH
+
     def _stamp_published(self) -> None:
-        """Write when the runs fired since the last idle tick were published (while beat is
-        idle, off the path of a burst). A beat that dies first leaves them unstamped; the
+        """Write when the runs fired since the last stamp were published (while beat is idle,
+        off the path of a burst). A beat that dies first leaves them unstamped; the
         reconciler publishes them again, and the copy is dropped as a duplicate."""
         sent, self._published = self._published, []
         self.store.mark_published_many(sent)
