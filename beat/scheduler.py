@@ -83,22 +83,22 @@ class StoreScheduler(beat.Scheduler):
                 # and publishes them. Any change before then fails the write's guard, and the
                 # changed schedule is read again.
                 self._ahead = self.schedules.due(following)
-                wait = self._wait(following, 0.0)
-                if any(firing.known(self.registry, r.job) for r in self._ahead):
-                    wait = max(0.0, (following - runs.utcnow()).total_seconds())
+                fireable = any(firing.known(self.registry, r.job) for r in self._ahead)
+                wait = self._wait(following, 0.0, fireable)
         except Exception:
             log.exception("jobsys beat: tick failed; retrying", extra={"action": "beat_error"})
             return self.max_interval
         return wait
 
-    def _wait(self, following: dt.datetime | None, spent: float) -> float:
-        """How long to sleep after a tick that fired nothing."""
+    def _wait(self, following: dt.datetime | None, spent: float, fireable: bool = False) -> float:
+        """How long to sleep after a tick that fired nothing; ``fireable``: the next fire is
+        one this beat can make."""
         if following is None:
             return max(0.0, self.max_interval - spent)
         wait = (following - runs.utcnow()).total_seconds()
-        # Past due yet not fired: a job this beat's catalog lacks (left for a beat that has
-        # it); a short pause, not a busy loop.
-        return min(self.max_interval, max(IDLE_PAUSE, wait))
+        # Past due yet not fired, and not fireable: a job this beat's catalog lacks (left for
+        # a beat that has it); a short pause, not a busy loop.
+        return min(self.max_interval, max(0.0 if fireable else IDLE_PAUSE, wait))
 
     def _publish(self, fired: list[firing.Fired]) -> None:
         items = [(f.spec, f.run) for f in fired if f.spec is not None and f.run is not None]
@@ -167,7 +167,7 @@ class StoreScheduler(beat.Scheduler):
             self._stamp_published()
         except Exception:
             log.exception("jobsys beat: stamping the last published runs failed")
-        log.info("jobsys beat: %d ticks, %d fires published", self.ticks, self.fired)
+        log.info("jobsys beat: %d ticks, %d fires made", self.ticks, self.fired)
         self.store.close()
 
     @property

@@ -457,7 +457,7 @@ def _wait_with_progress(c: client_mod.Client, run_id: str, timeout: float) -> ru
                 c.wait(run_id, timeout=0.25, poll=0.25)
 
 
-# --- runs -----------------------------------------------------------------------------------
+# --- times typed in options (``--since``, ``--expires``) ----------------------------------
 
 
 def parse_since(text: str | None) -> dt.datetime | None:

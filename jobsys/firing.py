@@ -123,7 +123,9 @@ class Firing:
             watched = [r.last_run_id for r, d in chunk if r.last_run_id and _no_overlap(d)]
             last = self._run_states(watched)
             plans = [_decide(r, d, now, last) for r, d in chunk]
-            yield self._write(plans, registry, now)
+            batch = self._write(plans, registry, now)
+            if batch:  # (nothing when another beat fired them all)
+                yield batch
 
     def trigger(
         self, schedule_id: str, registry: jobs.Registry, tenant: str | None = None

@@ -714,12 +714,12 @@ class RunStore:
 
 
 _GET = sa.select(T).where(T.c.id == sa.bindparam("rid"))
+_GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
 _MARK_PUBLISHED = (
     T.update()
     .where(T.c.id == sa.bindparam("rid"), T.c.dispatch == 1, T.c.published_at.is_(None))
     .values(published_at=sa.bindparam("at"))
 )
-_GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
 
 
 _CANCELLED_WAITING = {

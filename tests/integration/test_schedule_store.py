@@ -130,6 +130,8 @@ def test_a_batch_read_before_others_fired_it_fires_only_what_is_left(
         after = sched.get(s.id)
         assert after.run_count == (0 if s.id == stale[2].id else 1)
     assert fire(sched, now) == []  # nothing left due
+    # read once more, all fired already: the batch makes nothing and yields no batch
+    assert list(f.batches(REGISTRY, now, ahead=stale)) == []
 
 
 def test_updates_are_versioned_and_change_the_cadence(sched: schedules.ScheduleStore) -> None:
