@@ -2,13 +2,14 @@
 
 Celery beat calls ``tick()`` in a loop and sleeps for what it returns. Each tick asks the store
 for the active schedules whose indexed ``next_fire_at`` has passed (never a scan of every
-schedule) and fires them a batch at a time (``firing.Firing``: schedules advanced and their runs
-inserted in one transaction, one run per fire however many beats race); each batch is published
-as soon as it is committed, then its runs are stamped published. Creating, changing, pausing,
-resuming and deleting a schedule take effect at the next tick, at most ``JOBSYS_BEAT_INTERVAL``
-seconds later, without a restart. Nothing is kept in a local file: any number of beats can run,
-and one that dies loses no fire.
-"""
+schedule) and fires them a batch at a time (``firing.Firing``: schedules advanced and their
+runs inserted in one transaction, one run per fire however many beats race); each batch is
+published as soon as it is committed, then its runs are stamped published. The schedules due in
+the next few seconds are read, and their messages built, ahead of time (``lookahead``), so that
+a burst of fires due at once is only written and sent. Creating, changing, pausing, resuming
+and deleting a schedule take effect at the next tick, at most ``JOBSYS_BEAT_INTERVAL`` seconds
+later, without a restart. Nothing is kept in a local file: any number of beats can run, and one
+that dies loses no fire."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from typing import Any
 
 from celery import Celery, beat
 
-from jobsys import broker, config, definitions, firing, jobs, runs, schedules
+from beat import lookahead
+from jobsys import broker, config, definitions, firing, jobs, runs
 
 log = logging.getLogger("jobsys.beat")
 
@@ -51,11 +53,12 @@ class StoreScheduler(beat.Scheduler):
         self.firing = firing.Firing(self.schedules)
         self.fired = 0
         self.ticks = 0
-        self._ahead: list[schedules.ScheduleRecord] | None = None
         kwargs["max_interval"] = settings.beat_interval
         self._published: list[tuple[str, dt.datetime]] = []
         self._published_since = 0.0
+        self._ticking = self._closed = False
         super().__init__(app, **kwargs)
+        self.lookahead = lookahead.Lookahead(self.app, self.schedules, registry)
 
     def setup_schedule(self) -> None:
         """Seed the schedules jobs declare in code (an edited one keeps its edit)."""
@@ -66,45 +69,55 @@ class StoreScheduler(beat.Scheduler):
         """Fire what is due; return the seconds to sleep before the next tick."""
         started = time.monotonic()
         self.ticks += 1
+        self._ticking = True
         try:
             fired = 0
-            ahead, self._ahead = self._ahead, None
-            for batch in self.firing.batches(self.registry, runs.utcnow(), ahead=ahead):
-                self._publish(batch)
-                fired += len(batch)
-            if fired:
-                return 0.0  # there may be more due than one tick fires
+            now = runs.utcnow()
+            # What was read ahead and is due now; with none, the store is read.
+            ahead = self.lookahead.take(now)
+            try:
+                for batch in self.firing.batches(self.registry, now, ahead=ahead or None):
+                    self._publish(batch)
+                    fired += len(batch)
+            finally:
+                self.lookahead.release(ahead)
+            if fired and not ahead:
+                return 0.0  # read from the store: more may be due than one read returns
             following = self.schedules.next_due_at()
             wait = self._wait(following, time.monotonic() - started)
             if self._stamp_due(wait):
                 self._stamp_published()
-            if following is not None and wait < self.max_interval:
-                # The fires due next are read now, while idle: at their time beat only writes
-                # and publishes them. Any change before then fails the write's guard, and the
-                # changed schedule is read again.
-                self._ahead = self.schedules.due(following)
-                fireable = any(firing.known(self.registry, r.job) for r in self._ahead)
-                wait = self._wait(following, 0.0, fireable)
+            # One page more is read ahead while beat idles, or even when busy if what is read
+            # ahead runs short (a steady stream of fires can keep beat from ever idling).
+            if (wait > 0 or self.lookahead.short(now)) and self.lookahead.read(runs.utcnow()):
+                wait = 0.0  # more to read ahead: the next tick goes on (after what is due)
+            elif wait > 0:
+                wait = self._wait(following, 0.0)
         except Exception:
             log.exception("jobsys beat: tick failed; retrying", extra={"action": "beat_error"})
             return self.max_interval
+        finally:
+            self._ticking = False
         return wait
 
-    def _wait(self, following: dt.datetime | None, spent: float, fireable: bool = False) -> float:
-        """How long to sleep after a tick that fired nothing; ``fireable``: the next fire is
-        one this beat can make."""
+    def _wait(self, following: dt.datetime | None, spent: float) -> float:
+        """How long to sleep after a tick that fired nothing."""
         if following is None:
             return max(0.0, self.max_interval - spent)
         wait = (following - runs.utcnow()).total_seconds()
-        # Past due yet not fired, and not fireable: a job this beat's catalog lacks (left for
-        # a beat that has it); a short pause, not a busy loop.
-        return min(self.max_interval, max(0.0 if fireable else IDLE_PAUSE, wait))
+        if wait <= 0:
+            # Past due yet not fired: due since the store was read (fire it now), or a job
+            # this beat's catalog lacks (left for a beat that has it: pause, do not spin).
+            due = self.schedules.due(runs.utcnow(), 50)
+            fireable = any(firing.known(self.registry, r.job) for r in due)
+            return 0.0 if fireable else IDLE_PAUSE
+        return min(self.max_interval, wait)
 
     def _publish(self, fired: list[firing.Fired]) -> None:
         items = [(f.spec, f.run) for f in fired if f.spec is not None and f.run is not None]
         if items:
             try:
-                broker.publish_many(self.app, items)
+                broker.publish_many(self.app, items, held=self.lookahead.messages(items))
             except Exception:
                 # The runs are recorded; the reconciler publishes them once the broker is back.
                 log.exception("jobsys beat: publishing %d runs failed", len(items))
@@ -163,6 +176,13 @@ class StoreScheduler(beat.Scheduler):
         pass
 
     def close(self) -> None:
+        """Stamp what was published, then close the store. Celery beat calls this from its
+        SIGTERM handler, which may interrupt a tick in the middle of a write, and again once
+        its loop has ended: the first call waits for the second, as the interrupted write
+        still holds its transaction (on SQLite, the lock the stamp needs: it waited 30 s)."""
+        if self._ticking or self._closed:
+            return
+        self._closed = True
         try:
             self._stamp_published()
         except Exception:

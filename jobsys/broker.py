@@ -22,7 +22,18 @@ from celery import Celery, signals, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from kombu import Queue
 
-from jobsys import config, context, definitions, errors, execute, jobs, permissions, runs, sealing
+from jobsys import (
+    config,
+    context,
+    definitions,
+    errors,
+    execute,
+    jobs,
+    permissions,
+    runs,
+    sealing,
+    transport,
+)
 
 log = logging.getLogger("jobsys.broker")
 
@@ -358,12 +369,40 @@ def publish_many(
     app: Celery,
     items: Sequence[tuple[jobs.JobSpec, dict[str, Any]]],
     countdown: float | None = None,
+    held: dict[str, transport.Held] | None = None,
 ) -> None:
     """Publish new runs' messages (a job spec and a run row each) through one pipelined
-    batch: one round trip per thousand messages instead of one each."""
-    with app.producer_or_acquire() as producer, producer.batch():
-        for spec, row in items:
-            publish(app, spec, row["id"], 1, countdown, row["priority"], producer=producer)
+    batch: one round trip per thousand messages instead of one each. A run whose message
+    is in ``held`` (``hold``) has it pushed as it was built."""
+    held = held or {}
+    ready = [held[row["id"]] for _, row in items if row["id"] in held]
+    rest = [(spec, row) for spec, row in items if row["id"] not in held]
+    with app.producer_or_acquire() as producer:
+        if ready:
+            producer.channel.push(ready)
+        if rest:
+            with producer.batch():
+                for spec, row in rest:
+                    publish(app, spec, row["id"], 1, countdown, row["priority"], producer=producer)
+
+
+def hold(app: Celery, items: Sequence[tuple[jobs.JobSpec, str]]) -> dict[str, transport.Held]:
+    """Build the messages of runs to be made soon (a job spec and a run id each), without
+    sending them: ``publish_many`` pushes them once the runs are recorded. Nothing is held
+    when sending a message also announces it (``task_send_sent_event``): the announcement
+    would come early; such messages are built when they are sent."""
+    if app.conf.task_send_sent_event:
+        return {}
+    out: dict[str, transport.Held] = {}
+    with app.producer_or_acquire() as producer:
+        channel = producer.channel
+        if not isinstance(channel, transport.Channel):
+            return {}
+        with channel.holding() as held:
+            for spec, run_id in items:
+                publish(app, spec, run_id, 1, priority=spec.priority, producer=producer)
+                out[run_id] = held.pop()
+    return out
 
 
 def republish(app: Celery, registry: jobs.Registry, record: runs.RunRecord) -> None:

@@ -5,10 +5,12 @@ racing for the same fire one wins), and inserts its run, whose ``fire_key`` (sch
 fire time) is unique, so one fire never makes two runs; both in one transaction.
 
 A burst of due schedules (every cron schedule on ``* * * * *`` is due at the same second) is
-written a batch at a time: one ``UPDATE`` executed for all the batch's schedules and one
-multi-row ``INSERT`` of their runs, instead of two statements per fire. A batch that advanced
-fewer schedules than it holds lost a race to another beat: it is rolled back and written one
-schedule at a time, where each lost fire is simply skipped.
+written a batch at a time: one ``UPDATE`` of all the batch's schedules and one ``INSERT`` of
+their runs (``bulksql``), instead of two statements per fire. The guard of each schedule is
+the fire it was read at, its version and its last change: a schedule changed since it was
+read (fired by another beat, paused, edited, its metadata merged) is not advanced, and makes
+no run from that read. A batch one of whose fires already has its run is rolled back and
+written one schedule at a time, where that fire is skipped.
 
 ``Firing.batches`` yields each batch after its commit, so the beat publishes it at once and
 then stamps ``published_at``; a beat that dies in between leaves waiting runs that the
@@ -27,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys import errors, jobs, runs, schema
+from jobsys import bulksql, errors, jobs, runs, schema
 from jobsys.cadence import Definition, Misfire, Overlap, next_after, next_fire
 from jobsys.schedules import ScheduleRecord, ScheduleState, ScheduleStore
 
@@ -78,8 +80,7 @@ class Plan:
 
 
 class _Raced(Exception):
-    """A batch advanced fewer schedules than it holds: another beat fired some, or some
-    changed (paused, edited) since they were read."""
+    """A fire of a batch already had its run (another beat made it)."""
 
 
 class Firing:
@@ -170,29 +171,32 @@ class Firing:
         self, conn: sa.Connection, plans: list[Plan], registry: jobs.Registry, now: dt.datetime
     ) -> list[Fired]:
         """Advance every planned schedule with one statement per shape of change, then insert
-        their runs in one statement; ``_Raced`` (rolling back) if any had moved on."""
+        the runs of those advanced in one statement. A schedule that moved on since it was read
+        (another beat fired it; it was paused, edited, or its metadata merged) is left out: a
+        fire is made from the schedule as it is, and the next read of the store finds it if it
+        is still due. ``_Raced`` (rolling back) if a fire already had its run."""
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        made: list[Fired] = []
+        made: dict[str, Fired] = {}
         for plan in plans:
             values, fired = self._advance(plan, registry, now)
             s = plan.record
             params = {f"v_{k}": v for k, v in values.items()}
-            params.update(b_id=s.id, b_nominal=s.nominal_at, b_version=s.version)
+            params.update(
+                b_id=s.id, b_nominal=s.nominal_at, b_version=s.version, b_updated=s.updated_at
+            )
             shapes.setdefault(tuple(sorted(values)), []).append(params)
             if fired is not None:
-                made.append(fired)
-        advanced = sum(conn.execute(_advance(keys), rows).rowcount for keys, rows in shapes.items())
-        if advanced != len(plans):
-            raise _Raced
-        rows = [m.run for m in made if m.run is not None]
-        if rows and conn.execute(
-            _conflict_free_insert(conn.dialect.name, "runs"), rows
-        ).rowcount != len(rows):
+                made[s.id] = fired
+        advanced: set[str] = set()
+        for keys, rows in shapes.items():
+            advanced |= bulksql.advance(conn, keys, rows)
+        kept = [m for schedule_id, m in made.items() if schedule_id in advanced]
+        runs_ = [m.run for m in kept if m.run is not None]
+        if runs_ and bulksql.insert_runs(conn, runs_) != len(runs_):
             raise _Raced  # a fire already had its run: find out which, one by one
-        inserted = {str(row["id"]) for row in rows}
-        workflows = [m for m in made if m.workflow is not None]  # (rare: inserted one by one)
+        workflows = [m for m in kept if m.workflow is not None]  # (rare: inserted one by one)
         new_workflows = {m.id for m in workflows if m.insert(conn)}
-        return [m for m in made if m.id in inserted or m.id in new_workflows]
+        return [m for m in kept if m.run is not None or m.id in new_workflows]
 
     def _write_one(
         self, conn: sa.Connection, plan: Plan, registry: jobs.Registry, now: dt.datetime
@@ -207,6 +211,7 @@ class Firing:
                 S.c.state == ScheduleState.ACTIVE.value,
                 S.c.nominal_at == s.nominal_at,
                 S.c.version == s.version,
+                S.c.updated_at == s.updated_at,
             )
             .values(**values)
         ).rowcount
@@ -297,25 +302,18 @@ def _decide(s: ScheduleRecord, d: Definition, now: dt.datetime, last: dict[str, 
     return Plan(s, d, trigger, following, hold)
 
 
-@functools.cache
-def _advance(keys: tuple[str, ...]) -> Any:
-    """The guarded ``UPDATE`` that advances a schedule from the fire it was read at, setting
-    ``keys``; executed with one parameter set per schedule (bind names are prefixed: those
-    of columns are reserved)."""
-    return (
-        S.update()
-        .where(
-            S.c.id == sa.bindparam("b_id"),
-            S.c.state == ScheduleState.ACTIVE.value,
-            S.c.nominal_at == sa.bindparam("b_nominal"),
-            S.c.version == sa.bindparam("b_version"),
-        )
-        .values({k: sa.bindparam(f"v_{k}") for k in keys})
-    )
-
-
 def _fire_key(schedule_id: str, fire_at: dt.datetime) -> str:
     return f"{schedule_id}@{fire_at.astimezone(dt.UTC).isoformat()}"
+
+
+_FIRE_IDS = uuid.UUID("6b1f7a8e-3c1d-4f0e-9a57-1f2e0c9d4b21")
+
+
+def fire_run_id(schedule_id: str, fire_at: dt.datetime) -> str:
+    """The id of the run a schedule's fire makes, known before the fire: beat builds the
+    messages of the fires due next while it is idle. (Whichever beat makes the fire, and
+    whether it runs on time or as a catch-up, the run has this id.)"""
+    return uuid.uuid5(_FIRE_IDS, _fire_key(schedule_id, fire_at)).hex
 
 
 def _insert_run(conn: sa.Connection, row: dict[str, Any]) -> bool:
@@ -340,10 +338,6 @@ def _conflict_free_insert(dialect: str, what: str) -> Any:
     statement = insert(R).on_conflict_do_nothing(
         index_elements=["fire_key"], index_where=R.c.fire_key.is_not(None)
     )
-    # "runs": many at once, answered by the row count (executed as one batch by the driver);
-    # "run": one, answered by the id it returns.
-    if what == "runs":
-        return statement.execution_options(preserve_rowcount=True)
     return statement.returning(R.c.id)
 
 
@@ -400,7 +394,7 @@ def _run_row(
     key: str | None,
 ) -> dict[str, Any]:
     return {
-        "id": runs.new_run_id(),
+        "id": runs.new_run_id() if key is None else fire_run_id(s.id, fire_at),
         "job": spec.name,
         "job_version": spec.version,
         "state": runs.RunState.PENDING.value,

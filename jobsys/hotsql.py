@@ -91,12 +91,7 @@ class HotPath:
         self._execute(sql, params, fetch=False, many=True)
 
     def _converter(self, column: str) -> Any:
-        kind = schema.runs.c[column].type
-        if isinstance(kind, schema.JSON):
-            return self._json
-        if isinstance(kind, schema.UTCDateTime):
-            return self._time
-        return None
+        return converter(self.dialect, schema.runs.c[column])
 
     def claim(
         self,
@@ -161,12 +156,7 @@ class HotPath:
         return count == 1
 
     def _time(self, value: dt.datetime) -> Any:
-        """As ``schema.UTCDateTime`` binds it: aware on PostgreSQL, naive UTC text on SQLite
-        (in SQLAlchemy's storage format, so that both paths compare and sort alike)."""
-        value = value.astimezone(dt.UTC)
-        if self.dialect == "postgresql":
-            return value
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return _pg_time(value) if self.dialect == "postgresql" else _sqlite_time(value)
 
     def _execute(
         self, sql: str, params: Any, fetch: bool, many: bool = False, fetch_all: bool = False
@@ -241,6 +231,31 @@ def _json(value: Any) -> Any:
 
 def _sqlite_json(value: Any) -> str:
     return json.dumps(value)
+
+
+def _pg_time(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
+def _sqlite_time(value: dt.datetime) -> str:
+    """Naive UTC text in SQLAlchemy's storage format, so that both paths compare and sort
+    alike."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def converter(dialect: str, column: sa.Column[Any]) -> Any:
+    """How a value of ``column`` is bound on the driver, as its type would bind it (JSON
+    and aware UTC datetimes); ``None``: as it is. ``None`` values are never converted."""
+    kind = column.type
+    if isinstance(kind, schema.JSON):
+        if dialect == "postgresql":
+            from psycopg.types.json import Jsonb
+
+            return Jsonb
+        return _sqlite_json
+    if isinstance(kind, schema.UTCDateTime):
+        return _pg_time if dialect == "postgresql" else _sqlite_time
+    return None
 
 
 def _pyformat(sql: str) -> str:

@@ -278,6 +278,23 @@ class ScheduleStore:
         with self.engine.connect() as conn:
             return [self._plain(r) for r in conn.execute(query)]
 
+    def upcoming(
+        self, until: dt.datetime, after: tuple[dt.datetime, str] | None, limit: int
+    ) -> list[ScheduleRecord]:
+        """Active schedules due by ``until``, in order of (next fire, id), from just after
+        ``after`` on: read a page at a time."""
+        query = sa.select(S).where(
+            S.c.state == ScheduleState.ACTIVE.value, S.c.next_fire_at <= until
+        )
+        if after is not None:
+            at, last = after
+            query = query.where(
+                sa.or_(S.c.next_fire_at > at, sa.and_(S.c.next_fire_at == at, S.c.id > last))
+            )
+        query = query.order_by(S.c.next_fire_at, S.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [self._plain(r) for r in conn.execute(query)]
+
     def queued(self, limit: int = 500) -> list[ScheduleRecord]:
         """Active schedules holding a fire until their previous run ends."""
         query = (

@@ -10,18 +10,55 @@ Batched publishing (``Producer.batch()``: one pipelined round trip for many mess
 allowed even though the connections retry on timeout. kombu refuses it then because a
 replayed pipeline could push a message twice; a jobsys worker claims a run with its dispatch
 token, so a second copy of a message is dropped as a duplicate (nothing runs twice).
+
+A channel can also *hold* the messages published through it (``holding``): each is built by
+kombu as usual and its final Redis command kept instead of sent, to be pushed later in one
+pipelined round trip (``push``). Beat builds the messages of the fires due next while it is
+idle, and at their time only pushes them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+
+Held = tuple[str, str]
+"""A message held back: the Redis list it goes to and its payload."""
 
 
 class Channel(kombu_redis.Channel):
     _command_client: Any = None
+    _held: list[Held] | None = None
     supports_batch_publish = True  # duplicates are harmless: see the module's docstring
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[list[Held]]:
+        """Hold the messages published through this channel meanwhile (in the list given)."""
+        held: list[Held] = []
+        self._held = held
+        try:
+            yield held
+        finally:
+            self._held = None
+
+    def push(self, held: Sequence[Held]) -> None:
+        """Send held messages, in one pipelined round trip."""
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            for key, payload in held:
+                pipe.lpush(key, payload)
+            pipe.execute()
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        # (jobsys declares no queue with an expiry, which kombu would also set on send)
+        if self._held is None or kwargs.get("_publish_batch"):
+            super()._put(queue, message, **kwargs)
+            return
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        self._held.append((key, dumps(message)))
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:

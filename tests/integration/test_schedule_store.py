@@ -7,8 +7,9 @@ import datetime as dt
 import threading
 
 import pytest
+import sqlalchemy as sa
 
-from jobsys import Principal, Registry, cadence, errors, firing, jobs, runs, schedules
+from jobsys import Principal, Registry, cadence, errors, firing, jobs, runs, schedules, schema
 from jobsys.schedules import ScheduleState
 from tests import jobs as test_jobs
 
@@ -113,8 +114,8 @@ def test_a_batch_read_before_others_fired_it_fires_only_what_is_left(
     sched: schedules.ScheduleStore,
 ) -> None:
     """Schedules read ahead (as beat does before a burst) that another beat fired or that
-    were paused meanwhile fail the batch's guard: the batch is rolled back and written one by
-    one, firing each of the others exactly once."""
+    were paused meanwhile fail their guard and are left out: each of the others fires exactly
+    once."""
     for _ in range(6):
         sched.create("tests.effect", cadence.every(10, overlap="allow"), ALICE, now=T0)
     now = T0 + secs(1)
@@ -132,6 +133,58 @@ def test_a_batch_read_before_others_fired_it_fires_only_what_is_left(
     assert fire(sched, now) == []  # nothing left due
     # read once more, all fired already: the batch makes nothing and yields no batch
     assert list(f.batches(REGISTRY, now, ahead=stale)) == []
+
+
+def test_a_schedule_changed_after_it_was_read_fires_as_it_is_now(
+    store: runs.RunStore, sched: schedules.ScheduleStore
+) -> None:
+    """A fire is made from the schedule as it is: one whose metadata was merged (by its last
+    run) after beat read it is left out of that read's batch, then fired from the store with
+    the new metadata. The run's id is the fire's own, known before the fire."""
+    made = [sched.create("tests.effect", cadence.every(10), ALICE, now=T0) for _ in range(3)]
+    now = T0 + secs(1)
+    stale = sched.due(now)
+    sched.merge_metadata(made[0].id, {"n": 1})
+    f = firing.Firing(sched)
+    first = [m.run for batch in f.batches(REGISTRY, now, ahead=stale) for m in batch if m.run]
+    assert sorted(r["schedule_id"] for r in first) == sorted(s.id for s in made[1:])
+    (late,) = fire(sched, now)
+    assert late["schedule_id"] == made[0].id and late["meta"] == {"n": 1}
+    for run in [*first, late]:
+        assert run["id"] == firing.fire_run_id(str(run["schedule_id"]), T0)
+        assert store.get(str(run["id"])).fire_at == T0
+
+
+def test_a_fire_that_already_has_its_run_makes_no_second_one(
+    store: runs.RunStore, sched: schedules.ScheduleStore
+) -> None:
+    """The run of a fire exists while its schedule still stands at that fire (the batch's
+    insert finds the fire key taken): the batch is rolled back and written one schedule at a
+    time, where that fire advances its schedule and makes nothing; the others fire once."""
+    made = [sched.create("tests.effect", cadence.every(10), ALICE, now=T0) for _ in range(3)]
+    now = T0 + secs(1)
+    read = sched.due(now)
+    (taken,) = [r for r in read if r.id == made[1].id]
+    (run,) = [m.run for b in firing.Firing(sched).batches(REGISTRY, now, ahead=[taken]) for m in b]
+    with store.engine.begin() as conn:  # its schedule back at the fire, its run kept
+        conn.execute(
+            schema.schedules.update()
+            .where(schema.schedules.c.id == taken.id)
+            .values(
+                nominal_at=taken.nominal_at,
+                next_fire_at=taken.next_fire_at,
+                updated_at=taken.updated_at,
+                run_count=0,
+            )
+        )
+    made_now = fire(sched, now)
+    assert sorted(r["schedule_id"] for r in made_now) == sorted([made[0].id, made[2].id])
+    assert sched.get(taken.id).next_fire_at == T0 + secs(10)  # advanced past the fire
+    with store.engine.connect() as conn:
+        keys = conn.execute(
+            sa.select(schema.runs.c.fire_key).where(schema.runs.c.schedule_id == taken.id)
+        ).all()
+    assert len(keys) == 1 and run is not None and keys[0][0] == run["fire_key"]
 
 
 def test_updates_are_versioned_and_change_the_cadence(sched: schedules.ScheduleStore) -> None:
