@@ -311,7 +311,7 @@ _FIRE_IDS = uuid.UUID("6b1f7a8e-3c1d-4f0e-9a57-1f2e0c9d4b21")
 
 def fire_run_id(schedule_id: str, fire_at: dt.datetime) -> str:
     """The id of the run a schedule's fire makes, known before the fire: beat builds the
-    messages of the fires due next while it is idle. (Whichever beat makes the fire, and
+    messages of the fires due next ahead of their time. (Whichever beat makes the fire, and
     whether it runs on time or as a catch-up, the run has this id.)"""
     return uuid.uuid5(_FIRE_IDS, _fire_key(schedule_id, fire_at)).hex
 

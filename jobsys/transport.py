@@ -13,8 +13,8 @@ token, so a second copy of a message is dropped as a duplicate (nothing runs twi
 
 A channel can also *hold* the messages published through it (``holding``): each is built by
 kombu as usual and its final Redis command kept instead of sent, to be pushed later in one
-pipelined round trip (``push``). Beat builds the messages of the fires due next while it is
-idle, and at their time only pushes them.
+pipelined round trip (``push``). Beat builds the messages of the fires due next ahead of
+their time, and at their time only pushes them.
 """
 
 from __future__ import annotations
