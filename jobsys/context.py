@@ -135,6 +135,7 @@ class Tracker:
         self.store, self.lease, self.heartbeat_every = store, lease, heartbeat
         self.cancel_grace, self.tick = cancel_grace, tick
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
         self._held: dict[str, JobContext] = {}
         self._logs: list[dict[str, Any]] = []
         self._progress: dict[str, dict[str, Any]] = {}
@@ -229,25 +230,34 @@ class Tracker:
             extra={"action": "hard_time_limit", "run_id": run_id},
         )
         with contextlib.suppress(Exception):
-            self.flush()
+            self.flush(timeout=1.0)  # (not stuck behind a flush that hangs)
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(HARD_LIMIT_EXIT)
 
-    def flush(self) -> None:
-        with self._lock:
-            lines, self._logs = self._logs, []
-            progress, self._progress = self._progress, {}
+    def flush(self, timeout: float = -1) -> None:
+        """Write the buffered logs and progress; one flush at a time. The flush that ends a
+        run waits for one the background thread is in the middle of: that one may hold the
+        run's last progress, whose write (guarded on a running run) would otherwise come
+        after the run completed, and be lost. ``timeout``: give up waiting after that long."""
+        if not self._flushing.acquire(timeout=timeout):
+            return
         try:
-            self.store.write_logs(lines)
-            for run_id, value in progress.items():
-                self.store.write_progress(run_id, value)
-        except Exception:
-            with self._lock:  # put them back for the next tick
-                self._logs[:0] = lines
+            with self._lock:
+                lines, self._logs = self._logs, []
+                progress, self._progress = self._progress, {}
+            try:
+                self.store.write_logs(lines)
                 for run_id, value in progress.items():
-                    self._progress.setdefault(run_id, value)
-            raise
+                    self.store.write_progress(run_id, value)
+            except Exception:
+                with self._lock:  # put them back for the next tick
+                    self._logs[:0] = lines
+                    for run_id, value in progress.items():
+                        self._progress.setdefault(run_id, value)
+                raise
+        finally:
+            self._flushing.release()
 
     def beat(self, now: dt.datetime | None = None) -> None:
         """Renew leases; mark cancelled runs; interrupt one past its cancel grace."""
