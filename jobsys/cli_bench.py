@@ -97,12 +97,21 @@ def _print_bench(report: dict[str, Any]) -> None:
     for section, value in report.items():
         if section == "machine":
             continue
-        table = Table(title=section)
         rows = value if all(isinstance(v, dict) for v in value.values()) else {"": value}
         columns = list(next(iter(rows.values())))
+        cells = [v for row in rows.values() for v in row.values() if isinstance(v, dict)]
+        # Cells that are figures of their own (a query's p50 and p99) show as "a / b".
+        title = f"{section} ({' / '.join(cells[0])})" if cells else section
+        table = Table(title=title)
         table.add_column("")
         for c in columns:
             table.add_column(c, justify="right")
         for name, row in rows.items():
-            table.add_row(name, *(str(row[c]) for c in columns))
+            table.add_row(name, *(_cell(row[c]) for c in columns))
         out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return " / ".join(str(v) for v in value.values())
+    return str(value)
