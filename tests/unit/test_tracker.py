@@ -26,16 +26,22 @@ class SlowStore:
         self.events.append(f"progress {value['pct']} written")
 
 
+def writing_in_background(pct: float) -> tuple[SlowStore, context.Tracker, threading.Thread]:
+    """A tracker whose background flush is in the middle of writing a run's progress."""
+    store = SlowStore()
+    tracker = context.Tracker(cast(runs.RunStore, store), lease=30, heartbeat=5, cancel_grace=5)
+    tracker.set_progress("r1", {"pct": pct})
+    background = threading.Thread(target=tracker.flush)
+    background.start()
+    assert store.writing.wait(10)
+    return store, tracker, background
+
+
 def test_the_flush_that_ends_a_run_waits_for_one_already_writing() -> None:
     """The background thread's flush took the run's last progress and is writing it; the
     flush at the end of the body must not return (and the run complete) before that write:
     the write, guarded on a running run, would be lost (seen: a completed run at 90 %)."""
-    store = SlowStore()
-    tracker = context.Tracker(cast(runs.RunStore, store), lease=30, heartbeat=5, cancel_grace=5)
-    tracker.set_progress("r1", {"pct": 100.0})
-    background = threading.Thread(target=tracker.flush)
-    background.start()
-    assert store.writing.wait(10)
+    store, tracker, background = writing_in_background(100.0)
 
     def end_of_body() -> None:
         tracker.flush()
@@ -51,12 +57,7 @@ def test_the_flush_that_ends_a_run_waits_for_one_already_writing() -> None:
 
 
 def test_a_flush_that_cannot_start_in_time_gives_up() -> None:
-    store = SlowStore()
-    tracker = context.Tracker(cast(runs.RunStore, store), lease=30, heartbeat=5, cancel_grace=5)
-    tracker.set_progress("r1", {"pct": 50.0})
-    background = threading.Thread(target=tracker.flush)
-    background.start()
-    assert store.writing.wait(10)
+    store, tracker, background = writing_in_background(50.0)
     tracker.flush(timeout=0.05)  # as the hard time limit does before ending the process
     assert store.events == []
     store.release.set()
