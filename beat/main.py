@@ -8,14 +8,14 @@ from celery import Celery
 from celery.apps.beat import Beat
 
 from beat.scheduler import StoreScheduler
-from jobsys import config, jobs
+from jobsys import config, jobs, private
 
 
 def run(
     app: Celery, settings: config.Settings, registry: jobs.Registry, loglevel: str = "INFO"
 ) -> None:
     """Run Celery beat in this process until it is stopped."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private.make_dir(settings.home)
     scheduler = functools.partial(StoreScheduler, settings=settings, registry=registry)
     Beat(
         app=app,

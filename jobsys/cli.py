@@ -22,12 +22,23 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from kombu.utils.url import maybe_sanitize_url
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobsys import client as client_mod
-from jobsys import config, definitions, embedded, errors, jobs, permissions, runs, timeparse
+from jobsys import (
+    config,
+    definitions,
+    embedded,
+    errors,
+    jobs,
+    permissions,
+    private,
+    runs,
+    timeparse,
+)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -110,6 +121,9 @@ def emit_json(value: Any) -> None:
 @click.version_option(package_name="jobsys")
 def main() -> None:
     """jobsys: typed, reliable background jobs on Celery + Redis."""
+    # Before anything is written: every file under JOBSYS_HOME (and of the processes this one
+    # starts) is private to this user.
+    private.restrict_umask()
 
 
 # --- process roles -----------------------------------------------------------------------
@@ -195,6 +209,7 @@ def up(n_workers: int, concurrency: int, http_port: int, http_host: str) -> None
     settings = config.Settings.from_env()
     if config.read_services(settings.home) is not None:
         fail(f"jobsys is already running under {settings.home} (see services.json there)", 1)
+    private.tighten_tree(settings.home)  # a home an older jobsys made was readable by all
     if http_port and not _port_free(http_host, http_port):
         fail(f"port {http_port} on {http_host} is taken: pick another with --http-port", 1)
     redis = None
@@ -277,8 +292,8 @@ def _start_roles(
 
 def _print_up(settings: config.Settings, broker_url: str, n_workers: int) -> None:
     out.print(f"jobsys is up (JOBSYS_HOME={settings.home})")
-    out.print(f"  broker   {broker_url}")
-    out.print(f"  records  {settings.database_url}")
+    out.print(f"  broker   {maybe_sanitize_url(broker_url)}")
+    out.print(f"  records  {maybe_sanitize_url(settings.database_url)}")
     out.print(f"  workers  {n_workers}, logs in {settings.home / 'logs'}")
     out.print(f"  jobs     {', '.join(settings.catalog)}")
     out.print('Try: jobsys submit examples.add --input \'{"a": 2, "b": 3}\' --wait')

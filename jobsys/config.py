@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from jobsys import errors
+from jobsys import errors, private
 
 SERVICES_FILE = "services.json"
 T = TypeVar("T", int, float)
@@ -142,13 +142,9 @@ def _num(env: Mapping[str, str], name: str, default: T, kind: type[T]) -> T:
 
 
 def write_services(home: Path, info: Mapping[str, object]) -> Path:
-    """Record where a running ``jobsys up`` put its services, for the other commands."""
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / SERVICES_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(info), indent=2))
-    tmp.replace(path)
-    return path
+    """Record where a running ``jobsys up`` put its services, for the other commands. The
+    file is private (0600): the broker URL in it holds the embedded Redis's password."""
+    return private.write_file(home / SERVICES_FILE, json.dumps(dict(info), indent=2))
 
 
 def read_services(home: Path) -> dict[str, object] | None:
@@ -156,6 +152,12 @@ def read_services(home: Path) -> dict[str, object] | None:
     path = home / SERVICES_FILE
     try:
         info = json.loads(path.read_text())
+    except PermissionError:
+        raise errors.ConfigError(
+            f"cannot read {path}: JOBSYS_HOME={home} is private to the user who runs "
+            "`jobsys up` there; run this command as that user, or set JOBSYS_HOME to a "
+            "home of your own"
+        ) from None
     except (OSError, ValueError):
         return None
     pid = info.get("pid")

