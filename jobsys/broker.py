@@ -12,8 +12,10 @@ import dataclasses
 import functools
 import gc
 import logging
+import ssl
 import sys
 import threading
+import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -153,7 +155,29 @@ def celery_config(settings: config.Settings) -> dict[str, Any]:
         "enable_utc": True,
         "task_default_queue": "jobs",
         "worker_hijack_root_logger": False,
+        **tls_config(settings),
     }
+
+
+def tls_config(settings: config.Settings) -> dict[str, Any]:
+    """TLS for a ``rediss://`` broker or result URL that says nothing of it: verify the
+    server's certificate against the system's authorities (kombu would otherwise connect in
+    clear through jobsys's transport, and Celery's backend refuses such a URL). A URL with
+    ``ssl_cert_reqs``, ``ssl_ca_certs``, ``ssl_certfile`` or ``ssl_keyfile`` in its query is
+    taken as it is."""
+    found: dict[str, Any] = {}
+    if _bare_rediss(settings.resolved_broker_url()):
+        found["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if _bare_rediss(settings.resolved_result_url()):
+        found["redis_backend_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return found
+
+
+def _bare_rediss(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme == "rediss" and not any(
+        key.startswith("ssl_") for key in urllib.parse.parse_qs(parts.query)
+    )
 
 
 def make_celery(

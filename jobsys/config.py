@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -119,9 +120,10 @@ class Settings:
         """The result backend URL: the setting, or database 1 of the broker's Redis."""
         if self.result_url:
             return self.result_url
-        base = self.resolved_broker_url()
-        head, _, tail = base.rpartition("/")
-        return f"{head}/1" if tail.isdigit() else base.rstrip("/") + "/1"
+        parts = urllib.parse.urlsplit(self.resolved_broker_url())
+        head, _, tail = parts.path.rpartition("/")
+        path = f"{head}/1" if tail.isdigit() else parts.path.rstrip("/") + "/1"
+        return urllib.parse.urlunsplit(parts._replace(path=path))  # the query (TLS) kept
 
 
 def _names(text: str) -> tuple[str, ...]:
