@@ -320,3 +320,24 @@ def test_the_cluster_itself_uses_the_authenticated_broker_with_no_flags(home: Ho
         assert app.control.ping(timeout=10, limit=1)
     finally:
         app.close()
+
+
+def test_a_restarted_embedded_redis_keeps_its_password_and_its_data(tmp_path: Path) -> None:
+    first = embedded.RedisServer(tmp_path / "redis").start()
+    try:
+        with redis.Redis.from_url(first.url) as client:
+            client.set("kept", "yes")
+    finally:
+        first.stop()  # SIGTERM: the append-only file is flushed
+    second = embedded.RedisServer(tmp_path / "redis").start()
+    try:
+        assert second.password == first.password and len(second.password) >= 40
+        with redis.Redis.from_url(second.url) as client:
+            assert client.get("kept") == b"yes"
+        with redis.Redis(port=second.port) as anonymous, pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+    finally:
+        second.stop()
+    password_file = tmp_path / "redis" / embedded.PASSWORD_FILE
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "redis").stat().st_mode) == 0o700
