@@ -209,7 +209,7 @@ def up(n_workers: int, concurrency: int, http_port: int, http_host: str) -> None
     settings = config.Settings.from_env()
     if config.read_services(settings.home) is not None:
         fail(f"jobsys is already running under {settings.home} (see services.json there)", 1)
-    private.tighten_tree(settings.home)  # a home an older jobsys made was readable by all
+    private.tighten_home(settings.home)  # a home an older jobsys made was readable by all
     if http_port and not _port_free(http_host, http_port):
         fail(f"port {http_port} on {http_host} is taken: pick another with --http-port", 1)
     redis = None

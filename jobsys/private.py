@@ -59,11 +59,35 @@ def open_append(path: Path) -> int:
     return fd
 
 
-def tighten_tree(home: Path) -> None:
-    """Take group and other access away from ``home`` and everything under it that this user
-    owns (a home made by an older jobsys had 0755 folders and 0644 files)."""
+HOME_ENTRIES = (
+    "jobsys.db",
+    "jobsys.db-wal",
+    "jobsys.db-shm",
+    "jobsys.db-journal",
+    "services.json",
+    "secret.key",
+    "logs",
+    "redis",
+)
+"""What jobsys keeps in a home; only these are tightened (a home may be a folder that also
+holds files of the user's own, whose modes are theirs to choose)."""
+
+
+def tighten_home(home: Path) -> None:
+    """Take group and other access away from ``home`` and what jobsys keeps in it, where this
+    user owns them (a home made by an older jobsys had 0755 folders and 0644 files)."""
     make_dir(home)
-    for root, dirs, files in os.walk(home):
+    for name in HOME_ENTRIES:
+        path = home / name
+        if path.is_dir() and not path.is_symlink():
+            _tighten_tree(path)
+        else:
+            _tighten(path, FILE_MODE)
+
+
+def _tighten_tree(folder: Path) -> None:
+    _tighten(folder, DIR_MODE)
+    for root, dirs, files in os.walk(folder):
         for name in dirs:
             _tighten(Path(root, name), DIR_MODE)
         for name in files:
