@@ -113,11 +113,11 @@ def _drop_privileges_argv() -> list[str] | None:
     return None
 
 
-def as_nobody(prefix: Sequence[str], script: str, given: Any) -> Any:
+def as_nobody(python: Sequence[str], script: str, given: Any) -> Any:
     """Run ``script`` (Python, standard library only) as ``nobody`` with ``given`` as JSON on
     its standard input; its JSON answer."""
     done = subprocess.run(
-        [*prefix, sys.executable, "-I", "-c", script],
+        [*python, "-I", "-c", script],
         input=json.dumps(given),
         capture_output=True,
         text=True,
@@ -130,23 +130,32 @@ def as_nobody(prefix: Sequence[str], script: str, given: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def nobody() -> list[str]:
-    """The prefix running a command as ``nobody``, checked to be in effect."""
+    """A Python interpreter running as ``nobody``, checked to be in effect. It is started
+    through ``env`` so that it is looked up with nobody's own permissions (setpriv still holds
+    root's capabilities while it starts its program), and the first interpreter nobody may run
+    is taken (this one may live under a folder private to root)."""
     prefix = _drop_privileges_argv()
     if prefix is None:
         pytest.skip(
             reason="dropping privileges to `nobody` needs root and setpriv or runuser, and a "
             "`nobody` user; this machine has not all of them"
         )
-    probe = subprocess.run(
-        [*prefix, sys.executable, "-I", "-c", "import os; print(os.geteuid())"],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        timeout=60,
-    )
-    if probe.returncode != 0 or probe.stdout.strip() != str(pwd.getpwnam(NOBODY).pw_uid):
-        pytest.skip(reason=f"cannot drop privileges to `nobody` here: {probe.stderr.strip()}")
-    return prefix
+    uid, said = str(pwd.getpwnam(NOBODY).pw_uid), []
+    for python in dict.fromkeys((shutil.which("python3", path=os.defpath), sys.executable)):
+        if python is None:
+            continue
+        argv = [*prefix, "env", python]
+        probe = subprocess.run(
+            [*argv, "-I", "-c", "import os; print(os.geteuid(), os.getegid(), os.getgroups())"],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            timeout=60,
+        )
+        if probe.returncode == 0 and probe.stdout.split()[0] == uid:
+            return argv
+        said.append(f"{python}: {probe.stdout.strip()} {probe.stderr.strip()}")
+    pytest.skip(reason=f"cannot run Python as `nobody` here: {'; '.join(said)}")
 
 
 class Home:
