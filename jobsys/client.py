@@ -74,7 +74,9 @@ class Client:
         self.principal = principal
         self.store = store or runs.RunStore.open(settings.database_url)
         self.registry.attach(definitions.source(settings, self.store.engine))
-        self.policy = permissions.Policy(admin_roles=settings.admin_roles)
+        self.policy = permissions.Policy(
+            admin_roles=settings.admin_roles, superadmin_roles=settings.superadmin_roles
+        )
         self.audit = audit.AuditLog(self.store.engine)
         self._app = app
 
