@@ -150,6 +150,9 @@ class RunRecord:
     """``scheduled``, ``manual`` (trigger now) or ``catch-up`` (after downtime)."""
     fire_key: str | None = None
     has_dependents: bool | None = None
+    withheld: str | None = None
+    """Set (saying why) when the reader may list this run but not read it: its input, output,
+    error and progress are left out (``Client.shown``); never stored."""
     sealed: str | None = None
     """The secret input values, encrypted; never shown (``input`` holds ``**********``)."""
 
