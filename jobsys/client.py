@@ -322,9 +322,13 @@ class Client:
             raise errors.InvalidInput(spec.name, execute.field_errors(exc)) from None
         paths = sealing.secret_paths(spec.input_model)
         if not paths:
-            return model.model_dump(mode="json"), None
-        data, hidden = sealing.split(model, paths)
-        return data, self.sealer.seal(hidden)
+            data, hidden = model.model_dump(mode="json"), None
+        else:
+            data, hidden = sealing.split(model, paths)
+        problems = runs.nul_errors(data)
+        if problems:
+            raise errors.InvalidInput(spec.name, problems)
+        return data, self.sealer.seal(hidden) if hidden is not None else None
 
     @functools.cached_property
     def sealer(self) -> sealing.Sealer:
@@ -335,6 +339,15 @@ class Client:
         return sealing.merge(input, self.sealer.open(sealed)) if sealed else input
 
     def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
+        problems = runs.nul_errors(
+            {
+                "metadata": options.metadata or {},
+                "tags": list(options.tags),
+                "idempotency_key": options.idempotency_key or "",
+            }
+        )
+        if problems:
+            raise errors.InvalidInput(spec.name, problems, "options")
         limit = MAX_COUNTDOWN_SECONDS
         if options.countdown is not None and not 0 <= options.countdown <= limit:
             raise errors.InvalidInput(

@@ -65,6 +65,11 @@ class HotPath:
             from psycopg.types.json import Jsonb
 
             self._disconnects = (psycopg.OperationalError, psycopg.InterfaceError)
+            self.unreachable: tuple[type[BaseException], ...] = (
+                *self._disconnects,
+                sa.exc.OperationalError,
+                sa.exc.InterfaceError,
+            )
             self.integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
 
             self._json: Any = Jsonb
@@ -72,6 +77,11 @@ class HotPath:
         else:
             self._json = _sqlite_json
             self.integrity_errors = (sqlite3.IntegrityError,)
+            self.unreachable = (
+                sqlite3.OperationalError,
+                sa.exc.OperationalError,
+                sa.exc.InterfaceError,
+            )
             self._claim, self._complete = _CLAIM, complete
 
     def insert(self, rows: list[dict[str, Any]]) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys import errors, execute, jobs, workflow_checks, workflows
+from jobsys import errors, execute, jobs, runs, workflow_checks, workflows
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -37,6 +37,9 @@ class WorkflowClient:
             payload = wf.input_model.model_validate(input or {}).model_dump(mode="json")
         except pydantic.ValidationError as exc:
             raise errors.InvalidInput(name, execute.field_errors(exc)) from None
+        problems = runs.nul_errors(payload)
+        if problems:
+            raise errors.InvalidInput(name, problems)
         for step in wf.steps:
             self._client.allow("execute", step.job, target=name)
         record = self._store.create(wf, payload, self._client.principal)
