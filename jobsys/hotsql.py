@@ -235,12 +235,12 @@ def _close(conn: Any) -> None:
 
 
 def _json(value: Any) -> Any:
-    """A JSON column as read: text on SQLite, already decoded on PostgreSQL."""
-    return json.loads(value) if isinstance(value, str) else value
+    """A JSON column as read: text (or a BLOB) on SQLite, already decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _sqlite_json(value: Any) -> str:
-    return json.dumps(value)
+def _sqlite_json(value: Any) -> str | bytes:
+    return schema.sqlite_storable(json.dumps(value))
 
 
 def _pg_time(value: dt.datetime) -> dt.datetime:
