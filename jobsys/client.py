@@ -202,7 +202,7 @@ class Client:
             return self._submit_blocked(spec, row, options)
         if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
             assert options.idempotency_key is not None
-            existing = self.store.find_key(row["tenant"], options.idempotency_key)
+            existing = self.store.find_key(row["tenant"], spec.name, options.idempotency_key)
             assert existing is not None
             return existing.id
         self._publish(app, spec, row, options.countdown)

@@ -342,10 +342,12 @@ class RunStore:
             return None
         return self.get(values["id"])
 
-    def find_key(self, tenant: str, key: str) -> RunRecord | None:
+    def find_key(self, tenant: str, job: str, key: str) -> RunRecord | None:
+        """The run of ``job`` in ``tenant`` that holds idempotency key ``key`` (keys are
+        unique per tenant and job)."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(T).where(T.c.tenant == tenant, T.c.idempotency_key == key)
+                sa.select(T).where(T.c.tenant == tenant, T.c.job == job, T.c.idempotency_key == key)
             ).first()
         return _record(row) if row else None
 

@@ -345,7 +345,29 @@ def _v8(conn: sa.Connection) -> None:
     job_definitions.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+def _v10(conn: sa.Connection) -> None:
+    """Version 10: idempotency keys are unique per tenant and job (they were per tenant, so
+    the same key given to two jobs made the second submit answer with the first job's run)."""
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_jobsys_runs_idempotency"))
+    conn.execute(
+        sa.text(
+            "CREATE UNIQUE INDEX IF NOT EXISTS ix_jobsys_runs_job_idempotency ON jobsys_runs "
+            "(tenant, job, idempotency_key) WHERE idempotency_key IS NOT NULL"
+        )
+    )
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+    _v10,  # goes after _v9 (job definitions per tenant) when both are merged
+]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)
