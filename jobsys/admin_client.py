@@ -1,4 +1,11 @@
-"""``Client.admin``: API tokens and the audit log, for principals with an admin role."""
+"""``Client.admin``: API tokens and the audit log, for principals with an admin role.
+
+An admin administers its own tenant: it creates, lists and revokes that tenant's tokens and
+reads that tenant's audit log; another tenant's token is not found. A token it creates acts in
+its tenant, with no admin or superadmin role it does not hold itself
+(``Policy.grant_problem``). A superadmin (``JOBSYS_SUPERADMIN_ROLES``) and the local admin
+administer every tenant. Every interface (the CLI, and any other) goes through here.
+"""
 
 from __future__ import annotations
 
@@ -23,27 +30,42 @@ class AdminClient:
             raise errors.PermissionDenied(who.id, action, "(administration)")
         return who
 
+    @property
+    def tenant(self) -> str | None:
+        """The tenant this principal administers; ``None``: every tenant (a superadmin)."""
+        who = self._client.principal
+        return None if self._client.policy.is_superadmin(who) else who.tenant
+
     def create_token(
         self, principal: permissions.Principal, expires_at: dt.datetime | None = None
     ) -> tuple[tokens.TokenRecord, str]:
-        """A token acting as ``principal``; the token string is returned once, never stored."""
+        """A token acting as ``principal``; the token string is returned once, never stored.
+        Refused (``PermissionDenied``) for another tenant, or a role the admin may not grant."""
         who = self._require_admin("create token", principal.id)
-        record, token = self._tokens.create(principal, who.id, expires_at)
         detail = f"roles={','.join(principal.roles)} tenant={principal.tenant}"
+        problem = self._client.policy.grant_problem(who, principal)
+        if problem is not None:
+            self._client.audit.record(who, "create token", principal.id, "denied", detail)
+            target = f"for {principal.id!r} in tenant {principal.tenant!r}"
+            raise errors.PermissionDenied(who.id, "create a token", target, problem)
+        record, token = self._tokens.create(principal, who.id, expires_at)
         self._client.audit.record(who, "create token", record.id, "allowed", detail)
         return record, token
 
     def list_tokens(self) -> list[tokens.TokenRecord]:
+        """The tokens of this admin's tenant (of every tenant for a superadmin)."""
         self._require_admin("list tokens", "*")
-        return self._tokens.list()
+        return self._tokens.list(self.tenant)
 
     def revoke_token(self, token_id: str) -> tokens.TokenRecord:
+        """Revoke a token of this admin's tenant; another tenant's is not found."""
         who = self._require_admin("revoke token", token_id)
-        record = self._tokens.revoke(token_id)
+        record = self._tokens.revoke(token_id, self.tenant)
         self._client.audit.record(who, "revoke token", token_id, "allowed")
         return record
 
     def audit_log(self, outcome: str | None = None, limit: int = 100) -> list[audit.AuditEntry]:
-        """Denials and administrative actions, newest first, of every tenant."""
+        """Denials and administrative actions, newest first, of this admin's tenant (of every
+        tenant for a superadmin)."""
         self._require_admin("read audit", "*")
-        return self._client.audit.list(outcome=outcome, limit=limit)
+        return self._client.audit.list(tenant=self.tenant, outcome=outcome, limit=limit)

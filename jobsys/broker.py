@@ -82,7 +82,10 @@ class Runtime:
 
     @functools.cached_property
     def policy(self) -> permissions.Policy:
-        return permissions.Policy(admin_roles=self.settings.admin_roles)
+        return permissions.Policy(
+            admin_roles=self.settings.admin_roles,
+            superadmin_roles=self.settings.superadmin_roles,
+        )
 
     @functools.cached_property
     def limits(self) -> execute.Limits:

@@ -1,4 +1,5 @@
-"""``jobsys tokens`` (create, list, revoke) and ``jobsys audit list``: admin roles only."""
+"""``jobsys tokens`` (create, list, revoke) and ``jobsys audit list``: admin roles only, each
+within its own tenant (a superadmin and the local admin: every tenant)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,11 @@ def _names(text: str | None) -> tuple[str, ...]:
 @click.option("--principal", "principal_id", required=True, help="The principal's id.")
 @click.option("--roles", default="", help="Comma-separated roles.")
 @click.option("--scopes", default="", help="Comma-separated scopes.")
-@click.option("--tenant", default="default", show_default=True)
+@click.option(
+    "--tenant",
+    default=None,
+    help="The token's tenant (default: yours; the local admin's is 'default').",
+)
 @click.option("--expires", default=None, help="A duration (30d, 12h) or an ISO time.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -30,15 +35,20 @@ def tokens_create(
     principal_id: str,
     roles: str,
     scopes: str,
-    tenant: str,
+    tenant: str | None,
     expires: str | None,
     as_json: bool,
 ) -> None:
-    """Create a token; it is printed once and cannot be shown again."""
+    """Create a token; it is printed once and cannot be shown again. An admin creates tokens
+    of its own tenant, with no admin role it does not hold."""
+    c = make_client()
     who = permissions.Principal(
-        id=principal_id, roles=_names(roles), scopes=_names(scopes), tenant=tenant
+        id=principal_id,
+        roles=_names(roles),
+        scopes=_names(scopes),
+        tenant=tenant or c.principal.tenant,
     )
-    record, token = make_client().admin.create_token(who, parse_since_future(expires))
+    record, token = c.admin.create_token(who, parse_since_future(expires))
     if as_json:
         emit_json({**record.to_json(), "token": token})
     else:
@@ -49,7 +59,7 @@ def tokens_create(
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def tokens_list(as_json: bool) -> None:
-    """Tokens (never their secrets): principal, expiry, revocation, last use."""
+    """Tokens of your tenant (never their secrets): principal, expiry, revocation, last use."""
     found = make_client().admin.list_tokens()
     if as_json:
         emit_json([t.to_json() for t in found])
@@ -89,7 +99,7 @@ def audit_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def audit_list(outcome: str | None, limit: int, as_json: bool) -> None:
-    """Newest first: who, what, when, outcome."""
+    """Newest first: who, what, when, outcome (your tenant's; a superadmin's: every one)."""
     entries = make_client().admin.audit_log(outcome=outcome, limit=limit)
     if as_json:
         emit_json([e.to_json() for e in entries])

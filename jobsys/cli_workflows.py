@@ -117,6 +117,7 @@ def _dag(wf: workflows.Workflow, steps: dict[str, workflows.StepStatus]) -> Tree
     def label(name: str) -> str:
         st = steps[name]
         runs = f" ({len(st.runs)} runs)" if len(st.runs) > 1 else ""
+        runs += " (withheld)" if st.withheld else ""
         style = STATE_STYLE.get(st.state, "")
         return f"{name} [{style}]{st.state}[/{style}]{runs}" if style else f"{name} {st.state}"
 

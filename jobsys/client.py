@@ -74,7 +74,9 @@ class Client:
         self.principal = principal
         self.store = store or runs.RunStore.open(settings.database_url)
         self.registry.attach(definitions.source(settings, self.store.engine))
-        self.policy = permissions.Policy(admin_roles=settings.admin_roles)
+        self.policy = permissions.Policy(
+            admin_roles=settings.admin_roles, superadmin_roles=settings.superadmin_roles
+        )
         self.audit = audit.AuditLog(self.store.engine)
         self._app = app
 
@@ -117,6 +119,35 @@ class Client:
         if self.policy.is_admin(self.principal):
             return None
         return tuple(s.name for s in self.registry if self.policy.allows(self.principal, action, s))
+
+    def may_read(self, job: str) -> bool:
+        """This principal may read the runs of ``job`` (see them whole)."""
+        return self.policy.allows(self.principal, "read", self._spec(job))
+
+    def shown(self, record: runs.RunRecord, readable: bool | None = None) -> runs.RunRecord:
+        """The run as this principal is shown it, on every path (a run, a list, a workflow
+        run's steps): with its input, output, error and progress withheld unless it may read
+        the run's job, and its error's traceback (server paths, code) to admins only."""
+        if readable is None:
+            readable = self.may_read(record.job)
+        if not readable:
+            return dataclasses.replace(
+                record,
+                input={},
+                output=None,
+                error=None,
+                progress=None,
+                sealed=None,
+                withheld=f"{self.principal.id!r} may not read runs of job {record.job!r}: its "
+                "input, output, error, progress and logs are withheld",
+            )
+        if (
+            record.error
+            and record.error.get("traceback")
+            and not self.policy.is_admin(self.principal)
+        ):
+            return dataclasses.replace(record, error={**record.error, "traceback": None})
+        return record
 
     def _spec(self, name: str) -> jobs.JobSpec:
         """The job's spec, or for a job this process does not know, one with no rules (the
@@ -171,7 +202,7 @@ class Client:
             return self._submit_blocked(spec, row, options)
         if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
             assert options.idempotency_key is not None
-            existing = self.store.find_key(row["tenant"], options.idempotency_key)
+            existing = self.store.find_key(row["tenant"], spec.name, options.idempotency_key)
             assert existing is not None
             return existing.id
         self._publish(app, spec, row, options.countdown)
@@ -291,9 +322,13 @@ class Client:
             raise errors.InvalidInput(spec.name, execute.field_errors(exc)) from None
         paths = sealing.secret_paths(spec.input_model)
         if not paths:
-            return model.model_dump(mode="json"), None
-        data, hidden = sealing.split(model, paths)
-        return data, self.sealer.seal(hidden)
+            data, hidden = model.model_dump(mode="json"), None
+        else:
+            data, hidden = sealing.split(model, paths)
+        problems = runs.nul_errors(data)
+        if problems:
+            raise errors.InvalidInput(spec.name, problems)
+        return data, self.sealer.seal(hidden) if hidden is not None else None
 
     @functools.cached_property
     def sealer(self) -> sealing.Sealer:
@@ -304,6 +339,15 @@ class Client:
         return sealing.merge(input, self.sealer.open(sealed)) if sealed else input
 
     def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
+        problems = runs.nul_errors(
+            {
+                "metadata": options.metadata or {},
+                "tags": list(options.tags),
+                "idempotency_key": options.idempotency_key or "",
+            }
+        )
+        if problems:
+            raise errors.InvalidInput(spec.name, problems, "options")
         limit = MAX_COUNTDOWN_SECONDS
         if options.countdown is not None and not 0 <= options.countdown <= limit:
             raise errors.InvalidInput(
@@ -360,7 +404,7 @@ class Client:
         may not ``read`` is denied."""
         record = self.store.get(run_id, self.principal.tenant)
         self.allow("read", record.job, target=run_id)
-        return record
+        return self.shown(record, readable=True)
 
     def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0) -> runs.RunRecord:
         """Block until the run is finished (or raise ``WaitTimeout``); return its record."""
@@ -422,7 +466,7 @@ class Client:
         """Runs of this principal's tenant, newest first. ``search`` keeps the runs whose
         error or logs hold all its keywords, or whose job's name, description or tags do."""
         run_state = errors.choice(runs.RunState, state, "runs.list")
-        return self.store.select(
+        found = self.store.select(
             runs.RunFilter(
                 job=job,
                 state=run_state,
@@ -437,13 +481,15 @@ class Client:
                 limit=limit,
             )
         )
+        readable = {job: self.may_read(job) for job in {r.job for r in found}}
+        return [self.shown(r, readable[r.job]) for r in found]
 
     # --- steering --------------------------------------------------------------------------
 
     def cancel(self, run_id: str) -> runs.RunRecord:
         """A waiting run never starts; a running one is stopped and ends cancelled."""
         self.allow("update", self.status(run_id).job, target=run_id)
-        record = self.store.request_cancel(run_id, self.principal.tenant)
+        record = self.shown(self.store.request_cancel(run_id, self.principal.tenant))
         self.audit.record(self.principal, "cancel", run_id, "allowed", f"job {record.job}")
         if record.state is runs.RunState.CANCELLED:
             broker.store_result(self.app, run_id, "REVOKED", None)

@@ -43,7 +43,11 @@ class Settings:
     reconcile_seconds: float = 300.0
     """A pending run older than this with no worker is published again (lost message)."""
     admin_roles: tuple[str, ...] = ("admin",)
-    """Roles allowed every action on every job (``JOBSYS_ADMIN_ROLES``, comma separated)."""
+    """Roles allowed every action on every job of their tenant, and its tokens and audit log
+    (``JOBSYS_ADMIN_ROLES``, comma separated)."""
+    superadmin_roles: tuple[str, ...] = ("superadmin",)
+    """Roles that also administer every tenant: tokens for any tenant, every tenant's tokens
+    and audit log (``JOBSYS_SUPERADMIN_ROLES``, comma separated; empty: the local admin only)."""
     secret_key: str | None = None
     """Key that seals secret input fields (``JOBSYS_SECRET_KEY``); none: one kept in home."""
     token: str | None = None
@@ -85,9 +89,8 @@ class Settings:
             heartbeat_seconds=_num(env, "JOBSYS_HEARTBEAT_SECONDS", 10.0, float),
             reaper_seconds=_num(env, "JOBSYS_REAPER_SECONDS", 15.0, float),
             reconcile_seconds=_num(env, "JOBSYS_RECONCILE_SECONDS", 300.0, float),
-            admin_roles=tuple(
-                r.strip() for r in env.get("JOBSYS_ADMIN_ROLES", "admin").split(",") if r.strip()
-            ),
+            admin_roles=_roles(env.get("JOBSYS_ADMIN_ROLES", "admin")),
+            superadmin_roles=_roles(env.get("JOBSYS_SUPERADMIN_ROLES", "superadmin")),
             token=env.get("JOBSYS_TOKEN") or None,
             secret_key=env.get("JOBSYS_SECRET_KEY") or None,
             beat_interval=_num(env, "JOBSYS_BEAT_INTERVAL", 1.0, float),
@@ -124,6 +127,10 @@ class Settings:
         head, _, tail = parts.path.rpartition("/")
         path = f"{head}/1" if tail.isdigit() else parts.path.rstrip("/") + "/1"
         return urllib.parse.urlunsplit(parts._replace(path=path))  # the query (TLS) kept
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    return tuple(r.strip() for r in text.split(",") if r.strip())
 
 
 def _names(text: str) -> tuple[str, ...]:

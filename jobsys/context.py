@@ -59,7 +59,7 @@ class JobContext:
             "run_id": self.run_id,
             "attempt": self.attempt,
             "at": runs.utcnow(),
-            "message": self._redact.text(str(message))[:MAX_LOG_CHARS],
+            "message": runs.without_nul(self._redact.text(str(message))[:MAX_LOG_CHARS]),
         }
         if self._tracker is not None:
             self._tracker.add_log(line)
@@ -69,7 +69,7 @@ class JobContext:
         value = {
             "pct": max(0.0, min(100.0, float(pct))),
             "total": total,
-            "message": self._redact.text(message) if message else message,
+            "message": runs.without_nul(self._redact.text(message)) if message else message,
             "at": runs.utcnow().isoformat(),
         }
         if self._tracker is not None:

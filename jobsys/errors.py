@@ -93,8 +93,11 @@ class ScheduleNotFound(JobsysError):
 class PermissionDenied(JobsysError):
     """The principal may not do this to this job (``jobsys.permissions``)."""
 
-    def __init__(self, principal: str, action: str, job: str) -> None:
+    def __init__(self, principal: str, action: str, job: str, reason: str | None = None) -> None:
         self.principal, self.action, self.job = principal, action, job
+        if reason is not None:  # an administrative action: ``job`` names its target
+            super().__init__(f"permission denied: {principal!r} may not {action} {job}: {reason}")
+            return
         super().__init__(
             f"permission denied: {principal!r} may not {action} job {job!r} "
             "(ask for a token with the role or scope its rule names)"

@@ -192,9 +192,32 @@ def _success(
         error = redact.json(error)
         store.fail(ctx.run_id, ctx.attempt, error)
         return Outcome(Kind.FAILED, error=error)
-    if not store.complete(ctx.run_id, ctx.attempt, output):
-        return Outcome(Kind.STALE)
+    problems = runs.nul_errors(output)
+    if problems:
+        return _not_stored(errors.InvalidInput(spec.name, problems, "output"), ctx, store)
+    try:
+        if not store.complete(ctx.run_id, ctx.attempt, output):
+            return Outcome(Kind.STALE)
+    except Exception as exc:  # the database refused the output: fail now, saying why
+        if store.broken(exc):
+            raise
+        return _not_stored(exc, ctx, store)
     return Outcome(Kind.COMPLETED, output=output)
+
+
+def _not_stored(exc: Exception, ctx: context.JobContext, store: runs.RunStore) -> Outcome:
+    """Fail the run at once when its output cannot be stored (rather than leave it running
+    until its timeout, the cause lost)."""
+    error = _error(exc, "output_validation")
+    error["message"] = f"the output could not be stored: {error['message']}"
+    log.warning(
+        "jobsys: run %s: output not stored (%s)",
+        ctx.run_id,
+        error["message"],
+        extra={"action": "output_not_stored", "run_id": ctx.run_id},
+    )
+    done = store.fail(ctx.run_id, ctx.attempt, error)
+    return Outcome(Kind.FAILED if done else Kind.STALE, error=error)
 
 
 def _failure(
@@ -237,8 +260,13 @@ def _failure(
 
 
 def _error(exc: BaseException, reason: str) -> dict[str, Any]:
-    tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
-    return {"type": type(exc).__name__, "message": str(exc), "reason": reason, "traceback": tb}
+    tb = runs.without_nul("".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:])
+    return {
+        "type": type(exc).__name__,
+        "message": runs.without_nul(str(exc)),
+        "reason": reason,
+        "traceback": tb,
+    }
 
 
 def field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:

@@ -65,6 +65,11 @@ class HotPath:
             from psycopg.types.json import Jsonb
 
             self._disconnects = (psycopg.OperationalError, psycopg.InterfaceError)
+            self.unreachable: tuple[type[BaseException], ...] = (
+                *self._disconnects,
+                sa.exc.OperationalError,
+                sa.exc.InterfaceError,
+            )
             self.integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
 
             self._json: Any = Jsonb
@@ -72,6 +77,11 @@ class HotPath:
         else:
             self._json = _sqlite_json
             self.integrity_errors = (sqlite3.IntegrityError,)
+            self.unreachable = (
+                sqlite3.OperationalError,
+                sa.exc.OperationalError,
+                sa.exc.InterfaceError,
+            )
             self._claim, self._complete = _CLAIM, complete
 
     def insert(self, rows: list[dict[str, Any]]) -> None:
@@ -225,12 +235,12 @@ def _close(conn: Any) -> None:
 
 
 def _json(value: Any) -> Any:
-    """A JSON column as read: text on SQLite, already decoded on PostgreSQL."""
-    return json.loads(value) if isinstance(value, str) else value
+    """A JSON column as read: text (or a BLOB) on SQLite, already decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _sqlite_json(value: Any) -> str:
-    return json.dumps(value)
+def _sqlite_json(value: Any) -> str | bytes:
+    return schema.sqlite_storable(json.dumps(value))
 
 
 def _pg_time(value: dt.datetime) -> dt.datetime:

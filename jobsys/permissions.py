@@ -15,7 +15,11 @@ Actions, by what they do to a job's runs and schedules:
 A rule allows a principal that has any of its roles or any of its scopes (a rule with neither
 allows everyone) and for which its guard, if any, returns true. An action a job sets no rule
 for falls back to the policy's default for that action. A principal with one of the policy's
-admin roles may do everything.
+admin roles may do everything in its tenant.
+
+Administration (API tokens, the audit log) stays within the admin's tenant too. Acting on every
+tenant takes one of the policy's superadmin roles (``JOBSYS_SUPERADMIN_ROLES``), or being the
+local admin (``LOCAL``: the CLI and Python code with no token).
 """
 
 from __future__ import annotations
@@ -48,6 +52,14 @@ class Principal(pydantic.BaseModel):
 LOCAL = Principal(id="local", roles=("admin",), tenant="default")
 """The principal of the local CLI and of Python code that names none (see ``JOBSYS_TOKEN``)."""
 
+
+def is_local(who: Principal) -> bool:
+    """``who`` is the local admin itself: this very object, which only code running with
+    access to the store holds. A token's principal is always a new object, so a token naming
+    the same id, roles and tenant is an admin of the default tenant, not the local admin."""
+    return who is LOCAL
+
+
 Guard = Callable[[Principal, "JobSpec", Any], bool]
 """A custom check: ``guard(principal, job, input)``, the input as JSON (a dict) when the
 action has one (execute, create), else ``None``."""
@@ -79,14 +91,44 @@ ANYONE = Rule()
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """Project-wide defaults (``JOBSYS_ADMIN_ROLES``)."""
+    """Project-wide defaults (``JOBSYS_ADMIN_ROLES``, ``JOBSYS_SUPERADMIN_ROLES``)."""
 
     admin_roles: tuple[str, ...] = ("admin",)
+    superadmin_roles: tuple[str, ...] = ("superadmin",)
+    """Roles that administer every tenant (and are admins of their own)."""
     defaults: Mapping[str, Rule] = dataclasses.field(default_factory=dict)
     """The rule of an action a job does not set; absent: anyone in the tenant."""
 
     def is_admin(self, who: Principal) -> bool:
-        return bool(set(self.admin_roles) & set(who.roles))
+        """May do everything in its own tenant."""
+        return bool(set(self.admin_roles + self.superadmin_roles) & set(who.roles))
+
+    def is_superadmin(self, who: Principal) -> bool:
+        """May administer every tenant: the local admin, or a superadmin role."""
+        return is_local(who) or bool(set(self.superadmin_roles) & set(who.roles))
+
+    def grant_problem(self, who: Principal, grantee: Principal) -> str | None:
+        """Why ``who`` (an admin) may not make a token acting as ``grantee``, or ``None``.
+
+        A superadmin may grant anything. Another admin stays in its own tenant, and may grant
+        any role but an admin or superadmin role it does not hold itself (the other roles and
+        scopes give nothing an admin does not already have in its tenant)."""
+        if self.is_superadmin(who):
+            return None
+        if grantee.tenant != who.tenant:
+            return (
+                f"an admin acts within its own tenant ({who.tenant!r}), not {grantee.tenant!r}; "
+                "administering every tenant needs a role of JOBSYS_SUPERADMIN_ROLES "
+                f"({', '.join(self.superadmin_roles) or 'none set'})"
+            )
+        privileged = set(self.admin_roles + self.superadmin_roles)
+        lacking = sorted((set(grantee.roles) & privileged) - set(who.roles))
+        if lacking:
+            return (
+                f"it may not grant the role(s) {', '.join(lacking)}, which it does not hold "
+                "(ask an admin who holds them)"
+            )
+        return None
 
     def allows(self, who: Principal, action: str, spec: JobSpec, input: Any = None) -> bool:
         if action not in ACTIONS:

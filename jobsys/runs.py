@@ -90,6 +90,44 @@ def as_json(record: Any) -> dict[str, Any]:
     return out
 
 
+NUL_MESSAGE = "contains a NUL character (\\u0000), which the run store cannot keep; remove it"
+
+
+def nul_locs(value: Any, limit: int = 5) -> list[list[Any]]:
+    """Where the JSON ``value`` holds a NUL character, in a string or a key (at most
+    ``limit`` places): PostgreSQL keeps one neither in ``jsonb`` nor in text, so such a value
+    is refused before it is written (the same on every backend)."""
+    found: list[list[Any]] = []
+    todo: list[tuple[Any, list[Any]]] = [(value, [])]
+    while todo and len(found) < limit:
+        item, loc = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                found.append(loc)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    key = without_nul(key)
+                    found.append([*loc, key])
+                todo.append((child, [*loc, key]))
+        elif isinstance(item, list | tuple):
+            todo.extend((child, [*loc, i]) for i, child in enumerate(item))
+    return found
+
+
+def nul_errors(value: Any, *prefix: Any) -> list[dict[str, Any]]:
+    """``nul_locs`` as field errors (``InvalidInput``'s shape), under ``prefix``."""
+    return [
+        {"loc": [*prefix, *loc], "type": "value_error", "msg": NUL_MESSAGE}
+        for loc in nul_locs(value)
+    ]
+
+
+def without_nul(text: str) -> str:
+    """``text`` with each NUL character written ``\\x00`` (log lines, messages, errors)."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -150,6 +188,9 @@ class RunRecord:
     """``scheduled``, ``manual`` (trigger now) or ``catch-up`` (after downtime)."""
     fire_key: str | None = None
     has_dependents: bool | None = None
+    withheld: str | None = None
+    """Set (saying why) when the reader may list this run but not read it: its input, output,
+    error and progress are left out (``Client.shown``); never stored."""
     sealed: str | None = None
     """The secret input values, encrypted; never shown (``input`` holds ``**********``)."""
 
@@ -301,10 +342,12 @@ class RunStore:
             return None
         return self.get(values["id"])
 
-    def find_key(self, tenant: str, key: str) -> RunRecord | None:
+    def find_key(self, tenant: str, job: str, key: str) -> RunRecord | None:
+        """The run of ``job`` in ``tenant`` that holds idempotency key ``key`` (keys are
+        unique per tenant and job)."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(T).where(T.c.tenant == tenant, T.c.idempotency_key == key)
+                sa.select(T).where(T.c.tenant == tenant, T.c.job == job, T.c.idempotency_key == key)
             ).first()
         return _record(row) if row else None
 
@@ -475,6 +518,11 @@ class RunStore:
                 .where(T.c.id == run_id, T.c.attempts == attempt)
                 .values(deadline_at=deadline)
             )
+
+    def broken(self, exc: BaseException) -> bool:
+        """``exc`` says the database could not be reached or is busy (try again later),
+        rather than that it refused a statement's values."""
+        return isinstance(exc, self._hot.unreachable)
 
     def complete(self, run_id: str, attempt: int, output: Any) -> bool:
         """running -> completed, for the attempt that holds the run."""

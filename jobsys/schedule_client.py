@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys import cadence, errors, execute, firing, schedules
+from jobsys import cadence, errors, execute, firing, runs, schedules
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -35,6 +35,9 @@ class ScheduleClient:
         ``ongoing`` for definitions)."""
         checked, sealed = self._checked(job, definition)
         registry = self._client.registry
+        problems = runs.nul_errors({"input": definition.input, "metadata": definition.metadata})
+        if problems:
+            raise errors.InvalidInput(job, problems, "schedule")
         if job not in registry and job in registry.workflows:
             for step in registry.workflow(job).steps:  # its fires run them as this principal
                 self._client.allow("execute", step.job, target=job)
@@ -112,6 +115,9 @@ class ScheduleClient:
         """The definition with its input validated (secrets redacted), and the secrets. A
         schedule's target is a job or a workflow of the catalog."""
         registry = self._client.registry
+        problems = runs.nul_errors({"input": definition.input, "metadata": definition.metadata})
+        if problems:
+            raise errors.InvalidInput(job, problems, "schedule")
         if job not in registry and job in registry.workflows:
             wf = registry.workflow(job)
             try:

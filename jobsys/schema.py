@@ -37,8 +37,21 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def sqlite_storable(text: str) -> str | bytes:
+    """A JSON document as bound on SQLite. A column declared JSON has numeric affinity there:
+    a text that reads as a number is stored as a number, so an integer beyond 64 bits came
+    back as a float (``2**63`` as ``9.223372036854776e+18``) and ``1.0`` as ``1``. Such a
+    document (a bare number) is bound as a BLOB, which is stored as it is and read back as the
+    same JSON; every other document stays text (SQLite's JSON functions read those)."""
+    return text.encode() if text[:1] in _NUMBER_START else text
+
+
+_NUMBER_START = frozenset("-0123456789")
+
+
 class JSON(sa.types.TypeDecorator[Any]):
-    """JSON: JSONB on PostgreSQL (imported only there), SQLite's JSON elsewhere."""
+    """JSON: JSONB on PostgreSQL (imported only there), SQLite's JSON elsewhere (a bare
+    number bound as a BLOB: ``sqlite_storable``)."""
 
     impl = sa.JSON
     cache_ok = True
@@ -49,6 +62,17 @@ class JSON(sa.types.TypeDecorator[Any]):
 
             return dialect.type_descriptor(JSONB())
         return dialect.type_descriptor(sa.JSON())
+
+    def bind_processor(self, dialect: Any) -> Any:
+        serialize = super().bind_processor(dialect)
+        if dialect.name != "sqlite" or serialize is None:
+            return serialize
+
+        def storable(value: Any) -> Any:
+            out = serialize(value)
+            return sqlite_storable(out) if isinstance(out, str) else out
+
+        return storable
 
 
 metadata = sa.MetaData()
@@ -321,7 +345,29 @@ def _v8(conn: sa.Connection) -> None:
     job_definitions.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+def _v10(conn: sa.Connection) -> None:
+    """Version 10: idempotency keys are unique per tenant and job (they were per tenant, so
+    the same key given to two jobs made the second submit answer with the first job's run)."""
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_jobsys_runs_idempotency"))
+    conn.execute(
+        sa.text(
+            "CREATE UNIQUE INDEX IF NOT EXISTS ix_jobsys_runs_job_idempotency ON jobsys_runs "
+            "(tenant, job, idempotency_key) WHERE idempotency_key IS NOT NULL"
+        )
+    )
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+    _v10,  # goes after _v9 (job definitions per tenant) when both are merged
+]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)

@@ -68,19 +68,27 @@ class TokenStore:
             )
         return self.get(token_id), f"{PREFIX}{token_id}_{secret}"
 
-    def get(self, token_id: str) -> TokenRecord:
+    def get(self, token_id: str, tenant: str | None = None) -> TokenRecord:
+        """The token's record; one of another tenant than ``tenant`` (if given) is not found."""
+        query = sa.select(T).where(T.c.id == token_id)
+        if tenant is not None:
+            query = query.where(T.c.tenant == tenant)
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(T).where(T.c.id == token_id)).first()
+            row = conn.execute(query).first()
         if row is None:
             raise errors.Unauthenticated(f"token {token_id!r} not found (`jobsys tokens list`)")
         return _record(row)
 
-    def list(self) -> list[TokenRecord]:
+    def list(self, tenant: str | None = None) -> list[TokenRecord]:
+        """The tokens of ``tenant`` (every tenant's for ``None``), oldest first."""
+        query = sa.select(T).order_by(T.c.created_at)
+        if tenant is not None:
+            query = query.where(T.c.tenant == tenant)
         with self.engine.connect() as conn:
-            return [_record(r) for r in conn.execute(sa.select(T).order_by(T.c.created_at))]
+            return [_record(r) for r in conn.execute(query)]
 
-    def revoke(self, token_id: str) -> TokenRecord:
-        self.get(token_id)
+    def revoke(self, token_id: str, tenant: str | None = None) -> TokenRecord:
+        self.get(token_id, tenant)
         with self.engine.begin() as conn:
             conn.execute(
                 T.update()

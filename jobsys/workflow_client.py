@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys import errors, execute, jobs, workflow_checks, workflows
+from jobsys import errors, execute, jobs, runs, workflow_checks, workflows
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -36,6 +37,9 @@ class WorkflowClient:
             payload = wf.input_model.model_validate(input or {}).model_dump(mode="json")
         except pydantic.ValidationError as exc:
             raise errors.InvalidInput(name, execute.field_errors(exc)) from None
+        problems = runs.nul_errors(payload)
+        if problems:
+            raise errors.InvalidInput(name, problems)
         for step in wf.steps:
             self._client.allow("execute", step.job, target=name)
         record = self._store.create(wf, payload, self._client.principal)
@@ -54,22 +58,50 @@ class WorkflowClient:
         return self._store.advance(wf, workflow_id, self._client.registry, send)
 
     def get(self, workflow_id: str) -> workflows.WorkflowRecord:
-        return self._store.get(workflow_id, self._tenant)
+        """The workflow run (of this tenant), as this principal is shown it (``shown``)."""
+        return self.shown(self._store.get(workflow_id, self._tenant))
 
     def steps(self, workflow_id: str) -> dict[str, workflows.StepStatus]:
-        record = self.get(workflow_id)
-        return self._store.statuses(record.workflow_def, record)
+        """Each step's state and runs; the runs of a step whose job this principal may not
+        ``read`` come without their input, output, error and progress (``Client.shown``),
+        as they would from ``Client.status`` or ``Client.list``."""
+        record = self._store.get(workflow_id, self._tenant)
+        wf = record.workflow_def
+        out = {}
+        for name, st in self._store.statuses(wf, record).items():
+            readable = self._client.may_read(wf.step(name).job)
+            shown = [self._client.shown(r, readable) for r in st.runs]
+            out[name] = workflows.StepStatus(st.name, st.state, shown, withheld=not readable)
+        return out
 
     def list(self, limit: int = 50) -> list[workflows.WorkflowRecord]:
-        return self._store.select(self._tenant, limit)
+        return [self.shown(r) for r in self._store.select(self._tenant, limit)]
+
+    def shown(self, record: workflows.WorkflowRecord) -> workflows.WorkflowRecord:
+        """The workflow run as this principal is shown it: the same read rules as for the
+        steps' own runs. If it may not read a step's job, that step's output is left out,
+        and so is the workflow's input (the steps take their input from it)."""
+        steps = record.definition.get("steps", [])
+        hidden = tuple(s["name"] for s in steps if not self._client.may_read(s["job"]))
+        if not hidden:
+            return record
+        output = record.output
+        if isinstance(output, dict):
+            output = {k: v for k, v in output.items() if k not in hidden}
+        definition = {  # an ad hoc workflow's steps may carry their input as data
+            **record.definition,
+            "steps": [{**s, "input": {}} if s["name"] in hidden else s for s in steps],
+        }
+        return dataclasses.replace(
+            record, input={}, output=output, definition=definition, withheld=hidden
+        )
 
     def cancel(self, workflow_id: str) -> workflows.WorkflowRecord:
         """Cancel the run and its running and pending steps."""
-        record = self.get(workflow_id)
-        wf = record.workflow_def
+        wf = self._store.get(workflow_id, self._tenant).workflow_def
         for step in wf.steps:
             self._client.allow("update", step.job, target=workflow_id)
-        return self._store.cancel(wf, workflow_id, self._tenant)
+        return self.shown(self._store.cancel(wf, workflow_id, self._tenant))
 
     def wait(self, workflow_id: str, timeout: float = 600.0) -> workflows.WorkflowRecord:
         deadline = time.monotonic() + timeout

@@ -231,6 +231,10 @@ class WorkflowRecord:
     created_at: dt.datetime
     timeout_at: dt.datetime
     finished_at: dt.datetime | None
+    withheld: tuple[str, ...] = ()
+    """The steps whose data the reader may not read (their jobs' ``read`` rule): their
+    outputs are left out of ``output``, and the workflow's ``input`` too (steps take theirs
+    from it); never stored."""
 
     @property
     def terminal(self) -> bool:
@@ -250,6 +254,8 @@ class StepStatus:
     state: str
     """``waiting``, ``running``, ``succeeded``, ``failed``, ``skipped``."""
     runs: list[runs.RunRecord]
+    withheld: bool = False
+    """The reader may not read this step's job: its runs come without their data."""
 
 
 Publish = Callable[[jobs.JobSpec, dict[str, Any], float], None]

@@ -333,3 +333,42 @@ def ui_fail(data: UiFailInput, ctx: JobContext) -> Done:
     record_effect(ctx)
     ctx.log(f"failing: {data.reason}")
     raise RuntimeError(data.reason)
+
+
+# --- tenancy and hardening (tests/security/test_tenancy.py) --------------------------------
+
+
+class Note(pydantic.BaseModel):
+    text: str
+
+
+ADMIN_ONLY = Rule(roles=["admin"])
+
+
+@job(
+    "tests.admin_echo",
+    retry=RetryPolicy(max_attempts=1),
+    access={a: ADMIN_ONLY for a in ("execute", "create", "update", "delete", "read", "list")},
+)
+def admin_echo(data: Note) -> Note:
+    """Echo the note; only admins may run it or see its runs (their input and output)."""
+    return Note(text=f"echo {data.text}")
+
+
+class NulWhere(pydantic.BaseModel):
+    where: str
+
+
+@job("tests.nul", timeout=30, retry=RetryPolicy(max_attempts=1))
+def nul(data: NulWhere, ctx: JobContext) -> Note:
+    """Put a NUL character where asked: the output, a log line and progress, or the error
+    (or, for ``surrogate``, an output the database itself refuses)."""
+    if data.where == "output":
+        return Note(text="before\x00after")
+    if data.where == "error":
+        raise ValueError("bad\x00value")
+    if data.where == "surrogate":  # a lone surrogate: PostgreSQL's jsonb refuses it too
+        return Note(text="before\ud800after")
+    ctx.log("line\x00end")
+    ctx.progress(50, message="half\x00way")
+    return Note(text="logged")

@@ -69,11 +69,13 @@ def create_app(
             if owned:
                 service.close()
 
-    app = FastAPI(
+    app = _App(
         title="jobsys",
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: /docs is ours
+        redoc_url=None,
     )
     app.state.service = service
     app.state.lifespan_contexts = []
@@ -97,6 +99,13 @@ def create_app(
     return app
 
 
+class _App(FastAPI):
+    def build_middleware_stack(self) -> Any:
+        """Security headers outside everything else, so that every answer has them, an
+        unexpected error's 500 too (``guard.SecurityHeaders``)."""
+        return guard.SecurityHeaders(super().build_middleware_stack())
+
+
 def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -112,6 +121,12 @@ def _dashboard(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        """The routes of ``/openapi.json``, listed by this origin's own script (Swagger UI
+        would load its scripts from a CDN onto the dashboard's origin)."""
+        return FileResponse(STATIC / "docs.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

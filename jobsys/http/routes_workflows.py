@@ -52,7 +52,11 @@ def detail(record: workflows.WorkflowRecord, steps: dict[str, workflows.StepStat
     return {
         **record.to_json(),
         "steps": {
-            name: {"state": st.state, "runs": [r.to_json() for r in st.runs]}
+            name: {
+                "state": st.state,
+                "runs": [r.to_json() for r in st.runs],
+                "withheld": st.withheld,
+            }
             for name, st in steps.items()
         },
         "edges": edges(record.workflow_def),

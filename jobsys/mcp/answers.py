@@ -163,6 +163,7 @@ def workflow_status(c: Client, w: workflows.WorkflowRecord) -> dict[str, Any]:
         "output": w.output,
         "error": _public_error(w.error),
         "skipped": w.skipped,
+        "withheld": list(w.withheld),
         "steps": {
             name: {"state": s.state, "runs": [r.id for r in s.runs]} for name, s in steps.items()
         },

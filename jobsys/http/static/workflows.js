@@ -87,6 +87,9 @@ function stepRuns(record, name) {
     runs.length
       ? h("ul", null, runs.map((r) => h("li", null, h("a", { href: `#/runs/${seg(r.id)}`, testid: "step-run" }, r.id), " ", badge(r.state))))
       : h("p", { className: "muted" }, "No runs yet."),
+    step && step.withheld
+      ? h("p", { className: "muted", testid: "step-withheld" }, "You may not read this step's job: its runs' input, output and errors are withheld.")
+      : null,
   );
 }
 
@@ -120,7 +123,10 @@ export function renderWorkflowRun(view, id) {
     replace(dag, drawDag(data, select));
     if (selected) select(selected);
     replace(facts, h("div", { className: "columns" },
-      h("section", { className: "card" }, h("h2", null, "Input"), h("pre", { testid: "workflow-input" }, fmtJson(data.input))),
+      h("section", { className: "card" }, h("h2", null, "Input"), h("pre", { testid: "workflow-input" }, fmtJson(data.input)),
+        (data.withheld || []).length
+          ? h("p", { className: "muted", testid: "workflow-withheld" }, `Withheld (steps you may not read): ${data.withheld.join(", ")}`)
+          : null),
       h("section", { className: "card" }, h("h2", null, "Output"), h("pre", { testid: "workflow-output" }, fmtJson(data.output ?? null))),
       data.error ? h("section", { className: "card" }, h("h2", null, "Error"), h("pre", { className: "error", testid: "workflow-error" }, fmtJson(data.error))) : null));
   };
