@@ -20,6 +20,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from jobsys import (
     audit,
+    bounds,
     broker,
     config,
     definitions,
@@ -36,7 +37,7 @@ from jobsys.definition_client import DefinitionClient
 from jobsys.schedule_client import ScheduleClient
 from jobsys.workflow_client import WorkflowClient
 
-MAX_COUNTDOWN_SECONDS = 3600.0
+MAX_COUNTDOWN_SECONDS = bounds.MAX_COUNTDOWN
 """A delayed message waits in a worker's memory until it is due; later starts are schedules."""
 
 

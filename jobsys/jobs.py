@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
 
 import pydantic
 
-from jobsys import cadence, errors, permissions, search
+from jobsys import bounds, cadence, errors, permissions, search
 
 if TYPE_CHECKING:
     from jobsys import definitions
@@ -62,9 +62,9 @@ class RetryPolicy:
         if self.max_attempts < 1:
             found.append(("retry.max_attempts", f"must be at least 1, got {self.max_attempts}"))
         for name in ("initial_backoff", "max_backoff"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                found.append((f"retry.{name}", f"must be a finite number >= 0, got {value}"))
+            problem = bounds.seconds(getattr(self, name), bounds.MAX_BACKOFF)
+            if problem:
+                found.append((f"retry.{name}", problem))
         if not math.isfinite(self.multiplier) or self.multiplier < 1:
             found.append(("retry.multiplier", f"must be >= 1, got {self.multiplier}"))
         if not 0 <= self.jitter <= 1:

@@ -368,8 +368,10 @@ class WorkflowStore:
             return None
         try:
             rows = self._rows(wf, s, record, status, registry)
-        except errors.InvalidInput as exc:
+        except (errors.InvalidInput, errors.UnknownJob) as exc:
             return f"step {s.name!r}: {exc}"
+        except (OverflowError, ValueError) as exc:  # a run stored before delays were bounded
+            return f"step {s.name!r}: cannot be scheduled ({exc})"
         spec = registry.get(s.job)
         if rows and self.store.insert_new(rows):
             for row in rows:
@@ -470,6 +472,11 @@ class WorkflowStore:
                 .values(state=state.value, output=output, error=error, finished_at=runs.utcnow())
             )
         return self.get(record.id)
+
+    def abandon(self, wf: Workflow, workflow_id: str, reason: str) -> WorkflowRecord:
+        """End a workflow run failed (its steps cancelled): starting it failed."""
+        record = self.get(workflow_id)
+        return self._end(record, self.statuses(wf, record), WorkflowState.FAILED, reason[:500])
 
     def cancel(self, wf: Workflow, workflow_id: str, tenant: str | None = None) -> WorkflowRecord:
         record = self.get(workflow_id, tenant)
