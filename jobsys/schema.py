@@ -218,18 +218,28 @@ run_deps = sa.Table(
     sa.Index("ix_jobsys_run_deps_depends_on", "depends_on"),
 )
 
-job_definitions = sa.Table(
-    "jobsys_job_definitions",
-    metadata,
-    sa.Column("name", sa.String(200), primary_key=True),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("data", JSON, nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("updated_at", UTCDateTime, nullable=False),
-    sa.Column("removed_at", UTCDateTime),
-)
+
+def _job_definitions(name: str, meta: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        name,
+        meta,
+        # Added by version 9: a definition belongs to a tenant (its name is unique there)
+        # and to the principal that first registered it; its secret headers, sealed.
+        sa.Column("tenant", sa.String(200), primary_key=True),
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("data", JSON, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("owner", sa.String(200), nullable=False),
+        sa.Column("created_by", sa.String(200), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("removed_at", UTCDateTime),
+        sa.Column("sealed", sa.Text),
+    )
+
+
+job_definitions = _job_definitions("jobsys_job_definitions", metadata)
 
 run_logs = sa.Table(
     "jobsys_run_logs",
@@ -321,7 +331,39 @@ def _v8(conn: sa.Connection) -> None:
     job_definitions.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+def _v9(conn: sa.Connection) -> None:
+    """Version 9: job definitions belong to a tenant and an owner; names are unique per
+    tenant (the key becomes (tenant, name)), and secret headers are sealed. Definitions made
+    before belong to the default tenant and to the principal that last registered them. The
+    table is rebuilt (SQLite cannot change a primary key), under a new name then renamed."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("jobsys_job_definitions")}
+    if "tenant" in have:  # created at version 8 by this jobsys: already in shape
+        return
+    new = _job_definitions("jobsys_job_definitions_v9", sa.MetaData())
+    new.create(conn)
+    conn.execute(
+        sa.text(
+            "INSERT INTO jobsys_job_definitions_v9 (tenant, name, kind, data, version, owner, "
+            "created_by, created_at, updated_at, removed_at) SELECT 'default', name, kind, data, "
+            "version, created_by, created_by, created_at, updated_at, removed_at "
+            "FROM jobsys_job_definitions"
+        )
+    )
+    conn.execute(sa.text("DROP TABLE jobsys_job_definitions"))
+    conn.execute(sa.text("ALTER TABLE jobsys_job_definitions_v9 RENAME TO jobsys_job_definitions"))
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+    _v9,
+]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 
 LATEST = len(MIGRATIONS)

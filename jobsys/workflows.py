@@ -328,10 +328,11 @@ class WorkflowStore:
     ) -> WorkflowRecord:
         """Start every step whose dependencies are done, skip those whose condition fails,
         cancel and finish as the failure policy and the timeout say. Safe to call at any
-        time, from any number of processes."""
+        time, from any number of processes. Step jobs resolve in the workflow run's tenant."""
         record = self.get(workflow_id)
         if record.terminal:
             return record
+        registry = registry.scoped(record.tenant)
         status = self.statuses(wf, record)
         if runs.utcnow() >= record.timeout_at:
             return self._end(record, status, WorkflowState.CANCELLED, "timeout")
