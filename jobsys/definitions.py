@@ -535,10 +535,11 @@ class DefinitionStore:
         }
         try:
             with self.engine.begin() as conn:
-                if current is None:
-                    done = conn.execute(
+                if current is None:  # (a row of that name made meanwhile: IntegrityError)
+                    conn.execute(
                         t.insert().values(tenant=tenant, name=name, version=1, owner=by, **values)
-                    ).rowcount
+                    )
+                    done = 1
                 else:
                     owner = by if current.removed_at is not None else current.owner
                     done = conn.execute(
