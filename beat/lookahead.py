@@ -101,9 +101,9 @@ class Lookahead:
             self._covered = last.next_fire_at
         self._records.extend(page)
         specs = {
-            firing.fire_run_id(r.id, r.nominal_at): self.registry.get(r.job)
+            firing.fire_run_id(r.id, r.nominal_at): self.registry.scoped(r.tenant).get(r.job)
             for r in page
-            if r.job in self.registry and r.nominal_at is not None
+            if r.job in self.registry.scoped(r.tenant) and r.nominal_at is not None
         }
         try:
             built = broker.hold(self.app, [(spec, run_id) for run_id, spec in specs.items()])

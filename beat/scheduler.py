@@ -109,7 +109,7 @@ class StoreScheduler(beat.Scheduler):
             # Past due yet not fired: due since the store was read (fire it now), or a job
             # this beat's catalog lacks (left for a beat that has it: pause, do not spin).
             due = self.schedules.due(runs.utcnow(), 50)
-            fireable = any(firing.known(self.registry, r.job) for r in due)
+            fireable = any(firing.known(self.registry, r.tenant, r.job) for r in due)
             return 0.0 if fireable else IDLE_PAUSE
         return min(self.max_interval, wait)
 

@@ -195,8 +195,8 @@ def make_celery(
     app.conf.jobsys_hard_grace = settings.hard_timeout_grace_seconds
     runtime = runtime or Runtime(settings, registry)
     # Declare every job's queue, so a worker started without -Q consumes all of them.
-    app.conf.task_queues = [Queue(q, routing_key=q) for q in sorted({s.queue for s in registry})]
-    for spec in registry:
+    app.conf.task_queues = [Queue(q, routing_key=q) for q in sorted(registry.queues())]
+    for spec in registry.catalog():  # (runtime jobs share DYNAMIC_TASK)
         _register(app, spec, runtime)
     _register_dynamic(app, runtime)
     return app
@@ -242,16 +242,18 @@ def _revoked_event(task: Any) -> None:
 
 def _register_dynamic(app: Celery, runtime: Runtime) -> None:
     """The task of the jobs registered at runtime: the job comes from the run record, its
-    definition from the store (read again whenever it changed)."""
+    definition from the store (read again whenever it changed), in the run's tenant: the
+    tenant of the run decides which definition runs."""
 
     def body(task: Any, run_id: str, dispatch: int, **_older: Any) -> Any:
         try:
-            job = runtime.store.get(run_id).job
+            record = runtime.store.get(run_id)
         except errors.RunNotFound:
             log.warning("jobsys: message for unknown run %s ignored", run_id)
             raise Ignore() from None
+        job = record.job
         try:
-            spec = runtime.registry.get(job)
+            spec = runtime.registry.scoped(record.tenant).get(job)
         except errors.UnknownJob:
             error = {
                 "type": "UnknownJob",
@@ -434,7 +436,7 @@ def hold(app: Celery, items: Sequence[tuple[jobs.JobSpec, str]]) -> dict[str, tr
 
 def republish(app: Celery, registry: jobs.Registry, record: runs.RunRecord) -> None:
     """Publish a stored run again (reaper, reconciler): same input, its current token."""
-    spec = registry.get(record.job)
+    spec = registry.scoped(record.tenant).get(record.job)
     publish(app, spec, record.id, record.dispatch, priority=record.priority)
 
 
@@ -460,7 +462,7 @@ def advance_workflow(app: Celery, runtime: Runtime, workflow_id: str) -> None:
     try:
         record = store.get(workflow_id)
         wf = record.workflow_def  # as it was when the run started
-        if any(s.job not in runtime.registry for s in wf.steps):
+        if any(s.job not in runtime.registry.scoped(record.tenant) for s in wf.steps):
             return  # a process that loads the jobs of its steps moves it on
 
         def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
@@ -523,7 +525,7 @@ class Reaper:
         return result
 
     def _publish(self, record: runs.RunRecord) -> None:
-        if record.job not in self.runtime.registry:
+        if record.job not in self.runtime.registry.scoped(record.tenant):
             return  # another worker (another catalog) publishes the jobs it knows
         republish(self.app, self.runtime.registry, record)
         self.runtime.store.mark_published(record.id, record.dispatch)

@@ -22,7 +22,7 @@ import threading
 import zoneinfo
 from typing import Any
 
-from jobsys import errors
+from jobsys import bounds, errors
 
 UTC = dt.UTC
 
@@ -132,6 +132,12 @@ def check(c: Cadence) -> None:
         raise CadenceError("at", "a 'once' schedule needs the time to fire")
     if c.kind in (Kind.INTERVAL, Kind.ONGOING) and (c.every is None or not c.every >= 1):
         raise CadenceError("every", "must be at least 1 second")
+    if c.every is not None and (problem := bounds.seconds(c.every, bounds.MAX_EVERY)):
+        raise CadenceError("every", problem)
+    for field in ("at", "start_at", "end_at"):
+        value = getattr(c, field)
+        if value is not None and value >= bounds.LATEST_INSTANT:
+            raise CadenceError(field, f"must be before {bounds.LATEST_INSTANT.date()}")
     if c.kind is Kind.CRON:
         if not c.cron:
             raise CadenceError("cron", "a 'cron' schedule needs an expression, e.g. '0 8 * * 1'")

@@ -20,6 +20,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from jobsys import (
     audit,
+    bounds,
     broker,
     config,
     definitions,
@@ -36,7 +37,7 @@ from jobsys.definition_client import DefinitionClient
 from jobsys.schedule_client import ScheduleClient
 from jobsys.workflow_client import WorkflowClient
 
-MAX_COUNTDOWN_SECONDS = 3600.0
+MAX_COUNTDOWN_SECONDS = bounds.MAX_COUNTDOWN
 """A delayed message waits in a worker's memory until it is due; later starts are schedules."""
 
 
@@ -70,10 +71,13 @@ class Client:
         app: Celery | None = None,
     ) -> None:
         self.settings = settings
-        self.registry = registry if registry is not None else jobs.load_registry(settings.catalog)
+        shared = registry if registry is not None else jobs.load_registry(settings.catalog)
         self.principal = principal
         self.store = store or runs.RunStore.open(settings.database_url)
-        self.registry.attach(definitions.source(settings, self.store.engine))
+        shared.attach(definitions.source(settings, self.store.engine))
+        self.registry = shared.scoped(principal.tenant)
+        """The catalog and the jobs this principal's tenant registered at runtime: every name
+        this client is given resolves here."""
         self.policy = permissions.Policy(
             admin_roles=settings.admin_roles, superadmin_roles=settings.superadmin_roles
         )
@@ -149,6 +153,10 @@ class Client:
             return dataclasses.replace(record, error={**record.error, "traceback": None})
         return record
 
+    def _jobs(self, who: permissions.Principal | None) -> jobs.Registry:
+        """The jobs ``who`` (this client's principal if ``None``) may name: its tenant's."""
+        return self.registry if who is None else self.registry.scoped(who.tenant)
+
     def _spec(self, name: str) -> jobs.JobSpec:
         """The job's spec, or for a job this process does not know, one with no rules (the
         policy's defaults apply)."""
@@ -193,7 +201,7 @@ class Client:
     ) -> str:
         """Validate, record and publish a run; return its id at once."""
         options = options or SubmitOptions()
-        spec = self.registry.get(job)
+        spec = self._jobs(principal).get(job)
         payload, sealed = self.validate_input(spec, input)
         self.allow("execute", spec, payload, who=principal)
         row = self._row(spec, payload, sealed, options, principal or self.principal)
@@ -249,7 +257,7 @@ class Client:
                 ],
                 "options",
             )
-        spec = self.registry.get(job)
+        spec = self._jobs(principal).get(job)
         who = principal or self.principal
         rows = []
         for index, value in enumerate(inputs):

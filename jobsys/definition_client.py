@@ -1,15 +1,19 @@
 """``Client.definitions``: register and remove jobs at runtime, from data only.
 
-Who may: an alias needs ``create`` (and to remove it, ``delete``) on the job it aliases, a
-workflow those actions on every job of its steps; an HTTP-call job, which reaches outside the
-cluster, needs an admin role. Every registration and removal is in the audit log.
+A definition belongs to the caller's tenant: names are unique per tenant, resolved per
+tenant, and another tenant's definitions are not found. Only its owner (the principal that
+first registered it) or an admin of the tenant may replace or remove one. Who may register:
+an alias needs ``create`` (and to remove it, ``delete``) on the job it aliases, a workflow
+those actions on every job of its steps; an HTTP-call job, which reaches outside the
+cluster, needs an admin role. Reads never show a secret header. Every registration and
+removal (and every refusal) is in the audit log.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobsys import cadence, definitions, errors
+from jobsys import cadence, definitions, errors, sealing
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -22,8 +26,13 @@ class DefinitionClient:
         self._client = client
         self._store = definitions.DefinitionStore(client.store.engine)
 
+    @property
+    def _tenant(self) -> str:
+        return self._client.principal.tenant
+
     def register(self, data: Any) -> dict[str, Any]:
-        """Add a job (or replace one registered before under that name); its record."""
+        """Add a job to this tenant (or replace one registered before under that name, if
+        this principal owns it or is an admin); its record."""
         d = definitions.parse(data)
         registry = self._client.registry
         if not registry.is_dynamic(d.name):
@@ -31,9 +40,14 @@ class DefinitionClient:
                 d.name, "name", "a job or workflow of the catalog has this name; pick another"
             )
         self._allow("create", d)
+        current = self._store.find(self._tenant, d.name)
+        live = current if current is not None and current.removed_at is None else None
+        if live is not None:
+            self._owner_only("replace", live)
         self._build(d)
         schedule = self._schedule_of(d)
-        record = self._store.put(d.model_dump(mode="json", exclude_none=True), self._who)
+        stored, sealed = self._sealed(d, live)
+        record = self._store.put(self._tenant, stored, self._who, sealed, current)
         registry.refresh(force=True)
         self._replace_schedule(d.name, schedule)
         self._client.audit.record(
@@ -44,22 +58,72 @@ class DefinitionClient:
     def remove(self, name: str) -> None:
         """Remove a registered job: it can no longer be submitted, its schedule is deleted,
         and its runs still waiting end failed when a worker takes them."""
-        record = self._store.get(name)
+        record = self._store.get(self._tenant, name)
         self._allow("delete", definitions.parse(record.data))
+        self._owner_only("remove", record)
         self._replace_schedule(name, None)
-        self._store.remove(name)
+        self._store.remove(self._tenant, name)
         self._client.registry.refresh(force=True)
         self._client.audit.record(self._client.principal, "remove", name, "allowed", record.kind)
 
     def get(self, name: str) -> dict[str, Any]:
-        return self._store.get(name).to_json()
+        """One definition of this tenant (secret headers masked); a job this principal may
+        not ``list`` is denied, as ``GET /jobs/{name}`` is."""
+        record = self._store.get(self._tenant, name)
+        if name in self._client.registry:
+            self._client.allow("list", name)
+        return record.to_json()
 
     def list(self) -> list[dict[str, Any]]:
-        return [r.to_json() for r in self._store.all()]
+        """The definitions of this tenant whose jobs this principal may ``list``."""
+        visible = self._client.visible_jobs()
+        return [
+            r.to_json()
+            for r in self._store.all(self._tenant)
+            if visible is None or r.name in visible or r.kind == "workflow"
+        ]
 
     @property
     def _who(self) -> str:
         return self._client.principal.id
+
+    def _owner_only(self, action: str, record: definitions.DefinitionRecord) -> None:
+        client = self._client
+        who = client.principal
+        if who.id == record.owner or client.policy.is_admin(who):
+            return
+        client.audit.record(who, action, record.name, "denied", f"owned by {record.owner}")
+        raise errors.NotOwner(who.id, action, record.name, record.owner)
+
+    def _sealed(
+        self, d: Parsed, live: definitions.DefinitionRecord | None
+    ) -> tuple[dict[str, Any], str | None]:
+        """The definition as stored (secret header values masked), and those values sealed.
+        A value given as ``**********`` keeps the one registered before."""
+        data = d.model_dump(mode="json", exclude_none=True)
+        if not isinstance(d, definitions.HttpDefinition) or not d.secret_headers:
+            return data, None
+        sealer = self._client.sealer
+        before = sealer.open(live.sealed) if live is not None and live.sealed else {}
+        values, problems = {}, []
+        for name, value in d.secret_headers.items():
+            if value != sealing.REDACTED:
+                values[name] = value
+            elif name in before:
+                values[name] = before[name]
+            else:
+                problems.append(
+                    {
+                        "loc": ["secret_headers", name],
+                        "msg": "give its value: ********** keeps a value registered before, "
+                        "and there is none",
+                        "type": "value_error",
+                    }
+                )
+        if problems:
+            raise errors.InvalidInput(d.name, problems, "definition")
+        data["secret_headers"] = dict.fromkeys(values, sealing.REDACTED)
+        return data, sealer.seal(values)
 
     def _allow(self, action: str, d: Parsed) -> None:
         client = self._client
@@ -83,6 +147,7 @@ class DefinitionClient:
                 )
             definitions.build_alias(d, registry)
         elif isinstance(d, definitions.HttpDefinition):
+            definitions.check_http(d)
             definitions.build_http(d, settings.http_job_hosts)
         else:
             definitions.build_workflow(d, registry)

@@ -104,6 +104,19 @@ class PermissionDenied(JobsysError):
         )
 
 
+class NotOwner(PermissionDenied):
+    """A job registered at runtime may be replaced or removed by its owner (the principal
+    that registered it first) or an admin of its tenant only."""
+
+    def __init__(self, principal: str, action: str, job: str, owner: str) -> None:
+        self.principal, self.action, self.job, self.owner = principal, action, job, owner
+        JobsysError.__init__(
+            self,
+            f"permission denied: job {job!r} was registered by {owner!r}; only they or an "
+            f"admin of the tenant may {action} it (register yours under another name)",
+        )
+
+
 class Unauthenticated(JobsysError):
     """The token is unknown, revoked or expired."""
 

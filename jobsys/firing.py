@@ -115,7 +115,7 @@ class Firing:
         # A target no process here knows is left for a beat whose catalog has it.
         if ahead is None:
             ahead = self.schedules.due(now, limit)
-        due = [r for r in ahead if known(registry, r.job) and _due(r, now)]
+        due = [r for r in ahead if known(registry, r.tenant, r.job) and _due(r, now)]
         for start in range(0, len(due), FIRE_BATCH):
             chunk = [(r, r.definition) for r in due[start : start + FIRE_BATCH]]
             # Reads first, writes in their own transaction: a SQLite transaction that reads
@@ -251,6 +251,7 @@ class Firing:
     ) -> Fired | None:
         """Release a held fire (overlap ``queue``) once the previous run has ended."""
         assert s.queued_fire_at is not None
+        registry = registry.scoped(s.tenant)
         if s.job not in registry:  # ("queue" holds job fires only)
             return None
         spec = registry.get(s.job)
@@ -349,9 +350,11 @@ def _due(s: ScheduleRecord, now: dt.datetime) -> bool:
     return s.next_fire_at is not None and s.next_fire_at <= now
 
 
-def known(registry: jobs.Registry, target: str) -> bool:
-    """Whether this process can fire a schedule of ``target`` (a job or workflow it has)."""
-    return target in registry or target in registry.workflows
+def known(registry: jobs.Registry, tenant: str, target: str) -> bool:
+    """Whether this process can fire a schedule of ``tenant`` whose target is ``target`` (a
+    job or workflow it has, in that tenant)."""
+    mine = registry.scoped(tenant)
+    return target in mine or target in mine.workflows
 
 
 def _made(
@@ -362,7 +365,9 @@ def _made(
     now: dt.datetime,
     key: str | None,
 ) -> Fired:
-    """The run (or workflow run) a fire of ``s`` makes."""
+    """The run (or workflow run) a fire of ``s`` makes; its target resolves in the schedule's
+    tenant."""
+    registry = registry.scoped(s.tenant)
     if s.job in registry:
         spec = registry.get(s.job)
         return Fired(_run_row(s, spec, fire_at, trigger, now, key), spec)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
 
 import pydantic
 
-from jobsys import cadence, errors, permissions, search
+from jobsys import bounds, cadence, errors, permissions, search
 
 if TYPE_CHECKING:
     from jobsys import definitions
@@ -62,9 +62,9 @@ class RetryPolicy:
         if self.max_attempts < 1:
             found.append(("retry.max_attempts", f"must be at least 1, got {self.max_attempts}"))
         for name in ("initial_backoff", "max_backoff"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                found.append((f"retry.{name}", f"must be a finite number >= 0, got {value}"))
+            problem = bounds.seconds(getattr(self, name), bounds.MAX_BACKOFF)
+            if problem:
+                found.append((f"retry.{name}", problem))
         if not math.isfinite(self.multiplier) or self.multiplier < 1:
             found.append(("retry.multiplier", f"must be >= 1, got {self.multiplier}"))
         if not 0 <= self.jitter <= 1:
@@ -337,103 +337,168 @@ def _signature(
     return input_model, output_model, len(params) == 2
 
 
+class _Shared:
+    """What every view of one registry shares: the catalog, and the runtime definitions of
+    every tenant (re-read together when the store's revision changes)."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, JobSpec] = {}
+        self.workflows: dict[str, Workflow] = {}
+        self.source: definitions.Source | None = None
+        self.dynamic: dict[str, dict[str, JobSpec]] = {}
+        """Per tenant, its jobs registered at runtime by name."""
+        self.dynamic_workflows: dict[str, dict[str, Workflow]] = {}
+        self.revision: tuple[int, int] | None = None
+        self.checked = 0.0
+        self.building = False
+        self.lock = threading.Lock()
+        self.views: dict[str, Registry] = {}
+
+
 class Registry:
     """The jobs one process knows, by name. Built once per process and passed down.
 
-    The catalog's jobs and workflows are fixed; with a ``definitions.Source`` attached, the
-    jobs and workflows registered at runtime join them, re-read when the store's revision
-    changes (looked at most once a second, and whenever a name is not found).
+    The catalog's jobs and workflows are fixed and seen by every tenant; with a
+    ``definitions.Source`` attached, the jobs and workflows registered at runtime join them,
+    re-read when the store's revision changes (looked at most once a second, and whenever a
+    name is not found). A runtime definition belongs to a tenant: only the view of that
+    tenant (``scoped(tenant)``) resolves its name. The registry a process builds
+    (``tenant`` ``None``) resolves the catalog only, so a name is never looked up in some
+    tenant by default: whoever resolves a name given by a principal, a run, a schedule or a
+    workflow run scopes the registry to that tenant first.
     """
 
     REFRESH_SECONDS = 1.0
 
+    tenant: str | None
+    """The tenant whose runtime definitions this view sees (``None``: the catalog only)."""
+
     def __init__(self, specs: Iterable[JobSpec] = ()) -> None:
-        self._specs: dict[str, JobSpec] = {}
-        self._workflows: dict[str, Workflow] = {}
-        self._source: definitions.Source | None = None
-        self._dynamic: dict[str, JobSpec] = {}
-        self._dynamic_workflows: dict[str, Workflow] = {}
-        self._revision: tuple[int, int] | None = None
-        self._checked = 0.0
-        self._building = False
-        self._lock = threading.Lock()
+        self._s = _Shared()
+        self.tenant = None
         for spec in specs:
             self.add(spec)
+
+    def scoped(self, tenant: str) -> Registry:
+        """This registry as ``tenant`` sees it: the catalog, and that tenant's runtime jobs
+        and workflows (never another tenant's)."""
+        if tenant == self.tenant:
+            return self
+        view = self._s.views.get(tenant)
+        if view is None:
+            view = Registry.__new__(Registry)
+            view._s, view.tenant = self._s, tenant
+            self._s.views[tenant] = view
+        return view
+
+    def catalog(self) -> list[JobSpec]:
+        """The jobs of the catalog (declared in code), by name."""
+        return sorted(self._s.specs.values(), key=lambda s: s.name)
+
+    def queues(self) -> set[str]:
+        """The queues of every job known here: the catalog's and every tenant's runtime jobs."""
+        if self._s.source is not None:
+            self.refresh()
+        found = {s.queue for s in self._s.specs.values()}
+        for specs in self._s.dynamic.values():
+            found |= {s.queue for s in specs.values()}
+        return found
 
     # --- runtime definitions -----------------------------------------------------------
 
     def attach(self, source: definitions.Source) -> None:
         """Join the jobs registered at runtime in ``source``'s store to this registry."""
-        if self._source is not None and self._source.store.engine is source.store.engine:
+        current = self._s.source
+        if current is not None and current.store.engine is source.store.engine:
             return
-        self._source = source
+        self._s.source = source
         self.refresh(force=True)
 
     def refresh(self, force: bool = False) -> None:
         """Re-read the runtime definitions if they changed (``force``: look now)."""
-        source = self._source
-        if source is None or self._building:
+        shared = self._s
+        source = shared.source
+        if source is None or shared.building:
             return
         now = time.monotonic()
-        if not force and now - self._checked < self.REFRESH_SECONDS:
+        if not force and now - shared.checked < self.REFRESH_SECONDS:
             return
-        with self._lock:
-            self._checked = now
+        with shared.lock:
+            shared.checked = now
             try:
                 revision = source.store.revision()
             except Exception as exc:  # the store is down: keep what is known
                 log.warning("jobsys: cannot read the job definitions: %s", exc)
                 return
-            if revision == self._revision:
+            if revision == shared.revision:
                 return
-            self._building = True
+            shared.building = True
             try:
                 self._rebuild(source)
             finally:
-                self._building = False
-            self._revision = revision
+                shared.building = False
+            shared.revision = revision
 
     def _rebuild(self, source: definitions.Source) -> None:
+        """Build every tenant's definitions, each in that tenant's view (an alias or a
+        workflow step names jobs of its own tenant only)."""
         from jobsys import definitions
 
-        records = source.store.all()
-        specs, later = source.build(records, self)
-        self._dynamic = {n: s for n, s in specs.items() if n not in self._specs}
-        built = {}
-        for d in later:
-            assert isinstance(d, definitions.WorkflowDefinition)
-            try:
-                built[d.name] = definitions.build_workflow(d, self)
-            except errors.JobsysError as exc:
-                log.warning("jobsys: workflow definition %s skipped: %s", d.name, exc)
-        self._dynamic_workflows = {n: w for n, w in built.items() if n not in self._workflows}
+        shared = self._s
+        by_tenant: dict[str, list[definitions.DefinitionRecord]] = {}
+        for record in source.store.all():
+            by_tenant.setdefault(record.tenant, []).append(record)
+        dynamic, later = {}, {}
+        for tenant, records in by_tenant.items():
+            specs, later[tenant] = source.build(records, self.scoped(tenant))
+            dynamic[tenant] = {n: s for n, s in specs.items() if n not in shared.specs}
+        shared.dynamic = dynamic
+        built: dict[str, dict[str, Workflow]] = {}
+        for tenant, pending in later.items():
+            view, mine = self.scoped(tenant), built.setdefault(tenant, {})
+            for d in pending:
+                try:
+                    wf = definitions.build_workflow(d, view)
+                except errors.JobsysError as exc:
+                    log.warning("jobsys: workflow definition %s skipped: %s", d.name, exc)
+                    continue
+                if wf.name not in shared.workflows:
+                    mine[wf.name] = wf
+        shared.dynamic_workflows = built
 
     def is_dynamic(self, name: str) -> bool:
-        return name not in self._specs and name not in self._workflows
+        return name not in self._s.specs and name not in self._s.workflows
+
+    def _mine(self) -> dict[str, JobSpec]:
+        return {} if self.tenant is None else self._s.dynamic.get(self.tenant, {})
+
+    def _my_workflows(self) -> dict[str, Workflow]:
+        return {} if self.tenant is None else self._s.dynamic_workflows.get(self.tenant, {})
 
     # --- lookups -----------------------------------------------------------------------
 
     @property
     def workflows(self) -> dict[str, Workflow]:
         """The workflows of the catalog, by name, each checked against these jobs, and those
-        registered at runtime."""
-        if self._source is None:
-            return self._workflows
+        this view's tenant registered at runtime."""
+        if self._s.source is None or self.tenant is None:
+            return self._s.workflows
         self.refresh()
-        return {**self._dynamic_workflows, **self._workflows}
+        return {**self._my_workflows(), **self._s.workflows}
 
     def add_workflow(self, wf: Workflow) -> None:
         from jobsys import workflow_checks
 
-        if wf.name in self._workflows and self._workflows[wf.name] is not wf:
+        shared = self._s
+        if wf.name in shared.workflows and shared.workflows[wf.name] is not wf:
             raise errors.WorkflowDeclarationError(wf.name, "-", "name", "declared twice")
-        if wf.name in self._specs:
+        if wf.name in shared.specs:
             raise errors.WorkflowDeclarationError(wf.name, "-", "name", "a job has this name")
         workflow_checks.check(wf, self)
-        self._workflows[wf.name] = wf
+        shared.workflows[wf.name] = wf
 
     def workflow(self, name: str) -> Workflow:
-        found = self._workflows.get(name) or self._lookup_workflow(name)
+        found = self._s.workflows.get(name) or self._lookup_workflow(name)
         if found is not None:
             return found
         names = list(self.workflows)
@@ -441,13 +506,13 @@ class Registry:
         raise errors.UnknownJob(name, close) from None
 
     def _lookup_workflow(self, name: str) -> Workflow | None:
-        if self._source is None:
+        if self._s.source is None or self.tenant is None:
             return None
-        self.refresh(force=name not in self._dynamic_workflows)
-        return self._dynamic_workflows.get(name)
+        self.refresh(force=name not in self._my_workflows())
+        return self._my_workflows().get(name)
 
     def add(self, spec: JobSpec) -> None:
-        existing = self._specs.get(spec.name)
+        existing = self._s.specs.get(spec.name)
         if existing is not None and existing is not spec:
             raise errors.JobDeclarationError(
                 spec.name,
@@ -455,30 +520,30 @@ class Registry:
                 f"declared twice (in {existing.module} and {spec.module}); "
                 "job names must be unique",
             )
-        self._specs[spec.name] = spec
+        self._s.specs[spec.name] = spec
 
     def get(self, name: str) -> JobSpec:
-        spec = self._specs.get(name) or self._lookup(name)
+        spec = self._s.specs.get(name) or self._lookup(name)
         if spec is not None:
             return spec
         close = difflib.get_close_matches(name, [s.name for s in self], n=3, cutoff=0.5)
         raise errors.UnknownJob(name, close) from None
 
     def _lookup(self, name: str) -> JobSpec | None:
-        if self._source is None:
+        if self._s.source is None or self.tenant is None:
             return None
-        self.refresh(force=name not in self._dynamic)
-        return self._dynamic.get(name)
+        self.refresh(force=name not in self._mine())
+        return self._mine().get(name)
 
     def __contains__(self, name: object) -> bool:
-        if name in self._specs:
+        if name in self._s.specs:
             return True
         return isinstance(name, str) and self._lookup(name) is not None
 
     def __iter__(self) -> Iterator[JobSpec]:
-        if self._source is not None:
+        if self._s.source is not None and self.tenant is not None:
             self.refresh()
-        every = {**self._dynamic, **self._specs}
+        every = {**self._mine(), **self._s.specs}
         return iter(sorted(every.values(), key=lambda s: s.name))
 
     def matching(self, text: str) -> tuple[str, ...]:
@@ -496,7 +561,7 @@ class Registry:
         return tuple(sorted(found))
 
     def __len__(self) -> int:
-        return len(self._specs) + len(self._dynamic)
+        return len(self._s.specs) + len(self._mine())
 
 
 def specs_in(module: types.ModuleType) -> list[JobSpec]:

@@ -242,18 +242,28 @@ run_deps = sa.Table(
     sa.Index("ix_jobsys_run_deps_depends_on", "depends_on"),
 )
 
-job_definitions = sa.Table(
-    "jobsys_job_definitions",
-    metadata,
-    sa.Column("name", sa.String(200), primary_key=True),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("data", JSON, nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("updated_at", UTCDateTime, nullable=False),
-    sa.Column("removed_at", UTCDateTime),
-)
+
+def _job_definitions(name: str, meta: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        name,
+        meta,
+        # Added by version 9: a definition belongs to a tenant (its name is unique there)
+        # and to the principal that first registered it; its secret headers, sealed.
+        sa.Column("tenant", sa.String(200), primary_key=True),
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("data", JSON, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("owner", sa.String(200), nullable=False),
+        sa.Column("created_by", sa.String(200), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("removed_at", UTCDateTime),
+        sa.Column("sealed", sa.Text),
+    )
+
+
+job_definitions = _job_definitions("jobsys_job_definitions", metadata)
 
 run_logs = sa.Table(
     "jobsys_run_logs",
@@ -345,6 +355,28 @@ def _v8(conn: sa.Connection) -> None:
     job_definitions.create(conn, checkfirst=True)
 
 
+def _v9(conn: sa.Connection) -> None:
+    """Version 9: job definitions belong to a tenant and an owner; names are unique per
+    tenant (the key becomes (tenant, name)), and secret headers are sealed. Definitions made
+    before belong to the default tenant and to the principal that last registered them. The
+    table is rebuilt (SQLite cannot change a primary key), under a new name then renamed."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("jobsys_job_definitions")}
+    if "tenant" in have:  # created at version 8 by this jobsys: already in shape
+        return
+    new = _job_definitions("jobsys_job_definitions_v9", sa.MetaData())
+    new.create(conn)
+    conn.execute(
+        sa.text(
+            "INSERT INTO jobsys_job_definitions_v9 (tenant, name, kind, data, version, owner, "
+            "created_by, created_at, updated_at, removed_at) SELECT 'default', name, kind, data, "
+            "version, created_by, created_by, created_at, updated_at, removed_at "
+            "FROM jobsys_job_definitions"
+        )
+    )
+    conn.execute(sa.text("DROP TABLE jobsys_job_definitions"))
+    conn.execute(sa.text("ALTER TABLE jobsys_job_definitions_v9 RENAME TO jobsys_job_definitions"))
+
+
 def _v10(conn: sa.Connection) -> None:
     """Version 10: idempotency keys are unique per tenant and job (they were per tenant, so
     the same key given to two jobs made the second submit answer with the first job's run)."""
@@ -366,7 +398,8 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v6,
     _v7,
     _v8,
-    _v10,  # goes after _v9 (job definitions per tenant) when both are merged
+    _v9,
+    _v10,
 ]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 

@@ -1,6 +1,8 @@
-"""Checking a workflow declaration before it is accepted: shape, cycles, and every input
-reference against the jobs' schemas (``$input.f``, ``$steps.S.output.f``, ``$item``), so a
-workflow that cannot run is refused with the step and field named, not found out mid-run.
+"""Checking a workflow declaration before it is accepted: shape, cycles, durations (delays,
+timeouts, retry backoffs: finite and bounded, ``bounds.py``), and every input reference
+against the jobs' schemas (``$input.f``, ``$steps.S.output.f``, ``$item``), so a workflow
+that cannot run is refused with the step and field named, not found out mid-run. The one
+path for workflows of the catalog, registered at runtime and given ad hoc to submit.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import pydantic
 
-from jobsys import errors, jobs
+from jobsys import bounds, errors, jobs
 from jobsys.workflows import WHEN, Step, Workflow
 
 
@@ -43,8 +45,7 @@ def _problems(wf: Workflow, registry: jobs.Registry) -> list[tuple[str, str, str
             found.append((s.name, "job", f"unknown job {s.job!r}"))
         if s.retry is not None:
             found.extend((s.name, f, p) for f, p in s.retry.problems())
-        if s.timeout is not None and not 0 < s.timeout <= 86400:
-            found.append((s.name, "timeout", "must be between 0 and 86400 seconds"))
+        found.extend(_duration_problems(s))
     if found:
         return found
     cycle = _cycle(wf)
@@ -63,8 +64,22 @@ def _shape_problems(wf: Workflow) -> list[tuple[str, str, str]]:
     ]
     if wf.failure not in ("fail_fast", "continue"):
         found.append(("-", "failure", "must be fail_fast or continue"))
-    if not 0 < wf.timeout <= 7 * 86400:
-        found.append(("-", "timeout", "must be between 0 and 604800 seconds"))
+    problem = bounds.seconds(wf.timeout, bounds.MAX_WORKFLOW_TIMEOUT, positive=True)
+    if problem:
+        found.append(("-", "timeout", problem))
+    return found
+
+
+def _duration_problems(s: Step) -> list[tuple[str, str, str]]:
+    """A step's delay and timeout: finite, within their bounds (``bounds.py``)."""
+    found = []
+    problem = bounds.seconds(s.delay, bounds.MAX_STEP_DELAY)
+    if problem:
+        found.append((s.name, "delay", problem))
+    if s.timeout is not None:
+        problem = bounds.seconds(s.timeout, bounds.MAX_STEP_TIMEOUT, positive=True)
+        if problem:
+            found.append((s.name, "timeout", problem))
     return found
 
 

@@ -43,7 +43,11 @@ class WorkflowClient:
         for step in wf.steps:
             self._client.allow("execute", step.job, target=name)
         record = self._store.create(wf, payload, self._client.principal)
-        self._advance(wf, record.id)
+        try:
+            self._advance(wf, record.id)
+        except BaseException as exc:  # nothing is left running when submit fails
+            self._store.abandon(wf, record.id, f"could not start: {type(exc).__name__}: {exc}")
+            raise
         return record.id
 
     def start(self, workflow_id: str) -> workflows.WorkflowRecord:

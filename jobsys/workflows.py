@@ -334,10 +334,11 @@ class WorkflowStore:
     ) -> WorkflowRecord:
         """Start every step whose dependencies are done, skip those whose condition fails,
         cancel and finish as the failure policy and the timeout say. Safe to call at any
-        time, from any number of processes."""
+        time, from any number of processes. Step jobs resolve in the workflow run's tenant."""
         record = self.get(workflow_id)
         if record.terminal:
             return record
+        registry = registry.scoped(record.tenant)
         status = self.statuses(wf, record)
         if runs.utcnow() >= record.timeout_at:
             return self._end(record, status, WorkflowState.CANCELLED, "timeout")
@@ -374,8 +375,10 @@ class WorkflowStore:
             return None
         try:
             rows = self._rows(wf, s, record, status, registry)
-        except errors.InvalidInput as exc:
+        except (errors.InvalidInput, errors.UnknownJob) as exc:
             return f"step {s.name!r}: {exc}"
+        except (OverflowError, ValueError) as exc:  # a run stored before delays were bounded
+            return f"step {s.name!r}: cannot be scheduled ({exc})"
         spec = registry.get(s.job)
         if rows and self.store.insert_new(rows):
             for row in rows:
@@ -476,6 +479,11 @@ class WorkflowStore:
                 .values(state=state.value, output=output, error=error, finished_at=runs.utcnow())
             )
         return self.get(record.id)
+
+    def abandon(self, wf: Workflow, workflow_id: str, reason: str) -> WorkflowRecord:
+        """End a workflow run failed (its steps cancelled): starting it failed."""
+        record = self.get(workflow_id)
+        return self._end(record, self.statuses(wf, record), WorkflowState.FAILED, reason[:500])
 
     def cancel(self, wf: Workflow, workflow_id: str, tenant: str | None = None) -> WorkflowRecord:
         record = self.get(workflow_id, tenant)

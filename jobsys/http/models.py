@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import Field
 
-from jobsys import cadence
+from jobsys import bounds, cadence
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Tag = Annotated[str, Field(min_length=1, max_length=200)]
@@ -61,9 +61,9 @@ class WorkflowSubmitBody(Body):
 
 class RetryData(Body):
     max_attempts: int = Field(3, ge=1, le=1000)
-    initial_backoff: Seconds = Field(1.0, ge=0)
+    initial_backoff: Seconds = Field(1.0, ge=0, le=bounds.MAX_BACKOFF)
     multiplier: Seconds = Field(2.0, ge=1)
-    max_backoff: Seconds = Field(60.0, ge=0)
+    max_backoff: Seconds = Field(60.0, ge=0, le=bounds.MAX_BACKOFF)
     jitter: Seconds = Field(0.1, ge=0, le=1)
     retry_on_timeout: bool = False
 
@@ -75,9 +75,9 @@ class StepData(Body):
     depends_on: list[Name] = Field(default_factory=list, max_length=200)
     when: Literal["succeeded", "failed", "always"] = "succeeded"
     for_each: Annotated[str, Field(max_length=500)] | None = None
-    delay: Seconds = Field(0.0, ge=0, le=86_400)
+    delay: Seconds = Field(0.0, ge=0, le=bounds.MAX_STEP_DELAY)
     retry: RetryData | None = None
-    timeout: Seconds | None = Field(None, gt=0, le=86_400)
+    timeout: Seconds | None = Field(None, gt=0, le=bounds.MAX_STEP_TIMEOUT)
 
 
 class WorkflowData(Body):
@@ -85,7 +85,7 @@ class WorkflowData(Body):
 
     name: Name
     description: Annotated[str, Field(max_length=10_000)] = ""
-    timeout: Seconds = Field(600.0, gt=0, le=7 * 86_400)
+    timeout: Seconds = Field(600.0, gt=0, le=bounds.MAX_WORKFLOW_TIMEOUT)
     failure: Literal["fail_fast", "continue"] = "fail_fast"
     steps: list[StepData] = Field(min_length=1, max_length=500)
 
@@ -110,7 +110,7 @@ class ScheduleFields(Body):
     """The parts of a schedule; each given one is set (``every`` is ``interval``'s kind)."""
 
     kind: Kind | None = None
-    every: Seconds | None = Field(None, ge=1, le=366 * 86_400)
+    every: Seconds | None = Field(None, ge=1, le=bounds.MAX_EVERY)
     cron: Annotated[str, Field(max_length=200)] | None = None
     timezone: Annotated[str, Field(max_length=100)] | None = None
     at: Instant | None = None

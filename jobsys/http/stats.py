@@ -199,7 +199,7 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 def queue_names(registry: jobs.Registry) -> list[str]:
-    return sorted({s.queue for s in registry} | {"jobs"})
+    return sorted(registry.queues() | {"jobs"})
 
 
 def queue_depths(settings: config.Settings, queues: Sequence[str]) -> dict[str, int] | None:

@@ -164,7 +164,13 @@ def test_removed_jobs_cannot_be_submitted_and_their_waiting_runs_fail(c: Cluster
 
 def test_an_http_job_calls_an_allowed_host(c: Cluster, echo: str) -> None:
     c.client.definitions.register(
-        {"name": "team.hook", "kind": "http", "url": f"{echo}/hook", "max_attempts": 1}
+        {
+            "name": "team.hook",
+            "kind": "http",
+            "url": f"{echo}/hook",
+            "max_attempts": 1,
+            "overridable": ["body"],  # a run sets only what the definition allows
+        }
     )
     out = c.client.execute("team.hook", {"body": {"hello": "world"}}, timeout=30)
     assert out["status"] == 200

@@ -1,0 +1,67 @@
+"""Every duration jobsys takes is a finite number of seconds within its documented bounds,
+refused where it is given with the field named."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from jobsys import RetryPolicy, bounds, cadence, definitions, errors, workflow_checks
+from jobsys.jobs import Registry
+from jobsys.workflows import Step, Workflow
+from workers import examples
+
+BAD = [math.inf, -math.inf, math.nan, 1e308, -1.0]
+
+
+@pytest.mark.parametrize("value", BAD)
+def test_a_duration_must_be_finite_and_bounded(value: float) -> None:
+    assert bounds.seconds(value, 60.0) is not None
+    assert bounds.seconds(30.0, 60.0) is None
+    assert bounds.seconds(0, 60.0) is None and bounds.seconds(0, 60.0, positive=True)
+    assert bounds.seconds("10", 60.0) is not None and bounds.seconds(True, 60.0) is not None
+
+
+@pytest.mark.parametrize("value", BAD)
+def test_a_workflow_step_delay_or_timeout_is_bounded(value: float) -> None:
+    registry = Registry([examples.add])
+    for field, step in (
+        ("delay", Step("s", "examples.add", {"a": 1, "b": 1}, delay=value)),
+        ("timeout", Step("s", "examples.add", {"a": 1, "b": 1}, timeout=value)),
+    ):
+        with pytest.raises(errors.WorkflowDeclarationError) as caught:
+            workflow_checks.check(Workflow("w", (step,)), registry)
+        assert (caught.value.step, caught.value.field) == ("s", field)
+    with pytest.raises(errors.WorkflowDeclarationError) as caught:
+        workflow_checks.check(
+            Workflow("w", (Step("s", "examples.add", {"a": 1, "b": 1}),), timeout=value), registry
+        )
+    assert caught.value.field == "timeout"
+
+
+@pytest.mark.parametrize("field", ["initial_backoff", "max_backoff"])
+@pytest.mark.parametrize("value", BAD)
+def test_a_retry_backoff_is_bounded(field: str, value: float) -> None:
+    assert [f for f, _ in RetryPolicy(**{field: value}).problems()] == [f"retry.{field}"]
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan, 1e308, bounds.MAX_EVERY + 1])
+def test_a_schedule_interval_is_bounded(value: float) -> None:
+    with pytest.raises(errors.InvalidSchedule) as caught:
+        cadence.every(value)
+    assert caught.value.field == "every"
+
+
+def test_a_schedule_instant_is_before_the_year_9000() -> None:
+    with pytest.raises(errors.InvalidSchedule) as caught:
+        cadence.once("9999-12-31T23:59:59+00:00")
+    assert caught.value.field == "at"
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan, 1e308, 0, -1])
+def test_an_http_job_timeout_is_bounded(value: Any) -> None:
+    with pytest.raises(errors.InvalidInput) as caught:
+        definitions.parse({"name": "h", "kind": "http", "url": "http://x/", "timeout": value})
+    assert caught.value.errors[0]["loc"] == ["timeout"]
