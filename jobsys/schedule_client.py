@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys import cadence, errors, execute, firing, schedules
+from jobsys import cadence, errors, execute, firing, schedules, workflows
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -35,7 +35,7 @@ class ScheduleClient:
         ``ongoing`` for definitions)."""
         checked, sealed = self._checked(job, definition)
         registry = self._client.registry
-        if job not in registry and job in registry.workflows:
+        if self._is_workflow(job):
             for step in registry.workflow(job).steps:  # its fires run them as this principal
                 self._client.allow("execute", step.job, target=job)
         else:
@@ -50,7 +50,8 @@ class ScheduleClient:
         current = self.get(schedule_id)
         self._client.allow("update", current.job, target=schedule_id)
         base = _flatten(current.definition)
-        base["input"] = self._client.revealed(current.input, current.sealed)
+        under = ("input",) if self._is_workflow(current.job) else ()
+        base["input"] = self._client.revealed(current.input, current.sealed, under)
         if changes.get("kind", base["kind"]) != base["kind"]:  # a new kind of cadence
             for field in ("at", "every", "cron", "timezone"):
                 base.pop(field, None)
@@ -106,19 +107,25 @@ class ScheduleClient:
             self._client.workflows.start(fired.id)
         return fired.id
 
+    def _is_workflow(self, target: str) -> bool:
+        registry = self._client.registry
+        return target not in registry and target in registry.workflows
+
     def _checked(
         self, job: str, definition: cadence.Definition
     ) -> tuple[cadence.Definition, str | None]:
         """The definition with its input validated (secrets redacted), and the secrets. A
         schedule's target is a job or a workflow of the catalog."""
         registry = self._client.registry
-        if job not in registry and job in registry.workflows:
+        if self._is_workflow(job):
             wf = registry.workflow(job)
             try:
-                payload = wf.input_model.model_validate(definition.input).model_dump(mode="json")
+                model = wf.input_model.model_validate(definition.input)
             except pydantic.ValidationError as exc:
                 raise errors.InvalidInput(job, execute.field_errors(exc)) from None
-            return dataclasses.replace(definition, input=payload), None
+            # Sealed as a workflow run seals them: its fires copy them as they are.
+            payload, hidden = workflows.split(wf, model, registry)
+            return dataclasses.replace(definition, input=payload), self._client.sealer.seal(hidden)
         spec = registry.get(job)
         payload, sealed = self._client.validate_input(spec, definition.input)
         return dataclasses.replace(definition, input=payload), sealed

@@ -33,12 +33,20 @@ class WorkflowClient:
         else:
             wf = self._client.registry.workflow(name)
         try:
-            payload = wf.input_model.model_validate(input or {}).model_dump(mode="json")
+            model = wf.input_model.model_validate(input or {})
         except pydantic.ValidationError as exc:
             raise errors.InvalidInput(name, execute.field_errors(exc)) from None
         for step in wf.steps:
             self._client.allow("execute", step.job, target=name)
-        record = self._store.create(wf, payload, self._client.principal)
+        registry = self._client.registry
+        payload, hidden = workflows.split(wf, model, registry)
+        record = self._store.create(
+            wf,
+            payload,
+            self._client.principal,
+            definition=workflows.stored_definition(wf, registry),
+            sealed=self._client.sealer.seal(hidden),
+        )
         self._advance(wf, record.id)
         return record.id
 
@@ -51,7 +59,8 @@ class WorkflowClient:
         def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
             self._client.publish_row(spec, row, delay or None)
 
-        return self._store.advance(wf, workflow_id, self._client.registry, send)
+        registry, sealer = self._client.registry, self._client.sealer
+        return self._store.advance(wf, workflow_id, registry, send, sealer)
 
     def get(self, workflow_id: str) -> workflows.WorkflowRecord:
         return self._store.get(workflow_id, self._tenant)
