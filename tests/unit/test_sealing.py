@@ -1,0 +1,105 @@
+"""Secret fields are found at any depth and under any wrapper, split out of the stored input,
+merged back for the body, and redacted from text without masking unrelated words."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pydantic
+
+from jobsys import sealing
+from jobsys.sealing import REDACTED
+
+
+class Creds(pydantic.BaseModel):
+    user: str = "deploy"
+    password: pydantic.SecretStr
+
+
+class Everything(pydantic.BaseModel):
+    creds: Creds
+    maybe: Creds | None = None
+    many: list[Creds] = []
+    keyed: dict[str, Creds] = {}
+    token: pydantic.SecretStr | None = None
+    marked: str = pydantic.Field("", json_schema_extra={"secret": True})
+    pins: list[Annotated[str, pydantic.Field(json_schema_extra={"secret": True})]] = []
+    plain: str = ""
+
+
+class Tree(pydantic.BaseModel):
+    key: pydantic.SecretStr
+    children: list[Tree] = []
+
+
+def test_every_shape_of_secret_field_has_a_path() -> None:
+    assert sealing.secret_paths(Everything) == [
+        ("creds", "password"),
+        ("maybe", "password"),
+        ("many", "*", "password"),
+        ("keyed", "*", "password"),
+        ("token",),
+        ("marked",),
+        ("pins", "*"),
+    ]
+    assert sealing.secret_paths(Tree)[:2] == [("key",), ("children", "*", "key")]
+
+
+def test_split_redacts_every_secret_and_merge_gives_the_real_values_back() -> None:
+    given = Everything(
+        creds={"password": "p0"},
+        maybe={"password": "p1"},
+        many=[{"password": "p2"}, {"password": "p3"}],
+        keyed={"a.b": {"password": "p4"}},
+        token="t0",
+        marked="m0",
+        pins=["x0", "x1"],
+        plain="visible",
+    )
+    stored, hidden = sealing.split(given, sealing.secret_paths(Everything))
+    text = repr(stored)
+    for value in ("p0", "p1", "p2", "p3", "p4", "t0", "m0", "x0", "x1"):
+        assert value not in text
+    assert stored["many"][1] == {"user": "deploy", "password": REDACTED}
+    assert stored["keyed"]["a.b"]["password"] == REDACTED
+    assert stored["plain"] == "visible"
+    back = Everything.model_validate(sealing.merge(stored, hidden))
+    assert back.token is not None and back.token.get_secret_value() == "t0"  # not the mask
+    assert back.model_dump() == given.model_dump()
+
+
+def test_an_absent_optional_secret_stays_absent() -> None:
+    stored, hidden = sealing.split(Everything(creds={"password": "p"}), [("token",), ("maybe",)])
+    assert stored["token"] is None and stored["maybe"] is None and hidden == {}
+
+
+def test_seals_of_dotted_paths_still_open() -> None:
+    """Runs sealed before paths were JSON keep dotted keys."""
+    assert sealing.merge({"a": {"b": REDACTED}}, {"a.b": "v"}) == {"a": {"b": "v"}}
+
+
+def test_merge_under_takes_only_that_part() -> None:
+    hidden = {
+        **sealing.prefixed("input", {'["k"]': "v"}),
+        **sealing.prefixed("definition", {'["steps",0,"input","t"]': "w"}),
+    }
+    assert sealing.merge({"k": REDACTED}, hidden, ("input",)) == {"k": "v"}
+    merged = sealing.merge({"steps": [{"input": {"t": REDACTED}}]}, hidden, ("definition",))
+    assert merged == {"steps": [{"input": {"t": "w"}}]}
+
+
+def test_short_secrets_are_redacted_only_where_they_stand_whole() -> None:
+    redact = sealing.Redactor(["ab", "Q7", "long-secret"])
+    assert redact.text("pin=ab, about abab ab_c") == f"pin={REDACTED}, about abab ab_c"
+    assert redact.text("Q7") == REDACTED
+    assert redact.text("xlong-secretx") == f"x{REDACTED}x"  # long ones: anywhere
+    assert redact.json({"pin": "ab", "word": "about", "n": ["ab"]}) == {
+        "pin": REDACTED,
+        "word": "about",
+        "n": [REDACTED],
+    }
+
+
+def test_secret_lists_and_numbers_are_redacted_by_their_items() -> None:
+    redact = sealing.Redactor([["first-item", "2nd-item"], 123456])
+    assert redact.text("first-item 2nd-item 123456") == " ".join([REDACTED] * 3)
