@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobsys import cadence, definitions, errors
+from jobsys import cadence, definitions, errors, workflows
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -85,7 +85,8 @@ class DefinitionClient:
         elif isinstance(d, definitions.HttpDefinition):
             definitions.build_http(d, settings.http_job_hosts)
         else:
-            definitions.build_workflow(d, registry)
+            wf = definitions.build_workflow(d, registry)
+            workflows.refuse_secret_literals(wf, registry)
 
     def _schedule_of(self, d: Parsed) -> cadence.Definition | None:
         if not isinstance(d, definitions.AliasDefinition) or d.schedule is None:

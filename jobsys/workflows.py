@@ -267,6 +267,21 @@ def _literal_paths(wf: Workflow, registry: jobs.Registry) -> list[tuple[str | in
     return found
 
 
+def refuse_secret_literals(wf: Workflow, registry: jobs.Registry) -> None:
+    """Raise ``WorkflowDeclarationError`` if a step's input holds a value for a secret field:
+    a definition registered at runtime is stored and shown as it is, so its secrets come with
+    each run, in the workflow's input (``$input.f``)."""
+    for path in _literal_paths(wf, registry):
+        step, field = wf.steps[int(path[1])].name, ".".join(str(p) for p in path[3:])
+        raise errors.WorkflowDeclarationError(
+            wf.name,
+            step,
+            f"input.{field}",
+            "is secret: pass it in the workflow's input with each run ($input...), "
+            "never in the definition",
+        )
+
+
 def stored_definition(wf: Workflow, registry: jobs.Registry) -> dict[str, Any]:
     """The workflow as a run keeps it: ``to_data()`` with the secrets of its steps' inputs
     redacted."""

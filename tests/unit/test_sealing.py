@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import pydantic
+import pytest
 
-from jobsys import sealing
+from jobsys import Registry, errors, sealing, workflows
 from jobsys.sealing import REDACTED
+from tests import jobs as test_jobs
 
 
 class Creds(pydantic.BaseModel):
@@ -103,3 +105,39 @@ def test_short_secrets_are_redacted_only_where_they_stand_whole() -> None:
 def test_secret_lists_and_numbers_are_redacted_by_their_items() -> None:
     redact = sealing.Redactor([["first-item", "2nd-item"], 123456])
     assert redact.text("first-item 2nd-item 123456") == " ".join([REDACTED] * 3)
+
+
+ADHOC = {
+    "name": "adhoc",
+    "steps": [
+        {"name": "marked", "job": "tests.secret_marked", "input": {"token": "$input.tok"}},
+        {
+            "name": "each",
+            "job": "tests.secret_nested",
+            "for_each": "$input.logins",
+            "input": {"creds": "$item"},
+        },
+        {"name": "literal", "job": "tests.secret_optional", "input": {"token": "written-in"}},
+    ],
+}
+
+
+def test_a_workflow_seals_what_its_steps_take_as_secrets() -> None:
+    registry = Registry(
+        [test_jobs.secret_marked, test_jobs.secret_nested, test_jobs.secret_optional]
+    )
+    wf = workflows.from_data(ADHOC)
+    assert workflows.secret_input_paths(wf, registry) == [("tok",), ("logins", "*", "password")]
+    given = wf.input_model.model_validate(
+        {"tok": "t-value", "logins": [{"password": "p-value"}], "note": "plain"}
+    )
+    stored, hidden = workflows.split(wf, given, registry)
+    assert stored == {"tok": REDACTED, "logins": [{"password": REDACTED}], "note": "plain"}
+    definition = workflows.stored_definition(wf, registry)
+    assert definition["steps"][2]["input"] == {"token": REDACTED}
+    assert "written-in" not in repr(definition) and "t-value" not in repr(stored)
+    assert sealing.merge(stored, hidden, ("input",))["logins"][0]["password"] == "p-value"
+    back = sealing.merge(definition, hidden, ("definition",))
+    assert back["steps"][2]["input"] == {"token": "written-in"}
+    with pytest.raises(errors.WorkflowDeclarationError, match=r"input\.token: is secret"):
+        workflows.refuse_secret_literals(wf, registry)  # a definition stored as it is
