@@ -155,11 +155,17 @@ def split_json(
 
 
 def _revealed(value: Any) -> Any:
+    """A secret's value as JSON, with any secret inside it revealed too (a whole sub-model
+    marked secret holds ``SecretStr`` fields of its own)."""
     if isinstance(value, _SECRET_TYPES):
         value = typing.cast(Any, value).get_secret_value()
     if isinstance(value, bytes):
         return value.decode()
-    if isinstance(value, str | int | float | bool):
+    if isinstance(value, Mapping):
+        return {str(k): _revealed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_revealed(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
         return value
     return to_jsonable_python(value, fallback=str)
 

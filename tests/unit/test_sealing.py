@@ -141,3 +141,15 @@ def test_a_workflow_seals_what_its_steps_take_as_secrets() -> None:
     assert back["steps"][2]["input"] == {"token": "written-in"}
     with pytest.raises(errors.WorkflowDeclarationError, match=r"input\.token: is secret"):
         workflows.refuse_secret_literals(wf, registry)  # a definition stored as it is
+
+
+class WholeModelMarked(pydantic.BaseModel):
+    creds: Creds = pydantic.Field(json_schema_extra={"secret": True})
+
+
+def test_a_sub_model_marked_secret_is_sealed_whole_with_its_own_secrets() -> None:
+    given = WholeModelMarked(creds={"user": "u", "password": "inner"})
+    stored, hidden = sealing.split(given, sealing.secret_paths(WholeModelMarked))
+    assert stored == {"creds": REDACTED}
+    back = WholeModelMarked.model_validate(sealing.merge(stored, hidden))
+    assert back.creds.password.get_secret_value() == "inner"
