@@ -214,6 +214,11 @@ def adhoc(h: Harness, door: str) -> tuple[dict[str, Any], dict[str, Any], list[s
     )
 
 
+FIRE_IN = 20.0
+"""Seconds from now to the schedules' fire: after the slowest door (a CLI process) made them,
+and about when the runs and workflows submitted meanwhile are done."""
+
+
 def at(seconds: float) -> str:
     return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).isoformat()
 
@@ -472,17 +477,18 @@ def create_schedules(h: Harness) -> None:
     workflow by HTTP."""
     secret = h.secret("schedclient")
     job, make, values = SHAPES["list"]
-    made = h.c.client.schedules.create(job, cadence.once(at(4), input=make(secret)))
+    made = h.c.client.schedules.create(job, cadence.once(at(FIRE_IN), input=make(secret)))
     h.c.client.schedules.update(made.id, metadata={"changed": True})
     h.fires[made.id] = digest(values(secret))
     secret = h.secret("schedcli")
     given = json.dumps({"token": secret})
+    when = at(FIRE_IN)
     shown = h.cli(
-        "schedules", "create", "tests.secret_marked", "--at", at(4), "--input", given, "--json"
+        "schedules", "create", "tests.secret_marked", "--at", when, "--input", given, "--json"
     )
     h.fires[json.loads(shown)["id"]] = digest([secret])
     given_flow, want = flow_input(h, "sched")
-    body = {"job": "tests.secret_flow", "kind": "once", "at": at(4), "input": given_flow}
+    body = {"job": "tests.secret_flow", "kind": "once", "at": at(FIRE_IN), "input": given_flow}
     record = h.post("/api/v1/schedules", body)
     h.post(f"/api/v1/schedules/{record['id']}", {"metadata": {"changed": True}}, "PATCH")
     h.flows[record["id"]] = want
@@ -494,7 +500,7 @@ def mcp_submissions(h: Harness) -> Callable[[Session], Any]:
     async def submit(s: Session) -> None:
         secret = h.secret("schedmcp")
         job, make, values = SHAPES["dict"]
-        arguments = {"job": job, "input": make(secret), "schedule": {"once": at(4)}}
+        arguments = {"job": job, "input": make(secret), "schedule": {"once": at(FIRE_IN)}}
         created = await answer(h, s, "job_create", arguments)
         h.fires[created["schedule"]["schedule_id"]] = digest(values(secret))
         given, want = flow_input(h, "mcp")
