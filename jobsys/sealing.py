@@ -135,6 +135,9 @@ def split(
     model: pydantic.BaseModel, paths: Iterable[Sequence[str | int]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model as JSON with each secret redacted, and the secrets by place."""
+    paths = list(paths)
+    if not paths:  # most models: one dump, as before secrets existed
+        return model.model_dump(mode="json"), {}
     return split_json(model.model_dump(mode="json"), paths, model.model_dump())
 
 
