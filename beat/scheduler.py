@@ -21,7 +21,7 @@ from typing import Any
 from celery import Celery, beat
 
 from beat import lookahead
-from jobsys import broker, config, definitions, firing, jobs, runs
+from jobsys import broker, config, definitions, firing, jobs, runs, sealing
 
 log = logging.getLogger("jobsys.beat")
 
@@ -62,7 +62,8 @@ class StoreScheduler(beat.Scheduler):
 
     def setup_schedule(self) -> None:
         """Seed the schedules jobs declare in code (an edited one keeps its edit)."""
-        for schedule_id in self.schedules.seed(self.registry):
+        sealer = sealing.Sealer.for_home(self.settings.secret_key, self.settings.home)
+        for schedule_id in self.schedules.seed(self.registry, sealer=sealer):
             log.info("jobsys beat: declared schedule %s created or updated", schedule_id)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:

@@ -468,7 +468,7 @@ def advance_workflow(app: Celery, runtime: Runtime, workflow_id: str) -> None:
         def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
             publish(app, spec, row["id"], 1, countdown=delay or None, priority=row["priority"])
 
-        store.advance(wf, workflow_id, runtime.registry, send)
+        store.advance(wf, workflow_id, runtime.registry, send, runtime.sealer)
     except Exception:
         # The reaper advances running workflows on every pass: nothing is lost.
         log.exception("jobsys: advancing workflow %s failed", workflow_id)

@@ -342,9 +342,12 @@ class Client:
     def sealer(self) -> sealing.Sealer:
         return sealing.Sealer.for_home(self.settings.secret_key, self.settings.home)
 
-    def revealed(self, input: dict[str, Any], sealed: str | None) -> dict[str, Any]:
-        """A stored input with its secrets back in place (to submit it again)."""
-        return sealing.merge(input, self.sealer.open(sealed)) if sealed else input
+    def revealed(
+        self, input: dict[str, Any], sealed: str | None, under: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """A stored input with its secrets back in place (to submit it again). ``under``:
+        where the input's secrets are among those sealed (a workflow's: ``("input",)``)."""
+        return sealing.merge(input, self.sealer.open(sealed), under) if sealed else input
 
     def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
         problems = runs.nul_errors(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobsys import cadence, definitions, errors, sealing
+from jobsys import cadence, definitions, errors, sealing, workflows
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -150,7 +150,8 @@ class DefinitionClient:
             definitions.check_http(d)
             definitions.build_http(d, settings.http_job_hosts)
         else:
-            definitions.build_workflow(d, registry)
+            wf = definitions.build_workflow(d, registry)
+            workflows.refuse_secret_literals(wf, registry)
 
     def _schedule_of(self, d: Parsed) -> cadence.Definition | None:
         if not isinstance(d, definitions.AliasDefinition) or d.schedule is None:

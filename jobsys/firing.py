@@ -371,13 +371,16 @@ def _made(
     if s.job in registry:
         spec = registry.get(s.job)
         return Fired(_run_row(s, spec, fire_at, trigger, now, key), spec)
+    from jobsys import workflows  # (only a schedule of a workflow needs it)
+
     wf = registry.workflow(s.job)
     # The id comes from the fire key: one workflow run per fire, whichever beat makes it.
     digest = hashlib.sha256((key or uuid.uuid4().hex).encode()).hexdigest()[:24]
     row = {
         "id": f"wf_{digest}",
         "workflow": wf.name,
-        "definition": wf.to_data(),
+        "definition": workflows.stored_definition(wf, registry)
+        | ({workflows.SEALED_KEY: s.sealed} if s.sealed else {}),
         "state": "running",
         "input": s.input,
         "skipped": [],

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys import cadence, errors, execute, firing, runs, schedules
+from jobsys import cadence, errors, execute, firing, runs, schedules, workflows
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -38,7 +38,7 @@ class ScheduleClient:
         problems = runs.nul_errors({"input": definition.input, "metadata": definition.metadata})
         if problems:
             raise errors.InvalidInput(job, problems, "schedule")
-        if job not in registry and job in registry.workflows:
+        if self._is_workflow(job):
             for step in registry.workflow(job).steps:  # its fires run them as this principal
                 self._client.allow("execute", step.job, target=job)
         else:
@@ -53,7 +53,8 @@ class ScheduleClient:
         current = self.get(schedule_id)
         self._client.allow("update", current.job, target=schedule_id)
         base = _flatten(current.definition)
-        base["input"] = self._client.revealed(current.input, current.sealed)
+        under = ("input",) if self._is_workflow(current.job) else ()
+        base["input"] = self._client.revealed(current.input, current.sealed, under)
         if changes.get("kind", base["kind"]) != base["kind"]:  # a new kind of cadence
             for field in ("at", "every", "cron", "timezone"):
                 base.pop(field, None)
@@ -109,6 +110,10 @@ class ScheduleClient:
             self._client.workflows.start(fired.id)
         return fired.id
 
+    def _is_workflow(self, target: str) -> bool:
+        registry = self._client.registry
+        return target not in registry and target in registry.workflows
+
     def _checked(
         self, job: str, definition: cadence.Definition
     ) -> tuple[cadence.Definition, str | None]:
@@ -118,13 +123,15 @@ class ScheduleClient:
         problems = runs.nul_errors({"input": definition.input, "metadata": definition.metadata})
         if problems:
             raise errors.InvalidInput(job, problems, "schedule")
-        if job not in registry and job in registry.workflows:
+        if self._is_workflow(job):
             wf = registry.workflow(job)
             try:
-                payload = wf.input_model.model_validate(definition.input).model_dump(mode="json")
+                model = wf.input_model.model_validate(definition.input)
             except pydantic.ValidationError as exc:
                 raise errors.InvalidInput(job, execute.field_errors(exc)) from None
-            return dataclasses.replace(definition, input=payload), None
+            # Sealed as a workflow run seals them: its fires copy them as they are.
+            payload, hidden = workflows.split(wf, model, registry)
+            return dataclasses.replace(definition, input=payload), self._client.sealer.seal(hidden)
         spec = registry.get(job)
         payload, sealed = self._client.validate_input(spec, definition.input)
         return dataclasses.replace(definition, input=payload), sealed

@@ -19,9 +19,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import pydantic
 import sqlalchemy as sa
 
-from jobsys import errors, jobs, permissions, runs, schema
+from jobsys import errors, jobs, permissions, runs, schema, sealing
 from jobsys.cadence import (
     Cadence,
     Definition,
@@ -114,6 +115,7 @@ class ScheduleStore:
         schedule_id: str | None = None,
         source: str = "api",
         sealed: str | None = None,
+        code_hash: str | None = None,
     ) -> ScheduleRecord:
         now = now or runs.utcnow()
         schedule_id = schedule_id or new_schedule_id()
@@ -132,7 +134,7 @@ class ScheduleStore:
             "next_fire_at": self.jittered(first, definition.options),
             "run_count": 0,
             "source": source,
-            "code_hash": definition.digest() if source == "code" else None,
+            "code_hash": code_hash or (definition.digest() if source == "code" else None),
             "created_at": now,
             "updated_at": now,
             "sealed": sealed,
@@ -407,32 +409,64 @@ class ScheduleStore:
 
     # --- declared in code ------------------------------------------------------------------
 
-    def seed(self, registry: jobs.Registry, now: dt.datetime | None = None) -> list[str]:
+    def seed(
+        self,
+        registry: jobs.Registry,
+        now: dt.datetime | None = None,
+        sealer: sealing.Sealer | None = None,
+    ) -> list[str]:
         """Create or refresh the schedules jobs declare. A declared schedule edited at
-        runtime keeps the edit until the code's own definition changes."""
+        runtime keeps the edit until the code's own definition changes. ``sealer`` seals
+        the secret fields of their input (as every schedule's)."""
         changed = []
         for spec in registry:
             if spec.schedule is None:
                 continue
             schedule_id = f"code:{spec.name}"
             digest = spec.schedule.digest()
+            definition, sealed = _sealed(spec, spec.schedule, sealer)
             try:
                 current = self.get(schedule_id)
             except errors.ScheduleNotFound:
                 self.create(
                     spec.name,
-                    spec.schedule,
+                    definition,
                     permissions.LOCAL,
                     name=spec.name,
                     now=now,
                     schedule_id=schedule_id,
                     source="code",
+                    sealed=sealed,
+                    code_hash=digest,
                 )
                 changed.append(schedule_id)
                 continue
             if current.code_hash != digest:
                 self.update(
-                    schedule_id, spec.schedule, permissions.LOCAL, now=now, code_hash=digest
+                    schedule_id,
+                    definition,
+                    permissions.LOCAL,
+                    now=now,
+                    code_hash=digest,
+                    sealed=sealed,
                 )
                 changed.append(schedule_id)
         return changed
+
+
+def _sealed(
+    spec: jobs.JobSpec, d: Definition, sealer: sealing.Sealer | None
+) -> tuple[Definition, str | None]:
+    """A declared schedule with the secret fields of its input redacted, and those sealed."""
+    paths = sealing.secret_paths(spec.input_model)
+    if not paths:
+        return d, None
+    if sealer is None:
+        raise errors.ConfigError(
+            f"the schedule {spec.name} declares has secrets: seed it with a key"
+        )
+    try:
+        data, hidden = sealing.split(spec.input_model.model_validate(d.input), paths)
+    except pydantic.ValidationError:  # its fires fail, saying why; the secrets stay sealed
+        data, hidden = sealing.split_json(dict(d.input), paths)
+    return dataclasses.replace(d, input=data), sealer.seal(hidden)

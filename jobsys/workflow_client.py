@@ -34,15 +34,23 @@ class WorkflowClient:
         else:
             wf = self._client.registry.workflow(name)
         try:
-            payload = wf.input_model.model_validate(input or {}).model_dump(mode="json")
+            model = wf.input_model.model_validate(input or {})
         except pydantic.ValidationError as exc:
             raise errors.InvalidInput(name, execute.field_errors(exc)) from None
+        for step in wf.steps:
+            self._client.allow("execute", step.job, target=name)
+        registry = self._client.registry
+        payload, hidden = workflows.split(wf, model, registry)
         problems = runs.nul_errors(payload)
         if problems:
             raise errors.InvalidInput(name, problems)
-        for step in wf.steps:
-            self._client.allow("execute", step.job, target=name)
-        record = self._store.create(wf, payload, self._client.principal)
+        record = self._store.create(
+            wf,
+            payload,
+            self._client.principal,
+            definition=workflows.stored_definition(wf, registry),
+            sealed=self._client.sealer.seal(hidden),
+        )
         try:
             self._advance(wf, record.id)
         except BaseException as exc:  # nothing is left running when submit fails
@@ -59,7 +67,8 @@ class WorkflowClient:
         def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
             self._client.publish_row(spec, row, delay or None)
 
-        return self._store.advance(wf, workflow_id, self._client.registry, send)
+        registry, sealer = self._client.registry, self._client.sealer
+        return self._store.advance(wf, workflow_id, registry, send, sealer)
 
     def get(self, workflow_id: str) -> workflows.WorkflowRecord:
         """The workflow run (of this tenant), as this principal is shown it (``shown``)."""

@@ -14,6 +14,12 @@ when the workflow is declared (``workflow_checks.py``):
 runs a step if its dependencies all ``succeeded`` (the default), if one ``failed``, or
 ``always``; a step whose condition fails is skipped. ``delay`` holds a step's runs back.
 
+Secrets: a field of the workflow input is secret when its input model says so, or when a
+step passes it (``$input.f``, or the items of ``for_each: $input.xs``) to a secret field of
+its job; a value written into a step's input for a secret field is secret too. They are
+sealed like a run's (``sealing.py``): the workflow run keeps them redacted in ``input`` and
+``definition`` and sealed with its definition; each step's run seals its own.
+
 A workflow run is a row of ``jobsys_workflow_runs``; each step's runs are normal runs with
 its ``workflow_id`` and an idempotency key (workflow run, step, item), so a step never starts
 twice whoever advances the workflow. ``advance`` moves a workflow on from what the store
@@ -33,7 +39,7 @@ from typing import Any
 import pydantic
 import sqlalchemy as sa
 
-from jobsys import errors, jobs, permissions, runs, schema
+from jobsys import errors, jobs, permissions, runs, schema, sealing
 
 W = schema.workflow_runs
 R = schema.runs
@@ -211,6 +217,99 @@ def _step_data(s: Step) -> dict[str, Any]:
     return out
 
 
+# --- secrets ------------------------------------------------------------------------------
+
+SEALED_KEY = "sealed"
+"""The key of a workflow run's stored definition that holds its sealed secrets."""
+
+
+def secret_input_paths(wf: Workflow, registry: jobs.Registry) -> list[sealing.Path_]:
+    """The secret paths of the workflow's input: those its input model declares, and those
+    its steps pass by reference (``$input.f``, ``$item`` of ``for_each: $input.xs``) to a
+    secret field of their job."""
+    found = list(sealing.secret_paths(wf.input_model))
+    for s in wf.steps:
+        for key, value in s.input.items():
+            source = _input_source(value, s.for_each)
+            if source is not None:
+                found.extend((*source, *rest) for rest in _secret_under(registry, s.job, key))
+    return [p for p in dict.fromkeys(found) if p]
+
+
+def _input_source(value: Any, for_each: str | None) -> sealing.Path_ | None:
+    """The path in the workflow input that reference ``value`` reads (``None``: another)."""
+    if not (isinstance(value, str) and value.startswith("$")):
+        return None
+    parts = value[1:].split(".")
+    if parts[0] == "input":
+        return tuple(parts[1:])
+    if parts[0] == "item" and for_each is not None:
+        outer = _input_source(for_each, None)
+        return None if outer is None else (*outer, sealing.ANY, *parts[1:])
+    return None
+
+
+def _secret_under(registry: jobs.Registry, job: str, key: str) -> list[sealing.Path_]:
+    """The secret paths under field ``key`` of ``job``'s input (``()``: the field itself)."""
+    if job not in registry:
+        return []
+    return [p[1:] for p in sealing.secret_paths(registry.get(job).input_model) if p[0] == key]
+
+
+def _literal_paths(wf: Workflow, registry: jobs.Registry) -> list[tuple[str | int, ...]]:
+    """Places in ``Workflow.to_data()`` of the secrets written into the steps' inputs."""
+    found: list[tuple[str | int, ...]] = []
+    for index, s in enumerate(wf.steps):
+        for key, value in s.input.items():
+            if not (isinstance(value, str) and value.startswith("$")):
+                under = _secret_under(registry, s.job, key)
+                found.extend(("steps", index, "input", key, *rest) for rest in under)
+    return found
+
+
+def refuse_secret_literals(wf: Workflow, registry: jobs.Registry) -> None:
+    """Raise ``WorkflowDeclarationError`` if a step's input holds a value for a secret field:
+    a definition registered at runtime is stored and shown as it is, so its secrets come with
+    each run, in the workflow's input (``$input.f``)."""
+    for path in _literal_paths(wf, registry):
+        step, field = wf.steps[int(path[1])].name, ".".join(str(p) for p in path[3:])
+        raise errors.WorkflowDeclarationError(
+            wf.name,
+            step,
+            f"input.{field}",
+            "is secret: pass it in the workflow's input with each run ($input...), "
+            "never in the definition",
+        )
+
+
+def stored_definition(wf: Workflow, registry: jobs.Registry) -> dict[str, Any]:
+    """The workflow as a run keeps it: ``to_data()`` with the secrets of its steps' inputs
+    redacted."""
+    return sealing.split_json(wf.to_data(), _literal_paths(wf, registry))[0]
+
+
+def split(
+    wf: Workflow, input: pydantic.BaseModel, registry: jobs.Registry
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The workflow's validated input as JSON with its secrets redacted, and the secrets of
+    the input and of the steps' inputs, placed under ``input`` and ``definition`` (what
+    ``WorkflowStore.create``'s ``sealed`` holds, once sealed)."""
+    data, hidden = sealing.split(input, secret_input_paths(wf, registry))
+    literals = sealing.split_json(wf.to_data(), _literal_paths(wf, registry))[1]
+    return data, {
+        **sealing.prefixed("input", hidden),
+        **sealing.prefixed("definition", literals),
+    }
+
+
+def _seal(sealer: sealing.Sealer | None, hidden: dict[str, Any]) -> str | None:
+    if not hidden:
+        return None
+    if sealer is None:
+        raise errors.ConfigError("a workflow run with secrets needs the installation's key")
+    return sealer.seal(hidden)
+
+
 # --- running ------------------------------------------------------------------------------
 
 
@@ -235,6 +334,9 @@ class WorkflowRecord:
     """The steps whose data the reader may not read (their jobs' ``read`` rule): their
     outputs are left out of ``output``, and the workflow's ``input`` too (steps take theirs
     from it); never stored."""
+    sealed: str | None = None
+    """The secret values of ``input`` and of the steps' inputs in ``definition``, encrypted
+    (kept in the definition's column: ``SEALED_KEY``); never shown."""
 
     @property
     def terminal(self) -> bool:
@@ -270,16 +372,26 @@ class WorkflowStore:
         self.engine = store.engine
 
     def create(
-        self, wf: Workflow, input: dict[str, Any], principal: permissions.Principal
+        self,
+        wf: Workflow,
+        input: dict[str, Any],
+        principal: permissions.Principal,
+        definition: dict[str, Any] | None = None,
+        sealed: str | None = None,
     ) -> WorkflowRecord:
+        """A new running workflow run. ``input`` and ``definition`` (``stored_definition``)
+        with their secrets redacted, and those secrets ``sealed`` (see ``split``)."""
         now = runs.utcnow()
         workflow_id = "wf_" + uuid.uuid4().hex[:24]
+        definition = dict(definition or wf.to_data())
+        if sealed:
+            definition[SEALED_KEY] = sealed
         with self.engine.begin() as conn:
             conn.execute(
                 W.insert().values(
                     id=workflow_id,
                     workflow=wf.name,
-                    definition=wf.to_data(),
+                    definition=definition,
                     state=WorkflowState.RUNNING.value,
                     input=input,
                     skipped=[],
@@ -330,15 +442,22 @@ class WorkflowStore:
         return out
 
     def advance(
-        self, wf: Workflow, workflow_id: str, registry: jobs.Registry, publish: Publish
+        self,
+        wf: Workflow,
+        workflow_id: str,
+        registry: jobs.Registry,
+        publish: Publish,
+        sealer: sealing.Sealer | None = None,
     ) -> WorkflowRecord:
         """Start every step whose dependencies are done, skip those whose condition fails,
         cancel and finish as the failure policy and the timeout say. Safe to call at any
-        time, from any number of processes. Step jobs resolve in the workflow run's tenant."""
+        time, from any number of processes. Step jobs resolve in the workflow run's tenant;
+        ``sealer`` opens the run's secrets and seals those of the steps' runs."""
         record = self.get(workflow_id)
         if record.terminal:
             return record
         registry = registry.scoped(record.tenant)
+        wf, record = _revealed(wf, record, sealer)
         status = self.statuses(wf, record)
         if runs.utcnow() >= record.timeout_at:
             return self._end(record, status, WorkflowState.CANCELLED, "timeout")
@@ -346,7 +465,7 @@ class WorkflowStore:
         if failed and wf.failure == "fail_fast":
             return self._end(record, status, WorkflowState.FAILED, f"step {failed[0]!r} failed")
         for s in wf.steps:
-            problem = self._start_if_ready(wf, s, record, status, registry, publish)
+            problem = self._start_if_ready(s, record, status, registry, (publish, sealer))
             if problem:
                 return self._end(record, status, WorkflowState.FAILED, problem)
         if all(st.state in ("succeeded", "failed", "skipped") for st in status.values()):
@@ -356,12 +475,11 @@ class WorkflowStore:
 
     def _start_if_ready(
         self,
-        wf: Workflow,
         s: Step,
         record: WorkflowRecord,
         status: dict[str, StepStatus],
         registry: jobs.Registry,
-        publish: Publish,
+        out: tuple[Publish, sealing.Sealer | None],
     ) -> str | None:
         """Start (or skip) step ``s`` if its dependencies are done; a problem, or ``None``."""
         if status[s.name].state != "waiting":
@@ -373,8 +491,9 @@ class WorkflowStore:
             self._skip(record.id, s.name)
             status[s.name] = StepStatus(s.name, "skipped", [])
             return None
+        publish, sealer = out
         try:
-            rows = self._rows(wf, s, record, status, registry)
+            rows = self._rows(s, record, status, registry, sealer)
         except (errors.InvalidInput, errors.UnknownJob) as exc:
             return f"step {s.name!r}: {exc}"
         except (OverflowError, ValueError) as exc:  # a run stored before delays were bounded
@@ -388,11 +507,11 @@ class WorkflowStore:
 
     def _rows(
         self,
-        wf: Workflow,
         s: Step,
         record: WorkflowRecord,
         status: dict[str, StepStatus],
         registry: jobs.Registry,
+        sealer: sealing.Sealer | None,
     ) -> list[dict[str, Any]]:
         spec = registry.get(s.job)
         items: list[Any] = [None]
@@ -413,11 +532,12 @@ class WorkflowStore:
         for index, item in enumerate(items):
             data = {k: _resolve(v, record.input, status, item) for k, v in s.input.items()}
             try:
-                payload = spec.input_model.model_validate(data).model_dump(mode="json")
+                model = spec.input_model.model_validate(data)
             except pydantic.ValidationError as exc:
                 from jobsys import execute
 
                 raise errors.InvalidInput(spec.name, execute.field_errors(exc)) from None
+            payload, hidden = sealing.split(model, sealing.secret_paths(spec.input_model))
             rows.append(
                 {
                     "id": runs.new_run_id(),
@@ -436,7 +556,7 @@ class WorkflowStore:
                     "idempotency_key": f"{record.id}:{s.name}:{index}",
                     "parent_id": None,
                     "workflow_id": record.id,
-                    "sealed": None,
+                    "sealed": _seal(sealer, hidden),
                     # A delayed step is not "lost" to the reconciler before it is due.
                     "next_attempt_at": now + dt.timedelta(seconds=s.delay) if s.delay else None,
                 }
@@ -547,8 +667,24 @@ def _dig(value: Any, path: list[str]) -> Any:
     return value
 
 
+def _revealed(
+    wf: Workflow, record: WorkflowRecord, sealer: sealing.Sealer | None
+) -> tuple[Workflow, WorkflowRecord]:
+    """The workflow and the record with their secrets in place (to make the steps' runs)."""
+    if not record.sealed:
+        return wf, record
+    if sealer is None:
+        raise errors.ConfigError(f"workflow run {record.id} has secrets: advance it with a key")
+    hidden = sealer.open(record.sealed)
+    steps = from_data(sealing.merge(record.definition, hidden, ("definition",))).steps
+    revealed = sealing.merge(record.input, hidden, ("input",))
+    return dataclasses.replace(wf, steps=steps), dataclasses.replace(record, input=revealed)
+
+
 def _record(row: sa.Row[Any]) -> WorkflowRecord:
     data = row._asdict()
+    data["definition"] = dict(data["definition"])
+    data["sealed"] = data["definition"].pop(SEALED_KEY, None)
     data["state"] = WorkflowState(data["state"])
     data["skipped"] = list(data["skipped"] or [])
     return WorkflowRecord(**data)

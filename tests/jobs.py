@@ -196,6 +196,116 @@ def uses_secret(data: Credentials, ctx: JobContext) -> Echo:
     return Echo(said=f"token was {token}" if data.mode == "echo" else "ok")
 
 
+# --- one job per shape of secret field (tests/security/test_secret_sentinel.py) -------------
+
+
+class Creds(pydantic.BaseModel):
+    user: str = "deploy"
+    password: pydantic.SecretStr
+
+
+class NestedSecret(pydantic.BaseModel):
+    creds: Creds
+
+
+class OptionalNestedSecret(pydantic.BaseModel):
+    creds: Creds | None = None
+
+
+class ListedSecrets(pydantic.BaseModel):
+    creds: list[Creds]
+
+
+class KeyedSecrets(pydantic.BaseModel):
+    creds: dict[str, Creds]
+
+
+class OptionalSecret(pydantic.BaseModel):
+    token: pydantic.SecretStr | None = None
+
+
+class MarkedSecret(pydantic.BaseModel):
+    token: str = pydantic.Field(json_schema_extra={"secret": True})
+
+
+class ShortSecret(pydantic.BaseModel):
+    pin: pydantic.SecretStr
+
+
+class SecretEcho(pydantic.BaseModel):
+    digest: str
+    """SHA-256 of the secret values received, joined by ``|``."""
+    length: int
+
+
+def echo_secrets(ctx: JobContext, values: list[str]) -> SecretEcho:
+    """Proves the body got the real values (their digest, in its effects file and output)
+    and logs each value as a careless job would (the log must be redacted)."""
+    digest = hashlib.sha256("|".join(values).encode()).hexdigest()
+    record_effect(ctx, f"secrets {digest} {sum(len(v) for v in values)}")
+    for value in values:
+        ctx.log(f"received secret={value} (as given)")
+    return SecretEcho(digest=digest, length=sum(len(v) for v in values))
+
+
+def _pw(creds: Creds) -> str:
+    return creds.password.get_secret_value()
+
+
+@job("tests.secret_nested", timeout=30, retry=RetryPolicy(max_attempts=1))
+def secret_nested(data: NestedSecret, ctx: JobContext) -> SecretEcho:
+    return echo_secrets(ctx, [_pw(data.creds)])
+
+
+@job("tests.secret_optional_nested", timeout=30, retry=RetryPolicy(max_attempts=1))
+def secret_optional_nested(data: OptionalNestedSecret, ctx: JobContext) -> SecretEcho:
+    return echo_secrets(ctx, [_pw(data.creds)] if data.creds else [])
+
+
+@job("tests.secret_list", timeout=30, retry=RetryPolicy(max_attempts=1))
+def secret_list(data: ListedSecrets, ctx: JobContext) -> SecretEcho:
+    return echo_secrets(ctx, [_pw(c) for c in data.creds])
+
+
+@job("tests.secret_dict", timeout=30, retry=RetryPolicy(max_attempts=1))
+def secret_dict(data: KeyedSecrets, ctx: JobContext) -> SecretEcho:
+    return echo_secrets(ctx, [_pw(c) for _, c in sorted(data.creds.items())])
+
+
+@job("tests.secret_optional", timeout=30, retry=RetryPolicy(max_attempts=1))
+def secret_optional(data: OptionalSecret, ctx: JobContext) -> SecretEcho:
+    return echo_secrets(ctx, [data.token.get_secret_value()] if data.token else [])
+
+
+@job("tests.secret_marked", timeout=30, retry=RetryPolicy(max_attempts=1))
+def secret_marked(data: MarkedSecret, ctx: JobContext) -> SecretEcho:
+    return echo_secrets(ctx, [data.token])
+
+
+@job("tests.secret_short", timeout=30, retry=RetryPolicy(max_attempts=1))
+def secret_short(data: ShortSecret, ctx: JobContext) -> SecretEcho:
+    return echo_secrets(ctx, [data.pin.get_secret_value()])
+
+
+class DeployInput(pydantic.BaseModel):
+    creds: Creds
+    """Declared secret (its ``password``)."""
+    key: str
+    """Plain in the model, secret because a step passes it to a secret field."""
+    note: str = ""
+
+
+secret_flow = workflow(
+    "tests.secret_flow",
+    [
+        Step("login", "tests.secret_nested", {"creds": "$input.creds"}),
+        Step("sign", "tests.secret_marked", {"token": "$input.key"}, depends_on=["login"]),
+    ],
+    input=DeployInput,
+    timeout=60,
+)
+
+
 chain = workflow(
     "tests.chain",
     steps=[

@@ -5,11 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import uuid
 
 import pytest
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
-from jobsys import Principal, Registry, cadence, errors, firing, jobs, runs, schedules, schema
+from jobsys import (
+    Principal,
+    Registry,
+    cadence,
+    errors,
+    firing,
+    jobs,
+    runs,
+    schedules,
+    schema,
+    sealing,
+)
 from jobsys.schedules import ScheduleState
 from tests import jobs as test_jobs
 
@@ -243,3 +256,30 @@ def test_declared_schedules_are_seeded_and_keep_runtime_edits(
     )
     assert sched.seed(changed, now=T0) == ["code:tests.declared"]  # the code changed
     assert sched.get(seeded.id).meta == {"v": 3}
+
+
+def test_a_declared_schedule_keeps_its_secrets_sealed(
+    sched: schedules.ScheduleStore, store: runs.RunStore
+) -> None:
+    sealer = sealing.Sealer(Fernet.generate_key())
+    secret = f"declared-{uuid.uuid4().hex}"
+    marked = test_jobs.secret_marked
+    spec = jobs.make_spec(
+        name=marked.name,
+        fn=marked.fn,
+        input_model=marked.input_model,
+        output_model=marked.output_model,
+        schedule=cadence.every(3600, input={"token": secret}),
+    )
+    registry = Registry([spec])
+    assert sched.seed(registry, now=T0, sealer=sealer) == [f"code:{spec.name}"]
+    seeded = sched.get(f"code:{spec.name}")
+    assert seeded.input == {"token": sealing.REDACTED}
+    assert sealing.merge(seeded.input, sealer.open(seeded.sealed)) == {"token": secret}
+    assert sched.seed(registry, now=T0, sealer=sealer) == []  # the code did not change
+    fired = firing.Firing(sched).trigger(seeded.id, registry)
+    assert fired.run is not None and fired.run["sealed"] == seeded.sealed
+    with store.engine.connect() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            rows = conn.execute(sa.text(f'SELECT * FROM "{table}"')).all()
+            assert secret not in repr(rows), f"the secret is in {table}"
