@@ -146,6 +146,29 @@ def expected(need: str, role: str, resource: str, where: str) -> str:
     return NOT_FOUND if need in ("list", "run_tool") else FORBIDDEN
 
 
+EXAMPLES = {
+    # (op, role, resource, where): outcome -- cells of the tables below, spelled out.
+    ("GET /api/v1/runs/{run_id}", "viewer", "run", "own"): ALLOWED,
+    ("GET /api/v1/runs/{run_id}", "viewer", "run", "other"): NOT_FOUND,
+    ("GET /api/v1/runs/{run_id}", "viewer", "admin_run", "own"): FORBIDDEN,
+    ("GET /api/v1/runs", "operator", "admin_run", "own"): NOT_FOUND,
+    ("POST /api/v1/runs/{run_id}/cancel", "operator", "run", "own"): ALLOWED,
+    ("POST /api/v1/runs/{run_id}/cancel", "viewer", "run", "own"): FORBIDDEN,
+    ("GET /api/v1/workflow-runs/{workflow_id}", "viewer", "admin_workflow_run", "own"): FORBIDDEN,
+    ("GET /api/v1/definitions/{name}", "admin", "definition", "other"): NOT_FOUND,
+    ("POST /api/v1/definitions", "operator", "definition", "own"): FORBIDDEN,
+    ("POST /api/v1/definitions", "operator", "definition", "other"): NOT_FOUND,
+    ("POST /api/v1/definitions", "viewer", "definition", "other"): FORBIDDEN,
+    ("DELETE /api/v1/definitions/{name}", "admin", "definition", "own"): ALLOWED,
+    ("run__<job>", "viewer", "definition", "own"): NOT_FOUND,
+    ("GET /metrics", "operator", "-", "-"): FORBIDDEN,
+    ("tokens create", "admin", "token", "other"): FORBIDDEN,
+    ("tokens revoke", "admin", "token", "other"): NOT_FOUND,
+    ("tokens list", "viewer", "token", "own"): FORBIDDEN,
+    ("audit list", "admin", "audit", "other"): NOT_FOUND,
+}
+"""Some cells written out, checked against the rules (``test_examples_follow_the_rules``)."""
+
 RUN_READS = {"run": "read", "admin_run": "read"}
 RUN_LISTS = {"run": "list", "admin_run": "list"}
 SCHEDULES = ("schedule", "admin_schedule")
@@ -603,6 +626,12 @@ def test_tables_cover_everything(shared: Cluster) -> None:
         for needs in table.values():
             assert set(needs.values()) <= set(NEEDS)
             assert set(needs) <= {*JOB_OF, "-", "token", "audit"}
+
+
+def test_examples_follow_the_rules() -> None:
+    tables = {**HTTP_ROUTES, **MCP_TOOLS, **CLI_COMMANDS}
+    for (op, role, resource, where), outcome in EXAMPLES.items():
+        assert expected(tables[op][resource], role, resource, where) == outcome, (op, role)
 
 
 # --- HTTP --------------------------------------------------------------------------------------
