@@ -414,7 +414,10 @@ class World:
     def __init__(self, cluster: Cluster, serve: Serve) -> None:
         self.cluster = cluster
         self.url = serve.url
-        self.http = httpx.Client(base_url=serve.url, timeout=90)
+        # No kept-alive connections: the server closes one idle for 5 s, and a request sent on
+        # it as it closes fails (the CLI cells leave the client idle that long).
+        no_keepalive = httpx.Limits(max_keepalive_connections=0)
+        self.http = httpx.Client(base_url=serve.url, timeout=90, limits=no_keepalive)
         self._tokens = tokens.TokenStore(cluster.store.engine)
         self.tokens = {
             (tenant, role): self._tokens.create(
