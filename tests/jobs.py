@@ -177,22 +177,19 @@ def operated(data: Seconds, ctx: JobContext) -> Done:
 operated_flow = workflow(
     "tests.operated_flow",
     timeout=3600,
-    steps=[
-        Step("now", "tests.operated", {"seconds": 0}),
-        Step("later", "tests.operated", {"seconds": 0}, depends_on=["now"], delay=3000),
-    ],
+    steps=[Step("later", "tests.operated", {"seconds": 0}, delay=3000)],
 )
-"""Runs its first step at once and its second 50 minutes later: running for the whole test."""
+"""Its one step waits 50 minutes: a workflow run that stays running, with no step in flight."""
 
 admin_flow = workflow(
     "tests.admin_flow",
     timeout=3600,
     steps=[
-        Step("secret", "examples.admin_only", {}),
-        Step("later", "tests.operated", {"seconds": 0}, depends_on=["secret"], delay=3000),
+        Step("secret", "examples.admin_only", {}, delay=3000),
+        Step("later", "tests.operated", {"seconds": 0}, delay=3000),
     ],
 )
-"""As ``tests.operated_flow``, its first step a job only admins may see."""
+"""As ``tests.operated_flow``, with a step only admins may see."""
 
 
 class Amount(pydantic.BaseModel):

@@ -18,11 +18,12 @@ Outcomes: ``allowed`` (HTTP 2xx; MCP result ok; CLI exit 0), ``forbidden`` (HTTP
 definition under the name of another tenant's is ``not_found`` when the other tenant's
 definition is left unchanged (the caller made its own), ``allowed`` when it was replaced.
 
-The CLI cells run the click app in-process (``click.testing.CliRunner``, closing the client each
-command opens): the CLI talks to the store directly, so a process adds nothing but its start-up
-time (about 0.7 s each, which the 576 cells cannot afford). One representative cell per command
-(globex's operator, on acme's resource where the command takes one) runs instead as a real
-``python -m jobsys ... --token`` process, in the background while the others run in-process.
+The CLI cells run the click app in-process (``click.testing.CliRunner``, the commands sharing one
+open store, each closing its client): the CLI talks to the store directly, so a process adds
+nothing but its start-up time (about 0.7 s each, which the 576 cells cannot afford). One
+representative cell per command (globex's operator, on acme's resource where the command takes
+one) runs instead as a real ``python -m jobsys ... --token`` process, in the background while the
+others run in-process.
 
 Each interface's test collects every mismatch and asserts the list is empty, printing the cell
 count. The tables must cover every route of the FastAPI app, every tool of the MCP tool table
@@ -51,7 +52,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.routing import BaseRoute, Mount, Route
 
-from jobsys import Principal, client, tokens
+from jobsys import Principal, client, runs, tokens
 from jobsys.cli import main as cli_main
 from jobsys.mcp.handlers import tool_name
 from jobsys.mcp.tools import TOOLS
@@ -862,8 +863,14 @@ def cli_outcome(w: World, cell: Cell, value: str, code: int, out: str, err: str)
 
 
 @contextlib.contextmanager
-def closing_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[client.Client]]:
-    """Close the clients in-process CLI commands open (a process would, by exiting)."""
+def shared_store(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[client.Client]]:
+    """In-process CLI commands share one open store (a process opens one, checking the schema,
+    and closes it by exiting: 576 times that is most of the CLI cells' time); yields the
+    clients they made, whose Celery apps the caller closes."""
+    store = runs.RunStore.open(url)
+    really_close = store.close
+    monkeypatch.setattr(store, "close", lambda: None)
+    monkeypatch.setattr(runs.RunStore, "open", classmethod(lambda cls, _url: store))
     made: list[client.Client] = []
     original = client.Client.from_settings.__func__  # type: ignore[attr-defined]
 
@@ -873,7 +880,10 @@ def closing_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[client.Cli
         return c
 
     monkeypatch.setattr(client.Client, "from_settings", classmethod(tracked))
-    yield made
+    try:
+        yield made
+    finally:
+        really_close()
 
 
 def representative(all_cells: list[Cell]) -> dict[str, Cell]:
@@ -923,7 +933,7 @@ def test_cli_matrix(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     chosen = [(cell, world.value(cell, FRESH.get(cell.op))) for cell in processes.values()]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         running = [pool.submit(cli_process, world, env, cell, value) for cell, value in chosen]
-        with closing_clients(monkeypatch) as made:
+        with shared_store(world.cluster.settings.database_url, monkeypatch) as made:
             for cell in all_cells:
                 if processes.get(cell.op) is not cell:
                     value = world.value(cell, FRESH.get(cell.op))
