@@ -497,10 +497,15 @@ class World:
             self.admin(tenant, "POST", f"/api/v1/runs/{run_id}/cancel")
         return run_id
 
-    def forget_newest(self) -> None:
-        """Lists made from now on get resources made for them again."""
+    def newest_for(self, all_cells: list[Cell]) -> None:
+        """Make the resources the list cells of an interface look for, before its cells run:
+        a process sees a definition made by another within a second (``Registry.refresh``),
+        and an MCP server over stdio started after this sees them all at once."""
         for key in [k for k in self._cache if k[0] == "newest"]:
             del self._cache[key]
+        for cell in all_cells:
+            if cell.op in LISTINGS:
+                self.value(cell, None)
 
     def replaced(self, tenant: str, name: str) -> bool:
         """Whether the tenant's definition ``name`` was replaced (is past version 1)."""
@@ -708,7 +713,9 @@ def http_cell(w: World, cell: Cell, value: str) -> tuple[str, str]:
 
 def test_http_matrix(world: World) -> None:
     found = Mismatches("HTTP")
-    for cell in cells(HTTP_ROUTES):
+    all_cells = cells(HTTP_ROUTES)
+    world.newest_for(all_cells)
+    for cell in all_cells:
         value = world.value(cell, FRESH.get(cell.op))
         found.check(cell, *http_cell(world, cell, value))
         world.tidy(cell, value)
@@ -782,7 +789,7 @@ def by_principal(all_cells: list[Cell]) -> dict[tuple[str, str], list[Cell]]:
 
 def test_mcp_matrix_over_http(world: World) -> None:
     found = Mismatches("MCP over /mcp")
-    world.forget_newest()
+    world.newest_for(cells(MCP_TOOLS))
 
     async def run() -> None:
         for (tenant, role), mine in by_principal(cells(MCP_TOOLS)).items():
@@ -795,7 +802,7 @@ def test_mcp_matrix_over_http(world: World) -> None:
 
 def test_mcp_matrix_over_stdio(world: World, tmp_path: Path) -> None:
     found = Mismatches("MCP over stdio")
-    world.forget_newest()
+    world.newest_for(cells(MCP_TOOLS))
 
     async def run() -> None:
         for (tenant, role), mine in by_principal(cells(MCP_TOOLS)).items():
@@ -923,10 +930,10 @@ def cli_process(w: World, env: dict[str, str], cell: Cell, value: str) -> tuple[
 
 def test_cli_matrix(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     found = Mismatches("CLI")
-    world.forget_newest()
+    all_cells = cells(CLI_COMMANDS)
+    world.newest_for(all_cells)
     env = {k: v for k, v in world.cluster.env.items() if k != "JOBSYS_TOKEN"}
     runner = CliRunner(env=env)
-    all_cells = cells(CLI_COMMANDS)
     processes = representative(all_cells)
     # The representative cells run as processes in the background (their resources made
     # first, here) while the others run in-process.
