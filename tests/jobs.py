@@ -160,6 +160,38 @@ def ops_only(data: Seconds, ctx: JobContext) -> Done:
     return Done(pid=os.getpid())
 
 
+OPERATOR = Rule(roles=["operator"])
+
+
+@job(
+    "tests.operated",
+    access={action: OPERATOR for action in ("execute", "create", "update", "delete")},
+)
+def operated(data: Seconds, ctx: JobContext) -> Done:
+    """Run, scheduled and cancelled by the role ``operator`` (and admins); anyone of the tenant
+    may read and list its runs (the access matrix, tests/security)."""
+    record_effect(ctx)
+    return Done(pid=os.getpid())
+
+
+operated_flow = workflow(
+    "tests.operated_flow",
+    timeout=3600,
+    steps=[Step("later", "tests.operated", {"seconds": 0}, delay=3000)],
+)
+"""Its one step waits 50 minutes: a workflow run that stays running, with no step in flight."""
+
+admin_flow = workflow(
+    "tests.admin_flow",
+    timeout=3600,
+    steps=[
+        Step("secret", "examples.admin_only", {}, delay=3000),
+        Step("later", "tests.operated", {"seconds": 0}, delay=3000),
+    ],
+)
+"""As ``tests.operated_flow``, with a step only admins may see."""
+
+
 class Amount(pydantic.BaseModel):
     cents: int
 
