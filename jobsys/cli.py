@@ -51,6 +51,7 @@ BAD_INPUT = (
     errors.InvalidTransition,
     errors.JobDeclarationError,
     errors.ScheduleNotFound,
+    errors.TokenNotFound,
     errors.InvalidSchedule,
     errors.WorkflowNotFound,
     errors.WorkflowDeclarationError,
@@ -358,7 +359,7 @@ def spec_json(spec: jobs.JobSpec) -> dict[str, Any]:
 @handle_errors
 def jobs_list(as_json: bool, include_hidden: bool) -> None:
     """List the jobs."""
-    specs = [s for s in make_client().registry if include_hidden or not s.hidden]
+    specs = make_client().job_specs(include_hidden)
     if as_json:
         emit_json([spec_json(s) for s in specs])
         return
@@ -381,7 +382,7 @@ def jobs_list(as_json: bool, include_hidden: bool) -> None:
 @handle_errors
 def jobs_show(name: str, as_json: bool) -> None:
     """Show one job with its input and output schemas."""
-    data = spec_json(make_client().registry.get(name))
+    data = spec_json(make_client().job_spec(name))
     if as_json:
         emit_json(data)
         return

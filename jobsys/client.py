@@ -124,6 +124,24 @@ class Client:
             return None
         return tuple(s.name for s in self.registry if self.policy.allows(self.principal, action, s))
 
+    def job_specs(self, include_hidden: bool = False) -> list[jobs.JobSpec]:
+        """The jobs this principal may see (their ``list`` rule), in the registry's order;
+        hidden ones only with ``include_hidden``. The CLI, HTTP and MCP listings all start
+        here."""
+        visible = self.visible_jobs()
+        return [
+            s
+            for s in self.registry
+            if (include_hidden or not s.hidden) and (visible is None or s.name in visible)
+        ]
+
+    def job_spec(self, name: str) -> jobs.JobSpec:
+        """One job this principal may see (``UnknownJob``, or ``PermissionDenied`` recorded
+        in the audit log, otherwise)."""
+        spec = self.registry.get(name)
+        self.allow("list", spec)
+        return spec
+
     def may_read(self, job: str) -> bool:
         """This principal may read the runs of ``job`` (see them whole)."""
         return self.policy.allows(self.principal, "read", self._spec(job))

@@ -410,7 +410,9 @@ def _http_call(
     body = getattr(input, "body", None)
     send_body = d.method in ("POST", "PUT", "PATCH") and body is not None
     # The definition's headers last: a run never replaces them (caller_headers excludes them).
-    headers = {**getattr(input, "headers", {}), **d.headers, **hidden}
+    # Uncompressed answers: the limit then counts what is received, not what it inflates to.
+    headers = {"Accept-Encoding": "identity", **getattr(input, "headers", {}), **d.headers}
+    headers.update(hidden)
     # A run's query parameters are added to the URL's (``params=`` would replace them).
     url = httpx.URL(d.url).copy_merge_params(getattr(input, "query", None) or {})
     with (

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobsys import bounds
+
 
 class JobsysError(Exception):
     """Base of every jobsys error."""
@@ -90,6 +92,14 @@ class ScheduleNotFound(JobsysError):
         super().__init__(f"schedule {schedule_id!r} not found (`jobsys schedules list` shows them)")
 
 
+class TokenNotFound(JobsysError):
+    """No API token has that id (or it belongs to a tenant the caller does not administer)."""
+
+    def __init__(self, token_id: str) -> None:
+        self.token_id = token_id
+        super().__init__(f"token {token_id!r} not found (`jobsys tokens list` shows them)")
+
+
 class PermissionDenied(JobsysError):
     """The principal may not do this to this job (``jobsys.permissions``)."""
 
@@ -168,6 +178,10 @@ class Retry(JobError):
     """Ask for another attempt, optionally after ``delay`` seconds instead of the backoff."""
 
     def __init__(self, message: str = "retry requested", delay: float | None = None) -> None:
+        if delay is not None:
+            problem = bounds.seconds(delay, bounds.MAX_BACKOFF)
+            if problem:  # refused where it is written: the attempt fails saying so
+                raise ValueError(f"Retry(delay=...) {problem}")
         self.delay = delay
         super().__init__(message)
 

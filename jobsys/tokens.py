@@ -76,7 +76,7 @@ class TokenStore:
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
-            raise errors.Unauthenticated(f"token {token_id!r} not found (`jobsys tokens list`)")
+            raise errors.TokenNotFound(token_id)
         return _record(row)
 
     def list(self, tenant: str | None = None) -> list[TokenRecord]:

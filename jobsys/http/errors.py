@@ -29,6 +29,7 @@ STATUS: dict[type[errors.JobsysError], int] = {
     errors.RunNotFound: 404,
     errors.ScheduleNotFound: 404,
     errors.WorkflowNotFound: 404,
+    errors.TokenNotFound: 404,
     errors.InvalidTransition: 409,
     errors.RunFailed: 409,
     errors.WaitTimeout: 409,

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse
 
 from jobsys import cli, definitions, jobs, search, workflows
-from jobsys.client import Client
 from jobsys.http.auth import ClientDep
 from jobsys.http.errors import ApiError
 
@@ -54,11 +53,6 @@ def _labels(given: list[str]) -> dict[str, str]:
     return wanted
 
 
-def _visible(c: Client) -> set[str] | None:
-    names = c.visible_jobs()
-    return None if names is None else set(names)
-
-
 def _keep(spec: jobs.JobSpec, tag: str | None, labels: dict[str, str], words: set[str]) -> bool:
     if tag and tag not in spec.tags:
         return False
@@ -83,14 +77,7 @@ def list_jobs(
 ) -> dict[str, Any]:
     labels = _labels(label or [])
     words = set(search.words(q or ""))
-    visible = _visible(c)
-    found = [
-        job_json(s)
-        for s in c.registry
-        if (include_hidden or not s.hidden)
-        and (visible is None or s.name in visible)
-        and _keep(s, tag, labels, words)
-    ]
+    found = [job_json(s) for s in c.job_specs(include_hidden) if _keep(s, tag, labels, words)]
     flows = [
         workflow_json(wf, c.registry)
         for _, wf in sorted(c.registry.workflows.items())
@@ -101,9 +88,7 @@ def list_jobs(
 
 @router.get("/jobs/{name}", tags=["jobs"], summary="One job, with its input and output schemas")
 def show_job(name: NamePath, c: ClientDep) -> dict[str, Any]:
-    spec = c.registry.get(name)
-    c.allow("list", spec)
-    return job_json(spec)
+    return job_json(c.job_spec(name))
 
 
 @router.get("/workflows", tags=["workflows"], summary="Declared and registered workflows")

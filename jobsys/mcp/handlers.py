@@ -65,14 +65,9 @@ def _label_matches(spec: jobs.JobSpec, label: str) -> bool:
 
 
 def list_jobs(c: Client, a: args.ListJobsArgs) -> dict[str, Any]:
-    visible = c.visible_jobs()
     matching = set(c.registry.matching(a.query)) if a.query else set()
     found = []
-    for spec in c.registry:
-        if (spec.hidden and not a.include_hidden) or (
-            visible is not None and spec.name not in visible
-        ):
-            continue
+    for spec in c.job_specs(a.include_hidden):
         if a.tag and a.tag not in spec.tags:
             continue
         if (a.label and not _label_matches(spec, a.label)) or (

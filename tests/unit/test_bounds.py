@@ -65,3 +65,11 @@ def test_an_http_job_timeout_is_bounded(value: Any) -> None:
     with pytest.raises(errors.InvalidInput) as caught:
         definitions.parse({"name": "h", "kind": "http", "url": "http://x/", "timeout": value})
     assert caught.value.errors[0]["loc"] == ["timeout"]
+
+
+@pytest.mark.parametrize("value", BAD)
+def test_a_retry_asked_by_a_job_is_bounded_where_it_is_written(value: float) -> None:
+    with pytest.raises(ValueError, match=r"Retry\(delay=\.\.\.\) must be"):
+        errors.Retry("the API said to wait", delay=value)
+    assert errors.Retry("later", delay=bounds.MAX_BACKOFF).delay == bounds.MAX_BACKOFF
+    assert errors.Retry("later").delay is None
