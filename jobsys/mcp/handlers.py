@@ -207,7 +207,9 @@ def job_list(c: Client, a: args.ListArgs) -> dict[str, Any]:
     if a.what in ("all", "workflow_runs"):
         flows = [w for w in c.workflows.list(limit=a.limit) if a.job in (None, w.workflow)]
         out["workflow_runs"] = [
-            {"workflow_run_id": w.id, "workflow": w.workflow, "state": w.state.value} for w in flows
+            {"workflow_run_id": w.id, "workflow": w.workflow, "state": w.state.value}
+            | ({"withheld": list(w.withheld)} if w.withheld else {})
+            for w in flows
         ]
     return out
 
@@ -268,9 +270,14 @@ def job_result(c: Client, a: args.ResultArgs) -> dict[str, Any]:
             record = c.workflows.get(a.id)
         if record.terminal and record.state is not workflows.WorkflowState.COMPLETED:
             raise errors.RunFailed(a.id, record.state.value, record.error)
-        return {"id": a.id, "state": record.state.value, "finished": record.terminal} | (
-            {"output": record.output} if record.terminal else {}
-        )
+        out_wf: dict[str, Any] = {
+            "id": a.id,
+            "state": record.state.value,
+            "finished": record.terminal,
+        }
+        if record.withheld:  # the steps whose output the caller may not read
+            out_wf["withheld"] = list(record.withheld)
+        return out_wf | ({"output": record.output} if record.terminal else {})
     try:
         run = c.wait(a.id, a.wait) if a.wait else c.status(a.id)
     except errors.WaitTimeout:

@@ -11,10 +11,13 @@ definition (an alias of ``tests.operated``) and a token. A cell that changes wha
 (cancel, delete, replace, revoke ...) gets a fresh resource of its own, so one wrongly allowed
 cell cannot change the outcome of another.
 
-Outcomes: ``allowed`` (HTTP 2xx; MCP result ok; CLI exit 0), ``forbidden`` (HTTP 403; MCP error
-``PermissionDenied``; CLI exit 3, "permission denied"), ``not_found`` (HTTP 404; MCP error
-``...NotFound``/``UnknownJob``/unknown tool; CLI exit 2, "not found"/"unknown job"). In a list,
-``allowed`` means the resource is listed and ``not_found`` that it is not. Registering a
+Outcomes: ``allowed`` (HTTP 2xx; MCP result ok; CLI exit 0), ``forbidden`` (HTTP 403; MCP
+error ``PermissionDenied`` or its ``NotOwner``; CLI exit 3, "permission denied"), ``not_found``
+(HTTP 404; MCP error ``...NotFound``/``UnknownJob``/unknown tool; CLI exit 2, "not found"/
+"unknown job"). In a list, ``allowed`` means the resource is listed and ``not_found`` that it is
+not. ``withheld``: a workflow run shown or listed with the steps the principal may not read
+withheld (their data left out and named in its ``withheld`` field), as their own runs would be.
+Registering a
 definition under the name of another tenant's is ``not_found`` when the other tenant's
 definition is left unchanged (the caller made its own), ``allowed`` when it was replaced.
 
@@ -62,7 +65,7 @@ from tests.servers import Serve
 
 pytestmark = pytest.mark.integration
 
-ALLOWED, FORBIDDEN, NOT_FOUND = "allowed", "forbidden", "not_found"
+ALLOWED, FORBIDDEN, NOT_FOUND, WITHHELD = "allowed", "forbidden", "not_found", "withheld"
 TENANTS = ("acme", "globex")
 ROLES = ("admin", "operator", "viewer")
 ROLE_ROLES = {"admin": ("admin",), "operator": ("operator",), "viewer": ()}
@@ -144,6 +147,8 @@ def expected(need: str, role: str, resource: str, where: str) -> str:
         return ALLOWED if role == "admin" else FORBIDDEN  # the tenant's admin made it
     if may:
         return ALLOWED
+    if resource in FLOW_RUNS and need in ("read", "list"):
+        return WITHHELD  # shown, with the steps it may not read left out
     return NOT_FOUND if need in ("list", "run_tool") else FORBIDDEN
 
 
@@ -155,7 +160,12 @@ EXAMPLES = {
     ("GET /api/v1/runs", "operator", "admin_run", "own"): NOT_FOUND,
     ("POST /api/v1/runs/{run_id}/cancel", "operator", "run", "own"): ALLOWED,
     ("POST /api/v1/runs/{run_id}/cancel", "viewer", "run", "own"): FORBIDDEN,
-    ("GET /api/v1/workflow-runs/{workflow_id}", "viewer", "admin_workflow_run", "own"): FORBIDDEN,
+    ("GET /api/v1/workflow-runs/{workflow_id}", "viewer", "admin_workflow_run", "own"): WITHHELD,
+    ("GET /api/v1/workflow-runs", "operator", "admin_workflow_run", "own"): WITHHELD,
+    ("GET /api/v1/workflow-runs/{workflow_id}", "viewer", "admin_workflow_run", "other"): NOT_FOUND,
+    ("POST /api/v1/workflow-runs/{workflow_id}/cancel", "operator", "admin_workflow_run", "own"): (
+        FORBIDDEN
+    ),
     ("GET /api/v1/definitions/{name}", "admin", "definition", "other"): NOT_FOUND,
     ("POST /api/v1/definitions", "operator", "definition", "own"): FORBIDDEN,
     ("POST /api/v1/definitions", "operator", "definition", "other"): NOT_FOUND,
@@ -184,8 +194,6 @@ def each(kinds: tuple[str, ...], need: str) -> dict[str, str]:
 HTTP_ROUTES: dict[str, dict[str, str]] = {
     "GET /": {"-": "public"},
     "GET /docs": {"-": "public"},
-    "GET /docs/oauth2-redirect": {"-": "public"},
-    "GET /redoc": {"-": "public"},
     "GET /openapi.json": {"-": "public"},
     "GET /api/v1/health": {"-": "public"},
     "GET /api/v1/ready": {"-": "public"},
@@ -512,7 +520,9 @@ class World:
         return int(self.admin(tenant, "GET", f"/api/v1/definitions/{name}")["version"]) != 1
 
     def listing_outcome(self, cell: Cell, value: str, answer: Any) -> str:
-        return ALLOWED if value in listed(answer) else NOT_FOUND
+        if value not in listed(answer):
+            return NOT_FOUND
+        return withheld_outcome(cell, value, answer)
 
     def tidy(self, cell: Cell, value: str) -> None:
         """Remove the definitions a replace or remove cell made or left (each tenant's copy):
@@ -528,7 +538,25 @@ class World:
             return self.listing_outcome(cell, value, answer)
         if cell.need == "replace" and cell.where == "other":
             return ALLOWED if self.replaced(cell.target_tenant, value) else NOT_FOUND
+        return withheld_outcome(cell, value, answer)
+
+
+def withheld_outcome(cell: Cell, value: str, answer: Any) -> str:
+    """``withheld`` if the workflow run ``value`` in the answer names steps withheld from the
+    reader, else ``allowed``. A shown workflow run must say which: an answer that names none
+    while it shows the run is ``allowed``, which the table refuses for a reader of too little."""
+    if cell.resource not in FLOW_RUNS:
         return ALLOWED
+    todo = [answer]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            if value in (item.get("id"), item.get("workflow_run_id")) and item.get("withheld"):
+                return WITHHELD
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return ALLOWED
 
 
 def alias(name: str) -> dict[str, Any]:
@@ -764,7 +792,7 @@ def mcp_outcome(w: World, cell: Cell, value: str, result: Any) -> tuple[str, str
     if not result.is_error:
         return w.after_success(cell, value, data), text
     kind = str(data.get("error", {}).get("type", ""))
-    if kind == "PermissionDenied":
+    if kind in ("PermissionDenied", "NotOwner"):
         return FORBIDDEN, text
     if kind.endswith("NotFound") or kind == "UnknownJob" or "unknown tool" in text:
         return NOT_FOUND, text
@@ -859,8 +887,9 @@ def cli_outcome(w: World, cell: Cell, value: str, code: int, out: str, err: str)
     detail = f"exit {code}: {(err or out).strip()[:300]}"
     if code == 0:
         answer: Any = {}
-        if cell.op in LISTINGS:
-            answer = json.loads(out)
+        if cell.op in LISTINGS or cell.resource in FLOW_RUNS:
+            with contextlib.suppress(ValueError):
+                answer = json.loads(out)
         return w.after_success(cell, value, answer), detail
     if code == 3 and "permission denied" in err:
         return FORBIDDEN, detail
