@@ -17,9 +17,8 @@ error ``PermissionDenied`` or its ``NotOwner``; CLI exit 3, "permission denied")
 "unknown job"). In a list, ``allowed`` means the resource is listed and ``not_found`` that it is
 not. ``withheld``: a workflow run shown or listed with the steps the principal may not read
 withheld (their data left out and named in its ``withheld`` field), as their own runs would be.
-Registering a
-definition under the name of another tenant's is ``not_found`` when the other tenant's
-definition is left unchanged (the caller made its own), ``allowed`` when it was replaced.
+Registering a definition under the name of another tenant's is ``not_found`` when the other
+tenant's definition is left unchanged (the caller made its own), ``allowed`` when it was replaced.
 
 The CLI cells run the click app in-process (``click.testing.CliRunner``, the commands sharing one
 open store, each closing its client): the CLI talks to the store directly, so a process adds
