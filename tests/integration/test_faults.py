@@ -26,15 +26,17 @@ def test_sigkill_worker_with_20_runs_in_flight_then_new_worker_completes_all(
 ) -> None:
     """R1: SIGKILL of the whole worker (main process and children) mid-run."""
     fresh.start_worker("a", concurrency=20)
-    ids = [fresh.client.submit("tests.effect", {"seconds": 3}) for _ in range(20)]
+    # Long enough that the first run is still running when the twentieth starts on a loaded
+    # machine; the second worker runs them two rounds at a time.
+    ids = [fresh.client.submit("tests.effect", {"seconds": 10}) for _ in range(20)]
     deadline = time.monotonic() + 90
     while sum(fresh.executions(i) for i in ids) < 20:
         assert time.monotonic() < deadline, "the 20 runs did not all start"
         time.sleep(0.1)
     assert all(fresh.store.get(i).state is RunState.RUNNING for i in ids)
     fresh.kill("a", signal.SIGKILL)
-    fresh.start_worker("b", concurrency=4)
-    records = fresh.wait_all(ids, timeout=60)
+    fresh.start_worker("b", concurrency=10)
+    records = fresh.wait_all(ids, timeout=120)
     assert [r.state for r in records] == [RunState.COMPLETED] * 20
     assert all(r.attempts == 2 and r.lost == 1 for r in records)
     assert all(r.worker is not None and r.worker.startswith("b-") for r in records)

@@ -374,6 +374,7 @@ def leaks(sentinels: set[str], places: dict[str, str]) -> list[str]:
 # --- the test -----------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(600)  # every shape on every path: 85-105 s alone, twice that on a busy machine
 def test_no_secret_is_found_anywhere_and_every_body_gets_the_real_value(
     tmp_path: Path, redis_url: str, database_url: str | None
 ) -> None:
