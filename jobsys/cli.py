@@ -114,6 +114,23 @@ def _add_token_option(group: click.Group) -> None:
             )
 
 
+class Duration(click.ParamType):
+    """Seconds, typed as people type them: ``90``, ``30s``, ``5m``, ``1h30m``, ``2d``."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return timeparse.parse_seconds(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -409,7 +426,11 @@ def parse_input(text: str) -> Any:
 @click.option("--input", "input_text", default="{}", show_default=True, help="Input as JSON.")
 @click.option("--wait", is_flag=True, help="Wait for the run, then print its output.")
 @click.option(
-    "--timeout", type=float, default=3600.0, show_default=True, help="Seconds to wait with --wait."
+    "--timeout",
+    type=DURATION,
+    default=3600.0,
+    show_default=True,
+    help="How long to wait with --wait: seconds, or 30s, 5m, 1h.",
 )
 @click.option("--idempotency-key", default=None)
 @click.option("--tag", "tags", multiple=True)
