@@ -432,6 +432,12 @@ def parse_input(text: str) -> Any:
     show_default=True,
     help="How long to wait with --wait: seconds, or 30s, 5m, 1h.",
 )
+@click.option(
+    "--countdown",
+    type=DURATION,
+    default=None,
+    help="Not before this long from now: seconds, or 30s, 5m, 1h.",
+)
 @click.option("--idempotency-key", default=None)
 @click.option("--tag", "tags", multiple=True)
 @click.option("--depends-on", "depends_on", multiple=True, help="A run id to wait for (repeat).")
@@ -443,6 +449,7 @@ def submit(
     input_text: str,
     wait: bool,
     timeout: float,
+    countdown: float | None,
     idempotency_key: str | None,
     tags: tuple[str, ...],
     depends_on: tuple[str, ...],
@@ -452,7 +459,11 @@ def submit(
     """Submit a run of job NAME; prints the run id (or, with --wait, the output)."""
     c = make_client()
     options = client_mod.SubmitOptions(
-        idempotency_key=idempotency_key, tags=tags, depends_on=depends_on, run_anyway=run_anyway
+        idempotency_key=idempotency_key,
+        tags=tags,
+        depends_on=depends_on,
+        run_anyway=run_anyway,
+        countdown=countdown,
     )
     run_id = c.submit(name, parse_input(input_text), options)
     if not wait:
