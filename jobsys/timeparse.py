@@ -79,9 +79,10 @@ def parse_instant(text: str, sign: int = -1, now: dt.datetime | None = None) -> 
 
 
 def _seconds_field(value: Any) -> Any:
-    """A pydantic "before" check: a duration string becomes its seconds; anything else is
-    left to the field's own type (a number; strict models refuse ``"60"`` as they did)."""
-    if isinstance(value, str):
+    """A pydantic "before" check: a duration string (``"5m"``) becomes its seconds; a number,
+    or a string of one, is left to the field's own type (strict models, the MCP arguments,
+    refuse ``"60"`` for 60 as they did)."""
+    if isinstance(value, str) and not NUMBER.match(value.strip()):
         return parse_seconds(value)
     return value
 

@@ -67,6 +67,8 @@ def test_a_duration_field_takes_numbers_and_durations_and_keeps_its_bounds() -> 
 
     assert Model(every="1h30m").every == 5400.0
     assert Model(every=60).every == 60.0
+    with pytest.raises(pydantic.ValidationError, match="valid number"):
+        Model(every="60")  # strict: a number is given as a number
     with pytest.raises(pydantic.ValidationError, match="greater than or equal to 1"):
         Model(every="0s")
     with pytest.raises(pydantic.ValidationError, match="duration like 30s"):
