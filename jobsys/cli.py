@@ -114,6 +114,23 @@ def _add_token_option(group: click.Group) -> None:
             )
 
 
+class Duration(click.ParamType):
+    """Seconds, typed as people type them: ``90``, ``30s``, ``5m``, ``1h30m``, ``2d``."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return timeparse.parse_seconds(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -409,7 +426,17 @@ def parse_input(text: str) -> Any:
 @click.option("--input", "input_text", default="{}", show_default=True, help="Input as JSON.")
 @click.option("--wait", is_flag=True, help="Wait for the run, then print its output.")
 @click.option(
-    "--timeout", type=float, default=3600.0, show_default=True, help="Seconds to wait with --wait."
+    "--timeout",
+    type=DURATION,
+    default=3600.0,
+    show_default=True,
+    help="How long to wait with --wait: seconds, or 30s, 5m, 1h.",
+)
+@click.option(
+    "--countdown",
+    type=DURATION,
+    default=None,
+    help="Not before this long from now: seconds, or 30s, 5m, 1h.",
 )
 @click.option("--idempotency-key", default=None)
 @click.option("--tag", "tags", multiple=True)
@@ -422,6 +449,7 @@ def submit(
     input_text: str,
     wait: bool,
     timeout: float,
+    countdown: float | None,
     idempotency_key: str | None,
     tags: tuple[str, ...],
     depends_on: tuple[str, ...],
@@ -431,7 +459,11 @@ def submit(
     """Submit a run of job NAME; prints the run id (or, with --wait, the output)."""
     c = make_client()
     options = client_mod.SubmitOptions(
-        idempotency_key=idempotency_key, tags=tags, depends_on=depends_on, run_anyway=run_anyway
+        idempotency_key=idempotency_key,
+        tags=tags,
+        depends_on=depends_on,
+        run_anyway=run_anyway,
+        countdown=countdown,
     )
     run_id = c.submit(name, parse_input(input_text), options)
     if not wait:

@@ -81,10 +81,14 @@ def tokens_list(as_json: bool) -> None:
 
 @tokens_group.command("revoke")
 @click.argument("token_id")
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def tokens_revoke(token_id: str) -> None:
+def tokens_revoke(token_id: str, as_json: bool) -> None:
     """Revoke a token at once."""
     record = make_client().admin.revoke_token(token_id)
+    if as_json:
+        emit_json(record.to_json())
+        return
     click.echo(f"revoked {record.id}")
 
 
@@ -113,8 +117,13 @@ def audit_list(outcome: str | None, limit: int, as_json: bool) -> None:
 
 
 @main.command("secret-key")
-def secret_key() -> None:
+@click.option("--json", "as_json", is_flag=True)
+def secret_key(as_json: bool) -> None:
     """Print a new key for JOBSYS_SECRET_KEY (the same on every machine of a cluster)."""
     from cryptography.fernet import Fernet
 
-    click.echo(Fernet.generate_key().decode())
+    key = Fernet.generate_key().decode()
+    if as_json:
+        emit_json({"secret_key": key})
+        return
+    click.echo(key)

@@ -13,8 +13,9 @@ from jobsys.cli import emit_json, fail, handle_errors, jobs_group, make_client, 
 
 @jobs_group.command("register")
 @click.argument("source", default="-")
+@click.option("--json", "as_json", is_flag=True, help="Print the definition's record as JSON.")
 @handle_errors
-def jobs_register(source: str) -> None:
+def jobs_register(source: str, as_json: bool) -> None:
     """Register (or replace) a job from a JSON definition: a FILE, or - for stdin.
 
     \b
@@ -28,6 +29,9 @@ def jobs_register(source: str) -> None:
     except ValueError as exc:
         fail(f"definition is not valid JSON: {exc}", 2)
     record = make_client().definitions.register(data)
+    if as_json:
+        emit_json(record)
+        return
     out.print(f"registered {record['name']} ({record['kind']}, version {record['version']})")
 
 
@@ -42,10 +46,14 @@ def _read(path: str) -> str:
 
 @jobs_group.command("remove")
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def jobs_remove(name: str) -> None:
+def jobs_remove(name: str, as_json: bool) -> None:
     """Remove a job registered at runtime (its schedule goes with it)."""
     make_client().definitions.remove(name)
+    if as_json:
+        emit_json({"name": name, "removed": True})
+        return
     out.print(f"removed {name}")
 
 

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from jobsys import cli_workflows, runs
-from jobsys.cli import emit_json, handle_errors, main, make_client, out, parse_since
+from jobsys.cli import DURATION, emit_json, handle_errors, main, make_client, out, parse_since
 
 
 @main.group("runs")
@@ -33,6 +33,9 @@ def _short_time(value: dt.datetime | None) -> str:
     help="Keywords: runs whose error or logs hold them all, or whose job's name, "
     "description or tags do.",
 )
+@click.option("--schedule", "schedule_id", default=None, help="Only runs this schedule made.")
+@click.option("--workflow", "workflow_id", default=None, help="Only steps of this workflow run.")
+@click.option("--parent", "parent_id", default=None, help="Only runs made from this run.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -42,12 +45,23 @@ def runs_list(
     since: str | None,
     tag: str | None,
     search: str | None,
+    schedule_id: str | None,
+    workflow_id: str | None,
+    parent_id: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
     """List runs, newest first."""
     records = make_client().list(
-        job=job, state=state, since=parse_since(since), tag=tag, limit=limit, search=search
+        job=job,
+        state=state,
+        since=parse_since(since),
+        tag=tag,
+        limit=limit,
+        search=search,
+        schedule_id=schedule_id,
+        workflow_id=workflow_id,
+        parent_id=parent_id,
     )
     if as_json:
         emit_json([r.to_json() for r in records])
@@ -122,12 +136,21 @@ def runs_logs(run_id: str, follow: bool, as_json: bool) -> None:
 @runs_group.command("result")
 @click.argument("run_id")
 @click.option(
-    "--wait", "wait_seconds", type=float, default=0.0, help="Seconds to wait for the run to finish."
+    "--wait",
+    "wait_seconds",
+    type=DURATION,
+    default=0.0,
+    help="How long to wait for the run to finish: seconds, or 30s, 5m.",
 )
+@click.option("--json", "as_json", is_flag=True, help='Print {"run_id": ..., "output": ...}.')
 @handle_errors
-def runs_result(run_id: str, wait_seconds: float) -> None:
+def runs_result(run_id: str, wait_seconds: float, as_json: bool) -> None:
     """Print a completed run's output as JSON."""
-    click.echo(json.dumps(make_client().result(run_id, timeout=wait_seconds)))
+    output = make_client().result(run_id, timeout=wait_seconds)
+    if as_json:
+        emit_json({"run_id": run_id, "output": output})
+        return
+    click.echo(json.dumps(output))
 
 
 @runs_group.command("cancel")
@@ -147,10 +170,16 @@ def runs_cancel(run_id: str, as_json: bool) -> None:
 
 @runs_group.command("retry")
 @click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the new run's record as JSON.")
 @handle_errors
-def runs_retry(run_id: str) -> None:
+def runs_retry(run_id: str, as_json: bool) -> None:
     """Submit a failed or cancelled run again; prints the new run id."""
-    click.echo(make_client().retry(run_id))
+    c = make_client()
+    new_id = c.retry(run_id)
+    if as_json:
+        emit_json({**c.status(new_id).to_json(), "retry_of": run_id})
+        return
+    click.echo(new_id)
 
 
 # --- bench ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from rich.tree import Tree
 
 from jobsys import client as client_mod
 from jobsys import errors, workflows
-from jobsys.cli import emit_json, handle_errors, main, make_client, out, parse_input
+from jobsys.cli import DURATION, emit_json, handle_errors, main, make_client, out, parse_input
 
 STATE_STYLE = {
     "succeeded": "green",
@@ -62,19 +62,28 @@ def workflows_list(show_runs: bool, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--input", "input_text", default="{}", show_default=True, help="JSON input.")
 @click.option("--wait", is_flag=True, help="Wait for the workflow run, then print its output.")
-@click.option("--timeout", type=float, default=600.0, show_default=True)
+@click.option(
+    "--timeout", type=DURATION, default=600.0, show_default=True, help="Seconds, or 30s, 10m."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the workflow run as JSON.")
 @handle_errors
-def workflows_submit(name: str, input_text: str, wait: bool, timeout: float) -> None:
+def workflows_submit(name: str, input_text: str, wait: bool, timeout: float, as_json: bool) -> None:
     """Start a run of workflow NAME; prints its id (or, with --wait, its output)."""
     c = make_client()
     workflow_id = c.workflows.submit(name, parse_input(input_text))
     if not wait:
-        click.echo(workflow_id)
+        if as_json:
+            emit_json(c.workflows.get(workflow_id).to_json())
+        else:
+            click.echo(workflow_id)
         return
     record = c.workflows.wait(workflow_id, timeout)
+    if as_json:
+        emit_json(record.to_json())
     if record.state is not workflows.WorkflowState.COMPLETED:
         raise errors.RunFailed(workflow_id, record.state.value, record.error)
-    click.echo(json.dumps(record.output))
+    if not as_json:
+        click.echo(json.dumps(record.output))
 
 
 @workflows_group.command("show")
@@ -134,8 +143,12 @@ def _dag(wf: workflows.Workflow, steps: dict[str, workflows.StepStatus]) -> Tree
 
 @workflows_group.command("cancel")
 @click.argument("workflow_id")
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def workflows_cancel(workflow_id: str) -> None:
+def workflows_cancel(workflow_id: str, as_json: bool) -> None:
     """Cancel a workflow run and its running and pending steps."""
     record = make_client().workflows.cancel(workflow_id)
+    if as_json:
+        emit_json(record.to_json())
+        return
     click.echo(f"{record.id}: {record.state.value}")

@@ -491,9 +491,14 @@ class Client:
         principal_id: str | None = None,
         limit: int = 50,
         search: str | None = None,
+        schedule_id: str | None = None,
+        workflow_id: str | None = None,
+        parent_id: str | None = None,
     ) -> list[runs.RunRecord]:
         """Runs of this principal's tenant, newest first. ``search`` keeps the runs whose
-        error or logs hold all its keywords, or whose job's name, description or tags do."""
+        error or logs hold all its keywords, or whose job's name, description or tags do;
+        ``schedule_id``, ``workflow_id`` and ``parent_id`` the runs a schedule made, the steps
+        of a workflow run, the runs made from a run (its retries)."""
         run_state = errors.choice(runs.RunState, state, "runs.list")
         found = self.store.select(
             runs.RunFilter(
@@ -504,6 +509,9 @@ class Client:
                 tag=tag,
                 principal_id=principal_id,
                 tenant=self.principal.tenant,
+                schedule_id=schedule_id,
+                workflow_id=workflow_id,
+                parent_id=parent_id,
                 text=search,
                 text_jobs=self.registry.matching(search) if search else (),
                 jobs=self.visible_jobs(),

@@ -129,12 +129,19 @@ class Firing:
                 yield batch
 
     def trigger(
-        self, schedule_id: str, registry: jobs.Registry, tenant: str | None = None
+        self,
+        schedule_id: str,
+        registry: jobs.Registry,
+        tenant: str | None = None,
+        version: int | None = None,
     ) -> Fired:
-        """Fire once now (trigger ``manual``), leaving the cadence as it is."""
+        """Fire once now (trigger ``manual``), leaving the cadence as it is; ``version``: with
+        the input and metadata of that version of the schedule (its run records the version)."""
         record = self.schedules.get(schedule_id, tenant)
         if record.state in (ScheduleState.CANCELLED,):
             raise errors.InvalidTransition(schedule_id, record.state.value, "trigger", "schedule")
+        if version is not None and version != record.version:
+            record = versioned(self.schedules, record, version)
         now = runs.utcnow()
         made = _made(record, registry, now, "manual", now, key=None)
         if made.run is not None:  # published by the caller right after the commit
@@ -355,6 +362,28 @@ def known(registry: jobs.Registry, tenant: str, target: str) -> bool:
     job or workflow it has, in that tenant)."""
     mine = registry.scoped(tenant)
     return target in mine or target in mine.workflows
+
+
+def versioned(store: ScheduleStore, record: ScheduleRecord, version: int) -> ScheduleRecord:
+    """The schedule as its ``version`` was (its input and metadata), to fire. A schedule with
+    secret input fires only its current version: the secrets of older ones are not kept."""
+    old = store.version(record.id, version)
+    if old is None:
+        problem = f"schedule {record.id} has versions 1 to {record.version}"
+        raise errors.InvalidSchedule("version", problem)
+    if record.sealed:
+        problem = (
+            "this schedule's input holds secrets, which are kept for its current version only "
+            f"({record.version}): trigger that one, or update it"
+        )
+        raise errors.InvalidSchedule("version", problem)
+    definition = old["definition"]
+    return dataclasses.replace(
+        record,
+        input=definition.get("input", {}),
+        meta=definition.get("metadata", {}),
+        version=version,
+    )
 
 
 def _made(

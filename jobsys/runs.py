@@ -242,6 +242,12 @@ class RunFilter:
     tag: str | None = None
     principal_id: str | None = None
     tenant: str | None = None
+    schedule_id: str | None = None
+    """Only the runs this schedule made."""
+    workflow_id: str | None = None
+    """Only the steps of this workflow run (``wf_...``)."""
+    parent_id: str | None = None
+    """Only the runs made from this one (its retries)."""
     text: str | None = None
     """Keywords: runs whose error or logs hold all of them (``search.py``)..."""
     text_jobs: tuple[str, ...] = ()
@@ -388,6 +394,9 @@ class RunStore:
             (T.c.state, f.state.value if f.state else None),
             (T.c.principal_id, f.principal_id),
             (T.c.tenant, f.tenant),
+            (T.c.schedule_id, f.schedule_id),
+            (T.c.workflow_id, f.workflow_id),
+            (T.c.parent_id, f.parent_id),
         ):
             if value is not None:
                 query = query.where(column == value)

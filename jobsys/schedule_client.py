@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -29,10 +30,15 @@ class ScheduleClient:
         return self._client.principal.tenant
 
     def create(
-        self, job: str, definition: cadence.Definition, name: str | None = None
+        self,
+        job: str,
+        definition: cadence.Definition,
+        name: str | None = None,
+        description: str | None = None,
+        paused: bool = False,
     ) -> schedules.ScheduleRecord:
         """A new active schedule of ``job`` (see ``jobsys.every``, ``cron``, ``once``,
-        ``ongoing`` for definitions)."""
+        ``ongoing`` for definitions); ``paused``: made inactive, to resume later."""
         checked, sealed = self._checked(job, definition)
         registry = self._client.registry
         problems = runs.nul_errors({"input": definition.input, "metadata": definition.metadata})
@@ -44,12 +50,23 @@ class ScheduleClient:
         else:
             self._client.allow("create", job, checked.input)
             self._client.allow("execute", job, checked.input)  # fires run as this principal
-        return self._store.create(job, checked, self._client.principal, name=name, sealed=sealed)
+        return self._store.create(
+            job,
+            checked,
+            self._client.principal,
+            name=name,
+            sealed=sealed,
+            description=description,
+            paused=paused,
+        )
 
-    def update(self, schedule_id: str, **changes: Any) -> schedules.ScheduleRecord:
+    def update(
+        self, schedule_id: str, description: str | None = None, **changes: Any
+    ) -> schedules.ScheduleRecord:
         """A new version with ``changes`` to the definition: any argument of
         ``jobsys.cadence.schedule`` (``every``, ``cron``, ``timezone``, ``input``, ``max_runs``,
-        ``overlap`` ...). Changing the cadence starts it afresh from now."""
+        ``overlap`` ...), and a new ``description`` if given. Changing the cadence starts it
+        afresh from now."""
         current = self.get(schedule_id)
         self._client.allow("update", current.job, target=schedule_id)
         base = _flatten(current.definition)
@@ -62,7 +79,12 @@ class ScheduleClient:
         definition = cadence.schedule(**merged)
         checked, sealed = self._checked(current.job, definition)
         return self._store.update(
-            schedule_id, checked, self._client.principal, self._tenant, sealed=sealed
+            schedule_id,
+            checked,
+            self._client.principal,
+            self._tenant,
+            sealed=sealed,
+            description=description,
         )
 
     def get(self, schedule_id: str) -> schedules.ScheduleRecord:
@@ -73,10 +95,28 @@ class ScheduleClient:
         return record
 
     def list(
-        self, state: str | None = None, job: str | None = None, limit: int = 100
+        self,
+        state: str | None = None,
+        job: str | None = None,
+        limit: int = 100,
+        name: str | None = None,
+        next_after: dt.datetime | None = None,
+        next_before: dt.datetime | None = None,
     ) -> list[schedules.ScheduleRecord]:
+        """This tenant's schedules of the jobs this principal may list, newest first;
+        ``name``: whose name holds it; ``next_after``/``next_before``: whose next fire is in
+        that range."""
         chosen = errors.choice(schedules.ScheduleState, state, "schedules.list")
-        return self._store.select(self._tenant, chosen, job, limit, self._client.visible_jobs())
+        return self._store.select(
+            self._tenant,
+            chosen,
+            job,
+            limit,
+            self._client.visible_jobs(),
+            name=name,
+            next_after=next_after,
+            next_before=next_before,
+        )
 
     def versions(self, schedule_id: str) -> builtins.list[dict[str, Any]]:
         self.get(schedule_id)  # tenant check
@@ -99,16 +139,54 @@ class ScheduleClient:
         self._client.audit.record(who, "delete schedule", schedule_id, "allowed", f"job {job}")
         return record
 
-    def trigger(self, schedule_id: str) -> str:
-        """Fire once now (trigger ``manual``) without disturbing the cadence; the run id."""
+    def trigger(self, schedule_id: str, version: int | None = None) -> str:
+        """Fire once now (trigger ``manual``) without disturbing the cadence; the run id.
+        ``version``: fire that version of the schedule (its input and metadata)."""
         current = self.get(schedule_id)
-        self._client.allow("execute", current.job, current.input, target=schedule_id)
-        fired = firing.Firing(self._store).trigger(schedule_id, self._client.registry, self._tenant)
+        given = current
+        if version is not None and version != current.version:
+            given = firing.versioned(self._store, current, version)
+        self._client.allow("execute", current.job, given.input, target=schedule_id)
+        fired = firing.Firing(self._store).trigger(
+            schedule_id, self._client.registry, self._tenant, version=version
+        )
         if fired.spec is not None and fired.run is not None:
             self._client.publish_row(fired.spec, fired.run)
         else:
             self._client.workflows.start(fired.id)
         return fired.id
+
+    def preview(
+        self, schedule_id: str, count: int = 10, timezone: str | None = None
+    ) -> builtins.list[cadence.Fire]:
+        """The next ``count`` fires of a schedule, from its next one, as beat will make them
+        (without jitter), with notes where a daylight-saving change moves one; none once it is
+        over or cancelled; at most the runs ``max_runs`` leaves."""
+        record = self.get(schedule_id)
+        if record.nominal_at is None or record.state in (
+            schedules.ScheduleState.COMPLETED,
+            schedules.ScheduleState.CANCELLED,
+        ):
+            return []
+        d = record.definition
+        if d.options.max_runs is not None:
+            count = min(count, max(0, d.options.max_runs - record.run_count))
+        return cadence.preview(d.cadence, count, runs.utcnow(), timezone, first=record.nominal_at)
+
+    def clear(self, dry_run: bool = False) -> builtins.list[schedules.ScheduleRecord]:
+        """Admins only: cancel every schedule of this admin's own tenant made at runtime (not
+        those declared in code); ``dry_run``: only say which. The schedules cleared."""
+        who = self._client.principal
+        if not self._client.policy.is_admin(who):
+            self._client.audit.record(who, "clear schedules", "*", "denied", "needs an admin role")
+            raise errors.PermissionDenied(
+                who.id, "clear", "the schedules of its tenant", "needs an admin role"
+            )
+        found = self._store.clear(self._tenant, dry_run=dry_run)
+        if not dry_run:
+            detail = f"{len(found)} schedules of tenant {self._tenant}"
+            self._client.audit.record(who, "clear schedules", "*", "allowed", detail)
+        return found
 
     def _is_workflow(self, target: str) -> bool:
         registry = self._client.registry

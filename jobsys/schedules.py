@@ -76,6 +76,8 @@ class ScheduleRecord:
     """Secret input values, encrypted (``sealing.py``); never shown."""
     last_state: str | None = None
     """State of the last run it made."""
+    description: str | None = None
+    """What it is for, in words (``--description``)."""
 
     @property
     def definition(self) -> Definition:
@@ -116,10 +118,17 @@ class ScheduleStore:
         source: str = "api",
         sealed: str | None = None,
         code_hash: str | None = None,
+        description: str | None = None,
+        paused: bool = False,
     ) -> ScheduleRecord:
+        """A new schedule, active (or ``paused``: it keeps its next fire time, and fires
+        from the first one after it is resumed)."""
         now = now or runs.utcnow()
         schedule_id = schedule_id or new_schedule_id()
         first = first_fire(definition.cadence, now)
+        state = ScheduleState.ACTIVE if first else ScheduleState.COMPLETED
+        if paused and first:
+            state = ScheduleState.PAUSED
         row = {
             "id": schedule_id,
             "name": name or schedule_id,
@@ -128,7 +137,7 @@ class ScheduleStore:
             "principal": principal.model_dump(mode="json"),
             "principal_id": principal.id,
             "tenant": principal.tenant,
-            "state": (ScheduleState.ACTIVE if first else ScheduleState.COMPLETED).value,
+            "state": state.value,
             "version": 1,
             "nominal_at": first,
             "next_fire_at": self.jittered(first, definition.options),
@@ -138,6 +147,7 @@ class ScheduleStore:
             "created_at": now,
             "updated_at": now,
             "sealed": sealed,
+            "description": description,
         }
         with self.engine.begin() as conn:
             conn.execute(S.insert().values(**row))
@@ -153,14 +163,17 @@ class ScheduleStore:
         now: dt.datetime | None = None,
         code_hash: str | None = None,
         sealed: str | None = None,
+        description: str | None = None,
     ) -> ScheduleRecord:
         """A new version; the next fire is computed afresh from ``now`` when the cadence
-        changed, kept otherwise."""
+        changed, kept otherwise. ``description``: a new one (``None`` keeps it)."""
         now = now or runs.utcnow()
         current = self.get(schedule_id, tenant)
         if current.state is ScheduleState.CANCELLED:
             raise errors.InvalidTransition(schedule_id, current.state.value, "update", "schedule")
         values = {**self._definition_values(definition), "sealed": sealed}
+        if description is not None:
+            values["description"] = description
         if definition.cadence.to_json() != current.cadence:
             first = first_fire(definition.cadence, now)
             values["nominal_at"] = first
@@ -242,8 +255,20 @@ class ScheduleStore:
         job: str | None = None,
         limit: int = 100,
         jobs_in: tuple[str, ...] | None = None,
+        name: str | None = None,
+        next_after: dt.datetime | None = None,
+        next_before: dt.datetime | None = None,
     ) -> list[ScheduleRecord]:
+        """Newest first. ``name``: whose name holds it (any case); ``next_after`` and
+        ``next_before``: whose next fire is at or after, and before, these instants (a schedule
+        with no next fire, over or cancelled, is then left out)."""
         query = sa.select(S).order_by(S.c.created_at.desc(), S.c.id).limit(limit)
+        if name is not None:
+            query = query.where(sa.func.lower(S.c.name).contains(name.lower(), autoescape=True))
+        if next_after is not None:
+            query = query.where(S.c.next_fire_at >= next_after)
+        if next_before is not None:
+            query = query.where(S.c.next_fire_at < next_before)
         if jobs_in is not None:
             query = query.where(S.c.job.in_(jobs_in))
         for column, value in ((S.c.tenant, tenant), (S.c.job, job)):
@@ -351,6 +376,47 @@ class ScheduleStore:
             (ScheduleState.ACTIVE, ScheduleState.PAUSED, ScheduleState.COMPLETED),
             {"next_fire_at": None, "queued_fire_at": None},
         )
+
+    def clear(self, tenant: str, dry_run: bool = False) -> list[ScheduleRecord]:
+        """Cancel every schedule of ``tenant`` made at runtime that is not cancelled yet (those
+        declared in code stay: their job declares them); the schedules cleared, as they were
+        (``dry_run``: the ones it would clear, and nothing changes)."""
+        query = (
+            sa.select(S)
+            .where(
+                S.c.tenant == tenant,
+                S.c.source != "code",
+                S.c.state != ScheduleState.CANCELLED.value,
+            )
+            .order_by(S.c.created_at, S.c.id)
+        )
+        with self.engine.connect() as conn:
+            found = self._with_last_states(conn, list(conn.execute(query)))
+        if dry_run or not found:
+            return found
+        with self.engine.begin() as conn:
+            conn.execute(
+                S.update()
+                .where(
+                    S.c.tenant == tenant,
+                    S.c.id.in_([s.id for s in found]),
+                    S.c.state != ScheduleState.CANCELLED.value,
+                )
+                .values(
+                    state=ScheduleState.CANCELLED.value,
+                    next_fire_at=None,
+                    queued_fire_at=None,
+                    updated_at=runs.utcnow(),
+                )
+            )
+        return found
+
+    def version(self, schedule_id: str, version: int) -> dict[str, Any] | None:
+        """The definition of one version (``None``: no such version)."""
+        query = sa.select(V).where(V.c.schedule_id == schedule_id, V.c.version == version)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return row._asdict() if row is not None else None
 
     def _move(
         self,

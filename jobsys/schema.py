@@ -169,6 +169,8 @@ schedules = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("sealed", sa.Text),
+    # Added by version 11: what the schedule is for, in words.
+    sa.Column("description", sa.Text),
     sa.Index("ix_jobsys_schedules_due", "state", "next_fire_at"),
     sa.Index("ix_jobsys_schedules_queued", "state", "queued_fire_at"),
     sa.Index("ix_jobsys_schedules_tenant", "tenant", "created_at"),
@@ -389,6 +391,20 @@ def _v10(conn: sa.Connection) -> None:
     )
 
 
+def _v11(conn: sa.Connection) -> None:
+    """Version 11: schedules carry a description; runs are listed by the run they were made
+    from (``runs list --parent``) through an index of their own, as by schedule and workflow.
+    A database created at an earlier version by this jobsys already has the column."""
+    if "description" not in {c["name"] for c in sa.inspect(conn).get_columns("jobsys_schedules")}:
+        conn.execute(sa.text("ALTER TABLE jobsys_schedules ADD COLUMN description TEXT"))
+    conn.execute(
+        sa.text(
+            "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_parent ON jobsys_runs "
+            "(parent_id, created_at) WHERE parent_id IS NOT NULL"
+        )
+    )
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v1,
     _v2,
@@ -400,6 +416,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v8,
     _v9,
     _v10,
+    _v11,
 ]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 

@@ -10,11 +10,13 @@ import pydantic
 from pydantic import Field
 
 from jobsys import bounds, cadence
+from jobsys.timeparse import DurationSeconds
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Tag = Annotated[str, Field(min_length=1, max_length=200)]
 RunId = Annotated[str, Field(min_length=1, max_length=64)]
-Seconds = Annotated[float, Field(allow_inf_nan=False)]
+Seconds = Annotated[DurationSeconds, Field(allow_inf_nan=False)]
+"""Seconds: a number, or a duration as people type it (``"30s"``, ``"5m"``, ``"1h30m"``)."""
 
 MAX_WAIT = 300.0
 
@@ -41,7 +43,7 @@ class SubmitBody(Body):
     """Submit a run of a job."""
 
     input: dict[str, Any] = Field(default_factory=dict, description="The job's input.")
-    wait: Annotated[float, Field(ge=0, le=MAX_WAIT, allow_inf_nan=False)] = Field(
+    wait: Annotated[Seconds, Field(ge=0, le=MAX_WAIT)] = Field(
         0, description="Seconds to wait for the run to finish (0: return at once, 202)."
     )
     tags: list[Tag] = Field(default_factory=list, max_length=64)
@@ -141,11 +143,39 @@ class ScheduleFields(Body):
         return out
 
 
+Description = Annotated[str, Field(max_length=10_000)]
+
+
 class ScheduleCreateBody(ScheduleFields):
     job: Name = Field(description="The job (or catalog workflow) each fire runs.")
     name: Name | None = None
     kind: Kind  # required here
+    description: Description | None = Field(None, description="What it is for, in words.")
+    paused: bool = Field(False, description="Create it inactive: it fires once resumed.")
 
 
 class ScheduleUpdateBody(ScheduleFields):
-    pass
+    description: Description | None = Field(None, description="A new description.")
+
+
+class SchedulePreviewBody(Body):
+    """A cadence not saved, to preview: one of every, cron, at (``kind`` says which)."""
+
+    kind: Kind
+    every: Seconds | None = Field(None, ge=1, le=bounds.MAX_EVERY)
+    cron: Annotated[str, Field(max_length=200)] | None = None
+    timezone: Annotated[str, Field(max_length=100)] | None = Field(
+        None, description="The cron's zone (UTC), and the zone wall-clock times are shown in."
+    )
+    at: Instant | None = None
+    start_at: Instant | None = None
+    end_at: Instant | None = None
+    count: int = Field(10, ge=1, le=cadence.MAX_PREVIEW, description="How many fires.")
+
+    def cadence(self) -> cadence.Cadence:
+        data = self.model_dump(exclude={"count"}, exclude_none=True, mode="json")
+        if data["kind"] == "every":
+            data["kind"] = "interval"
+        if data["kind"] != "cron":
+            data.pop("timezone", None)
+        return cadence.Cadence.from_json(data)

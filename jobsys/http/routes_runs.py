@@ -17,12 +17,14 @@ from jobsys.http import sse
 from jobsys.http.auth import ClientDep, StreamClientDep
 from jobsys.http.errors import ApiError
 from jobsys.http.models import MAX_WAIT, SubmitBody
+from jobsys.timeparse import DurationSeconds
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 RunIdPath = Annotated[str, Path(min_length=1, max_length=64, description="A run id.")]
 WaitQuery = Annotated[
-    float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False, description="Seconds to wait.")
+    DurationSeconds,
+    Query(ge=0, le=MAX_WAIT, allow_inf_nan=False, description="Seconds to wait (or 30s, 2m)."),
 ]
 
 
@@ -86,12 +88,13 @@ def submit(
     return JSONResponse({"run_id": run_id, "state": state, "url": run_url(run_id)}, 202)
 
 
-def parse_instant(text: str | None, field: str) -> dt.datetime | None:
-    """An ISO 8601 time (UTC if it names no offset) or an age such as ``30m``, ``2h``, ``7d``."""
+def parse_instant(text: str | None, field: str, ahead: bool = False) -> dt.datetime | None:
+    """An ISO 8601 time (UTC if it names no offset) or an age such as ``30m``, ``2h``, ``7d``
+    (``ahead``: a time from now, not ago)."""
     if text is None or text == "":
         return None
     try:
-        return timeparse.parse_instant(text)
+        return timeparse.parse_instant(text, 1 if ahead else -1)
     except ValueError as exc:
         raise ApiError(
             422,
@@ -111,6 +114,15 @@ def list_runs(
     until: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[str | None, Query(max_length=500, description="Keywords")] = None,
     principal: Annotated[str | None, Query(max_length=200)] = None,
+    schedule: Annotated[
+        str | None, Query(max_length=64, description="Only runs this schedule made.")
+    ] = None,
+    workflow: Annotated[
+        str | None, Query(max_length=64, description="Only steps of this workflow run (wf_...).")
+    ] = None,
+    parent: Annotated[
+        str | None, Query(max_length=64, description="Only runs made from this run.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     found = c.list(
@@ -122,6 +134,9 @@ def list_runs(
         principal_id=principal or None,
         limit=limit,
         search=q or None,
+        schedule_id=schedule or None,
+        workflow_id=workflow or None,
+        parent_id=parent or None,
     )
     return {"runs": [r.to_json() for r in found]}
 

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
-from jobsys import cadence, errors
+from jobsys import cadence, errors, runs
 from jobsys.http.auth import ClientDep
 from jobsys.http.errors import ApiError
-from jobsys.http.models import ScheduleCreateBody, ScheduleUpdateBody
+from jobsys.http.models import ScheduleCreateBody, SchedulePreviewBody, ScheduleUpdateBody
+from jobsys.http.routes_runs import parse_instant
 
 router = APIRouter(prefix="/api/v1", tags=["schedules"])
 
@@ -30,19 +31,39 @@ def list_schedules(
     c: ClientDep,
     state: Annotated[str | None, Query(max_length=20)] = None,
     job: Annotated[str | None, Query(max_length=200)] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, description="Whose name holds this (any case).")
+    ] = None,
+    next_after: Annotated[
+        str | None,
+        Query(max_length=64, description="Next fire at or after: ISO time, or 30m/2h from now."),
+    ] = None,
+    next_before: Annotated[
+        str | None,
+        Query(max_length=64, description="Next fire before: ISO time, or 30m/2h/1d from now."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> dict[str, Any]:
-    found = c.schedules.list(state=state or None, job=job or None, limit=limit)
+    found = c.schedules.list(
+        state=state or None,
+        job=job or None,
+        limit=limit,
+        name=name or None,
+        next_after=parse_instant(next_after, "next_after", ahead=True),
+        next_before=parse_instant(next_before, "next_before", ahead=True),
+    )
     return {"schedules": [s.to_json() for s in found]}
 
 
 @router.post("/schedules", status_code=201, summary="Create a schedule of a job or workflow")
 def create_schedule(body: ScheduleCreateBody, c: ClientDep) -> JSONResponse:
     changes = body.changes()
-    changes.pop("job", None)
-    changes.pop("name", None)
+    for field in ("job", "name", "description", "paused"):
+        changes.pop(field, None)
     definition = _definition(changes)
-    record = c.schedules.create(body.job, definition, name=body.name)
+    record = c.schedules.create(
+        body.job, definition, name=body.name, description=body.description, paused=body.paused
+    )
     return JSONResponse(record.to_json(), status_code=201)
 
 
@@ -92,7 +113,46 @@ def resume_schedule(schedule_id: IdPath, c: ClientDep) -> dict[str, Any]:
     status_code=202,
     summary="Fire once now, without disturbing the cadence",
 )
-def trigger_schedule(schedule_id: IdPath, c: ClientDep) -> dict[str, Any]:
-    made = c.schedules.trigger(schedule_id)
+def trigger_schedule(
+    schedule_id: IdPath,
+    c: ClientDep,
+    version: Annotated[
+        int | None,
+        Query(ge=1, le=2**31, description="Fire this version (its input and metadata)."),
+    ] = None,
+) -> dict[str, Any]:
+    made = c.schedules.trigger(schedule_id, version=version)
     key = "workflow_run_id" if made.startswith("wf_") else "run_id"
-    return {"schedule_id": schedule_id, key: made, "run_id": made}
+    return {"schedule_id": schedule_id, key: made, "run_id": made, "version": version}
+
+
+def _fires(fires: list[cadence.Fire], timezone: str) -> dict[str, Any]:
+    return {"timezone": timezone, "fires": [f.to_json() for f in fires]}
+
+
+@router.post(
+    "/schedules/preview",
+    summary="The next fires of a cadence not saved, with daylight-saving notes",
+)
+def preview_cadence(body: SchedulePreviewBody, c: ClientDep) -> dict[str, Any]:
+    when = body.cadence()
+    shown = body.timezone or (when.timezone if when.kind is cadence.Kind.CRON else "UTC")
+    return _fires(cadence.preview(when, body.count, runs.utcnow(), shown), shown)
+
+
+@router.get(
+    "/schedules/{schedule_id}/preview",
+    summary="A schedule's next fires, with daylight-saving notes",
+)
+def preview_schedule(
+    schedule_id: IdPath,
+    c: ClientDep,
+    count: Annotated[int, Query(ge=1, le=cadence.MAX_PREVIEW)] = 10,
+    timezone: Annotated[
+        str | None, Query(max_length=100, description="Show wall-clock times in this zone.")
+    ] = None,
+) -> dict[str, Any]:
+    record = c.schedules.get(schedule_id)
+    shown = timezone or str(record.cadence.get("timezone") or "UTC")
+    fires = c.schedules.preview(schedule_id, count, shown)
+    return {"schedule_id": schedule_id, **_fires(fires, shown)}

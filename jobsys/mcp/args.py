@@ -17,6 +17,7 @@ import pydantic
 
 from jobsys.client import SubmitOptions
 from jobsys.mcp.answers import InvalidArguments, bad_argument
+from jobsys.timeparse import DurationSeconds
 
 MAX_WAIT = 300.0
 MAX_DEPTH = 32
@@ -30,7 +31,9 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=200)]
 Id = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=100)]
 Short = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=200)]
-Wait = Annotated[float, pydantic.Field(ge=0, le=MAX_WAIT)]
+Wait = Annotated[DurationSeconds, pydantic.Field(ge=0, le=MAX_WAIT)]
+Seconds = DurationSeconds
+"""A number of seconds, or a duration such as ``"30s"``, ``"5m"``, ``"1h30m"``, ``"2d"``."""
 Limit = Annotated[int, pydantic.Field(ge=1, le=500)]
 
 
@@ -96,22 +99,24 @@ Misfire = Literal["run_once", "skip"]
 class When(Args):
     """The cadence and options of a schedule (one of every, cron, once, ongoing)."""
 
-    every: float | None = pydantic.Field(None, description="Seconds between fires (>= 1).")
+    every: Seconds | None = pydantic.Field(
+        None, description="Seconds between fires (>= 1), or a duration: 30s, 5m, 1h30m, 2d."
+    )
     cron: Short | None = pydantic.Field(None, description="Five cron fields, or @daily, ...")
     timezone: Short | None = pydantic.Field(None, description="IANA zone of `cron` (UTC).")
     once: Short | None = pydantic.Field(
         None, description="Fire once at this ISO 8601 time (with an offset or Z)."
     )
-    ongoing: float | None = pydantic.Field(
-        None, description="Every N seconds until the job says it is done."
+    ongoing: Seconds | None = pydantic.Field(
+        None, description="Every N seconds (or 5m, 1h ...) until the job says it is done."
     )
     start: Short | None = pydantic.Field(None, description="Not before this ISO 8601 time.")
     end: Short | None = pydantic.Field(None, description="Not after this ISO 8601 time.")
     max_runs: int | None = pydantic.Field(None, ge=1, description="Complete after this many.")
-    jitter: float | None = pydantic.Field(None, ge=0, description="Random seconds added.")
+    jitter: Seconds | None = pydantic.Field(None, ge=0, description="Random seconds added.")
     overlap: Overlap | None = pydantic.Field(None, description="While the last run is active.")
     misfire: Misfire | None = pydantic.Field(None, description="After downtime.")
-    grace: float | None = pydantic.Field(None, ge=0, description="Seconds late still on time.")
+    grace: Seconds | None = pydantic.Field(None, ge=0, description="Seconds late still on time.")
 
     def changes(self) -> dict[str, Any]:
         """The ``cadence.schedule`` keywords given (and only those)."""
@@ -149,6 +154,11 @@ class ListArgs(Args):
     job: Name | None = pydantic.Field(None, description="Only this job's runs and schedules.")
     state: Short | None = pydantic.Field(None, description="Only this state (queued, running...).")
     tag: Short | None = pydantic.Field(None, description="Only runs with this tag.")
+    schedule: Id | None = pydantic.Field(None, description="Only runs this schedule made.")
+    workflow: Id | None = pydantic.Field(
+        None, description="Only steps of this workflow run (wf_...)."
+    )
+    parent: Id | None = pydantic.Field(None, description="Only runs made from this run.")
     limit: Limit = 20
 
 

@@ -198,7 +198,15 @@ def job_create(c: Client, a: args.CreateArgs) -> dict[str, Any]:
 def job_list(c: Client, a: args.ListArgs) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if a.what in ("all", "runs"):
-        found = c.list(job=a.job, state=a.state, tag=a.tag, limit=a.limit)
+        found = c.list(
+            job=a.job,
+            state=a.state,
+            tag=a.tag,
+            limit=a.limit,
+            schedule_id=a.schedule,
+            workflow_id=a.workflow,
+            parent_id=a.parent,
+        )
         out["runs"] = [run_summary(r) for r in found]
     if a.what in ("all", "schedules"):
         state = a.state if a.what == "schedules" else None

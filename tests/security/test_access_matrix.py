@@ -227,6 +227,8 @@ HTTP_ROUTES: dict[str, dict[str, str]] = {
     "POST /api/v1/schedules/{schedule_id}/pause": each(SCHEDULES, "update"),
     "POST /api/v1/schedules/{schedule_id}/resume": each(SCHEDULES, "update"),
     "POST /api/v1/schedules/{schedule_id}/trigger": each(SCHEDULES, "execute"),
+    "GET /api/v1/schedules/{schedule_id}/preview": each(SCHEDULES, "read"),
+    "POST /api/v1/schedules/preview": {"-": "token"},  # a cadence not saved: reads no records
 }
 HTTP_OUT_OF_MATRIX = {
     "/mcp": "the MCP endpoint: its tools are the MCP matrix below",
@@ -278,6 +280,8 @@ CLI_COMMANDS: dict[str, dict[str, str]] = {
     "schedules resume": each(SCHEDULES, "update"),
     "schedules delete": each(SCHEDULES, "delete"),
     "schedules trigger": each(SCHEDULES, "execute"),
+    "schedules preview": each(SCHEDULES, "read"),
+    "schedules clear": {"-": "admin"},  # its own tenant's only: test_schedule_cli
     "workflows list": each(FLOW_RUNS, "list"),
     "workflows submit": each(("workflow", "admin_workflow"), "execute"),
     "workflows show": each(FLOW_RUNS, "read"),
@@ -704,6 +708,11 @@ def http_body(op: str, value: str) -> Any:
             "input": INPUTS.get(value, {}),
         },
         "PATCH /api/v1/schedules/{schedule_id}": lambda: {"every": 7200},
+        "POST /api/v1/schedules/preview": lambda: {
+            "kind": "cron",
+            "cron": "30 2 * * *",
+            "timezone": "Europe/Berlin",
+        },
     }
     return bodies[op]() if op in bodies else None
 
@@ -869,6 +878,8 @@ def cli_argv(cell: Cell, value: str) -> tuple[list[str], str | None]:
         "schedules resume": [value],
         "schedules delete": [value],
         "schedules trigger": [value],
+        "schedules preview": [value, "--json"],
+        "schedules clear": ["--dry-run", "--json"],  # dry: the other cells' schedules stay
         "workflows list": ["--runs", "--json"],
         "workflows submit": [value],
         "workflows show": [value, "--json"],

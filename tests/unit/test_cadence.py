@@ -116,3 +116,67 @@ def test_definitions_round_trip_through_json() -> None:
         cadence.Options.from_json(d.options.to_json()),
     )
     assert again == d and again.digest() == d.digest()
+
+
+# --- previews --------------------------------------------------------------------------------
+
+
+def test_preview_notes_a_cron_time_the_spring_forward_skips() -> None:
+    c = cron("30 2 * * *", "Europe/Berlin")
+    shown = cadence.preview(c, 3, at("2026-03-28T00:00Z"))
+    assert [f.local.isoformat() for f in shown] == [
+        "2026-03-28T02:30:00+01:00",
+        "2026-03-29T03:00:00+02:00",  # 02:30 does not exist that day
+        "2026-03-30T02:30:00+02:00",
+    ]
+    assert [f.at for f in shown] == [
+        at("2026-03-28T01:30Z"),
+        at("2026-03-29T01:00Z"),
+        at("2026-03-30T00:30Z"),
+    ]
+    assert shown[0].note is None and shown[2].note is None
+    assert shown[1].note == (
+        "02:30 does not exist on 2026-03-29 in Europe/Berlin (clocks spring forward): "
+        "fires at 03:00 CEST"
+    )
+
+
+def test_preview_times_agree_with_the_fires_beat_makes() -> None:
+    c = cron("*/20 2 * * *", "Europe/Berlin")
+    now = at("2026-03-28T12:00Z")
+    shown = cadence.preview(c, 6, now)
+    when, made = cadence.first_fire(c, now), []
+    for _ in range(6):
+        assert when is not None
+        made.append(when)
+        when = cadence.next_fire(c, when)
+    assert [f.at for f in shown] == made
+    merged = [f for f in shown if f.note]
+    assert len(merged) == 1 and merged[0].local.isoformat() == "2026-03-29T03:00:00+02:00"
+    assert merged[0].note is not None
+    assert merged[0].note.startswith("02:00, 02:20, 02:40 do not exist on 2026-03-29")
+    assert merged[0].note.endswith("(once for all of them)")
+
+
+def test_preview_notes_a_time_the_fall_back_repeats() -> None:
+    shown = cadence.preview(cron("30 2 * * *", "Europe/Berlin"), 2, at("2026-10-24T12:00Z"))
+    assert shown[0].at == at("2026-10-25T00:30Z")  # the first 02:30 (CEST), once
+    assert shown[0].note is not None and "occurs twice" in shown[0].note
+    assert shown[1].note is None
+
+
+def test_preview_of_an_interval_notes_the_wall_clock_moving() -> None:
+    daily = cadence.Cadence(cadence.Kind.INTERVAL, every=86_400)
+    shown = cadence.preview(daily, 3, at("2026-03-28T08:00Z"), "Europe/Berlin")
+    assert [f.local.strftime("%H:%M") for f in shown] == ["09:00", "10:00", "10:00"]
+    assert [f.note is not None for f in shown] == [False, True, False]
+    assert shown[1].note is not None and "CET to CEST" in shown[1].note
+
+
+def test_preview_ends_with_the_schedule() -> None:
+    once = cadence.Cadence(cadence.Kind.ONCE, at=at("2030-01-01T00:00Z"))
+    assert [f.at for f in cadence.preview(once, 5, at("2026-01-01T00:00Z"))] == [
+        at("2030-01-01T00:00Z")
+    ]
+    ending = cadence.Cadence(cadence.Kind.INTERVAL, every=60, end_at=at("2026-01-01T00:02Z"))
+    assert len(cadence.preview(ending, 10, at("2026-01-01T00:00Z"))) == 3
