@@ -280,3 +280,28 @@ def test_ctrl_c_with_five_runs_in_flight_finishes_or_hands_back_within_the_grace
     )
     for run_id in long:
         up.jobsys("runs", "cancel", run_id)
+
+
+def test_ctrl_c_hands_back_a_run_whose_worker_process_was_killed(
+    make_up: Callable[..., Up],
+) -> None:
+    """A worker process killed in the middle of a run leaves it running (until its lease
+    expires); Ctrl-C does not leave it so: ``up`` hands it back, and publishes it again."""
+    up = make_up("-c", "1")
+    up.start(workers_ready=1)
+    run_id = up.submit("examples.sleep", {"seconds": 600})
+    wait_for(lambda: up.state(run_id) is runs.RunState.RUNNING, 30, "the run to start")
+    worker_pid = up.store.get(run_id).worker_pid
+    assert worker_pid is not None
+    os.kill(worker_pid, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(worker_pid), 10, "the worker process to end")
+    assert up.state(run_id) is runs.RunState.RUNNING  # its lease runs for 30 s
+    up.interrupt()
+    assert up.proc is not None
+    up.proc.wait(60)
+    record = up.store.get(run_id)
+    assert record.state is runs.RunState.PENDING, up.output()
+    assert record.dispatch == 2
+    assert f"{run_id} (examples.sleep): handed back (pending)" in up.output()
+    up.start(workers_ready=1)  # its new message waited in Redis
+    wait_for(lambda: up.state(run_id) is runs.RunState.RUNNING, 60, "the run to run again")
