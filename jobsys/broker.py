@@ -57,6 +57,7 @@ class Runtime:
     jobsys enforces the time limits itself."""
     _store: runs.RunStore | None = None
     _tracker: context.Tracker | None = None
+    _stop_grace: float | None = None
 
     @property
     def store(self) -> runs.RunStore:
@@ -74,7 +75,16 @@ class Runtime:
             self._tracker = context.Tracker(
                 self.store, s.lease_seconds, s.heartbeat_seconds, s.cancel_grace_seconds
             )
+            if self._stop_grace is not None:
+                self._tracker.stop_within(self._stop_grace)
         return self._tracker
+
+    def stop_within(self, grace: float) -> None:
+        """The worker is stopping: a run executing ``grace`` seconds from now is handed
+        back. Called in a signal handler: creates nothing (no tracker yet: none runs)."""
+        self._stop_grace = grace
+        if self._tracker is not None:
+            self._tracker.stop_within(grace)
 
     @functools.cached_property
     def sealer(self) -> sealing.Sealer:
@@ -315,6 +325,16 @@ def act(
         assert outcome.dispatch is not None
         publish(app, spec, delivery.run_id, outcome.dispatch, countdown=outcome.delay)
         raise Ignore()
+    if kind is execute.Kind.HANDED_BACK:
+        # The message was taken off the queue when it was received (no acknowledgement
+        # emulation): the run's next message is a new one, with the run's new token. If it
+        # cannot be sent, the reconciler sends it (the run is pending, its message old).
+        assert outcome.dispatch is not None
+        try:
+            publish(app, spec, delivery.run_id, outcome.dispatch)
+        except Exception:
+            log.exception("jobsys: run %s handed back, but not published", delivery.run_id)
+        raise Ignore()
     if kind is execute.Kind.FAILED:
         error = outcome.error or {}
         exc = RunFailedResult(f"{error.get('type')}: {error.get('message')}")
@@ -531,6 +551,18 @@ class Reaper:
         self.runtime.store.mark_published(record.id, record.dispatch)
 
 
+def _hand_back_on_warm_shutdown(runtime: Runtime) -> None:
+    """A warm shutdown (SIGTERM) of an inline worker (solo pool: the run executes in this
+    process) gives the running job the shutdown grace, then hands its run back. Under
+    prefork, Celery's warm shutdown waits for the pool's processes."""
+
+    def shutting_down(how: str = "", **_: Any) -> None:  # in the signal handler
+        if runtime.inline and how == "Warm":
+            runtime.stop_within(runtime.settings.shutdown_grace_seconds)
+
+    signals.worker_shutting_down.connect(shutting_down, weak=False)
+
+
 def install_worker_hooks(app: Celery, runtime: Runtime) -> Reaper:
     """Connect the per-process set-up of a worker: fresh connections after fork, the cancel
     signal handler in each executing process, and the reaper in the main process."""
@@ -575,6 +607,7 @@ def install_worker_hooks(app: Celery, runtime: Runtime) -> Reaper:
     signals.worker_init.connect(pool_init, weak=False)
     signals.worker_process_init.connect(child_init, weak=False)
     signals.worker_ready.connect(ready, weak=False)
+    _hand_back_on_warm_shutdown(runtime)
     signals.worker_shutdown.connect(shutdown, weak=False)
     signals.worker_process_shutdown.connect(shutdown, weak=False)
     return reaper

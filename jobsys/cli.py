@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -37,6 +36,7 @@ from jobsys import (
     permissions,
     private,
     runs,
+    stack,
     timeparse,
 )
 
@@ -241,32 +241,35 @@ def up(n_workers: int, concurrency: int, http_port: int, http_host: str) -> None
         "JOBSYS_BROKER_URL": broker_url,
         "JOBSYS_DATABASE_URL": settings.database_url,
     }
-    children = _start_roles(settings, env, n_workers, concurrency)
-    if http_port:
-        serve = ["serve", "--host", http_host, "--port", str(http_port)]
-        children.append(embedded.spawn(serve, env, settings.home / "logs" / "http.log"))
-    config.write_services(
-        settings.home,
-        {
-            "pid": os.getpid(),
-            "broker_url": broker_url,
-            "database_url": settings.database_url,
-            "children": [p.pid for p in children],
-            "redis_pid": redis.process.pid if redis and redis.process else None,
-            "http": f"http://{http_host}:{http_port}" if http_port else None,
-        },
-    )
+    serve = ["serve", "--host", http_host, "--port", str(http_port)] if http_port else None
+    say = functools.partial(err.print, markup=False, highlight=False, soft_wrap=True)
+    processes = stack.Stack(settings, env, redis, n_workers, concurrency, serve, say)
+    processes.start()
+
+    def record_services() -> None:
+        config.write_services(
+            settings.home,
+            {
+                "pid": os.getpid(),
+                "broker_url": broker_url,
+                "database_url": settings.database_url,
+                "children": processes.pids(),
+                "redis_pid": processes.redis_pid,
+                "http": f"http://{http_host}:{http_port}" if http_port else None,
+            },
+        )
+
+    record_services()
+    processes.on_change = record_services
     _print_up(settings, broker_url, n_workers)
     if http_port:
         _print_http(settings, http_host, http_port)
     out.print("Ctrl-C stops everything.")
     try:
-        _supervise(children)
+        processes.run()
     finally:
+        processes.stop()
         (settings.home / config.SERVICES_FILE).unlink(missing_ok=True)
-        embedded.stop_all(children)
-        if redis is not None:
-            redis.stop()
         err.print("jobsys stopped.")
 
 
@@ -292,22 +295,6 @@ def _print_http(settings: config.Settings, host: str, port: int) -> None:
     out.print(f"  token    {token}  (admin, expires in 7 days; id {record.id})")
 
 
-def _start_roles(
-    settings: config.Settings, env: dict[str, str], n_workers: int, concurrency: int
-) -> list[Any]:
-    logs = settings.home / "logs"
-    children = [
-        embedded.spawn(
-            ["worker", "-c", str(concurrency), "-n", f"worker{i + 1}@%h"],
-            env,
-            logs / f"worker{i + 1}.log",
-        )
-        for i in range(n_workers)
-    ]
-    children.append(embedded.spawn(["beat"], env, logs / "beat.log"))
-    return children
-
-
 def _print_up(settings: config.Settings, broker_url: str, n_workers: int) -> None:
     out.print(f"jobsys is up (JOBSYS_HOME={settings.home})")
     out.print(f"  broker   {maybe_sanitize_url(broker_url)}")
@@ -315,27 +302,6 @@ def _print_up(settings: config.Settings, broker_url: str, n_workers: int) -> Non
     out.print(f"  workers  {n_workers}, logs in {settings.home / 'logs'}")
     out.print(f"  jobs     {', '.join(settings.catalog)}")
     out.print('Try: jobsys submit examples.add --input \'{"a": 2, "b": 3}\' --wait')
-
-
-def _supervise(children: list[Any]) -> None:
-    stopping = False
-
-    def on_signal(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    # Set both explicitly: a shell may start a background `jobsys up` with SIGINT ignored.
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while not stopping:
-        for p in children:
-            if p.poll() is not None:
-                err.print(
-                    f"[red]a jobsys process (pid {p.pid}) exited with {p.returncode}; "
-                    "stopping (see the logs)[/red]"
-                )
-                return
-        time.sleep(0.2)
 
 
 # --- jobs ----------------------------------------------------------------------------------

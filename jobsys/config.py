@@ -62,6 +62,10 @@ class Settings:
     """After a cancel, a running job has this long to stop by itself before it is interrupted."""
     hard_timeout_grace_seconds: float = 10.0
     """A job past its timeout + this grace is killed (the hard time limit)."""
+    shutdown_grace_seconds: float = 10.0
+    """A stopping worker (SIGTERM, Ctrl-C of ``jobsys up``) lets its running jobs finish for
+    this long; a job still running then is interrupted and handed back (pending again, and
+    published again for the next worker)."""
     max_deliveries: int = 3
     """A run whose worker is lost this many times ends failed (poison message cap)."""
     task_events: bool = False
@@ -98,6 +102,7 @@ class Settings:
             prefetch=_num(env, "JOBSYS_PREFETCH", 1, int),
             cancel_grace_seconds=_num(env, "JOBSYS_CANCEL_GRACE_SECONDS", 5.0, float),
             hard_timeout_grace_seconds=_num(env, "JOBSYS_HARD_TIMEOUT_GRACE_SECONDS", 10.0, float),
+            shutdown_grace_seconds=_num(env, "JOBSYS_SHUTDOWN_GRACE_SECONDS", 10.0, float),
             max_deliveries=_num(env, "JOBSYS_MAX_DELIVERIES", 3, int),
             task_events=env.get("JOBSYS_TASK_EVENTS", "0").lower() in ("1", "true", "yes"),
             http_job_hosts=tuple(

@@ -146,6 +146,8 @@ class Tracker:
         self._last_beat = 0.0
         self._last_renew = 0.0
         self._hard_deadline: tuple[str, float, float] | None = None
+        self._hand_back_at: float | None = None
+        self._handing_back = False
 
     # --- used by the executing thread ------------------------------------------------------
 
@@ -187,8 +189,16 @@ class Tracker:
     def _on_cancel_signal(self, signum: int, frame: Any) -> None:
         current = self._current
         ctx = self._held.get(current) if current else None
+        if ctx is not None and self._handing_back:
+            raise errors.HandBack(f"run {ctx.run_id}: its worker is stopping")
         if ctx is not None and ctx.cancelled:
             raise errors.RunCancelled(f"run {ctx.run_id} was cancelled")
+
+    def stop_within(self, grace: float) -> None:
+        """This process is stopping: a run it still executes ``grace`` seconds from now is
+        interrupted (``HandBack`` in the body), to be handed back. Safe in a signal handler."""
+        if self._hand_back_at is None:
+            self._hand_back_at = time.monotonic() + grace
 
     # --- the background thread -------------------------------------------------------------
 
@@ -207,6 +217,7 @@ class Tracker:
     def _loop(self) -> None:
         while not self._stop.wait(self.tick):
             self._enforce_hard_limit()
+            self._enforce_hand_back()
             try:
                 self.flush()
                 if time.monotonic() - self._last_beat >= min(self.heartbeat_every, 1.0):
@@ -234,6 +245,22 @@ class Tracker:
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(HARD_LIMIT_EXIT)
+
+    def _enforce_hand_back(self) -> None:
+        at = self._hand_back_at
+        if at is None or self._handing_back or time.monotonic() < at:
+            return
+        with self._lock:
+            current = self._current
+        if current is None or self._main is None:
+            return
+        log.warning(
+            "jobsys: shutdown grace over; handing back run %s",
+            current,
+            extra={"action": "hand_back", "run_id": current},
+        )
+        self._handing_back = True
+        signal.pthread_kill(self._main, CANCEL_SIGNAL)
 
     def flush(self, timeout: float = -1) -> None:
         """Write the buffered logs and progress; one flush at a time. The flush that ends a

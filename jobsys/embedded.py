@@ -107,17 +107,37 @@ class RedisServer:
         self.password = self._password()
         for _ in range(5):  # a port picked as free may be taken before redis binds it
             self.port = free_port()
-            private.write_file(self.config_path, self._config())
-            self.process = subprocess.Popen(
-                [redis_server_binary(), str(self.config_path)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=_private_child,
-            )
-            if self._wait_ready(timeout):
+            if self._launch(timeout):
                 return self
-            self.stop()
         raise errors.ConfigError(f"the embedded Redis did not start; see {self.log_path}")
+
+    def restart(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server again after it ended, on the same port with the same password
+        and files: its clients reconnect, and its data comes back from the append-only
+        file (a server started with ``persist=False`` comes back empty)."""
+        self.stop()
+        if not self._launch(timeout):
+            raise errors.ConfigError(
+                f"the embedded Redis did not start again on port {self.port}; see {self.log_path}"
+            )
+        return self
+
+    def _launch(self, timeout: float) -> bool:
+        private.write_file(self.config_path, self._config())
+        self.process = subprocess.Popen(
+            [redis_server_binary(), str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_private_child,
+            # Its own session: Ctrl-C in the terminal of `jobsys up` goes to the foreground
+            # process group, and Redis must outlive the workers that hand runs back to it;
+            # `jobsys up` stops it last.
+            start_new_session=True,
+        )
+        if self._wait_ready(timeout):
+            return True
+        self.stop()
+        return False
 
     @property
     def log_path(self) -> Path:

@@ -194,6 +194,12 @@ class RunCancelled(JobError):
     """The run was cancelled; raised inside the job body by ``ctx.check_cancelled()``."""
 
 
+class HandBack(BaseException):
+    """Raised inside a job body whose worker is stopping and whose shutdown grace is over:
+    the run is handed back (pending again) for another worker. A ``BaseException``, so
+    that a body's ``except Exception`` does not swallow it."""
+
+
 class JobTimeout(JobError):
     """The run went past its timeout."""
 

@@ -28,6 +28,8 @@ class Kind(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     RETRY = "retry"
+    HANDED_BACK = "handed_back"
+    """The worker is stopping: the run is pending again, for the next worker."""
     STALE = "stale"
     """The message was a duplicate, or the run had moved on: nothing was done."""
 
@@ -48,7 +50,7 @@ class Outcome:
     error: dict[str, Any] | None = None
     delay: float = 0.0
     dispatch: int | None = None
-    """For ``RETRY``: the token of the message to publish."""
+    """For ``RETRY`` and ``HANDED_BACK``: the token of the message to publish."""
     workflow_id: str | None = None
     """The workflow run this run is a step of: it moves on once the step's run has ended."""
     has_dependents: bool = False
@@ -152,6 +154,8 @@ def _claimed(
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
+        if isinstance(exc, errors.HandBack):
+            return _hand_back(ctx, store)
         return _failure(exc, ctx, spec, store, limits, redact)
     return _success(result, ctx, spec, store, redact)
 
@@ -203,6 +207,23 @@ def _success(
             raise
         return _not_stored(exc, ctx, store)
     return Outcome(Kind.COMPLETED, output=output)
+
+
+def _hand_back(ctx: context.JobContext, store: runs.RunStore) -> Outcome:
+    """The worker stops before the run ended: pending again, with a new message token."""
+    record = store.hand_back(
+        ctx.run_id, ctx.attempt, "handed back: its worker stopped before it ended; it runs again"
+    )
+    if record is None:
+        return Outcome(Kind.STALE)
+    if record.state is runs.RunState.CANCELLED:  # it was asked to cancel: it ends here
+        return Outcome(Kind.CANCELLED, error=record.error)
+    log.warning(
+        "jobsys: run %s handed back (its worker is stopping)",
+        ctx.run_id,
+        extra={"action": "hand_back", "run_id": ctx.run_id},
+    )
+    return Outcome(Kind.HANDED_BACK, dispatch=record.dispatch)
 
 
 def _not_stored(exc: Exception, ctx: context.JobContext, store: runs.RunStore) -> Outcome:

@@ -600,6 +600,55 @@ class RunStore:
             row = conn.execute(query).first()
         return int(row.dispatch) if row else None
 
+    def hand_back(self, run_id: str, attempt: int, reason: str) -> RunRecord | None:
+        """running -> pending for the next worker, when this attempt's worker stops before
+        the run ends (its shutdown grace is over, or it exited). A new message token
+        (the caller publishes it), and the attempt is given back: ``max_attempts`` grows by
+        one, so the run keeps every retry its policy allows. A run asked to cancel ends
+        cancelled instead. Returns the record as it now is; ``None`` if not ours."""
+        now = utcnow()
+        ours = (T.c.id == run_id, T.c.attempts == attempt, T.c.state == RunState.RUNNING.value)
+        query = (
+            T.update()
+            .where(*ours, T.c.cancel_requested.is_(False))
+            .values(
+                state=RunState.PENDING.value,
+                dispatch=T.c.dispatch + 1,
+                max_attempts=T.c.max_attempts + 1,
+                lease_expires_at=None,
+                deadline_at=None,
+                published_at=now,  # the reconciler publishes it again if that message is lost
+            )
+            .returning(T.c.dispatch)
+        )
+        line = {"run_id": run_id, "attempt": attempt, "at": now, "message": reason}
+        with self.engine.begin() as conn:
+            done = conn.execute(query).first() is not None
+            if done:
+                conn.execute(schema.run_logs.insert(), [line])
+        if not done:
+            error = {
+                "type": "RunCancelled",
+                "message": "cancelled; its worker stopped before the run did",
+                "reason": "cancelled",
+                "traceback": None,
+            }
+            if not self.cancelled(run_id, attempt, error):
+                return None
+        return self.get(run_id)
+
+    def running_on(self, workers: Sequence[str]) -> list[RunRecord]:
+        """The running runs held by the named workers (node names, ``worker1-1@host``)."""
+        if not workers:
+            return []
+        query = (
+            sa.select(T)
+            .where(T.c.state == RunState.RUNNING.value, T.c.worker.in_(list(workers)))
+            .order_by(T.c.started_at)
+        )
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(query)]
+
     def heartbeat(
         self,
         held: Iterable[tuple[str, int]],

@@ -19,12 +19,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jobsys import embedded
+from jobsys import config, embedded
 
 log = logging.getLogger("jobsys.supervisor")
 
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)
 """Seconds to wait before restarting a process that keeps failing within a minute."""
+HAND_BACK_SECONDS = 10.0
+"""After the shutdown grace, how long a worker process has to hand its run back and exit
+before it is killed."""
 
 
 def node_names(base: str | None, count: int) -> list[str]:
@@ -122,7 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queues", "-Q", default=None)
     args = parser.parse_args(argv)
     names = node_names(args.hostname, args.concurrency)
-    return Supervisor(lambda name: solo_worker_argv(name, args.loglevel, args.queues), names).run()
+    grace = config.Settings.from_env().shutdown_grace_seconds
+    return Supervisor(
+        lambda name: solo_worker_argv(name, args.loglevel, args.queues),
+        names,
+        stop_timeout=grace + HAND_BACK_SECONDS,
+    ).run()
 
 
 def exec_supervisor(

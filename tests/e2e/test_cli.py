@@ -311,7 +311,7 @@ def test_up_serves_the_api_and_dashboard_with_the_token_it_prints(up: Up) -> Non
 
 
 def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:
-    # a long job is running: warm shutdown would wait for it; `up` ends it after its timeout
+    # a long job is running: `up` hands it back after the shutdown grace
     long_run = up.jobsys("submit", "examples.sleep", "--input", '{"seconds": 600}', check=True)
     run_id = long_run.stdout.strip()
     deadline = time.monotonic() + 30

@@ -316,3 +316,55 @@ def test_keyword_search_finds_runs_by_error_and_logs(store: runs.RunStore) -> No
     assert in_b == []  # combined with the tenant filter in the same query
     store.request_cancel(quiet.id)
     assert found("cancelled before") == {quiet.id}
+
+
+@job("t.forever", retry=RetryPolicy(max_attempts=2, initial_backoff=0.5, jitter=0))
+def t_forever(data: In, ctx: context.JobContext) -> Out:
+    ctx.log("started")
+    try:
+        while True:
+            time.sleep(0.02)
+    except Exception:  # a body that swallows its errors does not swallow a hand-back
+        return Out(y=-1)
+
+
+def test_a_stopping_worker_hands_back_a_run_past_the_grace(store: runs.RunStore) -> None:
+    """The worker is stopping (``stop_within``): a body still running at the end of the grace
+    gets ``HandBack``; the run is pending again with a new token, the attempt given back, and
+    the old attempt can no longer end it."""
+    import signal
+
+    r = make_run(store, job="t.forever", input={"x": 1}, max_attempts=2, timeout=60.0)
+    tracker = context.Tracker(store, lease=5, heartbeat=1, cancel_grace=1, tick=0.05)
+    previous = signal.getsignal(context.CANCEL_SIGNAL)
+    tracker.install_cancel_handler()
+    tracker.stop_within(0.3)
+    started = time.monotonic()
+    try:
+        delivery = execute.Delivery(r.id, 1)
+        outcome = execute.run(delivery, t_forever, store, tracker, execute.Limits(lease=5))
+    finally:
+        tracker.stop()
+        signal.signal(context.CANCEL_SIGNAL, previous)
+    assert 0.3 <= time.monotonic() - started < 5
+    assert outcome.kind is execute.Kind.HANDED_BACK and outcome.dispatch == 2
+    record = store.get(r.id)
+    assert record.state is RunState.PENDING and record.lease_expires_at is None
+    assert (record.dispatch, record.attempts, record.max_attempts) == (2, 1, 3)
+    messages = [line.message for line in store.logs(r.id)]
+    assert messages[0] == "started" and messages[-1].startswith("handed back")
+    assert not store.complete(r.id, 1, {"y": 1})  # the old attempt is stale
+    assert store.hand_back(r.id, 1, "again") is None
+    claim = store.claim(r.id, 2, lease=5, timeout=60)  # the next worker's delivery
+    assert claim is not None and claim.attempt == 2 and claim.max_attempts == 3
+    assert store.complete(r.id, 2, {"y": 2})
+
+
+def test_a_run_asked_to_cancel_is_not_handed_back_but_cancelled(store: runs.RunStore) -> None:
+    """Pending with its cancel asked, no worker would ever claim it: it ends cancelled."""
+    r = make_run(store)
+    assert store.claim(r.id, 1, lease=5, timeout=10) is not None
+    store.request_cancel(r.id)
+    record = store.hand_back(r.id, 1, "handed back")
+    assert record is not None and record.state is RunState.CANCELLED
+    assert record.error is not None and record.error["reason"] == "cancelled"
