@@ -488,7 +488,7 @@ def _up_token(tmp: Path, env: dict[str, str]) -> str:
         runner.proc.wait(60)
 
 
-def test_up_names_the_port_setting_and_keeps_one_login_token(tmp_path: Path) -> None:
+def test_a_taken_port_names_the_setting_to_change(tmp_path: Path) -> None:
     port = free_port()
     env = _tour_env(tmp_path, port)
     with socket.socket() as taken:
@@ -505,6 +505,9 @@ def test_up_names_the_port_setting_and_keeps_one_login_token(tmp_path: Path) -> 
     assert f"port {port} on 127.0.0.1 is taken" in refused.stderr
     assert "--http-port or JOBSYS_HTTP_PORT" in refused.stderr
 
+
+def test_up_keeps_one_login_token_across_restarts(tmp_path: Path) -> None:
+    env = _tour_env(tmp_path, free_port())
     first = _up_token(tmp_path, env)
     kept = tmp_path / ".jobsys" / "up.token"
     assert kept.read_text().strip() == first and kept.stat().st_mode & 0o777 == 0o600
