@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from jobsys import audit, errors, permissions, tokens
+from jobsys import audit, errors, permissions, runs, tokens
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -51,6 +51,30 @@ class AdminClient:
         record, token = self._tokens.create(principal, who.id, expires_at)
         self._client.audit.record(who, "create token", record.id, "allowed", detail)
         return record, token
+
+    def kept_token(
+        self,
+        previous: str | None,
+        principal: permissions.Principal,
+        lifetime: dt.timedelta,
+        min_left: dt.timedelta,
+    ) -> tuple[tokens.TokenRecord, str]:
+        """``previous`` (a token string) if it is still valid for ``principal`` for at least
+        ``min_left``; otherwise a new token valid for ``lifetime``, with ``previous`` revoked:
+        one such token is valid at a time, however often it is asked for."""
+        record = self._tokens.valid(previous) if previous else None
+        now = runs.utcnow()
+        if (
+            record is not None
+            and previous is not None
+            and record.principal == principal.model_dump(mode="json")
+            and record.expires_at is not None
+            and tokens.aware(record.expires_at) - now >= min_left
+        ):
+            return record, previous
+        if record is not None:
+            self.revoke_token(record.id)
+        return self.create_token(principal, now + lifetime)
 
     def list_tokens(self) -> list[tokens.TokenRecord]:
         """The tokens of this admin's tenant (of every tenant for a superadmin)."""

@@ -346,10 +346,12 @@ def act(
     raise Ignore()
 
 
-def store_result(app: Celery, run_id: str, state: str, result: Any) -> None:
+def store_result(app: Celery, run_id: str, state: str, result: Any, retry: bool = True) -> None:
     """Write Celery's result entry for a run in one round trip (SET with expiry + PUBLISH to
     wake waiters). Celery's own store reads the key first; the run record already guards
-    against duplicates, so that read is not needed."""
+    against duplicates, so that read is not needed. ``retry=False``: one attempt, for a
+    caller waiting on the answer (a Redis that is down fails at once, not after ~20 s of
+    retries)."""
     backend = app.backend
     meta = {
         "status": state,
@@ -359,7 +361,8 @@ def store_result(app: Celery, run_id: str, state: str, result: Any) -> None:
         "date_done": datetime.now(UTC).isoformat(),
         "task_id": run_id,
     }
-    backend.set(backend.get_key_for_task(run_id), backend.encode(meta))
+    policy = {} if retry else {"max_retries": 0}
+    backend.set(backend.get_key_for_task(run_id), backend.encode(meta), **policy)
 
 
 def publish(

@@ -40,7 +40,14 @@ from jobsys import (
     timeparse,
 )
 
-out = Console(highlight=False, soft_wrap=True)
+NOT_A_TERMINAL_WIDTH = 1_000_000
+"""Columns of output that is not a terminal (a pipe, a file): enough that tables are never
+cut or wrapped to fit a width no one is looking at."""
+out = Console(
+    highlight=False,
+    soft_wrap=True,
+    width=None if sys.stdout.isatty() else NOT_A_TERMINAL_WIDTH,
+)
 err = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -168,7 +175,8 @@ POOLS = ("inline", "prefork", "solo")
     default="inline",
     show_default=True,
     help="inline: N processes that each consume and execute (fastest); prefork: "
-    "Celery's pool; solo: one process (what inline runs N of).",
+    "Celery's pool; solo: one process (what inline runs N of), which nothing restarts "
+    "when a hard time limit ends it.",
 )
 @handle_errors
 def worker(
@@ -229,7 +237,11 @@ def up(n_workers: int, concurrency: int, http_port: int, http_host: str) -> None
         fail(f"jobsys is already running under {settings.home} (see services.json there)", 1)
     private.tighten_home(settings.home)  # a home an older jobsys made was readable by all
     if http_port and not _port_free(http_host, http_port):
-        fail(f"port {http_port} on {http_host} is taken: pick another with --http-port", 1)
+        fail(
+            f"port {http_port} on {http_host} is taken: pick another with --http-port or "
+            "JOBSYS_HTTP_PORT (0: serve no HTTP API or dashboard)",
+            1,
+        )
     redis = None
     broker_url = settings.broker_url
     if broker_url is None:
@@ -261,7 +273,7 @@ def up(n_workers: int, concurrency: int, http_port: int, http_host: str) -> None
 
     record_services()
     processes.on_change = record_services
-    _print_up(settings, broker_url, n_workers)
+    _print_up(settings, broker_url, n_workers, concurrency)
     if http_port:
         _print_http(settings, http_host, http_port)
     out.print("Ctrl-C stops everything.")
@@ -282,24 +294,41 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+UP_TOKEN_FILE = "up.token"
+"""Under JOBSYS_HOME (mode 0600): the login token ``jobsys up`` printed last, reused while it
+is valid for another day, so that restarts do not pile up valid admin tokens."""
+
+
 def _print_http(settings: config.Settings, host: str, port: int) -> None:
     """The server's address, and a token to log in to the dashboard with (an admin of the
-    default tenant, valid for 7 days; revoke it with `jobsys tokens revoke`)."""
+    default tenant, valid for 7 days; revoke it with `jobsys tokens revoke`). The token of
+    the previous start is printed again while it has a day left; otherwise it is revoked and
+    a new one made."""
+    kept = settings.home / UP_TOKEN_FILE
+    previous = kept.read_text(encoding="utf-8").strip() if kept.exists() else None
     c = client_mod.Client(settings, jobs.Registry())
     try:
-        expires = runs.utcnow() + dt.timedelta(days=7)
-        record, token = c.admin.create_token(permissions.LOCAL, expires)
+        record, token = c.admin.kept_token(
+            previous, permissions.LOCAL, dt.timedelta(days=7), dt.timedelta(days=1)
+        )
     finally:
         c.close()
+    if token != previous:
+        private.write_file(kept, token + "\n")
+    expires = f"{record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else "never"
     out.print(f"  http     http://{host}:{port}/  (dashboard; API under /api/v1, MCP at /mcp)")
-    out.print(f"  token    {token}  (admin, expires in 7 days; id {record.id})")
+    out.print(f"  token    {token}  (admin, expires {expires}; id {record.id}; kept in {kept})")
 
 
-def _print_up(settings: config.Settings, broker_url: str, n_workers: int) -> None:
+def _print_up(settings: config.Settings, broker_url: str, n_workers: int, concurrency: int) -> None:
+    nodes = ", ".join(f"worker{i + 1}" for i in range(n_workers))
     out.print(f"jobsys is up (JOBSYS_HOME={settings.home})")
     out.print(f"  broker   {maybe_sanitize_url(broker_url)}")
     out.print(f"  records  {maybe_sanitize_url(settings.database_url)}")
-    out.print(f"  workers  {n_workers}, logs in {settings.home / 'logs'}")
+    out.print(
+        f"  workers  {n_workers * concurrency} processes running jobs ({nodes}: {concurrency} "
+        f"each, --workers / --concurrency), and beat; logs in {settings.home / 'logs'}"
+    )
     out.print(f"  jobs     {', '.join(settings.catalog)}")
     out.print('Try: jobsys submit examples.add --input \'{"a": 2, "b": 3}\' --wait')
 
@@ -377,14 +406,17 @@ def jobs_show(name: str, as_json: bool) -> None:
 # --- submit ---------------------------------------------------------------------------------
 
 
-def parse_input(text: str) -> Any:
+def parse_input(text: str, option: str = "--input") -> Any:
+    """The JSON given to ``option``; exit 2 saying where it stops being JSON."""
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise errors.InvalidInput(
-            "(input)", [{"loc": ["--input"], "msg": f"not JSON: {exc}", "type": "json"}]
-        ) from None
-    return value
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(
+            f"{option} is not valid JSON: {exc.msg[0].lower()}{exc.msg[1:]} at line {exc.lineno}, "
+            f"column {exc.colno} of {text[:60]!r}",
+            2,
+        )
+    raise AssertionError("unreachable")
 
 
 @main.command()

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from jobsys import cli_workflows, runs
-from jobsys.cli import DURATION, emit_json, handle_errors, main, make_client, out, parse_since
+from jobsys.cli import DURATION, emit_json, err, handle_errors, main, make_client, out, parse_since
 
 
 @main.group("runs")
@@ -159,9 +159,12 @@ def runs_result(run_id: str, wait_seconds: float, as_json: bool) -> None:
 @handle_errors
 def runs_cancel(run_id: str, as_json: bool) -> None:
     """Cancel a run: a waiting one never starts, a running one is stopped."""
-    record = make_client().cancel(run_id)
+    done = make_client().cancel(run_id)
+    record = done.record
+    if done.warning:
+        err.print(f"[yellow]warning:[/yellow] {done.warning}", markup=True, soft_wrap=True)
     if as_json:
-        emit_json(record.to_json())
+        emit_json(done.to_json())
     elif record.state is runs.RunState.CANCELLED:
         click.echo(f"{run_id} cancelled")
     else:

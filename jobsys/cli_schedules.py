@@ -91,7 +91,7 @@ def _changes(
     if input_text is not None:
         changes["input"] = parse_input(input_text)
     if metadata_text is not None:
-        changes["metadata"] = parse_input(metadata_text)
+        changes["metadata"] = parse_input(metadata_text, "--metadata")
     return changes
 
 

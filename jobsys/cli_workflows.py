@@ -17,6 +17,7 @@ STATE_STYLE = {
     "running": "yellow",
     "waiting": "dim",
     "failed": "red",
+    "cancelled": "magenta",
     "skipped": "dim",
 }
 

@@ -59,6 +59,24 @@ class SubmitOptions:
     parent_id: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Cancelled:
+    """What ``Client.cancel`` did: the run's record (the truth: cancelled, or running and
+    asked to stop), and what could not be done besides it, if anything."""
+
+    record: runs.RunRecord
+    warning: str | None = None
+    """Set when the broker could not be reached after the record was cancelled: waiters are
+    not woken at once, and runs that depended on it and may now start are queued later (by a
+    worker's reconciler)."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.record.to_json()
+        if self.warning:
+            data["warning"] = self.warning
+        return data
+
+
 class Client:
     """Submit and follow runs. One per process; thread-safe."""
 
@@ -523,18 +541,28 @@ class Client:
 
     # --- steering --------------------------------------------------------------------------
 
-    def cancel(self, run_id: str) -> runs.RunRecord:
-        """A waiting run never starts; a running one is stopped and ends cancelled."""
+    def cancel(self, run_id: str) -> Cancelled:
+        """A waiting run never starts; a running one is stopped and ends cancelled.
+
+        The record is what cancels: a worker checks it before starting a run and while it
+        runs. Telling the broker (waking waiters, releasing dependent runs) comes after; if
+        the broker cannot be reached the run is cancelled all the same, and the answer
+        carries a warning saying what is left to happen."""
         self.allow("update", self.status(run_id).job, target=run_id)
         record = self.shown(self.store.request_cancel(run_id, self.principal.tenant))
         self.audit.record(self.principal, "cancel", run_id, "allowed", f"job {record.job}")
-        if record.state is runs.RunState.CANCELLED:
-            broker.store_result(self.app, run_id, "REVOKED", None)
-            for dependent in self.store.dependents(run_id):  # they fail, or run anyway
-                released = self.store.release(dependent)
-                if released is not None:
-                    broker.republish(self.app, self.registry, released)
-        return record
+        if record.state is not runs.RunState.CANCELLED:
+            return Cancelled(record)
+        released = [  # runs waiting on it fail, or run anyway
+            r for d in self.store.dependents(run_id) if (r := self.store.release(d)) is not None
+        ]
+        try:
+            broker.store_result(self.app, run_id, "REVOKED", None, retry=False)
+            for r in released:
+                broker.republish(self.app, self.registry, r)
+        except Exception as exc:  # the record is cancelled: report it, do not fail
+            return Cancelled(record, _unannounced(run_id, exc, bool(released)))
+        return Cancelled(record)
 
     def retry(self, run_id: str) -> str:
         """Submit a failed or cancelled run again, as a new run whose parent is the old one."""
@@ -565,3 +593,17 @@ def _publish_error(exc: Exception) -> dict[str, Any]:
         "reason": "enqueue_error",
         "traceback": None,
     }
+
+
+def _unannounced(run_id: str, exc: Exception, released: bool) -> str:
+    text = (
+        f"run {run_id} is cancelled (its record says so, and no worker will start it), but "
+        f"the broker could not be told ({exc}): a `wait` on it notices within its polling "
+        "interval"
+    )
+    if released:
+        text += (
+            ", and the runs that depended on it and may now start are queued by a worker's "
+            "reconciler once the broker is back"
+        )
+    return text

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobsys import cadence, definitions, errors, sealing, workflows
+from jobsys import cadence, definitions, errors, jobs, sealing, workflows
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -44,8 +44,11 @@ class DefinitionClient:
         live = current if current is not None and current.removed_at is None else None
         if live is not None:
             self._owner_only("replace", live)
-        self._build(d)
+        # Everything that can refuse it is checked before anything is stored.
+        spec = self._build(d)
         schedule = self._schedule_of(d)
+        if schedule is not None and spec is not None:
+            self._client.schedules.check(spec, schedule)
         stored, sealed = self._sealed(d, live)
         record = self._store.put(self._tenant, stored, self._who, sealed, current)
         registry.refresh(force=True)
@@ -137,21 +140,22 @@ class DefinitionClient:
             client.audit.record(client.principal, action, d.name, "denied", "http job")
             raise errors.PermissionDenied(client.principal.id, action, d.name)
 
-    def _build(self, d: Parsed) -> None:
-        """Build it as every process will, so that what cannot run is refused now."""
+    def _build(self, d: Parsed) -> jobs.JobSpec | None:
+        """Build it as every process will, so that what cannot run is refused now; the job
+        (``None`` for a workflow)."""
         registry, settings = self._client.registry, self._client.settings
         if isinstance(d, definitions.AliasDefinition):
             if registry.is_dynamic(d.target) and d.target in registry:
                 raise errors.JobDeclarationError(
                     d.name, "target", f"{d.target} is registered at runtime: alias a catalog job"
                 )
-            definitions.build_alias(d, registry)
-        elif isinstance(d, definitions.HttpDefinition):
+            return definitions.build_alias(d, registry)
+        if isinstance(d, definitions.HttpDefinition):
             definitions.check_http(d)
-            definitions.build_http(d, settings.http_job_hosts)
-        else:
-            wf = definitions.build_workflow(d, registry)
-            workflows.refuse_secret_literals(wf, registry)
+            return definitions.build_http(d, settings.http_job_hosts)
+        wf = definitions.build_workflow(d, registry)
+        workflows.refuse_secret_literals(wf, registry)
+        return None
 
     def _schedule_of(self, d: Parsed) -> cadence.Definition | None:
         if not isinstance(d, definitions.AliasDefinition) or d.schedule is None:

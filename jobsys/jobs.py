@@ -14,8 +14,10 @@ import importlib
 import inspect
 import logging
 import math
+import os
 import random
 import re
+import sys
 import threading
 import time
 import types
@@ -576,7 +578,13 @@ def specs_in(module: types.ModuleType) -> list[JobSpec]:
 
 
 def load_registry(modules: Iterable[str]) -> Registry:
-    """Import each catalog module and collect its jobs into a new ``Registry``."""
+    """Import each catalog module and collect its jobs into a new ``Registry``.
+
+    Catalog modules are found first in the working directory, then on ``sys.path``, in every
+    process alike: the processes ``jobsys up`` and ``jobsys worker`` start run as
+    ``python -m ...``, which puts the working directory first on ``sys.path``; the ``jobsys``
+    command (a console script) does not, so it is put there here."""
+    _search_working_directory()
     registry = Registry()
     loaded = []
     for name in modules:
@@ -596,3 +604,10 @@ def load_registry(modules: Iterable[str]) -> Registry:
             if isinstance(value, workflows.Workflow):
                 registry.add_workflow(value)
     return registry
+
+
+def _search_working_directory() -> None:
+    """Put the working directory first on ``sys.path``, as ``python -m`` does (once)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys import cadence, errors, execute, firing, runs, schedules, workflows
+from jobsys import cadence, errors, execute, firing, jobs, runs, schedules, workflows
 
 if TYPE_CHECKING:
     from jobsys.client import Client
@@ -41,15 +41,11 @@ class ScheduleClient:
         ``ongoing`` for definitions); ``paused``: made inactive, to resume later."""
         checked, sealed = self._checked(job, definition)
         registry = self._client.registry
-        problems = runs.nul_errors({"input": definition.input, "metadata": definition.metadata})
-        if problems:
-            raise errors.InvalidInput(job, problems, "schedule")
         if self._is_workflow(job):
             for step in registry.workflow(job).steps:  # its fires run them as this principal
                 self._client.allow("execute", step.job, target=job)
         else:
-            self._client.allow("create", job, checked.input)
-            self._client.allow("execute", job, checked.input)  # fires run as this principal
+            self._allow_job(registry.get(job), checked.input)
         return self._store.create(
             job,
             checked,
@@ -59,6 +55,16 @@ class ScheduleClient:
             description=description,
             paused=paused,
         )
+
+    def check(self, spec: jobs.JobSpec, definition: cadence.Definition) -> None:
+        """Raise what ``create`` would raise for a schedule of ``spec``, a job not registered
+        yet: a job definition that brings a schedule is stored only with it."""
+        checked, _ = self._checked_job(spec, definition)
+        self._allow_job(spec, checked.input)
+
+    def _allow_job(self, spec: jobs.JobSpec, input: Any) -> None:
+        self._client.allow("create", spec, input)
+        self._client.allow("execute", spec, input)  # fires run as this principal
 
     def update(
         self, schedule_id: str, description: str | None = None, **changes: Any
@@ -210,7 +216,14 @@ class ScheduleClient:
             # Sealed as a workflow run seals them: its fires copy them as they are.
             payload, hidden = workflows.split(wf, model, registry)
             return dataclasses.replace(definition, input=payload), self._client.sealer.seal(hidden)
-        spec = registry.get(job)
+        return self._checked_job(registry.get(job), definition)
+
+    def _checked_job(
+        self, spec: jobs.JobSpec, definition: cadence.Definition
+    ) -> tuple[cadence.Definition, str | None]:
+        problems = runs.nul_errors({"input": definition.input, "metadata": definition.metadata})
+        if problems:
+            raise errors.InvalidInput(spec.name, problems, "schedule")
         payload, sealed = self._client.validate_input(spec, definition.input)
         return dataclasses.replace(definition, input=payload), sealed
 

@@ -97,6 +97,14 @@ class TokenStore:
             )
         return self.get(token_id)
 
+    def valid(self, token: str) -> TokenRecord | None:
+        """The record of ``token`` if it is known, not revoked and not expired."""
+        try:
+            self.principal(token)
+        except errors.Unauthenticated:
+            return None
+        return self.get(token.removeprefix(PREFIX).partition("_")[0])
+
     def principal(self, token: str) -> permissions.Principal:
         """The principal a token acts as; ``Unauthenticated`` if it is unknown, revoked or
         expired (one message for all three: a caller learns nothing by guessing)."""
@@ -114,7 +122,7 @@ class TokenStore:
             row is None
             or not hmac.compare_digest(row.secret_hash, _digest(secret))
             or row.revoked_at is not None
-            or (row.expires_at is not None and _aware(row.expires_at) <= now)
+            or (row.expires_at is not None and aware(row.expires_at) <= now)
         ):
             raise refused
         with self.engine.begin() as conn:
@@ -122,7 +130,8 @@ class TokenStore:
         return permissions.Principal.model_validate(row.principal)
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
+def aware(value: dt.datetime) -> dt.datetime:
+    """``value`` with its time zone (a database may return UTC times without one)."""
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 

@@ -461,14 +461,14 @@ class WorkflowStore:
         status = self.statuses(wf, record)
         if runs.utcnow() >= record.timeout_at:
             return self._end(record, status, WorkflowState.CANCELLED, "timeout")
-        failed = [n for n, st in status.items() if st.state == "failed"]
+        failed = [n for n, st in status.items() if st.state in UNSUCCESSFUL]
         if failed and wf.failure == "fail_fast":
             return self._end(record, status, WorkflowState.FAILED, f"step {failed[0]!r} failed")
         for s in wf.steps:
             problem = self._start_if_ready(s, record, status, registry, (publish, sealer))
             if problem:
                 return self._end(record, status, WorkflowState.FAILED, problem)
-        if all(st.state in ("succeeded", "failed", "skipped") for st in status.values()):
+        if all(st.state in ("succeeded", "skipped", *UNSUCCESSFUL) for st in status.values()):
             end = WorkflowState.FAILED if failed else WorkflowState.COMPLETED
             return self._end(record, status, end, f"step {failed[0]!r} failed" if failed else None)
         return self.get(workflow_id)
@@ -636,14 +636,20 @@ def _step_state(name: str, made: list[runs.RunRecord], record: WorkflowRecord) -
         return "running"
     if all(r.state is runs.RunState.COMPLETED for r in made):
         return "succeeded"
-    return "failed"
+    if any(r.state is runs.RunState.FAILED for r in made):
+        return "failed"
+    return "cancelled"
+
+
+UNSUCCESSFUL = ("failed", "cancelled")
+"""Step states that count as a failed step for the failure policy and ``when`` conditions."""
 
 
 def _condition(when: str, deps: list[str]) -> bool:
     if when == "always":
         return True
     if when == "failed":
-        return "failed" in deps
+        return any(d in UNSUCCESSFUL for d in deps)
     return all(d == "succeeded" for d in deps)
 
 

@@ -157,7 +157,7 @@ def run_logs(
 
 @router.get(
     "/runs/{run_id}/logs/stream",
-    summary="Server-sent events: log, state (on change), end (when finished)",
+    summary="Server-sent events: log, state (the record, on a change of state), progress, end",
     response_class=StreamingResponse,
 )
 async def stream_logs(

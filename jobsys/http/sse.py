@@ -1,5 +1,6 @@
-"""Server-sent events of one run: ``log`` per new line, ``state`` when the run changes (state,
-progress, attempts), ``end`` once it is finished; then the stream closes.
+"""Server-sent events of one run: ``log`` per new line, ``state`` (the whole record) when the
+run's state, attempts or cancel request change, ``progress`` (only the progress) when just its
+progress changed, ``end`` once it is finished; then the stream closes.
 
 No thread is held between polls: every ``POLL_SECONDS`` the store is read in the threadpool
 (one status and one log query), and the coroutine sleeps in between. The record is read before
@@ -49,26 +50,34 @@ def _read(c: Client, run_id: str, after: int) -> tuple[runs.RunRecord, list[runs
 
 
 def _signature(record: runs.RunRecord) -> str:
-    return json.dumps(
-        [record.state.value, record.progress, record.attempts, record.cancel_requested],
-        sort_keys=True,
-        default=str,
-    )
+    """What a ``state`` event is sent for: the record's state, attempts, cancel request."""
+    return json.dumps([record.state.value, record.attempts, record.cancel_requested])
+
+
+def _progress(record: runs.RunRecord) -> dict[str, Any] | None:
+    """The progress a ``progress`` event carries (without its time: a job that reports the
+    same progress again has not progressed)."""
+    if not record.progress:
+        return None
+    return {k: v for k, v in record.progress.items() if k != "at"}
 
 
 async def events(c: Client, run_id: str, after: int, request: Request) -> AsyncIterator[str]:
-    last = ""
+    last, last_progress = "", None
     quiet_since = time.monotonic()
     while True:
         record, lines = await run_in_threadpool(_read, c, run_id, after)
         for line in lines:
             after = line.id
             yield event("log", line_json(line), line.id)
-        signature = _signature(record)
+        signature, progress = _signature(record), _progress(record)
         changed = signature != last
         if changed:
-            last = signature
+            last, last_progress = signature, progress
             yield event("state", record.to_json())
+        elif progress != last_progress:
+            last_progress, changed = progress, True
+            yield event("progress", {"run_id": run_id, "progress": record.progress})
         if record.terminal:
             yield event("end", {"run_id": run_id, "state": record.state.value})
             return

@@ -265,7 +265,11 @@ def job_cancel(c: Client, a: args.IdArgs) -> dict[str, Any]:
         return {"schedule": schedule_json(c.schedules.delete(a.id)), "deleted": True}
     if a.id.startswith("wf_"):
         return workflow_status(c, c.workflows.cancel(a.id))
-    return run_status(c, c.cancel(a.id), 0)
+    done = c.cancel(a.id)
+    answer = run_status(c, done.record, 0)
+    if done.warning:
+        answer["warning"] = done.warning
+    return answer
 
 
 def job_result(c: Client, a: args.ResultArgs) -> dict[str, Any]:

@@ -7,11 +7,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -21,6 +23,39 @@ from tests.cluster import ROOT, Database, with_db
 from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("jobsys")
+"""The ``jobsys`` command as a shell runs it (a console script, not ``python -m jobsys``: it
+does not put the working directory on ``sys.path`` by itself)."""
+
+MYJOBS = '''
+import pydantic
+from jobsys import JobContext, RetryPolicy, job
+
+
+class Invoice(pydantic.BaseModel):
+    customer: str
+    cents: int = pydantic.Field(gt=0)
+
+
+class Sent(pydantic.BaseModel):
+    message_id: str
+
+
+@job("billing.send_invoice", timeout=60, tags=["billing"], retry=RetryPolicy(max_attempts=5))
+def send_invoice(invoice: Invoice, ctx: JobContext) -> Sent:
+    """Email an invoice."""
+    ctx.log(f"sending to {invoice.customer}")
+    return Sent(message_id=f"{ctx.run_id}-1")
+'''
+"""The README's own job module, kept in the folder ``jobsys up`` runs from."""
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
 
 
 class Up:
@@ -58,6 +93,17 @@ class Up:
             assert result.returncode == 0, result.stderr
         return result
 
+    def shell(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``jobsys ARGS`` as typed in a shell in the folder ``jobsys up`` runs from."""
+        return subprocess.run(
+            [str(CONSOLE_SCRIPT), *args],
+            env=self.env,
+            cwd=self.home.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> Iterator[Up]:
@@ -66,6 +112,8 @@ def up(tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> It
     env["JOBSYS_HOME"] = str(tmp / ".jobsys")
     env["PYTHONPATH"] = str(ROOT)
     env["JOBSYS_HTTP_PORT"] = str(free_port())
+    env["JOBSYS_CATALOG"] = "workers.examples,myjobs"  # as the README says, myjobs.py here
+    (tmp / "myjobs.py").write_text(MYJOBS)
     db = Database(tmp, database_url) if database_url else None
     if db is not None:
         env["JOBSYS_DATABASE_URL"] = db.url
@@ -112,7 +160,9 @@ def test_invalid_input_exits_nonzero_naming_the_field_and_records_nothing(up: Up
     assert "b: Input should be a valid integer" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     bad_json = up.jobsys("submit", "examples.add", "--input", "{a: 2}")
-    assert bad_json.returncode == 2 and "not JSON" in bad_json.stderr
+    assert bad_json.returncode == 2
+    assert "--input is not valid JSON: expecting property name" in bad_json.stderr
+    assert "line 1, column 2 of '{a: 2}'" in bad_json.stderr and "(input)" not in bad_json.stderr
     after = json.loads(up.jobsys("runs", "list", "--limit", "10000", "--json", check=True).stdout)
     assert after == before
 
@@ -124,6 +174,31 @@ def test_unknown_names_and_ids_exit_2_with_one_line(up: Up) -> None:
     assert unknown_run.returncode == 2 and "not found" in unknown_run.stderr
     bad_since = up.jobsys("runs", "list", "--since", "yesterday-ish")
     assert bad_since.returncode == 2 and "--since" in bad_since.stderr
+
+
+def test_the_shell_command_loads_a_job_module_of_the_working_directory(up: Up) -> None:
+    done = up.shell(
+        "submit", "billing.send_invoice", "--input", '{"customer": "ada", "cents": 100}', "--wait"
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["message_id"].endswith("-1")
+    listed = up.shell("jobs", "list", "--json")
+    assert "billing.send_invoice" in [j["name"] for j in json.loads(listed.stdout)]
+
+
+def test_tables_are_whole_when_the_output_is_not_a_terminal(up: Up) -> None:
+    table = up.jobsys("jobs", "list", check=True).stdout
+    assert "…" not in table
+    for name in ("examples.hash_file", "examples.admin_only", "billing.send_invoice"):
+        assert f"│ {name} " in table
+    assert "Only principals with the role ``admin`` may run it (or see its runs)." in table
+    assert max(len(line) for line in table.splitlines()) > 80
+
+
+def test_the_banner_says_which_processes_run(up: Up) -> None:
+    banner = up.log.read_text()
+    assert "workers  2 processes running jobs (worker1: 2 each" in banner
+    assert "and beat" in banner
 
 
 def test_jobs_list_and_show(up: Up) -> None:
@@ -272,6 +347,55 @@ def test_the_diamond_workflow_from_the_cli(up: Up) -> None:
     assert missing.returncode == 2 and "examples.diamond" in missing.stderr
 
 
+def test_a_cancelled_workflow_draws_its_cancelled_step_as_cancelled(up: Up) -> None:
+    definition = up.home.parent / "nap.json"
+    steps = [{"name": "nap", "job": "examples.sleep", "input": {"seconds": 120}}]
+    definition.write_text(
+        json.dumps({"name": "team.nap", "kind": "workflow", "workflow": {"steps": steps}})
+    )
+    up.jobsys("jobs", "register", str(definition), check=True)
+    wf_id = up.jobsys("workflows", "submit", "team.nap", check=True).stdout.strip()
+
+    def shown() -> dict[str, Any]:
+        return dict(json.loads(up.jobsys("runs", "show", wf_id, "--json", check=True).stdout))
+
+    wait_until(lambda: bool(shown()["steps"]["nap"]["runs"]), "the step's run")
+    (step_run,) = shown()["steps"]["nap"]["runs"]
+    up.jobsys("workflows", "cancel", wf_id, check=True)
+
+    def run_state() -> str:
+        return str(json.loads(up.jobsys("runs", "show", step_run, "--json").stdout)["state"])
+
+    wait_until(lambda: run_state() == "cancelled", "the step's run to end cancelled")
+    assert shown()["state"] == "cancelled" and shown()["steps"]["nap"]["state"] == "cancelled"
+    for command in (("runs", "show", wf_id), ("workflows", "show", wf_id)):
+        drawn = up.jobsys(*command, check=True).stdout
+        assert "nap cancelled" in drawn and "failed" not in drawn
+
+
+def test_the_log_stream_sends_the_record_only_when_its_state_changes(up: Up) -> None:
+    printed = up.log.read_text()
+    base = re.search(r"http +(http://127\.0\.0\.1:\d+)/", printed)
+    token = re.search(r"token +(\S+)", printed)
+    assert base and token, printed
+    run_id = up.jobsys(
+        "submit", "examples.sleep", "--input", '{"seconds": 2}', check=True
+    ).stdout.strip()
+    stream = f"{base.group(1)}/api/v1/runs/{run_id}/logs/stream?token={token.group(1)}"
+    with httpx.stream("GET", stream, timeout=60) as events:
+        assert events.status_code == 200
+        text = "".join(events.iter_text())
+    names = re.findall(r"^event: (\w+)$", text, re.MULTILINE)
+    assert names[-1] == "end"
+    states = [
+        json.loads(data)["state"]
+        for data in re.findall(r"^event: state\ndata: (.*)$", text, re.MULTILINE)
+    ]
+    assert len(states) == len(set(states)) and states[-1] == "completed", states
+    progress = re.findall(r"^event: progress\ndata: (.*)$", text, re.MULTILINE)
+    assert progress and all(set(json.loads(p)) == {"run_id", "progress"} for p in progress)
+
+
 def test_up_serves_the_api_and_dashboard_with_the_token_it_prints(up: Up) -> None:
     printed = up.log.read_text()
     base = re.search(r"http +(http://127\.0\.0\.1:\d+)/", printed)
@@ -338,3 +462,64 @@ def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:
         assert time.monotonic() < deadline, [p for p in family if psutil.pid_exists(p)]
         time.sleep(0.2)
     assert not (up.home / "services.json").exists()
+
+
+def _tour_env(tmp: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")}
+    env.update(JOBSYS_HOME=str(tmp / ".jobsys"), PYTHONPATH=str(ROOT), JOBSYS_HTTP_PORT=str(port))
+    return env
+
+
+def _up_token(tmp: Path, env: dict[str, str]) -> str:
+    """Start ``jobsys up``, read the login token it prints, stop it (Ctrl-C)."""
+    runner = Up(tmp / ".jobsys", env)
+    try:
+        printed = re.compile(r"^  token +(jst_\S+)", re.MULTILINE)
+        wait_until(
+            lambda: printed.search(runner.log.read_text()) is not None or runner.proc.poll() == 0,
+            "the token line",
+            timeout=60,
+        )
+        found = printed.search(runner.log.read_text())
+        assert found, runner.log.read_text()
+        return found.group(1)
+    finally:
+        runner.proc.send_signal(signal.SIGINT)
+        runner.proc.wait(60)
+
+
+def test_a_taken_port_names_the_setting_to_change(tmp_path: Path) -> None:
+    port = free_port()
+    env = _tour_env(tmp_path, port)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        refused = subprocess.run(
+            [sys.executable, "-m", "jobsys", "up"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert refused.returncode == 1
+    assert f"port {port} on 127.0.0.1 is taken" in refused.stderr
+    assert "--http-port or JOBSYS_HTTP_PORT" in refused.stderr
+
+
+def test_up_keeps_one_login_token_across_restarts(tmp_path: Path) -> None:
+    env = _tour_env(tmp_path, free_port())
+    first = _up_token(tmp_path, env)
+    kept = tmp_path / ".jobsys" / "up.token"
+    assert kept.read_text().strip() == first and kept.stat().st_mode & 0o777 == 0o600
+    assert _up_token(tmp_path, env) == first  # a restart prints the same token
+    listed = subprocess.run(
+        [sys.executable, "-m", "jobsys", "tokens", "list", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    valid = [t for t in json.loads(listed.stdout) if t["revoked_at"] is None]
+    assert [t["id"] for t in valid] == [first.removeprefix("jst_").split("_")[0]]

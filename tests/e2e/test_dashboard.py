@@ -275,6 +275,22 @@ def test_a_failed_run_is_retried_with_the_button(ui: Ui, ui_cluster: Cluster, to
     ui.assert_clean()
 
 
+def test_a_completed_run_labels_an_earlier_attempts_error(
+    ui: Ui, ui_cluster: Cluster, token: str
+) -> None:
+    run_id = ui_cluster.client.submit("examples.flaky", {"failures": 1})
+    record = ui_cluster.client.wait(run_id, timeout=60)
+    assert record.state is runs.RunState.COMPLETED and record.attempts == 2
+    assert record.error is not None  # the first attempt's, kept in the record
+
+    ui.login(token, f"runs/{run_id}")
+    ui.expect_run_state("completed")
+    expect(ui.by("run-error")).to_have_attribute("data-earlier", "true")
+    expect(ui.by("run-error")).to_contain_text("An earlier attempt failed")
+    expect(ui.page.locator(".error-box")).to_have_count(0)
+    ui.assert_clean()
+
+
 def test_schedules_pause_resume_and_trigger(ui: Ui, ui_cluster: Cluster, token: str) -> None:
     schedules = ui_cluster.client.schedules
     sched = schedules.create("tests.effect", cadence.every(3600, input={"seconds": 0}), "ui-hourly")

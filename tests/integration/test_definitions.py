@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +245,35 @@ def test_an_alias_brings_its_schedule_and_takes_it_away(c: Cluster) -> None:
     assert c.client.wait(run_id, timeout=30).output == 2
     c.client.definitions.remove("team.tick")
     assert [s.state for s in c.client.schedules.list(job="team.tick")] == ["cancelled"]
+
+
+def test_an_alias_whose_schedule_is_refused_is_not_stored(c: Cluster) -> None:
+    """All or nothing: the schedule's input is checked before the alias is stored."""
+    definition = {
+        "name": "team.late",
+        "kind": "alias",
+        "target": "examples.add",
+        "defaults": {"b": 10},
+        "schedule": {"every": 3600, "input": {"a": "x"}},
+    }
+    path = c.tmp / "def_alias.json"
+    path.write_text(json.dumps(definition))
+    for _ in range(2):  # and a retry changes nothing either
+        cli = subprocess.run(
+            [sys.executable, "-m", "jobsys", "jobs", "register", str(path)],
+            env=c.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert cli.returncode == 2, cli.stderr
+        assert "a: Input should be a valid integer" in cli.stderr
+        assert "team.late" not in [d["name"] for d in c.client.definitions.list()]
+        assert c.client.schedules.list(job="team.late") == []
+    with pytest.raises(errors.UnknownJob):
+        c.client.submit("team.late", {"a": 1})
+    definition["schedule"] = {"every": 3600, "input": {"a": 1}}
+    assert c.client.definitions.register(definition)["version"] == 1
+    (sched,) = c.client.schedules.list(job="team.late")
+    assert sched.input == {"a": 1, "b": 10}
+    c.client.definitions.remove("team.late")

@@ -105,7 +105,7 @@ def test_duplicate_message_executes_once(fresh: Cluster) -> None:
 def test_cancelled_pending_run_never_starts(fresh: Cluster) -> None:
     """R13a: cancel while no worker runs, then start one."""
     run_id = fresh.client.submit("tests.effect", {"seconds": 0})
-    assert fresh.client.cancel(run_id).state is RunState.CANCELLED
+    assert fresh.client.cancel(run_id).record.state is RunState.CANCELLED
     fresh.start_worker("w", concurrency=1)
     assert fresh.client.execute("examples.add", {"a": 3, "b": 3}, timeout=30) == 6
     time.sleep(1)

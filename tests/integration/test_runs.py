@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 
-from jobsys import RunState, SubmitOptions, errors
+from jobsys import RunState, SubmitOptions, errors, permissions
+from jobsys.client import Client
+from jobsys.mcp import args, handlers
 from tests.cluster import Cluster
+from tests.servers import Serve
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +182,53 @@ def test_list_filters(shared: Cluster) -> None:
     assert c.list(since=c.status(tagged).created_at, job="examples.add")[-1].id == tagged
     with pytest.raises(errors.InvalidInput):
         c.list(state="exploded")
+
+
+def test_cancel_with_no_broker_cancels_the_record_and_says_what_is_left(
+    fresh: Cluster, tmp_path: Path
+) -> None:
+    """No worker runs here, so the runs wait; then the broker is not reachable while they are
+    cancelled: each surface answers with the cancelled record and a warning, never a failure."""
+    c = fresh.client
+    first = c.submit("examples.add", {"a": 1, "b": 2})
+    blocked = c.submit("examples.add", {"a": 3, "b": 4}, SubmitOptions(depends_on=(first,)))
+    env = {
+        k: v for k, v in fresh.env.items() if k not in ("JOBSYS_BROKER_URL", "JOBSYS_RESULT_URL")
+    }
+    env["JOBSYS_HOME"] = str(tmp_path / "nothing-runs-here")  # `jobsys up` is not running
+    cli = subprocess.run(
+        [sys.executable, "-m", "jobsys", "runs", "cancel", first],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.strip() == f"{first} cancelled"
+    assert cli.stderr.startswith("warning: ") and f"run {first} is cancelled" in cli.stderr
+    assert "no broker" in cli.stderr
+    assert c.status(first).state is RunState.CANCELLED
+    after = c.status(blocked)  # released in the store all the same: its dependency was cancelled
+    assert after.state is RunState.FAILED and after.error and after.error["reason"] == "dependency"
+
+    over_http = c.submit("examples.add", {"a": 5, "b": 6})
+    over_mcp = c.submit("examples.add", {"a": 7, "b": 8})
+    _, token = c.admin.create_token(permissions.LOCAL)
+    dead = {
+        "JOBSYS_BROKER_URL": "redis://127.0.0.1:1/0",
+        "JOBSYS_RESULT_URL": "redis://127.0.0.1:1/1",
+    }
+    with Serve(fresh, **dead) as down:
+        resp = httpx.post(
+            f"{down.url}/api/v1/runs/{over_http}/cancel",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["state"] == "cancelled" and "is cancelled" in resp.json()["warning"]
+    down_settings = dataclasses.replace(
+        fresh.settings, broker_url="redis://127.0.0.1:1/0", result_url=None
+    )
+    answer = handlers.job_cancel(Client(down_settings, fresh.registry), args.IdArgs(id=over_mcp))
+    assert answer["state"] == "cancelled" and "is cancelled" in answer["warning"]
+    assert c.status(over_http).state is c.status(over_mcp).state is RunState.CANCELLED

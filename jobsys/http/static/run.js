@@ -39,11 +39,14 @@ function placement(run) {
   ]);
 }
 
-function errorBlock(error) {
+/** The run's error; on a completed run, an error is an earlier attempt's and says so. */
+function errorBlock(error, state) {
   if (!error) return h("p", { className: "muted", testid: "run-error" }, "No error.");
+  const earlier = state === "completed";
   return h(
     "div",
-    { className: "error-box", testid: "run-error" },
+    { className: earlier ? "earlier-error-box" : "error-box", testid: "run-error", "data-earlier": String(earlier) },
+    earlier ? h("p", { className: "muted" }, "An earlier attempt failed; a later one completed the run:") : null,
     h("p", null, h("strong", null, error.type || "Error"), `: ${error.message || ""}`),
     error.reason ? h("p", { className: "muted" }, `reason: ${error.reason}`) : null,
     error.traceback ? h("details", null, h("summary", null, "traceback"), h("pre", null, error.traceback)) : null,
@@ -63,17 +66,18 @@ function fill(parts, run) {
   replace(parts.facts, placement(run), timings(run));
   replace(parts.input, h("pre", { testid: "run-input" }, fmtJson(run.input)));
   replace(parts.output, h("pre", { testid: "run-output" }, run.output === null || run.output === undefined ? "—" : fmtJson(run.output)));
-  replace(parts.error, errorBlock(run.error));
+  replace(parts.error, errorBlock(run.error, run.state));
   parts.cancel.disabled = TERMINAL.has(run.state);
   parts.retry.disabled = !RETRYABLE.has(run.state);
 }
 
 /** Live log lines: an EventSource, or polling /logs?after= if the stream fails. */
 class LogFeed {
-  constructor(runId, pre, onState) {
+  constructor(runId, pre, onState, onProgress) {
     this.runId = runId;
     this.pre = pre;
     this.onState = onState;
+    this.onProgress = onProgress;
     this.lastId = 0;
     this.stopPolling = null;
     this.open();
@@ -92,6 +96,7 @@ class LogFeed {
     this.source = source;
     source.addEventListener("log", (e) => this.add(JSON.parse(e.data)));
     source.addEventListener("state", (e) => this.onState(JSON.parse(e.data)));
+    source.addEventListener("progress", (e) => this.onProgress(JSON.parse(e.data).progress));
     source.addEventListener("end", () => {
       source.close();
       this.onState(null);
@@ -165,7 +170,12 @@ export function renderRun(view, runId) {
     if (made && made.run_id) location.hash = `#/runs/${seg(made.run_id)}`;
   }
 
-  const feed = new LogFeed(runId, logs, (record) => (record ? show(record) : refresh().catch(() => {})));
+  const feed = new LogFeed(
+    runId,
+    logs,
+    (record) => (record ? show(record) : refresh().catch(() => {})),
+    (progress) => run && show({ ...run, progress }),
+  );
   // The record (state, progress) is polled until the run ends; the stream carries the logs.
   const stop = poll(async () => {
     await refresh();

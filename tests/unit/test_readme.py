@@ -1,0 +1,29 @@
+"""The README says what the code does: checked where a sentence names code's choices."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import click
+
+from jobsys import cli
+
+README = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_the_workers_section_names_every_pool_the_worker_command_accepts() -> None:
+    section = README.split("### Workers", 1)[1].split("\n## ", 1)[0]
+    (pool,) = [p for p in cli.worker.params if p.name == "pool"]
+    assert isinstance(pool.type, click.Choice)
+    assert "default **inline** mode" in section and pool.default == "inline"
+    for choice in pool.type.choices:
+        if choice != pool.default:
+            assert f"`--pool {choice}`" in section, f"--pool {choice} is accepted: say so"
+    assert "Other pools" in section and "are refused" in section
+
+
+def test_the_readme_never_writes_a_token_to_a_file() -> None:
+    """A token in a file of the working folder ends up in a repository or a backup."""
+    writes = re.findall(r"^.*tokens create.*>.*$", README, re.MULTILINE)
+    assert writes == []
