@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from jobsys import parking
+from jobsys import bench, parking
 from jobsys.mcp import answers
 from jobsys.runs import RunState
 from tests.cluster import ROOT, Cluster
@@ -113,3 +114,20 @@ def test_old_workers_of_a_rolling_deploy_leave_a_new_job_to_the_new_workers(
     late = fresh.client.submit("tests.effect", {})
     (record,) = fresh.wait_all([late], timeout=20)
     assert record.state is RunState.COMPLETED and record.worker.startswith("new@")
+
+
+def test_bench_runs_next_to_workers_that_do_not_know_its_job(
+    fresh: Cluster, tmp_path: Path
+) -> None:
+    """`jobsys bench` against a running `jobsys up` (whose workers do not load workers.bench):
+    only the bench's own workers read the bench's queue."""
+    fresh.start_worker("up", concurrency=1)
+    target = bench.JobsysTarget(fresh.settings)
+    try:
+        latency = bench.latency(target, 20, tmp_path)
+        drained = bench.throughput(target, 200, 1, tmp_path)
+    finally:
+        target.client.close()
+    assert latency["p50"] > 0 and drained["drain_per_s"] > 0
+    assert "bench.noop" not in fresh.log("up")
+    assert bench.BENCH_QUEUE not in fresh.log("up")
