@@ -59,6 +59,10 @@ class Target(Protocol):
     """What a benchmark drives: jobsys, or bare Celery for comparison."""
 
     name: str
+    node_prefix: str
+    """The start of the node names of the workers it starts (``bench@%h``: ``bench``, or
+    ``bench-1``, ``bench-2`` ...): other workers on the broker (a running ``jobsys up``) are
+    left alone."""
 
     @property
     def app(self) -> Celery: ...
@@ -81,6 +85,7 @@ class JobsysTarget:
     settings: config.Settings
     name: str = "jobsys"
     queue: str = BENCH_QUEUE
+    node_prefix: str = "bench"
     _client: client.Client | None = None
 
     @property
@@ -118,7 +123,7 @@ class JobsysTarget:
             "-Q",
             PARKING_QUEUE,
             "-n",
-            "bench@%h",
+            f"{self.node_prefix}@%h",
             "-l",
             "WARNING",
         ]
@@ -147,21 +152,33 @@ class JobsysTarget:
 
 def wait_ready(
     target: Target, proc: subprocess.Popen[bytes], log: Path, processes: int, timeout: float = 60
-) -> None:
-    """Wait until every worker node answers a ping over the broker."""
+) -> list[str]:
+    """Wait until every worker node started here answers a ping over the broker; return
+    their names. Other workers on the same broker (a running ``jobsys up``) do not count."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
-        if len(target.app.control.ping(timeout=0.5)) >= target.nodes(processes):
-            return
+        nodes = own_nodes(target, target.app.control.ping(timeout=0.5))
+        if len(nodes) >= target.nodes(processes):
+            return nodes
     raise RuntimeError(f"worker not ready after {timeout} s: {log}")
 
 
-def start_consuming(target: Target, processes: int) -> None:
-    """Point every (parked) worker at the queue under test."""
-    replies = target.app.control.add_consumer(target.queue, reply=True, timeout=5)
-    if len(replies) < target.nodes(processes):
+def own_nodes(target: Target, replies: Sequence[dict[str, Any]]) -> list[str]:
+    """The nodes among control ``replies`` that are the target's own workers."""
+    names = sorted(name for reply in replies for name in reply)
+    mine = re.compile(rf"{re.escape(target.node_prefix)}(-\d+)?@.*")
+    return [n for n in names if mine.fullmatch(n)]
+
+
+def start_consuming(target: Target, nodes: Sequence[str]) -> None:
+    """Point the idle workers started here, and only those, at the queue under test (a
+    worker of another catalog would only set the bench's messages aside, ``parking.py``)."""
+    replies = target.app.control.add_consumer(
+        target.queue, reply=True, timeout=5, destination=list(nodes)
+    )
+    if len(replies) < len(nodes):
         raise RuntimeError(f"only {len(replies)} workers started consuming: {replies}")
 
 
@@ -216,9 +233,9 @@ def throughput(target: Target, n: int, processes: int, workdir: Path) -> dict[st
     log.unlink(missing_ok=True)
     proc = target.start_workers(processes, log)
     try:
-        wait_ready(target, proc, log, processes)
+        nodes = wait_ready(target, proc, log, processes)
         cpu_before = cpu_seconds(proc)
-        start_consuming(target, processes)
+        start_consuming(target, nodes)
         times = done_times(target.result_redis(), ids, timeout=max(120, n / 50))
         cpu = cpu_seconds(proc) - cpu_before
         memory = rss_mib(proc)
@@ -241,8 +258,7 @@ def latency(target: Target, count: int, workdir: Path) -> dict[str, float]:
     log.unlink(missing_ok=True)
     proc = target.start_workers(1, log)
     try:
-        wait_ready(target, proc, log, 1)
-        start_consuming(target, 1)
+        start_consuming(target, wait_ready(target, proc, log, 1))
         for _ in range(20):  # warm up connections
             target.roundtrip()
         samples = []

@@ -1,4 +1,5 @@
-"""The only module that imports Celery: the app, one task per job, publishing, worker hooks.
+"""The Celery side of jobsys: the app, one task per job, publishing, worker hooks (and, through
+``parking.py``, what a worker does with the message of a job it does not know).
 
 ``make_celery`` builds a Celery app configured for safety (JSON only, late acks with
 reject-on-worker-lost, prefetch 1, the run store as the ledger of delivery, UTC, task events) and
@@ -514,11 +515,26 @@ class Reaper:
         self._stop.set()
 
     def _loop(self) -> None:
+        self.announce()
         while not self._stop.wait(self.runtime.settings.reaper_seconds):
+            self.announce()
             try:
                 self.reap_once()
             except Exception:
                 log.exception("jobsys reaper: pass failed", extra={"action": "reaper_error"})
+
+    def announce(self) -> None:
+        """Say in Redis which jobs this worker runs (``parking.py``): from this thread, which
+        goes on while a job runs, so a busy worker still counts as one that knows its jobs."""
+        parking = getattr(self.app, "jobsys_parking", None)
+        if parking is None:
+            return
+        try:
+            consumed = set(self.app.amqp.queues.consume_from)
+            with self.app.producer_or_acquire() as producer:
+                parking.announce(producer.channel, consumed)
+        except Exception as exc:
+            log.warning("jobsys reaper: could not announce this worker's jobs: %s", exc)
 
     def reap_once(self) -> runs.ReapResult:
         s, store, now = self.runtime.settings, self.runtime.store, runs.utcnow()
@@ -569,6 +585,9 @@ def _hand_back_on_warm_shutdown(runtime: Runtime) -> None:
 def install_worker_hooks(app: Celery, runtime: Runtime) -> Reaper:
     """Connect the per-process set-up of a worker: fresh connections after fork, the cancel
     signal handler in each executing process, and the reaper in the main process."""
+    from jobsys import parking  # workers only: it loads Celery's consumer
+
+    parking.install(app, runtime)
     reaper = Reaper(app, runtime)
 
     def node_init(sender: Any = None, **_: Any) -> None:

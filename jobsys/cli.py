@@ -488,19 +488,59 @@ def _wait_with_progress(c: client_mod.Client, run_id: str, timeout: float) -> ru
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
     )
+    notes = _WaitNotes(c)
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("pending", total=100)
         while True:
             record = c.status(run_id)
             pct = (record.progress or {}).get("pct", 0.0)
             note = (record.progress or {}).get("message") or record.state.value
+            waiting = notes.reason(record)
+            if waiting and waiting != notes.said:  # a line of its own: shown on any stderr
+                bar.console.print(
+                    f"run {run_id} waits: {waiting}", markup=False, highlight=False, soft_wrap=True
+                )
+                notes.said = waiting
+            if waiting:
+                note = f"{record.state.value}: waiting for a worker that runs {record.job}"
             bar.update(task, completed=100 if record.terminal else pct, description=note)
             if record.terminal:
                 return record
             if time.monotonic() > deadline:
-                raise errors.WaitTimeout(run_id, timeout)
+                raise errors.WaitTimeout(run_id, timeout, waiting)
             with contextlib.suppress(errors.WaitTimeout):
                 c.wait(run_id, timeout=0.25, poll=0.25)
+
+
+class _WaitNotes:
+    """Why a run that `submit --wait` follows has not started: what the worker that parked
+    its message recorded (``RunRecord.waiting``) or, when no worker took it at all, that no
+    live worker announced its job (looked at after 2 s of waiting, then every 5 s)."""
+
+    FIRST_LOOK, LOOK_EVERY = 2.0, 5.0
+
+    def __init__(self, c: client_mod.Client) -> None:
+        self.c = c
+        self.said: str | None = None
+        self._since = time.monotonic()
+        self._looked = 0.0
+        self._unannounced: str | None = None
+
+    def reason(self, record: runs.RunRecord) -> str | None:
+        recorded = client_mod.waiting_message(record)
+        if recorded or record.state is not runs.RunState.PENDING:
+            return recorded
+        now = time.monotonic()
+        if now - self._since >= self.FIRST_LOOK and now - self._looked >= self.LOOK_EVERY:
+            self._looked = now
+            self._unannounced = None
+            if self.c.announced(record.job) is False:
+                self._unannounced = (
+                    f"no live worker runs job {record.job!r}: none announced it (a worker "
+                    "runs the jobs of its catalog whose queue it reads; this job's queue is "
+                    f"{record.queue!r})"
+                )
+        return self._unannounced
 
 
 # --- times typed in options (``--since``, ``--expires``) ----------------------------------

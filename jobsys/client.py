@@ -474,7 +474,7 @@ class Client:
             if record.terminal:
                 return record
             if remaining <= 0:
-                raise errors.WaitTimeout(run_id, timeout)
+                raise errors.WaitTimeout(run_id, timeout, waiting_message(record))
             if signalled:
                 time.sleep(min(0.2, remaining))
                 continue
@@ -485,6 +485,20 @@ class Client:
             except CeleryTimeout:
                 continue
             signalled = True
+
+    def announced(self, job: str) -> bool | None:
+        """Whether a live worker said lately that it runs ``job`` (it knows the job and reads
+        its queue: ``parking.py``); ``None`` when that cannot be told (a job registered at
+        runtime, which every worker runs, or a broker that does not answer)."""
+        if self.registry.is_dynamic(job):
+            return None
+        from jobsys import parking
+
+        try:
+            with self.app.producer_or_acquire() as producer:
+                return parking.announced(producer.channel, job)
+        except Exception:
+            return None
 
     def result(self, run_id: str, timeout: float = 0.0) -> Any:
         """The run's output; waits up to ``timeout`` s; raises ``RunFailed`` if it failed."""
@@ -580,6 +594,14 @@ class Client:
         if self._app is not None:
             self._app.close()
         self.store.close()
+
+
+def waiting_message(record: runs.RunRecord) -> str | None:
+    """Why a waiting run waits, when a worker said (``RunRecord.waiting``)."""
+    if record.waiting and record.state in runs.WAITING:
+        message = record.waiting.get("message")
+        return str(message) if message else None
+    return None
 
 
 def _unknown(*_: Any) -> None:

@@ -42,6 +42,9 @@ class Settings:
     """How often each worker looks for lost runs and unpublished ones."""
     reconcile_seconds: float = 300.0
     """A pending run older than this with no worker is published again (lost message)."""
+    parked_check_seconds: float = 2.0
+    """How often each worker looks for parked messages of the jobs it knows (messages that
+    a worker without the job set aside: ``parking.py``); one Redis command each time."""
     admin_roles: tuple[str, ...] = ("admin",)
     """Roles allowed every action on every job of their tenant, and its tokens and audit log
     (``JOBSYS_ADMIN_ROLES``, comma separated)."""
@@ -93,6 +96,7 @@ class Settings:
             heartbeat_seconds=_num(env, "JOBSYS_HEARTBEAT_SECONDS", 10.0, float),
             reaper_seconds=_num(env, "JOBSYS_REAPER_SECONDS", 15.0, float),
             reconcile_seconds=_num(env, "JOBSYS_RECONCILE_SECONDS", 300.0, float),
+            parked_check_seconds=max(0.1, _num(env, "JOBSYS_PARKED_CHECK_SECONDS", 2.0, float)),
             admin_roles=_roles(env.get("JOBSYS_ADMIN_ROLES", "admin")),
             superadmin_roles=_roles(env.get("JOBSYS_SUPERADMIN_ROLES", "superadmin")),
             token=env.get("JOBSYS_TOKEN") or None,

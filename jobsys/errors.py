@@ -154,9 +154,12 @@ class InvalidTransition(JobsysError):
 class WaitTimeout(JobsysError):
     """``wait`` gave up before the run finished; the run goes on, wait again or cancel it."""
 
-    def __init__(self, run_id: str, seconds: float) -> None:
+    def __init__(self, run_id: str, seconds: float, waiting: str | None = None) -> None:
         self.run_id = run_id
-        super().__init__(f"run {run_id!r} still not finished after {seconds:g} s")
+        self.waiting = waiting
+        """Why the run waits, when known (``RunRecord.waiting``)."""
+        message = f"run {run_id!r} still not finished after {seconds:g} s"
+        super().__init__(f"{message}: {waiting}" if waiting else message)
 
 
 class BrokerUnavailable(JobsysError):

@@ -188,6 +188,10 @@ class RunRecord:
     """``scheduled``, ``manual`` (trigger now) or ``catch-up`` (after downtime)."""
     fire_key: str | None = None
     has_dependents: bool | None = None
+    waiting: dict[str, Any] | None = None
+    """Why a waiting run waits, when a worker found out: ``reason`` (``no_worker``: no live
+    worker knows its job; ``parked``: the worker that took its message does not know the job,
+    others do), ``message``, ``worker`` and ``since``. Cleared when the run starts or ends."""
     withheld: str | None = None
     """Set (saying why) when the reader may list this run but not read it: its input, output,
     error and progress are left out (``Client.shown``); never stored."""
@@ -370,6 +374,16 @@ class RunStore:
         if sent:
             with self.engine.begin() as conn:  # one statement, executed for every run at once
                 conn.execute(_MARK_PUBLISHED, [{"rid": i, "at": at} for i, at in sent])
+
+    def mark_waiting(self, run_id: str, dispatch: int | None, waiting: dict[str, Any]) -> bool:
+        """Say why a waiting run waits (``RunRecord.waiting``), if it still waits for the
+        message of token ``dispatch`` (any token if ``None``). Off the per-job path: written
+        only for a message its worker cannot run."""
+        guard = [T.c.id == run_id, T.c.state.in_([s.value for s in WAITING])]
+        if dispatch is not None:
+            guard.append(T.c.dispatch == dispatch)
+        with self.engine.begin() as conn:
+            return bool(conn.execute(T.update().where(*guard).values(waiting=waiting)).rowcount)
 
     def fail_unpublished(self, run_id: str, error: dict[str, Any]) -> bool:
         """The first publish failed: end the run failed with the broker error."""
@@ -570,6 +584,7 @@ class RunStore:
                 finished_at=now,
                 duration=duration,
                 lease_expires_at=None,
+                waiting=None,
                 **values,
             )
         )
@@ -718,6 +733,7 @@ class RunStore:
                     cancel_requested=True,
                     finished_at=now,
                     error=_CANCELLED_WAITING,
+                    waiting=None,
                 )
             ).rowcount
             if done:

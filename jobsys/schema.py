@@ -131,6 +131,9 @@ runs = sa.Table(
     sa.Column("sealed", sa.Text),
     # Added by version 7: other runs wait for this one (its end releases them).
     sa.Column("has_dependents", sa.Boolean),
+    # Added by version 11: why a waiting run waits, when a worker knows (no live worker
+    # knows its job: ``parking.py``); cleared when the run is claimed or ends.
+    sa.Column("waiting", JSON),
     sa.Index("ix_jobsys_runs_state_job", "state", "job"),
     sa.Index("ix_jobsys_runs_state_created", "state", "created_at"),
     sa.Index("ix_jobsys_runs_job_created", "job", "created_at"),
@@ -405,6 +408,14 @@ def _v11(conn: sa.Connection) -> None:
     )
 
 
+def _v12(conn: sa.Connection) -> None:
+    """Version 12: a waiting run says why it waits (``waiting``: the message of a job its
+    worker does not know is parked until a worker that knows the job takes it)."""
+    if "waiting" not in {c["name"] for c in sa.inspect(conn).get_columns("jobsys_runs")}:
+        kind = runs.c["waiting"].type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE jobsys_runs ADD COLUMN waiting {kind}"))
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v1,
     _v2,
@@ -417,6 +428,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v9,
     _v10,
     _v11,
+    _v12,
 ]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 

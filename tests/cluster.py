@@ -126,12 +126,19 @@ class Cluster:
         return self.log_path(name).read_text(errors="replace")
 
     def start_worker(
-        self, name: str = "w1", concurrency: int = 2, queues: str | None = None, wait: bool = True
+        self,
+        name: str = "w1",
+        concurrency: int = 2,
+        queues: str | None = None,
+        wait: bool = True,
+        catalog: str | None = None,
     ) -> subprocess.Popen[bytes]:
+        """A ``jobsys worker``; ``catalog``: its own ``JOBSYS_CATALOG`` (an older or newer
+        deploy than the cluster's client)."""
         argv = ["worker", "-c", str(concurrency), "-n", f"{name}@%h"]
         if queues:
             argv += ["-Q", queues]
-        proc = self._spawn(name, argv)
+        proc = self._spawn(name, argv, {"JOBSYS_CATALOG": catalog} if catalog else None)
         if wait:
             self.wait_for_log(name, "ready.", timeout=60)
         return proc
@@ -141,11 +148,13 @@ class Cluster:
         self.wait_for_log(name, "beat: Starting", timeout=60)
         return proc
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = self.log_path(name).open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobsys", *argv],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

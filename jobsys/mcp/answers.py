@@ -18,7 +18,7 @@ from typing import Any
 import mcp.types as types
 
 from jobsys import errors, runs, schedules, workflows
-from jobsys.client import Client
+from jobsys.client import Client, waiting_message
 
 log = logging.getLogger("jobsys.mcp")
 
@@ -138,6 +138,9 @@ def run_status(c: Client, r: runs.RunRecord, n_logs: int = 10) -> dict[str, Any]
         "schedule_id": r.schedule_id,
         "workflow_id": r.workflow_id,
     }
+    waiting = waiting_message(r)
+    if waiting:  # why it has not started (no live worker knows its job)
+        out["waiting"] = waiting
     if n_logs:
         lines = c.store.logs(r.id)[-n_logs:]
         out["logs"] = [

@@ -32,6 +32,7 @@ class BareTarget:
     result_url: str
     name: str = "celery"
     queue: str = "celery"
+    node_prefix: str = "bare"
     _app: Celery | None = None
 
     @property
@@ -65,7 +66,7 @@ class BareTarget:
                     "-c",
                     str(processes),
                     "-n",
-                    "bare@%h",
+                    f"{self.node_prefix}@%h",
                     "-l",
                     "WARNING",
                     "-Q",

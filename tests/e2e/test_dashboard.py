@@ -291,6 +291,40 @@ def test_a_completed_run_labels_an_earlier_attempts_error(
     ui.assert_clean()
 
 
+def test_a_waiting_run_says_why_it_has_not_started(ui: Ui, ui_cluster: Cluster, token: str) -> None:
+    """A run whose message a worker without its job parked (``parking.py``) says why it
+    waits; the record is made here, as that worker writes it, and never published."""
+    why = "no live worker knows job 'tests.effect': worker old@host does not"
+    record = ui_cluster.store.create(
+        {
+            "id": runs.new_run_id(),
+            "job": "tests.effect",
+            "job_version": "1",
+            "queue": "jobs",
+            "priority": 5,
+            "input": {"seconds": 0},
+            "max_attempts": 1,
+            "timeout": 10.0,
+            "principal": ADMIN.model_dump(mode="json"),
+            "principal_id": ADMIN.id,
+            "tenant": ADMIN.tenant,
+        }
+    )
+    assert record is not None
+    assert ui_cluster.store.mark_waiting(record.id, 1, {"reason": "no_worker", "message": why})
+    try:
+        ui.login(token, f"runs/{record.id}")
+        ui.expect_run_state("pending")
+        expect(ui.by("run-waiting")).to_have_text(why)
+        ui_cluster.client.cancel(record.id)
+        ui.expect_run_state("cancelled")
+        expect(ui.by("run-waiting")).to_have_count(0)
+    finally:
+        if not ui_cluster.store.get(record.id).terminal:
+            ui_cluster.store.request_cancel(record.id)
+    ui.assert_clean()
+
+
 def test_schedules_pause_resume_and_trigger(ui: Ui, ui_cluster: Cluster, token: str) -> None:
     schedules = ui_cluster.client.schedules
     sched = schedules.create("tests.effect", cadence.every(3600, input={"seconds": 0}), "ui-hourly")

@@ -59,6 +59,38 @@ def test_schema_is_versioned_and_migration_is_idempotent(store: runs.RunStore) -
         schema.migrate(store.engine)
 
 
+def test_a_store_at_version_11_gets_the_waiting_column(store: runs.RunStore) -> None:
+    with store.engine.begin() as conn:  # the runs table as version 11 left it
+        conn.execute(sa.text("ALTER TABLE jobsys_runs DROP COLUMN waiting"))
+        conn.execute(schema.schema_version.update().values(version=11))
+    assert schema.migrate(store.engine) == 11
+    columns = {c["name"] for c in sa.inspect(store.engine).get_columns("jobsys_runs")}
+    assert "waiting" in columns
+    r = make_run(store)
+    assert store.mark_waiting(r.id, 1, {"reason": "no_worker", "message": "m"})
+    assert store.get(r.id).waiting == {"reason": "no_worker", "message": "m"}
+
+
+def test_why_a_run_waits_is_kept_while_it_waits_and_cleared_when_it_starts_or_ends(
+    store: runs.RunStore,
+) -> None:
+    why = {"reason": "no_worker", "message": "no live worker knows job 't.job'"}
+    r = make_run(store)
+    assert not store.mark_waiting(r.id, 2, why)  # another message's token: not this one's
+    assert store.mark_waiting(r.id, 1, why)
+    assert store.get(r.id).waiting == why
+    assert store.claim(r.id, dispatch=1, lease=5, timeout=10) is not None
+    assert store.get(r.id).waiting is None  # the claim (hot path) clears it
+    assert not store.mark_waiting(r.id, 1, why)  # a running run waits for nothing
+    cancelled = make_run(store)
+    assert store.mark_waiting(cancelled.id, None, why)
+    assert store.request_cancel(cancelled.id).waiting is None
+    failed = make_run(store)
+    assert store.mark_waiting(failed.id, None, why)
+    assert store.fail(failed.id, None, {"type": "X", "message": "m"})
+    assert store.get(failed.id).waiting is None
+
+
 def test_claim_is_guarded_by_state_and_message_token(store: runs.RunStore) -> None:
     r = make_run(store)
     assert store.claim(r.id, dispatch=2, lease=5, timeout=10) is None  # wrong token

@@ -30,6 +30,8 @@ function placement(run) {
     ["job", run.job, "run-job"],
     ["attempts", `${run.attempts} of ${run.max_attempts}${run.lost ? ` (worker lost ${run.lost}×)` : ""}`, "run-attempts"],
     ["worker", run.worker ? `${run.worker}${run.worker_pid ? ` pid ${run.worker_pid}` : ""}` : "—", "run-worker"],
+    // Why a waiting run has not started (no live worker knows its job), when a worker said.
+    ...(run.waiting && !TERMINAL.has(run.state) ? [["waiting", run.waiting.message, "run-waiting"]] : []),
     ["queue", `${run.queue} (priority ${run.priority})`],
     ["timeout", `${run.timeout} s`],
     ["tags", (run.tags || []).join(", ") || "—", "run-tags"],
