@@ -3,6 +3,7 @@ HTTP at ``/mcp`` of ``jobsys serve``.
 
 * ``args.py``: the tools' argument models and the checks of their shape;
 * ``answers.py``: tool results, error bodies and the JSON views of runs and schedules;
+* ``names.py``: the tools' names, the per-job tools' ``run__<job>`` and the deprecated names;
 * ``handlers.py``: what each generic tool does;
 * ``tools.py``: the tool table, the per-job ``run__<job>`` tools, ``list_tools`` and ``call``;
 * ``server.py``: the MCP server and its stdio serving;

@@ -117,7 +117,7 @@ def run_summary(r: runs.RunRecord) -> dict[str, Any]:
 
 
 def run_status(c: Client, r: runs.RunRecord, n_logs: int = 10) -> dict[str, Any]:
-    """What get-job-status and job_show give for a run."""
+    """What get_job_status and job_show give for a run."""
     out = {
         "run_id": r.id,
         "job": r.job,

@@ -73,12 +73,12 @@ class RunOptions(Args):
 
 
 class ExecuteArgs(RunOptions):
-    job: Name = pydantic.Field(description="The job (or workflow) name, as list-jobs gives it.")
+    job: Name = pydantic.Field(description="The job (or workflow) name, as list_jobs gives it.")
     input: dict[str, Any] = pydantic.Field({}, description="The job's input (its input_schema).")
     mode: Literal["inline", "background"] = pydantic.Field(
         "inline",
         description="inline: wait up to `timeout` s and return the output; background: "
-        "return the run id at once (poll get-job-status).",
+        "return the run id at once (poll get_job_status).",
     )
     timeout: Wait = pydantic.Field(30.0, description="Inline mode: seconds to wait (0 to 300).")
 

@@ -1,19 +1,17 @@
 """What each generic MCP tool does, over a ``Client``: ``list_jobs``, ``execute_job``, ...,
 ``job_search``, each taking the client and its parsed arguments and returning the answer.
 
-* ``list-jobs``, ``execute-job`` (inline or background), ``get-job-status``, ``register-job``,
-  ``remove-job`` (runtime job definitions, ``jobsys.definitions``);
+* ``list_jobs``, ``execute_job`` (inline or background), ``get_job_status``, ``register_job``,
+  ``remove_job`` (runtime job definitions, ``jobsys.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
 
 They raise jobsys errors; the caller (``tools.call``) turns them into tool errors. Also here:
-the name of a job's own tool (``tool_name``) and the jobs a client may run.
+the jobs a client may run (the name of a job's own tool, ``tool_name``, is in ``names.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,21 +19,9 @@ from jobsys import cadence, definitions, errors, jobs, runs, search, workflows
 from jobsys.client import Client
 from jobsys.mcp import args
 from jobsys.mcp.answers import bad_argument, run_status, run_summary, schedule_json, workflow_status
-
-JOB_TOOL_PREFIX = "run__"
-TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+from jobsys.mcp.names import tool_name
 
 # --- jobs ----------------------------------------------------------------------------------
-
-
-def tool_name(job: str) -> str:
-    """The per-job tool's name: ``run__<job>``, shortened with a hash past 128 characters."""
-    name = JOB_TOOL_PREFIX + job
-    if TOOL_NAME_RE.fullmatch(name):
-        return name
-    digest = hashlib.sha256(job.encode()).hexdigest()[:10]
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", job)[: 128 - len(JOB_TOOL_PREFIX) - 11]
-    return f"{JOB_TOOL_PREFIX}{cleaned}_{digest}"
 
 
 def runnable_jobs(c: Client) -> Iterator[jobs.JobSpec]:
@@ -115,7 +101,7 @@ def execute_job(c: Client, a: args.ExecuteArgs) -> dict[str, Any]:
             "run_id": run_id,
             "job": a.job,
             "state": c.status(run_id).state.value,
-            "next": "poll get-job-status (or job_result with wait) with this run_id",
+            "next": "poll get_job_status (or job_result with wait) with this run_id",
         }
     return wait_for_output(c, run_id, a.timeout)
 
@@ -129,7 +115,7 @@ def wait_for_output(c: Client, run_id: str, timeout: float) -> dict[str, Any]:
         record = c.status(run_id)
         return {
             **run_status(c, record, 0),
-            "next": f"still {record.state.value} after {timeout:g} s: poll get-job-status",
+            "next": f"still {record.state.value} after {timeout:g} s: poll get_job_status",
         }
     if record.state is not runs.RunState.COMPLETED:
         raise errors.RunFailed(run_id, record.state.value, record.error)
@@ -143,7 +129,7 @@ def get_job_status(c: Client, a: args.StatusArgs) -> dict[str, Any]:
 
 
 def definition_schema() -> dict[str, Any]:
-    """The input schema of ``register-job``: the fields of every kind of definition."""
+    """The input schema of ``register_job``: the fields of every kind of definition."""
     properties: dict[str, Any] = {}
     defs: dict[str, Any] = {}
     for model in (

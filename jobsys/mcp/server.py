@@ -32,7 +32,7 @@ from mcp.shared.message import SessionMessage
 from jobsys.client import Client
 from jobsys.mcp.answers import error_body, failed, ok, one_line
 from jobsys.mcp.args import MAX_DEPTH
-from jobsys.mcp.tools import BY_NAME, call, list_tools
+from jobsys.mcp.tools import call, list_tools, resolve
 
 log = logging.getLogger("jobsys.mcp")
 
@@ -80,7 +80,7 @@ def build_server(client_for: ClientFor) -> Server[Any]:
             answer = await anyio.to_thread.run_sync(call, client, params.name, arguments)
         except Exception as exc:
             return failed(exc)
-        tool = BY_NAME.get(params.name)
+        tool = resolve(params.name)
         if tool is not None and tool.changes_tools:
             await _tools_changed(ctx)
         return ok(answer)
@@ -88,8 +88,9 @@ def build_server(client_for: ClientFor) -> Server[Any]:
     return JobsysServer(
         "jobsys",
         version=_version(),
-        instructions="Typed background jobs: list-jobs shows what you can run and each input "
-        "schema; execute-job or a run__<job> tool runs one; get-job-status follows it.",
+        instructions="Typed background jobs: list_jobs shows what you can run and each input "
+        "schema; execute_job or a job's own run__<job> tool (named in list_jobs) runs one; "
+        "get_job_status follows it.",
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )

@@ -3,19 +3,22 @@
 Generic tools (the names agents and the issue use), each a ``ToolDef`` of ``TOOLS`` whose
 input schema is its argument model's (``args.py``) and whose work is done in ``handlers.py``:
 
-* ``list-jobs``, ``execute-job`` (inline or background), ``get-job-status``,
-  ``register-job``, ``remove-job`` (runtime job definitions, ``jobsys.definitions``);
+* ``list_jobs``, ``execute_job`` (inline or background), ``get_job_status``,
+  ``register_job``, ``remove_job`` (runtime job definitions, ``jobsys.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
 
-Besides them, one tool per job the caller may execute, ``run__<job name>``, whose input schema
-is the job's input JSON schema (from its pydantic model): it runs the job and waits up to
-``JOB_TOOL_WAIT`` seconds for the output. The tool list is computed on every ``tools/list``, so
-jobs registered at runtime appear (and removed ones go) without restarting the server.
+Besides them, one tool per job the caller may execute, ``run__<job>`` (``names.tool_name``:
+``run__examples__add`` for ``examples.add``), whose input schema is the job's input JSON
+schema (from its pydantic model): it runs the job and waits up to ``JOB_TOOL_WAIT`` seconds for
+the output. The tool list is computed on every ``tools/list``, so jobs registered at runtime
+appear (and removed ones go) without restarting the server.
 
 ``call`` checks the arguments, runs the tool and raises jobsys errors; unknown tools are
 refused with ``ToolError`` (naming the closest tools). The server turns errors into tool
-results (``answers.failed``).
+results (``answers.failed``). Every name is snake_case and matches ``names.TOOL_NAME_RE``; the
+deprecated names (``list-jobs`` ..., ``run__examples.add``) are still answered, with a
+``deprecated`` note in the answer and a warning in the log, but not listed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +51,6 @@ from jobsys.mcp.args import (
     check_shape,
 )
 from jobsys.mcp.handlers import (
-    JOB_TOOL_PREFIX,
     definition_schema,
     execute_job,
     get_job_status,
@@ -64,9 +67,17 @@ from jobsys.mcp.handlers import (
     register_job,
     remove_job,
     runnable_jobs,
-    tool_name,
     wait_for_output,
 )
+from jobsys.mcp.names import (
+    DEPRECATED_TOOLS,
+    JOB_TOOL_PREFIX,
+    deprecation,
+    legacy_tool_name,
+    tool_name,
+)
+
+log = logging.getLogger("jobsys.mcp")
 
 JOB_TOOL_WAIT = 60.0
 """Seconds a per-job tool waits for the output before answering with the run id."""
@@ -95,7 +106,7 @@ class ToolDef:
 
 TOOLS: tuple[ToolDef, ...] = (
     ToolDef(
-        "list-jobs",
+        "list_jobs",
         "List the jobs you may run (filter by tag, label `key=value`, keywords), each with "
         "its name, description, kind (code, alias, http), tags, labels and input JSON schema, "
         "and the workflows.",
@@ -104,15 +115,15 @@ TOOLS: tuple[ToolDef, ...] = (
         read_only=True,
     ),
     ToolDef(
-        "execute-job",
+        "execute_job",
         "Run a job (or workflow) with an input. mode inline waits up to `timeout` s and returns "
         "the output (or, if it takes longer, the run id to poll); mode background returns the "
-        "run id at once. Poll with get-job-status.",
+        "run id at once. Poll with get_job_status.",
         ExecuteArgs,
         execute_job,
     ),
     ToolDef(
-        "get-job-status",
+        "get_job_status",
         "The state, progress, output or error, attempts and last log lines of a run (or the "
         "steps of a workflow run, wf_...).",
         StatusArgs,
@@ -120,17 +131,17 @@ TOOLS: tuple[ToolDef, ...] = (
         read_only=True,
     ),
     ToolDef(
-        "register-job",
+        "register_job",
         "Register (or replace) a job at runtime from a declarative definition, never code: an "
         "alias of a job with bound defaults, metadata and an optional schedule; an HTTP call to "
         "an allow-listed host; or a workflow of registered jobs. Every worker runs it without a "
-        "restart; its run__ tool appears in tools/list.",
+        "restart; its own tool (`tool` in the answer) appears in tools/list.",
         None,
         register_job,
         changes_tools=True,
     ),
     ToolDef(
-        "remove-job",
+        "remove_job",
         "Remove a job registered at runtime (runs already made keep their records).",
         RemoveArgs,
         remove_job,
@@ -223,13 +234,13 @@ def generic_tools() -> tuple[types.Tool, ...]:
 def job_tool(spec: jobs.JobSpec) -> types.Tool | None:
     schema = spec.input_schema()
     if schema.get("type") != "object":
-        return None  # execute-job still runs it
+        return None  # execute_job still runs it
     kind = definitions.kind_of(spec)
     about = f" ({kind} job)" if kind != "code" else ""
     return types.Tool(
         name=tool_name(spec.name),
         description=f"Run job {spec.name}{about} and wait up to {JOB_TOOL_WAIT:g} s for its "
-        f"output (longer runs answer with the run id: poll get-job-status). {spec.description}",
+        f"output (longer runs answer with the run id: poll get_job_status). {spec.description}",
         input_schema=schema,
     )
 
@@ -243,24 +254,54 @@ def list_tools(c: Client) -> list[types.Tool]:
     return tools
 
 
+def resolve(name: str) -> ToolDef | None:
+    """The generic tool called ``name``, by its name or a deprecated one."""
+    return BY_NAME.get(DEPRECATED_TOOLS.get(name, name))
+
+
+def job_for_tool(c: Client, name: str) -> jobs.JobSpec | None:
+    """The visible job the caller may execute whose tool is ``name`` (its current name or its
+    deprecated dotted one); ``None`` if there is none. Found by computing the names of the
+    jobs, never by decoding ``name``; a current name wins over a deprecated one."""
+    if not name.startswith(JOB_TOOL_PREFIX):
+        return None
+    legacy = None
+    for spec in runnable_jobs(c):
+        if tool_name(spec.name) == name:
+            return spec
+        if legacy is None and legacy_tool_name(spec.name) == name:
+            legacy = spec
+    return legacy
+
+
 def call(c: Client, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """Run tool ``name``; raises jobsys errors (turned into tool errors by the caller)."""
     check_shape(name, arguments)
-    tool = BY_NAME.get(name)
+    tool = resolve(name)
     if tool is not None:
         if tool.args is None:
-            return tool.run(c, arguments)
+            return _noting_deprecated(name, tool.name, tool.run(c, arguments))
         try:
             parsed = tool.args.model_validate(arguments)
         except pydantic.ValidationError as exc:
-            raise InvalidArguments(name, execute.field_errors(exc)) from None
-        return tool.run(c, parsed)
-    if name.startswith(JOB_TOOL_PREFIX):
-        for spec in runnable_jobs(c):
-            if tool_name(spec.name) == name:
-                run_id = c.submit(spec.name, arguments)
-                return wait_for_output(c, run_id, JOB_TOOL_WAIT)
+            raise InvalidArguments(tool.name, execute.field_errors(exc)) from None
+        return _noting_deprecated(name, tool.name, tool.run(c, parsed))
+    spec = job_for_tool(c, name)
+    if spec is not None:
+        run_id = c.submit(spec.name, arguments)
+        answer = wait_for_output(c, run_id, JOB_TOOL_WAIT)
+        return _noting_deprecated(name, tool_name(spec.name), answer)
     raise unknown_tool(c, name)
+
+
+def _noting_deprecated(called: str, current: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer``, with a ``deprecated`` note (and a warning logged) if the tool was called
+    by a deprecated name."""
+    if called == current:
+        return answer
+    note = deprecation(called, current)
+    log.warning("jobsys mcp: %s", note)
+    return {**answer, "deprecated": note}
 
 
 def unknown_tool(c: Client, name: str) -> ToolError:

@@ -16,11 +16,11 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.cluster import ROOT
 
 GENERIC_TOOLS = (
-    "list-jobs",
-    "execute-job",
-    "get-job-status",
-    "register-job",
-    "remove-job",
+    "list_jobs",
+    "execute_job",
+    "get_job_status",
+    "register_job",
+    "remove_job",
     "job_create",
     "job_list",
     "job_show",
@@ -31,7 +31,8 @@ GENERIC_TOOLS = (
     "job_result",
     "job_search",
 )
-"""The tools the server offers whatever the jobs (besides one ``run__<job>`` per job)."""
+"""The tools the server offers whatever the jobs (besides one ``run__<job>`` per job, named by
+``jobsys.mcp.names.tool_name``)."""
 
 Session = ClientSession
 

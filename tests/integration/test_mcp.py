@@ -5,6 +5,7 @@ a real cluster: Redis, the run store and a ``jobsys worker`` started before anyt
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ import psutil
 import pytest
 
 from jobsys import permissions, runs
+from jobsys.mcp.names import tool_name
 from tests.cluster import Cluster
 from tests.integration.mcp_support import GENERIC_TOOLS, Session, http_session, stdio_session
 from tests.servers import Serve
@@ -60,35 +62,35 @@ async def exercise(s: Session, c: Cluster, worker: str, transport: str) -> None:
     # tools: the generic ones and one per job, with the job's input schema
     tools = {t.name: t for t in (await s.list_tools()).tools}
     assert set(tools) >= set(GENERIC_TOOLS)
-    add_tool = tools["run__examples.add"]
+    add_tool = tools["run__examples__add"]
     assert add_tool.input_schema["required"] == ["a", "b"]
     assert add_tool.input_schema["properties"]["a"]["type"] == "integer"
 
-    # list-jobs, with the tag and label filters
-    listed = await answer(s, "list-jobs", {"tag": "math", "label": "team=core"})
+    # list_jobs, with the tag and label filters
+    listed = await answer(s, "list_jobs", {"tag": "math", "label": "team=core"})
     assert [j["name"] for j in listed["jobs"]] == ["examples.add"]
     add = listed["jobs"][0]
     assert add["kind"] == "code" and add["labels"] == {"team": "core"}
     assert set(add["input_schema"]["properties"]) == {"a", "b"}
-    everything = await answer(s, "list-jobs", {})
+    everything = await answer(s, "list_jobs", {})
     assert "examples.sleep" in {j["name"] for j in everything["jobs"]}
     assert "tests.chain" in {w["name"] for w in everything["workflows"]}
 
-    # execute-job inline, and through the job's own tool
-    done = await answer(s, "execute-job", {"job": "examples.add", "input": {"a": 2, "b": 3}})
+    # execute_job inline, and through the job's own tool
+    done = await answer(s, "execute_job", {"job": "examples.add", "input": {"a": 2, "b": 3}})
     assert done["output"] == 5 and done["state"] == "completed"
-    assert (await answer(s, "run__examples.add", {"a": 20, "b": 22}))["output"] == 42
+    assert (await answer(s, "run__examples__add", {"a": 20, "b": 22}))["output"] == 42
 
-    # background, polled to completion with get-job-status
+    # background, polled to completion with get_job_status
     started = await answer(
         s,
-        "execute-job",
+        "execute_job",
         {"job": "examples.sleep", "input": {"seconds": 1}, "mode": "background"},
     )
     run_id = started["run_id"]
 
     async def finished() -> Any:
-        status = await answer(s, "get-job-status", {"run_id": run_id})
+        status = await answer(s, "get_job_status", {"run_id": run_id})
         return status if status["finished"] else None
 
     status = await poll(finished, f"run {run_id} finished")
@@ -98,6 +100,7 @@ async def exercise(s: Session, c: Cluster, worker: str, transport: str) -> None:
     assert any("done" in line["message"] for line in status["logs"])
 
     await register_and_remove(s, c, worker, suffix)
+    await names_and_deprecated_names(s, suffix)
     await errors_and_search(s, c, suffix)
     await durable_work(s, suffix)
 
@@ -107,7 +110,7 @@ async def register_and_remove(s: Session, c: Cluster, worker: str, suffix: str) 
     pids_before = worker_pids(c, worker)
     registered = await answer(
         s,
-        "register-job",
+        "register_job",
         {
             "name": name,
             "kind": "alias",
@@ -117,42 +120,99 @@ async def register_and_remove(s: Session, c: Cluster, worker: str, suffix: str) 
             "tags": ["mcp"],
         },
     )
-    assert registered["tool"] == f"run__{name}"
+    assert registered["tool"] == tool_name(name)
     tools = {t.name: t for t in (await s.list_tools()).tools}
-    assert f"run__{name}" in tools  # the tool list is computed when it is asked for
-    assert tools[f"run__{name}"].input_schema["properties"]["b"]["default"] == 10
-    listed = await answer(s, "list-jobs", {"tag": "mcp"})
+    assert tool_name(name) in tools  # the tool list is computed when it is asked for
+    assert tools[tool_name(name)].input_schema["properties"]["b"]["default"] == 10
+    listed = await answer(s, "list_jobs", {"tag": "mcp"})
     assert {j["name"]: j["kind"] for j in listed["jobs"]}[name] == "alias"
 
-    done = await answer(s, "execute-job", {"job": name, "input": {"a": 5}})
+    done = await answer(s, "execute_job", {"job": name, "input": {"a": 5}})
     assert done["output"] == 15
     record = c.store.get(done["run_id"])
     assert record.job == name and record.state is runs.RunState.COMPLETED
     # run by the worker started before the registration, which was not restarted
     assert c.processes[worker].poll() is None
     assert record.worker_pid in worker_pids(c, worker) and record.worker_pid in pids_before
-    assert (await answer(s, f"run__{name}", {"a": 1}))["output"] == 11
+    assert (await answer(s, tool_name(name), {"a": 1}))["output"] == 11
 
-    assert (await answer(s, "remove-job", {"name": name})) == {"removed": name}
-    is_error, data, text = await call(s, "execute-job", {"job": name, "input": {"a": 5}})
+    assert (await answer(s, "remove_job", {"name": name})) == {"removed": name}
+    is_error, data, text = await call(s, "execute_job", {"job": name, "input": {"a": 5}})
     assert is_error and data["error"]["type"] == "UnknownJob"
     assert f"unknown job {name!r}" in text and "\n" not in text
-    assert f"run__{name}" not in {t.name for t in (await s.list_tools()).tools}
-    is_error, _, text = await call(s, f"run__{name}", {"a": 1})
+    assert tool_name(name) not in {t.name for t in (await s.list_tools()).tools}
+    is_error, _, text = await call(s, tool_name(name), {"a": 1})
     assert is_error and "unknown tool" in text
+
+
+STRICT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+"""What the strictest MCP clients accept as a tool name."""
+
+
+async def names_and_deprecated_names(s: Session, suffix: str) -> None:
+    """Every listed tool name is one the strictest clients accept, even for odd job names;
+    no two jobs share a tool; the old names still answer, saying which name to use."""
+    odd = [
+        f"mcp.odd__name-{suffix}",  # holds __: hashed
+        f"mcp._under.a_.b-{suffix}",
+        "mcp." + ".".join(f"seg-{i}_x" for i in range(14)) + f".{suffix}",  # > 64 characters
+    ]
+    for name in odd:
+        made = await answer(
+            s, "register_job", {"name": name, "kind": "alias", "target": "examples.add"}
+        )
+        assert made["tool"] == tool_name(name) and STRICT_NAME.fullmatch(made["tool"]), made
+    try:
+        listed = [t.name for t in (await s.list_tools()).tools]
+        assert all(STRICT_NAME.fullmatch(n) for n in listed), listed
+        assert len(set(listed)) == len(listed), "two tools share a name"
+        jobs = (await answer(s, "list_jobs", {}))["jobs"]
+        assert len({j["tool"] for j in jobs}) == len(jobs), "two jobs share a tool"
+        assert {tool_name(name) for name in odd} <= set(listed)
+        for name in odd:  # called by its listed name, found by the job it names
+            done = await answer(s, tool_name(name), {"a": 1, "b": 2})
+            assert done["output"] == 3 and done["job"] == name and "deprecated" not in done
+        # the old dotted name of a job's tool still runs it, pointing at the new one
+        old = await answer(s, f"run__{odd[0]}", {"a": 2, "b": 2})
+        assert old["output"] == 4 and tool_name(odd[0]) in old["deprecated"]
+    finally:
+        for name in odd:
+            await answer(s, "remove_job", {"name": name})
+
+    # the hyphenated names: not listed, still answered, naming their new name
+    assert not {"list-jobs", "execute-job", "get-job-status"} & set(listed)
+    assert "run__examples.add" not in listed and "run__examples__add" in listed
+    old = await answer(s, "list-jobs", {"tag": "math", "label": "team=core"})
+    assert [j["name"] for j in old["jobs"]] == ["examples.add"]
+    assert "'list_jobs'" in old["deprecated"] and "deprecated" in old["deprecated"]
+    done = await answer(s, "execute-job", {"job": "examples.add", "input": {"a": 1, "b": 1}})
+    assert done["output"] == 2 and "'execute_job'" in done["deprecated"]
+    status = await answer(s, "get-job-status", {"run_id": done["run_id"]})
+    assert status["state"] == "completed" and "'get_job_status'" in status["deprecated"]
+    old = await answer(s, "run__examples.add", {"a": 20, "b": 22})
+    assert old["output"] == 42 and "'run__examples__add'" in old["deprecated"]
+    is_error, data, text = await call(s, "execute-job", {"job": "examples.add", "input": {}})
+    assert is_error and data["error"]["type"] == "InvalidInput", text
+    name = f"mcp.old_{suffix}"
+    made = await answer(
+        s, "register-job", {"name": name, "kind": "alias", "target": "examples.add"}
+    )
+    assert made["tool"] == tool_name(name) and "'register_job'" in made["deprecated"]
+    gone = await answer(s, "remove-job", {"name": name})
+    assert gone["removed"] == name and "'remove_job'" in gone["deprecated"]
 
 
 async def errors_and_search(s: Session, c: Cluster, suffix: str) -> None:
     # a bad argument names the field; nothing is recorded
     before = len(c.store.select(runs.RunFilter(limit=10_000)))
     is_error, data, text = await call(
-        s, "execute-job", {"job": "examples.add", "input": {"a": "two", "b": 3}}
+        s, "execute_job", {"job": "examples.add", "input": {"a": "two", "b": 3}}
     )
     assert is_error and data["error"]["type"] == "InvalidInput"
     assert data["error"]["fields"][0]["loc"] == ["a"] and "a: " in text
-    is_error, data, text = await call(s, "execute-job", {"input": {}})
+    is_error, data, text = await call(s, "execute_job", {"input": {}})
     assert is_error and data["error"]["fields"][0]["loc"] == ["job"], text
-    is_error, data, text = await call(s, "run__examples.add", {"a": 1})
+    is_error, data, text = await call(s, "run__examples__add", {"a": 1})
     assert is_error and data["error"]["fields"][0]["loc"] == ["b"], text
     is_error, data, text = await call(s, "job_create", {"job": "examples.add", "nope": 1})
     assert is_error and "nope" in text
@@ -163,7 +223,7 @@ async def errors_and_search(s: Session, c: Cluster, suffix: str) -> None:
     # a failed run: an error result, and job_search finds it by a word of its error
     word = f"quokka{suffix.replace('_', '')}"
     is_error, data, text = await call(
-        s, "execute-job", {"job": "examples.fail", "input": {"message": f"the {word} escaped"}}
+        s, "execute_job", {"job": "examples.fail", "input": {"message": f"the {word} escaped"}}
     )
     assert is_error and data["error"]["type"] == "RunFailed" and word in text
     failed_id = data["error"]["run_id"]
@@ -214,12 +274,12 @@ async def durable_work(s: Session, suffix: str) -> None:
 
     # a long run cancelled with job_cancel
     long = await answer(
-        s, "execute-job", {"job": "examples.sleep", "input": {"seconds": 60}, "mode": "background"}
+        s, "execute_job", {"job": "examples.sleep", "input": {"seconds": 60}, "mode": "background"}
     )
     await answer(s, "job_cancel", {"id": long["run_id"]})
 
     async def cancelled_run() -> Any:
-        status = await answer(s, "get-job-status", {"run_id": long["run_id"]})
+        status = await answer(s, "get_job_status", {"run_id": long["run_id"]})
         return status if status["finished"] else None
 
     assert (await poll(cancelled_run, "the cancelled run ending"))["state"] == "cancelled"
@@ -245,12 +305,12 @@ def test_stdio_acts_as_the_token(shared: Cluster) -> None:
         env = {**shared.env, "JOBSYS_TOKEN": token}
         async with stdio_session(env, shared.tmp / "mcp-stdio-token.log") as s:
             tools = {t.name for t in (await s.list_tools()).tools}
-            assert "run__examples.add" in tools
-            assert "run__tests.ops_only" not in tools  # needs the role ops to execute
+            assert "run__examples__add" in tools
+            assert "run__tests__ops_only" not in tools  # needs the role ops to execute
             made = await answer(s, "job_create", {"job": "examples.add", "input": {"a": 1, "b": 1}})
             assert shared.store.get(made["run_id"]).principal_id == viewer.id
             is_error, data, text = await call(
-                s, "execute-job", {"job": "tests.ops_only", "input": {}}
+                s, "execute_job", {"job": "tests.ops_only", "input": {}}
             )
             assert is_error and data["error"]["type"] == "PermissionDenied", text
 
@@ -320,7 +380,7 @@ def check_session_binding(c: Cluster, url: str, token: str) -> None:
             post(rpc("notifications/initialized", id=None), stolen_by, session).status_code == 202
         )
         listed = post(rpc("tools/list", {}, id=2), stolen_by, session)
-        assert listed.status_code == 200 and "execute-job" in listed.text
+        assert listed.status_code == 200 and "execute_job" in listed.text
         # another (valid) token cannot use this session
         assert post(rpc("tools/list", {}, id=3), token, session).status_code == 404
         # revoked: refused on the next request, with the API's error body

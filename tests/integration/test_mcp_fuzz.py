@@ -22,6 +22,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from jobsys import definitions, runs
+from jobsys.mcp.names import tool_name
 from tests.cluster import Cluster
 from tests.integration.mcp_support import GENERIC_TOOLS, stdio_session
 
@@ -31,7 +32,7 @@ SEED = 20260728
 CALLS = 1200
 CONTROL = "".join(chr(i) for i in range(32)) + "\x7f\u2028\u2029\u202e\ufeff"
 TOOLS = GENERIC_TOOLS
-NEEDING_ARGUMENTS = [t for t in TOOLS if t not in ("list-jobs", "job_list")]
+NEEDING_ARGUMENTS = [t for t in TOOLS if t not in ("list_jobs", "job_list")]
 """The tools with required arguments."""
 WRONG: list[Any] = [None, True, 0, -1, 3.5, 1e308, "", "x", [], [1, "a"], {}, {"k": [None]}]
 
@@ -56,16 +57,16 @@ def nested(depth: int) -> Any:
 def wrong_types(rng: random.Random) -> Call:
     tool, field = rng.choice(
         [
-            ("execute-job", "job"),
-            ("execute-job", "input"),
-            ("execute-job", "mode"),
-            ("execute-job", "timeout"),
-            ("execute-job", "tags"),
-            ("execute-job", "priority"),
-            ("get-job-status", "run_id"),
-            ("get-job-status", "logs"),
-            ("list-jobs", "tag"),
-            ("list-jobs", "include_hidden"),
+            ("execute_job", "job"),
+            ("execute_job", "input"),
+            ("execute_job", "mode"),
+            ("execute_job", "timeout"),
+            ("execute_job", "tags"),
+            ("execute_job", "priority"),
+            ("get_job_status", "run_id"),
+            ("get_job_status", "logs"),
+            ("list_jobs", "tag"),
+            ("list_jobs", "include_hidden"),
             ("job_create", "schedule"),
             ("job_create", "input"),
             ("job_list", "limit"),
@@ -73,12 +74,12 @@ def wrong_types(rng: random.Random) -> Call:
             ("job_show", "id"),
             ("job_result", "wait"),
             ("job_search", "query"),
-            ("remove-job", "name"),
+            ("remove_job", "name"),
             ("job_cancel", "id"),
         ]
     )
     base: dict[str, Any] = {"job": "examples.add", "input": {"a": 1, "b": 2}, "mode": "background"}
-    base = {k: v for k, v in base.items() if tool in ("execute-job", "job_create")}
+    base = {k: v for k, v in base.items() if tool in ("execute_job", "job_create")}
     value = rng.choice(WRONG)
     if field in ("timeout", "logs", "limit", "wait", "priority"):
         value = rng.choice([-5, 10**9, "soon", [], {}, True, 1e308])
@@ -98,9 +99,9 @@ def wrong_types(rng: random.Random) -> Call:
 def missing_fields(rng: random.Random) -> Call:
     tool = rng.choice(NEEDING_ARGUMENTS)
     extra = rng.choice([{}, {"input": {"a": 1}}, {"wait": 1}, {"tags": ["x"]}])
-    if tool in ("register-job",):
+    if tool in ("register_job",):
         extra = rng.choice([{}, {"kind": "alias"}, {"name": "mcp.fuzz_missing"}])
-    if tool in ("job_create", "execute-job"):
+    if tool in ("job_create", "execute_job"):
         extra = {"input": {"a": 1, "b": 2}}
     return "missing field", tool, extra
 
@@ -108,7 +109,7 @@ def missing_fields(rng: random.Random) -> Call:
 def unknown_fields(rng: random.Random) -> Call:
     tool = rng.choice(TOOLS)
     args: dict[str, Any] = {"job": "examples.add", "input": {"a": 1, "b": 2}, "mode": "background"}
-    if tool not in ("execute-job", "job_create"):
+    if tool not in ("execute_job", "job_create"):
         args = {}
     args[f"zz_{text(rng, 6)}"] = rng.choice(WRONG)
     return "unknown field", tool, args
@@ -126,18 +127,18 @@ def unknown_names(rng: random.Random) -> Call:
     )
     choice = rng.randrange(8)
     if choice == 0:
-        return "unknown job", "execute-job", {"job": name, "input": {}}
+        return "unknown job", "execute_job", {"job": name, "input": {}}
     if choice == 1:
         return "unknown job", "job_create", {"job": name, "input": {}}
     if choice == 2:
         return "unknown job", "job_create", {"job": name, "schedule": {"every": 60}}
     if choice == 3:
-        return "unknown job", "remove-job", {"name": name}
+        return "unknown job", "remove_job", {"name": name}
     if choice == 4:
         run_id = rng.choice(["0" * 32, "wf_" + "0" * 24, "sch_" + "0" * 20, name])
         return (
             "unknown id",
-            rng.choice(["get-job-status", "job_show", "job_result"]),
+            rng.choice(["get_job_status", "job_show", "job_result"]),
             ({"run_id": run_id} if rng.random() < 0.3 else {"id": run_id}),
         )
     if choice == 5:
@@ -153,10 +154,10 @@ def huge(rng: random.Random) -> Call:
     blob = rng.choice(string.ascii_letters) * size
     tool, args = rng.choice(
         [
-            ("execute-job", {"job": blob, "input": {}}),
-            ("execute-job", {"job": "examples.add", "input": {"a": blob, "b": 1}}),
-            ("execute-job", {"job": "examples.fail", "input": {"message": 3}, "tags": [blob]}),
-            ("get-job-status", {"run_id": blob}),
+            ("execute_job", {"job": blob, "input": {}}),
+            ("execute_job", {"job": "examples.add", "input": {"a": blob, "b": 1}}),
+            ("execute_job", {"job": "examples.fail", "input": {"message": 3}, "tags": [blob]}),
+            ("get_job_status", {"run_id": blob}),
             ("job_search", {"query": blob}),
             (
                 "job_create",
@@ -168,7 +169,7 @@ def huge(rng: random.Random) -> Call:
                 },
             ),
             (
-                "register-job",
+                "register_job",
                 {
                     "name": "mcp.fuzz_huge",
                     "kind": "alias",
@@ -176,7 +177,7 @@ def huge(rng: random.Random) -> Call:
                     "description": blob,
                 },
             ),
-            ("list-jobs", {"query": blob}),
+            ("list_jobs", {"query": blob}),
             (f"run__{blob[:300]}", {}),
         ]
     )
@@ -190,11 +191,11 @@ def deep(rng: random.Random) -> Call:
     depth = rng.randrange(33, 150) if rng.random() < 0.8 else rng.randrange(200, 240)
     tool, args = rng.choice(
         [
-            ("execute-job", {"job": "examples.add", "input": {"a": nested(depth), "b": 1}}),
-            ("execute-job", {"job": "examples.add", "input": nested(depth)}),
+            ("execute_job", {"job": "examples.add", "input": {"a": nested(depth), "b": 1}}),
+            ("execute_job", {"job": "examples.add", "input": nested(depth)}),
             ("job_create", {"job": "examples.add", "metadata": {"x": nested(depth)}}),
             (
-                "register-job",
+                "register_job",
                 {
                     "name": "mcp.fuzz_deep",
                     "kind": "alias",
@@ -202,8 +203,8 @@ def deep(rng: random.Random) -> Call:
                     "defaults": {"a": nested(depth)},
                 },
             ),
-            ("run__examples.add", {"a": 1, "b": nested(depth)}),
-            ("list-jobs", {"tag": nested(depth)}),
+            ("run__examples__add", {"a": 1, "b": nested(depth)}),
+            ("list_jobs", {"tag": nested(depth)}),
         ]
     )
     return "deep nesting", tool, args
@@ -293,7 +294,7 @@ def bad_definition(rng: random.Random) -> Call:
             {"name": text(rng, 20), "kind": "alias", "target": "examples.add"},
         ]
     )
-    return "bad definition", "register-job", data
+    return "bad definition", "register_job", data
 
 
 def bad_input(rng: random.Random) -> Call:
@@ -311,11 +312,11 @@ def bad_input(rng: random.Random) -> Call:
         ]
     )
     if rng.random() < 0.5:
-        return "bad job input", f"run__{job}", value
+        return "bad job input", tool_name(job), value
     mode = rng.choice(["inline", "background"])
     return (
         "bad job input",
-        rng.choice(["execute-job", "job_create"]),
+        rng.choice(["execute_job", "job_create"]),
         ({"job": job, "input": value} | ({"mode": mode} if rng.random() < 0.5 else {})),
     )
 
@@ -350,11 +351,11 @@ def control_chars(rng: random.Random) -> Call:
     noisy = text(rng, rng.randrange(1, 40))
     tool, args = rng.choice(
         [
-            ("execute-job", {"job": noisy, "input": {}}),
-            ("get-job-status", {"run_id": noisy}),
+            ("execute_job", {"job": noisy, "input": {}}),
+            ("get_job_status", {"run_id": noisy}),
             ("job_show", {"id": noisy}),
             ("job_cancel", {"id": noisy}),
-            ("remove-job", {"name": noisy}),
+            ("remove_job", {"name": noisy}),
             (
                 "job_create",
                 {"job": "examples.add", "input": {"a": 1, "b": 2}, "schedule": {"cron": noisy}},
@@ -368,8 +369,8 @@ def control_chars(rng: random.Random) -> Call:
                 },
             ),
             (noisy, {}),
-            ("execute-job", {"job": "examples.add", "input": {noisy: 1}}),
-            ("register-job", {"name": noisy, "kind": "alias", "target": "examples.add"}),
+            ("execute_job", {"job": "examples.add", "input": {noisy: 1}}),
+            ("register_job", {"name": noisy, "kind": "alias", "target": "examples.add"}),
         ]
     )
     return "control characters", tool, args
@@ -462,7 +463,7 @@ def test_malformed_tool_calls(shared: Cluster) -> None:
             # still alive and answering
             tools = (await s.list_tools()).tools
             assert len(tools) > 14
-            listed = await s.call_tool("list-jobs", {"tag": "math"})
+            listed = await s.call_tool("list_jobs", {"tag": "math"})
             assert not listed.is_error
             assert [j["name"] for j in listed.structured_content["jobs"]] == ["examples.add"]
 

@@ -56,7 +56,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from jobsys import Principal, client, runs, tokens
 from jobsys.cli import main as cli_main
-from jobsys.mcp.handlers import tool_name
+from jobsys.mcp.names import DEPRECATED_TOOLS, tool_name
 from jobsys.mcp.tools import TOOLS
 from tests.cluster import ROOT, Cluster
 from tests.integration.mcp_support import Session, http_session, stdio_session
@@ -237,11 +237,11 @@ HTTP_OUT_OF_MATRIX = {
 }
 
 MCP_TOOLS: dict[str, dict[str, str]] = {
-    "list-jobs": each(ALL_JOBS, "list"),
-    "execute-job": each((*ALL_JOBS, "workflow", "admin_workflow"), "execute"),
-    "get-job-status": {**RUN_READS, **each(FLOW_RUNS, "read")},
-    "register-job": {"definition": "replace"},
-    "remove-job": {"definition": "remove"},
+    "list_jobs": each(ALL_JOBS, "list"),
+    "execute_job": each((*ALL_JOBS, "workflow", "admin_workflow"), "execute"),
+    "get_job_status": {**RUN_READS, **each(FLOW_RUNS, "read")},
+    "register_job": {"definition": "replace"},
+    "remove_job": {"definition": "remove"},
     "job_create": each(ALL_JOBS, "execute"),
     "job_create schedule": each(ALL_JOBS, "create"),
     "job_list": {**RUN_LISTS, **each(SCHEDULES, "list"), **each(FLOW_RUNS, "list")},
@@ -314,8 +314,8 @@ FRESH = {
     "POST /api/v1/workflow-runs/{workflow_id}/cancel": "new",
     "POST /api/v1/definitions": "new",
     "DELETE /api/v1/definitions/{name}": "new",
-    "register-job": "new",
-    "remove-job": "new",
+    "register_job": "new",
+    "remove_job": "new",
     "job_update": "new",
     "job_pause": "new",
     "job_resume": "paused",
@@ -338,7 +338,7 @@ LISTINGS = {
     "GET /api/v1/definitions",
     "GET /api/v1/runs",
     "GET /api/v1/schedules",
-    "list-jobs",
+    "list_jobs",
     "job_list",
     "job_search",
     "jobs list",
@@ -659,6 +659,8 @@ def test_tables_cover_everything(shared: Cluster) -> None:
     tools = {t.name for t in TOOLS}
     in_table = {op.split(" ")[0] for op in MCP_TOOLS} - {"run__<job>"}
     assert tools ^ in_table == set(), "MCP tools and the matrix differ"
+    # the deprecated names are the same tools (same handler, same checks), not listed
+    assert set(DEPRECATED_TOOLS.values()) <= tools and not set(DEPRECATED_TOOLS) & tools
     commands = cli_commands()
     assert commands - set(CLI_COMMANDS) - set(CLI_OUT_OF_MATRIX) == set(), "commands not covered"
     assert set(CLI_COMMANDS) - commands == set(), "the matrix names commands the CLI lacks"
@@ -771,11 +773,11 @@ def mcp_call(cell: Cell, value: str) -> tuple[str, dict[str, Any]]:
     what |= {"admin_schedule": "schedules"}
     searched = value if cell.resource == "definition" else RUN_JOBS.get(cell.resource, "")
     arguments: dict[str, Callable[[], dict[str, Any]]] = {
-        "list-jobs": lambda: {"include_hidden": True},
-        "execute-job": lambda: {"job": value, "input": given, "mode": "background"},
-        "get-job-status": lambda: {"run_id": value},
-        "register-job": lambda: alias(value),
-        "remove-job": lambda: {"name": value},
+        "list_jobs": lambda: {"include_hidden": True},
+        "execute_job": lambda: {"job": value, "input": given, "mode": "background"},
+        "get_job_status": lambda: {"run_id": value},
+        "register_job": lambda: alias(value),
+        "remove_job": lambda: {"name": value},
         "job_create": lambda: (
             {"job": value, "input": given}
             | ({"schedule": {"every": 3600, "start": FAR}} if cell.op.endswith("schedule") else {})

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from jobsys import permissions, tokens
+from jobsys.mcp.names import tool_name
 from tests.cluster import ROOT, Cluster, cluster
 from tests.integration.mcp_support import http_session, stdio_session
 from tests.servers import Serve
@@ -456,27 +457,27 @@ def test_mcp_over_http_shows_and_runs_a_tenants_own_jobs(api: Api) -> None:
 
     async def main() -> None:
         async with http_session(f"{api.url}/mcp", api.tokens["mallory"]) as s:
-            assert f"run__{name}" not in await _tools(s)
-            error, listed = await _call(s, "list-jobs", {})
+            assert tool_name(name) not in await _tools(s)
+            error, listed = await _call(s, "list_jobs", {})
             assert not error and name not in {j["name"] for j in listed["jobs"]}
-            error, answer = await _call(s, "execute-job", {"job": name, "input": {"a": 1}})
+            error, answer = await _call(s, "execute_job", {"job": name, "input": {"a": 1}})
             assert error and answer["error"]["type"] == "UnknownJob"
             # Registering the name makes mallory's own job; alice's is untouched.
             error, made = await _call(
                 s,
-                "register-job",
+                "register_job",
                 {"name": name, "kind": "alias", "target": "examples.add", "defaults": {"b": 1}},
             )
             assert not error and made["registered"]["tenant"] == "evil"
-            error, _ = await _call(s, "remove-job", {"name": name})
+            error, _ = await _call(s, "remove_job", {"name": name})
             assert not error
-            error, _ = await _call(s, "remove-job", {"name": name})
+            error, _ = await _call(s, "remove_job", {"name": name})
             assert error
         async with http_session(f"{api.url}/mcp", api.tokens["bob"]) as s:
-            assert f"run__{name}" in await _tools(s)
-            error, _ = await _call(s, "remove-job", {"name": name})
+            assert tool_name(name) in await _tools(s)
+            error, _ = await _call(s, "remove_job", {"name": name})
             assert error  # bob is not its owner
-            error, ran = await _call(s, f"run__{name}", {"a": 1})
+            error, ran = await _call(s, tool_name(name), {"a": 1})
             assert not error and ran["output"] == 11, ran
 
     anyio.run(main)
@@ -490,12 +491,12 @@ def test_mcp_over_stdio_shows_a_tenants_own_jobs(api: Api, c: Cluster) -> None:
     async def main() -> None:
         env = {**c.env, "JOBSYS_TOKEN": api.tokens["eve"]}
         async with stdio_session(env, c.tmp / "mcp-stdio-eve.log") as s:
-            assert f"run__{name}" not in await _tools(s)
-            error, listed = await _call(s, "list-jobs", {})
+            assert tool_name(name) not in await _tools(s)
+            error, listed = await _call(s, "list_jobs", {})
             assert not error and name not in json.dumps(listed)
         env = {**c.env, "JOBSYS_TOKEN": api.tokens["bob"]}
         async with stdio_session(env, c.tmp / "mcp-stdio-bob.log") as s:
-            assert f"run__{name}" in await _tools(s)
+            assert tool_name(name) in await _tools(s)
 
     anyio.run(main)
 

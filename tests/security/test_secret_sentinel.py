@@ -166,7 +166,7 @@ async def mcp_session(h: Harness, calls: Queued, then: Callable[[Session], Any])
         ids = []
         for job, given, want in calls:
             arguments = {"job": job, "input": given, "mode": "background"}
-            run_id = (await answer(h, s, "execute-job", arguments))["run_id"]
+            run_id = (await answer(h, s, "execute_job", arguments))["run_id"]
             h.expected[run_id] = want
             ids.append(run_id)
         await then(s)
@@ -351,7 +351,7 @@ def mcp_reads(h: Harness, run_ids: list[str], others: list[str]) -> Callable[[Se
         await answer(h, s, "job_list", {"limit": 200})
         await answer(h, s, "job_search", {"query": "received"})
         for run_id in run_ids:
-            await answer(h, s, "get-job-status", {"run_id": run_id, "logs": 200})
+            await answer(h, s, "get_job_status", {"run_id": run_id, "logs": 200})
             await answer(h, s, "job_result", {"id": run_id})
         for other in others:
             await answer(h, s, "job_show", {"id": other})

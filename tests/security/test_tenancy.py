@@ -239,7 +239,7 @@ def test_viewer_reads_a_workflow_run_without_its_admin_only_step_cli(shared: Clu
 
 async def _mcp_reads(s: Session, workflow_id: str) -> None:
     for tool, args in (
-        ("get-job-status", {"run_id": workflow_id}),
+        ("get_job_status", {"run_id": workflow_id}),
         ("job_show", {"id": workflow_id}),
         ("job_list", {"what": "workflow_runs"}),
     ):
@@ -247,7 +247,7 @@ async def _mcp_reads(s: Session, workflow_id: str) -> None:
         text = "".join(getattr(c, "text", "") for c in result.content)
         assert not result.is_error, (tool, text)
         assert SENTINEL not in text, tool
-    status = await s.call_tool("get-job-status", {"run_id": workflow_id})
+    status = await s.call_tool("get_job_status", {"run_id": workflow_id})
     assert status.structured_content is not None
     assert status.structured_content["withheld"] == ["secret"]
 
@@ -354,7 +354,7 @@ def test_big_integers_round_trip_mcp(shared: Cluster) -> None:
     async def main() -> None:
         async with stdio_session(shared.env, shared.tmp / "mcp-bigint.log") as s:
             result = await s.call_tool(
-                "execute-job", {"job": "examples.add", "input": {"a": BIG, "b": 1}, "timeout": 30}
+                "execute_job", {"job": "examples.add", "input": {"a": BIG, "b": 1}, "timeout": 30}
             )
             text = "".join(getattr(c, "text", "") for c in result.content)
             assert not result.is_error, text

@@ -8,6 +8,8 @@ import re
 import click
 
 from jobsys import cli
+from jobsys.mcp.names import DEPRECATED_TOOLS, tool_name
+from jobsys.mcp.tools import TOOLS
 
 README = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -27,3 +29,12 @@ def test_the_readme_never_writes_a_token_to_a_file() -> None:
     """A token in a file of the working folder ends up in a repository or a backup."""
     writes = re.findall(r"^.*tokens create.*>.*$", README, re.MULTILINE)
     assert writes == []
+
+
+def test_the_mcp_section_names_every_tool_and_every_deprecated_name() -> None:
+    section = README.split("**Deprecated names.**", 1)[1].split("\n#", 1)[0]
+    for old, new in DEPRECATED_TOOLS.items():
+        assert f"`{old}`" in section and f"`{new}`" in section, old
+    assert f"`{tool_name('examples.add')}`" in section and "`run__examples.add`" in section
+    for tool in TOOLS:
+        assert f"`{tool.name}`" in README, f"the README does not name the MCP tool {tool.name}"
