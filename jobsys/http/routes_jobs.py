@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse
 
 from jobsys import cli, definitions, jobs, search, workflows
+from jobsys.client import Client
 from jobsys.http.auth import ClientDep
 from jobsys.http.errors import ApiError
 
@@ -16,8 +17,15 @@ router = APIRouter(prefix="/api/v1")
 NamePath = Annotated[str, Path(min_length=1, max_length=200, description="A job's name.")]
 
 
-def job_json(spec: jobs.JobSpec) -> dict[str, Any]:
-    return {**cli.spec_json(spec), "kind": definitions.kind_of(spec)}
+MAY = ("execute", "create", "update", "delete")
+"""The actions a job's JSON says the caller may do (``may``: a hint, the checks still decide)."""
+
+
+def job_json(spec: jobs.JobSpec, c: Client | None = None) -> dict[str, Any]:
+    data = {**cli.spec_json(spec), "kind": definitions.kind_of(spec)}
+    if c is not None:
+        data["may"] = {a: c.policy.may(c.principal, a, spec) for a in MAY}
+    return data
 
 
 def edges(wf: workflows.Workflow) -> list[list[str]]:
@@ -77,7 +85,7 @@ def list_jobs(
 ) -> dict[str, Any]:
     labels = _labels(label or [])
     words = set(search.words(q or ""))
-    found = [job_json(s) for s in c.job_specs(include_hidden) if _keep(s, tag, labels, words)]
+    found = [job_json(s, c) for s in c.job_specs(include_hidden) if _keep(s, tag, labels, words)]
     flows = [
         workflow_json(wf, c.registry)
         for _, wf in sorted(c.registry.workflows.items())
@@ -88,7 +96,7 @@ def list_jobs(
 
 @router.get("/jobs/{name}", tags=["jobs"], summary="One job, with its input and output schemas")
 def show_job(name: NamePath, c: ClientDep) -> dict[str, Any]:
-    return job_json(c.job_spec(name))
+    return job_json(c.job_spec(name), c)
 
 
 @router.get("/workflows", tags=["workflows"], summary="Declared and registered workflows")

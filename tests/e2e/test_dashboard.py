@@ -12,6 +12,8 @@ downloads are not used. Without it the module is skipped (the reason says so), e
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -348,6 +350,163 @@ def test_schedules_pause_resume_and_trigger(ui: Ui, ui_cluster: Cluster, token: 
     last = schedules.get(sched.id).last_run_id
     assert last == fired[0].id
     expect(row.get_by_test_id("schedule-last-run")).to_have_attribute("title", last)
+    ui.assert_clean()
+
+
+def open_schedule_form(ui: Ui, job: str) -> None:
+    ui.by("schedule-new").click()
+    expect(ui.by("schedule-form")).to_have_attribute("data-jobs", "loaded")
+    ui.by("schedule-job").select_option(job)
+    expect(ui.by("schedule-form")).to_have_attribute("data-ready", "true")
+
+
+def test_a_schedule_is_created_from_the_form_fires_and_is_deleted(
+    ui: Ui, ui_cluster: Cluster, token: str
+) -> None:
+    schedules = ui_cluster.client.schedules
+    ui.login(token, "schedules")
+    open_schedule_form(ui, "tests.effect")
+    expect(ui.by("field-seconds")).to_be_visible()  # the job's input schema, as a form
+    ui.by("field-seconds").fill("0")
+    ui.by("schedule-kind").select_option("every")
+    ui.by("schedule-every-unit").select_option("seconds")
+    ui.by("schedule-every").fill("2")
+    ui.by("schedule-timezone").fill("UTC")
+    # the server's preview of the unsaved cadence: fires 2 s apart
+    fires = ui.by("schedule-preview-fire")
+    expect(fires).to_have_count(5)
+    expect(ui.by("schedule-preview")).to_have_attribute("data-state", "ok")
+    ats = [
+        dt.datetime.fromisoformat(a) for a in fires.evaluate_all("l => l.map(e => e.dataset.at)")
+    ]
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(ats)] == [2.0] * 4
+    ui.by("schedule-name").fill("ui-every-2s <b>not bold</b>")
+    ui.by("schedule-description").fill("made in the dashboard")
+    ui.by("schedule-create").click()
+    expect(ui.by("notice")).to_contain_text("Created schedule ui-every-2s <b>not bold</b>")
+    sched_id = ui.by("schedule-form").get_attribute("data-created")
+    assert sched_id
+    record = schedules.get(sched_id)
+    assert record.job == "tests.effect" and record.input == {"seconds": 0}
+    assert record.cadence["kind"] == "interval" and record.cadence["every"] == 2
+    assert record.description == "made in the dashboard"
+    row = ui.page.locator(f'[data-testid="schedule-row"][data-schedule-id="{sched_id}"]')
+    expect(row).to_have_attribute("data-state", "active")
+    expect(row.locator("b")).to_have_count(0)  # the name is text, not HTML
+    expect(row).to_contain_text("<b>not bold</b>")
+    expect(row).to_contain_text("every 2.0 s")
+
+    # beat fires it; the worker runs it; the row shows the run
+    ui_cluster.start_beat("ui-beat")
+    try:
+        expect(row.get_by_test_id("schedule-last-run")).to_have_attribute(
+            "title", re.compile(r"\w"), timeout=WAIT_MS
+        )
+        run_id = row.get_by_test_id("schedule-last-run").get_attribute("title")
+        assert run_id
+        assert ui_cluster.store.get(run_id).schedule_id == sched_id
+
+        # delete: asked first; "Keep" keeps it
+        row.get_by_test_id("schedule-delete").click()
+        expect(row.get_by_test_id("schedule-delete-question")).to_contain_text("Delete ui-every-2s")
+        row.get_by_test_id("schedule-delete-keep").click()
+        expect(row.get_by_test_id("schedule-delete")).to_be_enabled()
+        assert schedules.get(sched_id).state.value == "active"
+        row.get_by_test_id("schedule-delete").click()
+        row.get_by_test_id("schedule-delete-confirm").click()
+        expect(row).to_have_attribute("data-state", "cancelled")
+        expect(ui.by("notice")).to_contain_text("Deleted ui-every-2s")
+        expect(row.get_by_test_id("schedule-delete")).to_be_disabled()
+        expect(row.get_by_test_id("schedule-pause")).to_be_disabled()
+        assert schedules.get(sched_id).state.value == "cancelled"
+    finally:
+        ui_cluster.stop("ui-beat")
+    ui.assert_clean()
+
+
+def test_a_bad_cron_shows_the_servers_error_by_its_field(
+    ui: Ui, ui_cluster: Cluster, token: str
+) -> None:
+    before = {s.id for s in ui_cluster.client.schedules.list(limit=10_000)}
+    ui.login(token, "schedules")
+    open_schedule_form(ui, "tests.effect")
+    ui.by("schedule-kind").select_option("cron")
+    ui.by("schedule-timezone").fill("Europe/Paris")
+    ui.by("schedule-cron").fill("0 9 * * 1-5")
+    expect(ui.by("schedule-preview-fire")).to_have_count(5)
+    expect(ui.by("schedule-preview-note")).to_contain_text("Europe/Paris")
+    first = ui.by("schedule-preview-fire").first.text_content() or ""
+    assert " 09:00:00" in first, first
+
+    ui.by("schedule-cron").fill("61 * * * *")
+    expect(ui.by("schedule-error-cron")).to_contain_text(re.compile(r"\S"))
+    expect(ui.by("schedule-preview-fire")).to_have_count(0)
+    expect(ui.by("schedule-preview")).to_have_attribute("data-state", "error")
+    ui.by("schedule-create").click()
+    expect(ui.by("schedule-form-error")).to_be_visible()
+    expect(ui.by("schedule-form-error")).to_contain_text("InvalidSchedule")
+    expect(ui.by("schedule-error-cron")).to_contain_text(re.compile(r"\S"))
+    expect(ui.by("schedule-row-cron")).to_have_class(re.compile(r"\binvalid\b"))
+
+    # the input as JSON: not an object is refused before it is sent
+    ui.by("schedule-cron").fill("*/5 * * * *")
+    expect(ui.by("schedule-error-cron")).to_be_empty()
+    ui.by("schedule-input-mode").select_option("json")
+    ui.by("schedule-input-json").fill("[1, 2]")
+    ui.by("schedule-create").click()
+    expect(ui.by("schedule-error-input")).to_contain_text("JSON object")
+    # and an input the job's schema refuses is the server's error, by the input field
+    ui.by("schedule-input-json").fill('{"seconds": "soon"}')
+    ui.by("schedule-create").click()
+    expect(ui.by("schedule-error-input")).to_contain_text(re.compile(r"\S"))
+    expect(ui.by("schedule-form-error")).to_be_visible()
+    assert {s.id for s in ui_cluster.client.schedules.list(limit=10_000)} == before
+    ui.assert_clean()
+
+
+def test_a_viewer_sees_only_what_it_may_do_and_the_servers_refusal(
+    ui: Ui, ui_cluster: Cluster
+) -> None:
+    schedules = ui_cluster.client.schedules
+    theirs = schedules.create("tests.operated", cadence.every(3600, input={"seconds": 0}), "ui-op")
+    anyones = schedules.create("tests.effect", cadence.every(3600, input={"seconds": 0}), "ui-any")
+    viewer = permissions.Principal(id="ui-viewer", roles=("viewer",), scopes=("pay",))
+    _, secret = ui_cluster.client.admin.create_token(viewer)
+    ui.open("schedules")
+    ui.by("login-token").fill(secret)
+    ui.by("login-submit").click()
+    expect(ui.by("whoami")).to_contain_text(viewer.id)
+
+    # tests.operated: only the role operator changes its schedules, so no buttons for them
+    op_row = ui.page.locator(f'[data-testid="schedule-row"][data-schedule-id="{theirs.id}"]')
+    any_row = ui.page.locator(f'[data-testid="schedule-row"][data-schedule-id="{anyones.id}"]')
+    expect(op_row).to_have_attribute("data-state", "active")
+    expect(any_row.get_by_test_id("schedule-delete")).to_be_enabled()
+    for testid in ("schedule-delete", "schedule-pause", "schedule-resume", "schedule-trigger"):
+        expect(op_row.get_by_test_id(testid)).to_have_count(0)
+
+    # nor is it offered in the form; a job whose guard decides on the input is, and the
+    # server's refusal of this input is shown
+    ui.by("schedule-new").click()
+    expect(ui.by("schedule-form")).to_have_attribute("data-jobs", "loaded")
+    job = ui.by("schedule-job")
+    expect(job.locator('option[value="tests.small_pay"]')).to_have_count(1)
+    expect(job.locator('option[value="tests.operated"]')).to_have_count(0)
+    ui.by("schedule-job").select_option("tests.small_pay")
+    expect(ui.by("schedule-form")).to_have_attribute("data-ready", "true")
+    ui.by("field-cents").fill("500")
+    ui.by("schedule-name").fill("ui-refused")
+    ui.by("schedule-create").click()
+    expect(ui.by("schedule-form-error")).to_contain_text("Not allowed")
+    expect(ui.by("schedule-form-error")).to_contain_text("ui-viewer")
+    assert not schedules.list(name="ui-refused")
+
+    # what it may do, it does
+    any_row.get_by_test_id("schedule-delete").click()
+    any_row.get_by_test_id("schedule-delete-confirm").click()
+    expect(any_row).to_have_attribute("data-state", "cancelled")
+    assert schedules.get(theirs.id).state.value == "active"
+    schedules.delete(theirs.id)
     ui.assert_clean()
 
 

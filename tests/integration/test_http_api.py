@@ -277,6 +277,15 @@ def test_viewer_is_denied_admin_only_job(server: ApiServer, api: httpx.Client) -
             j["name"] for j in viewer.get("/api/v1/jobs").json()["jobs"]
         }
         assert_error(viewer.get("/metrics"), 403, "PermissionDenied")
+        # each job says what the caller may do to it: a hint; the server still checks
+        may = {j["name"]: j["may"] for j in viewer.get("/api/v1/jobs").json()["jobs"]}
+        assert may["examples.add"] == dict.fromkeys(("execute", "create", "update", "delete"), True)
+        assert may["tests.operated"] == dict.fromkeys(
+            ("execute", "create", "update", "delete"), False
+        )
+        assert viewer.get("/api/v1/jobs/tests.operated").json()["may"]["delete"] is False
+        # a guard that decides on the input is not asked without one
+        assert may["tests.small_pay"]["create"] is True
         # a job without rules is open to the viewer
         mine = viewer.post("/api/v1/jobs/examples.add/runs", json={"input": {"a": 1, "b": 1}})
         assert mine.status_code == 202

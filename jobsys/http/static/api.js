@@ -84,6 +84,7 @@ export async function api(method, path, body) {
 
 export const get = (path) => api("GET", path);
 export const post = (path, body) => api("POST", path, body);
+export const del = (path) => api("DELETE", path);
 
 /** The URL of a run's live log stream (EventSource cannot send headers: token in the query). */
 export function logStreamUrl(runId) {
