@@ -145,7 +145,10 @@ def emit_json(value: Any) -> None:
 @click.group()
 @click.version_option(package_name="jobsys")
 def main() -> None:
-    """jobsys: typed, reliable background jobs on Celery + Redis."""
+    """jobsys: typed, reliable background jobs on Celery + Redis.
+
+    Settings come from JOBSYS_* environment variables: `jobsys config` lists them.
+    """
     # Before anything is written: every file under JOBSYS_HOME (and of the processes this one
     # starts) is private to this user.
     private.restrict_umask()
@@ -222,17 +225,18 @@ def beat(loglevel: str) -> None:
 @click.option(
     "--http-port",
     type=click.IntRange(0, 65535),
-    default=8000,
-    show_default=True,
-    envvar="JOBSYS_HTTP_PORT",
-    help="Port of the HTTP API, dashboard and MCP endpoint (0: do not serve them).",
+    default=None,
+    help="Port of the HTTP API, dashboard and MCP endpoint (0: do not serve them) "
+    "[default: $JOBSYS_HTTP_PORT, or 8000].",
 )
 @click.option("--http-host", default="127.0.0.1", show_default=True)
 @handle_errors
-def up(n_workers: int, concurrency: int, http_port: int, http_host: str) -> None:
+def up(n_workers: int, concurrency: int, http_port: int | None, http_host: str) -> None:
     """Run everything on this machine: Redis (embedded unless JOBSYS_BROKER_URL is set), the
     workers, beat, and the HTTP API with the dashboard. Ctrl-C stops all of it."""
     settings = config.Settings.from_env()
+    if http_port is None:
+        http_port = settings.http_port
     if config.read_services(settings.home) is not None:
         fail(f"jobsys is already running under {settings.home} (see services.json there)", 1)
     private.tighten_home(settings.home)  # a home an older jobsys made was readable by all
@@ -247,7 +251,7 @@ def up(n_workers: int, concurrency: int, http_port: int, http_host: str) -> None
     if broker_url is None:
         redis = embedded.RedisServer(settings.home / "redis").start()
         broker_url = redis.url
-    env = {
+    env = {  # the children are started with this process's environment, with these pinned
         **os.environ,
         "JOBSYS_HOME": str(settings.home),
         "JOBSYS_BROKER_URL": broker_url,
@@ -331,6 +335,51 @@ def _print_up(settings: config.Settings, broker_url: str, n_workers: int, concur
     )
     out.print(f"  jobs     {', '.join(settings.catalog)}")
     out.print('Try: jobsys submit examples.add --input \'{"a": 2, "b": 3}\' --wait')
+
+
+@main.command("config")
+@click.option("--markdown", is_flag=True, help="Print the README's table of the settings.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def config_command(markdown: bool, as_json: bool) -> None:
+    """List the settings (JOBSYS_* environment variables): each with its value here, in
+    the form of an environment file, and what it means. Secrets show as ***."""
+    if markdown:
+        click.echo(config.markdown_table(), nl=False)
+        return
+    settings = config.Settings.from_env()
+    if as_json:
+        emit_json(
+            [
+                {
+                    "variable": f.metadata["env"],
+                    "value": _setting_text(f, getattr(settings, f.name)),
+                    "default": config.shown_default(f),
+                    "meaning": f.metadata["doc"],
+                }
+                for f, _ in config.fields()
+            ]
+        )
+        return
+    for f, _ in config.fields():
+        click.echo(f"# {f.metadata['doc']} (default: {config.shown_default(f)})")
+        click.echo(f"{f.metadata['env']}={_setting_text(f, getattr(settings, f.name))}")
+
+
+def _setting_text(f: dataclasses.Field[Any], value: Any) -> str:
+    if value is None:
+        return ""
+    if not f.repr:  # a secret: the token, the secret key, Flower's passwords
+        return "***"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if f.name.endswith("_url"):
+        return str(maybe_sanitize_url(value))
+    return str(value)
 
 
 # --- jobs ----------------------------------------------------------------------------------

@@ -11,11 +11,12 @@ Nothing of a run's input reaches Flower: a jobsys message carries only the run i
 dispatch token (shown as ``kwargs {'run_id': ...}``), and the outputs and errors in task
 events are redacted of secret input values like the run record's.
 
-Settings, read from the environment like every jobsys process:
+Settings, read from the environment through ``config.Settings`` like every jobsys process:
 
 - ``JOBSYS_FLOWER_BASIC_AUTH``: ``user:password[,user2:password2]``. When unset, a random
   password is made for the user ``admin`` and printed once at start. Flower never runs open.
-- ``JOBSYS_FLOWER_URL_PREFIX``: serve under ``/<prefix>/`` (behind a reverse proxy).
+- ``JOBSYS_FLOWER_URL_PREFIX``: serve under ``/<prefix>/`` (behind a reverse proxy);
+  ``--url-prefix`` wins.
 - the broker of the workers: ``JOBSYS_BROKER_URL``, or the running ``jobsys up`` of
   ``JOBSYS_HOME``; results from ``JOBSYS_RESULT_URL`` (default: database 1 of the broker).
 """
@@ -24,9 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import click
 from celery import Celery
@@ -60,10 +60,11 @@ def _masked(item: str) -> str:
     return f"{user}:***" if sep else "***"
 
 
-def credentials(env: Mapping[str, str]) -> tuple[list[str], str | None]:
-    """The basic-auth credentials Flower accepts, and the password made up for ``admin`` when
-    ``JOBSYS_FLOWER_BASIC_AUTH`` is unset (``None`` when it is set)."""
-    given = env.get(AUTH_ENV, "").strip()
+def credentials(given: str | None) -> tuple[list[str], str | None]:
+    """The basic-auth credentials Flower accepts (``given``: the setting
+    ``JOBSYS_FLOWER_BASIC_AUTH``), and the password made up for ``admin`` when it is unset
+    (``None`` when it is set)."""
+    given = (given or "").strip()
     if given:
         return parse_basic_auth(given), None
     password = secrets.token_urlsafe(18)
@@ -122,7 +123,6 @@ def _disable_task_events(app: Celery) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 @click.option(
     "--url-prefix",
-    envvar=PREFIX_ENV,
     default=None,
     help=f"Serve under /PREFIX/, behind a reverse proxy (default: ${PREFIX_ENV}).",
 )
@@ -140,9 +140,9 @@ def flower(address: str, port: int, url_prefix: str | None, allow_control: bool)
     Credentials come from JOBSYS_FLOWER_BASIC_AUTH (user:password[,user2:password2]); when it
     is unset, a password for the user admin is made up and printed once.
     """
-    env = os.environ
-    settings = config.Settings.from_env(env)
-    basic_auth, generated = credentials(env)
+    settings = config.Settings.from_env()
+    basic_auth, generated = credentials(settings.flower_basic_auth)
+    url_prefix = url_prefix or settings.flower_url_prefix
     app = make_app(settings)
     argv = flower_argv(address, port, basic_auth, url_prefix, read_only=not allow_control)
     _check_listen(address, port)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 import click
@@ -13,11 +12,6 @@ from jobsys.cli import err, handle_errors, main
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-
-
-def serve_argv(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> list[str]:
-    """The arguments after ``jobsys`` that run the server (for ``jobsys up`` to spawn it)."""
-    return ["serve", "--host", host, "--port", str(port)]
 
 
 _TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s]+")
@@ -33,10 +27,6 @@ class HideTokens(logging.Filter):
                 _TOKEN_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
             )
         return True
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes")
 
 
 @main.command("serve")
@@ -60,7 +50,7 @@ def serve(host: str, port: int, log_level: str) -> None:
     from jobsys.http.app import create_app
 
     settings = config.Settings.from_env()
-    app = create_app(settings, metrics_public=_flag("JOBSYS_METRICS_PUBLIC"))
+    app = create_app(settings, metrics_public=settings.metrics_public)
     shown = f"[{host}]" if ":" in host else host
     err.print(f"jobsys API on http://{shown}:{port} (docs at /docs, dashboard at /)")
     logging.getLogger("uvicorn.access").addFilter(HideTokens())

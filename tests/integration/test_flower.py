@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobsys import RunState, cli_flower, embedded, errors
+from jobsys import RunState, cli_flower, config, embedded, errors
 from tests.cluster import ROOT, Cluster, cluster
 
 pytestmark = pytest.mark.integration
@@ -315,15 +315,17 @@ def test_workers_stop_sending_task_events_when_flower_stops(
 )
 def test_malformed_credentials_are_refused(given: str) -> None:
     with pytest.raises(errors.ConfigError, match=cli_flower.AUTH_ENV):
-        cli_flower.credentials({cli_flower.AUTH_ENV: given})
+        cli_flower.credentials(given)
 
 
 def test_credentials_parse_and_never_empty() -> None:
-    given = {cli_flower.AUTH_ENV: "ann:pw:with:colons, bob:x"}
+    env = {cli_flower.AUTH_ENV: "ann:pw:with:colons, bob:x"}
+    given = config.Settings.from_env(env).flower_basic_auth
     assert cli_flower.credentials(given) == (["ann:pw:with:colons", "bob:x"], None)
-    made, password = cli_flower.credentials({})
+    made, password = cli_flower.credentials(config.Settings.from_env({}).flower_basic_auth)
     assert password and made == [f"admin:{password}"]
-    assert cli_flower.credentials({})[1] != password
+    assert cli_flower.credentials(None)[1] != password
+    assert cli_flower.credentials(" ")[1] is not None
     with pytest.raises(errors.ConfigError):
         cli_flower.flower_argv("127.0.0.1", 5555, [])
 

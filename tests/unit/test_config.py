@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from jobsys import config, errors
+from jobsys import cli, config, errors
 
 
 def test_defaults_use_the_home_folder(tmp_path: Path) -> None:
@@ -44,3 +47,126 @@ def test_broker_is_found_through_the_running_up(tmp_path: Path) -> None:
     config.write_services(tmp_path, {"pid": 2**22 + 12345, "broker_url": "redis://x:9/0"})
     with pytest.raises(errors.BrokerUnavailable):
         s.resolved_broker_url()
+
+
+def test_the_stats_cache_setting_takes_effect(tmp_path: Path) -> None:
+    """``JOBSYS_STATS_CACHE_SECONDS`` is documented and set by the test clusters: it is read."""
+    s = config.Settings.from_env({"JOBSYS_HOME": str(tmp_path), "JOBSYS_STATS_CACHE_SECONDS": "0"})
+    assert s.stats_cache_seconds == 0
+    s = config.Settings.from_env({"JOBSYS_STATS_CACHE_SECONDS": "2.5"})
+    assert s.stats_cache_seconds == 2.5
+
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+NOT_SETTINGS = {
+    # the test suite's
+    "JOBSYS_TEST_BROKER_URL",
+    "JOBSYS_TEST_DATABASE_URL",
+    "JOBSYS_TEST_CHROMIUM",
+    "JOBSYS_REQUIRE_BROWSER",
+    # docker-compose.yml's, for its Redis
+    "JOBSYS_REDIS_PASSWORD",
+}
+
+
+def test_the_readme_table_is_the_one_the_settings_make() -> None:
+    """Each setting's variable, default and meaning are declared once, in ``config``; the
+    README's table is made from them (``jobsys config --markdown``)."""
+    section = README.split("### Configuration", 1)[1].split("\n### ", 1)[0]
+    table = section[section.index("| variable |") :].split("\n\n", 1)[0] + "\n"
+    assert table == config.markdown_table(), "run `jobsys config --markdown` into the README"
+    documented = set(re.findall(r"\bJOBSYS_[A-Z_]+\b", README)) - NOT_SETTINGS
+    declared = {f.metadata["env"] for f, _ in config.fields()}
+    assert documented <= declared, f"the README names unknown variables {documented - declared}"
+
+
+def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
+    names = [f.metadata["env"] for f, _ in config.fields()]
+    assert len(names) == len(set(names)) and all(n.startswith("JOBSYS_") for n in names)
+    for f, _ in config.fields():
+        assert f.metadata["doc"] and "\n" not in f.metadata["doc"], f.name
+    env = {
+        "JOBSYS_HOME": "h",
+        "JOBSYS_BROKER_URL": "redis://b:1/0",
+        "JOBSYS_RESULT_URL": "redis://b:1/5",
+        "JOBSYS_DATABASE_URL": "sqlite:///x.db",
+        "JOBSYS_CATALOG": "m1",
+        "JOBSYS_LEASE_SECONDS": "1",
+        "JOBSYS_HEARTBEAT_SECONDS": "2",
+        "JOBSYS_REAPER_SECONDS": "3",
+        "JOBSYS_RECONCILE_SECONDS": "4",
+        "JOBSYS_PARKED_CHECK_SECONDS": "0.5",
+        "JOBSYS_BEAT_INTERVAL": "6",
+        "JOBSYS_TOKEN": "tok",
+        "JOBSYS_ADMIN_ROLES": "ops",
+        "JOBSYS_SUPERADMIN_ROLES": "",
+        "JOBSYS_SECRET_KEY": "key",
+        "JOBSYS_MAX_DELIVERIES": "7",
+        "JOBSYS_CANCEL_GRACE_SECONDS": "8",
+        "JOBSYS_HARD_TIMEOUT_GRACE_SECONDS": "9",
+        "JOBSYS_SHUTDOWN_GRACE_SECONDS": "11",
+        "JOBSYS_RESULT_EXPIRES": "12",
+        "JOBSYS_PREFETCH": "13",
+        "JOBSYS_HTTP_PORT": "0",
+        "JOBSYS_HTTP_JOB_HOSTS": "API.example.com:443, b",
+        "JOBSYS_STATS_CACHE_SECONDS": "14",
+        "JOBSYS_METRICS_PUBLIC": "yes",
+        "JOBSYS_FLOWER_BASIC_AUTH": "u:p",
+        "JOBSYS_FLOWER_URL_PREFIX": "flower",
+        "JOBSYS_TASK_EVENTS": "true",
+    }
+    assert set(env) == set(names), "a new setting: give it a value here"
+    s = config.Settings.from_env(env)
+    defaults = config.Settings.from_env({})
+    for f, _ in config.fields():
+        assert getattr(s, f.name) != getattr(defaults, f.name), f"{f.name} is not read"
+    assert s.home == Path("h").resolve() and s.superadmin_roles == ()
+    assert s.http_job_hosts == ("api.example.com:443", "b") and s.metrics_public is True
+    assert "tok" not in repr(s) and "u:p" not in repr(s) and "key" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("JOBSYS_LEASE_SECONDS", "abc", "JOBSYS_LEASE_SECONDS='abc' is not a number"),
+        ("JOBSYS_PREFETCH", "1.5", "JOBSYS_PREFETCH='1.5' is not a whole number"),
+        ("JOBSYS_REAPER_SECONDS", "nan", "JOBSYS_REAPER_SECONDS='nan' is not a finite number"),
+        ("JOBSYS_MAX_DELIVERIES", "-2", "JOBSYS_MAX_DELIVERIES='-2' must not be negative"),
+        ("JOBSYS_HTTP_PORT", "70000", "JOBSYS_HTTP_PORT='70000' must be at most 65535"),
+        ("JOBSYS_TASK_EVENTS", "maybe", "JOBSYS_TASK_EVENTS='maybe' is not a boolean"),
+    ],
+)
+def test_a_bad_value_is_named_with_its_variable(name: str, raw: str, message: str) -> None:
+    with pytest.raises(errors.ConfigError, match=re.escape(message)):
+        config.Settings.from_env({name: raw})
+
+
+def test_empty_means_the_default_except_for_lists(tmp_path: Path) -> None:
+    s = config.Settings.from_env(
+        {
+            "JOBSYS_HOME": "",
+            "JOBSYS_LEASE_SECONDS": "",
+            "JOBSYS_TASK_EVENTS": " ",
+            "JOBSYS_DATABASE_URL": "",
+            "JOBSYS_CATALOG": "",
+            "JOBSYS_PARKED_CHECK_SECONDS": "0",
+        }
+    )
+    assert s.home == Path(".jobsys").resolve() and s.lease_seconds == 30
+    assert s.task_events is False and s.database_url.endswith("jobsys.db")
+    assert s.catalog == () and s.parked_check_seconds == 0.1
+
+
+def test_jobsys_config_lists_the_settings_and_hides_secrets() -> None:
+    env = {"JOBSYS_TOKEN": "tok-123", "JOBSYS_BROKER_URL": "redis://:pw-456@h:1/0"}
+    result = CliRunner().invoke(cli.main, ["config"], env=env)
+    assert result.exit_code == 0, result.output
+    for f, _ in config.fields():
+        assert f"\n{f.metadata['env']}=" in "\n" + result.output
+    assert "tok-123" not in result.output and "pw-456" not in result.output
+    assert "JOBSYS_TOKEN=***" in result.output
+    result = CliRunner().invoke(cli.main, ["config", "--markdown"])
+    assert result.output == config.markdown_table()
+    shown = CliRunner().invoke(cli.main, ["config", "--json"], env={"JOBSYS_PREFETCH": "4"})
+    (prefetch,) = [s for s in json.loads(shown.output) if s["variable"] == "JOBSYS_PREFETCH"]
+    assert prefetch["value"] == "4" and prefetch["default"] == "`1`"
