@@ -46,10 +46,6 @@ ALIASES = {
 }
 
 
-CadenceError = errors.InvalidSchedule
-"""Raised for a definition that cannot fire; names the field and the fix."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Cadence:
     """The timing part of a schedule."""
@@ -90,14 +86,14 @@ class Cadence:
             kind = Kind(str(data.get("kind")))
         except ValueError:
             choices = ", ".join(k.value for k in Kind)
-            raise CadenceError("kind", f"must be one of {choices}") from None
+            raise errors.InvalidSchedule("kind", f"must be one of {choices}") from None
         times = {n: _instant(n, data.get(n)) for n in ("at", "start_at", "end_at")}
         every = data.get("every")
         if every is not None and not isinstance(every, int | float):
-            raise CadenceError("every", "must be a number of seconds")
+            raise errors.InvalidSchedule("every", "must be a number of seconds")
         for field in ("cron", "timezone"):
             if data.get(field) is not None and not isinstance(data[field], str):
-                raise CadenceError(field, "must be a string")
+                raise errors.InvalidSchedule(field, "must be a string")
         return cls(
             kind=kind,
             every=float(every) if every is not None else None,
@@ -113,49 +109,53 @@ def _instant(field: str, value: Any) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(str(value))
     except ValueError:
-        raise CadenceError(field, f"{value!r} is not an ISO 8601 time") from None
+        raise errors.InvalidSchedule(field, f"{value!r} is not an ISO 8601 time") from None
     return aware(field, parsed)
 
 
 def aware(field: str, value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
-        raise CadenceError(field, "needs a UTC offset or zone (for example 2026-12-01T09:00Z)")
+        raise errors.InvalidSchedule(
+            field, "needs a UTC offset or zone (for example 2026-12-01T09:00Z)"
+        )
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise CadenceError(field, f"{value.isoformat()} is out of range") from None
+        raise errors.InvalidSchedule(field, f"{value.isoformat()} is out of range") from None
 
 
 def check(c: Cadence) -> None:
     """Refuse a definition that cannot fire, naming the field."""
     if c.kind is Kind.ONCE and c.at is None:
-        raise CadenceError("at", "a 'once' schedule needs the time to fire")
+        raise errors.InvalidSchedule("at", "a 'once' schedule needs the time to fire")
     if c.kind in (Kind.INTERVAL, Kind.ONGOING) and (c.every is None or not c.every >= 1):
-        raise CadenceError("every", "must be at least 1 second")
+        raise errors.InvalidSchedule("every", "must be at least 1 second")
     if c.every is not None and (problem := bounds.seconds(c.every, bounds.MAX_EVERY)):
-        raise CadenceError("every", problem)
+        raise errors.InvalidSchedule("every", problem)
     for field in ("at", "start_at", "end_at"):
         value = getattr(c, field)
         if value is not None and value >= bounds.LATEST_INSTANT:
-            raise CadenceError(field, f"must be before {bounds.LATEST_INSTANT.date()}")
+            raise errors.InvalidSchedule(field, f"must be before {bounds.LATEST_INSTANT.date()}")
     if c.kind is Kind.CRON:
         if not c.cron:
-            raise CadenceError("cron", "a 'cron' schedule needs an expression, e.g. '0 8 * * 1'")
+            raise errors.InvalidSchedule(
+                "cron", "a 'cron' schedule needs an expression, e.g. '0 8 * * 1'"
+            )
         from croniter import croniter
 
         expr = ALIASES.get(c.cron.strip(), c.cron)
         if len(expr.split()) != 5 or not croniter.is_valid(expr):
-            raise CadenceError("cron", f"{c.cron!r} is not five cron fields or an @alias")
+            raise errors.InvalidSchedule("cron", f"{c.cron!r} is not five cron fields or an @alias")
         zone(c.timezone)
     if c.start_at and c.end_at and c.end_at <= c.start_at:
-        raise CadenceError("end_at", "must be after start_at")
+        raise errors.InvalidSchedule("end_at", "must be after start_at")
 
 
 def zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise CadenceError("timezone", f"{name!r} is not an IANA time zone") from None
+        raise errors.InvalidSchedule("timezone", f"{name!r} is not an IANA time zone") from None
 
 
 def first_fire(c: Cadence, now: dt.datetime) -> dt.datetime | None:
@@ -218,11 +218,11 @@ def _next_cron(cron: str, timezone: str, after: dt.datetime) -> dt.datetime:
         try:
             candidate: dt.datetime = it.get_next(dt.datetime)
         except CroniterError:  # valid fields that name no date (0 0 31 2 *)
-            raise CadenceError("cron", f"{cron!r} names no time that exists") from None
+            raise errors.InvalidSchedule("cron", f"{cron!r} names no time that exists") from None
         instant = resolve(candidate, tz)
         if instant > after:
             return instant
-    raise CadenceError("cron", f"{cron!r} names no time after {after.isoformat()}")
+    raise errors.InvalidSchedule("cron", f"{cron!r} names no time after {after.isoformat()}")
 
 
 _ITERATORS = threading.local()
@@ -288,11 +288,11 @@ class Options:
 
     def __post_init__(self) -> None:
         if self.max_runs is not None and self.max_runs < 1:
-            raise CadenceError("max_runs", "must be at least 1")
+            raise errors.InvalidSchedule("max_runs", "must be at least 1")
         if not 0 <= self.jitter <= 86_400:
-            raise CadenceError("jitter", "must be between 0 and 86400 seconds")
+            raise errors.InvalidSchedule("jitter", "must be between 0 and 86400 seconds")
         if not 0 <= self.grace <= 86_400 * 7:
-            raise CadenceError("grace", "must be between 0 and 604800 seconds")
+            raise errors.InvalidSchedule("grace", "must be between 0 and 604800 seconds")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -314,10 +314,10 @@ class Options:
                 grace=float(data.get("grace", 60.0)),
             )
         except ValueError as exc:
-            if isinstance(exc, CadenceError):
+            if isinstance(exc, errors.InvalidSchedule):
                 raise
             field = "overlap" if "Overlap" in str(exc) else "misfire"
-            raise CadenceError(field, str(exc)) from None
+            raise errors.InvalidSchedule(field, str(exc)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,7 +358,7 @@ def schedule(
     misfire: Misfire | str = Misfire.RUN_ONCE,
     grace: float = 60.0,
 ) -> Definition:
-    """A schedule definition; raises ``CadenceError`` naming the field that is wrong."""
+    """A schedule definition; raises ``errors.InvalidSchedule`` naming the field that is wrong."""
     when = {"at": at, "start_at": start_at, "end_at": end_at}
     data = {"kind": str(kind), "every": every, "cron": cron, "timezone": timezone}
     data.update({k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in when.items()})

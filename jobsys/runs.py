@@ -1,4 +1,9 @@
-"""Run records: the states, the record, and ``RunStore``, the only writer of the runs table.
+"""Run records: the states, the record, and ``RunStore``, which makes every change of a run.
+
+Runs are inserted by ``RunStore`` (submits, retries, workflow steps) and by ``firing.py`` (the
+runs of schedule fires, a batch at a time through ``bulksql.py``); after that every change of a
+run record goes through ``RunStore``, its hottest statements (claim, complete) run on the
+driver by ``hotsql.py``. (``jobsys bench`` also writes rows of its own to measure with.)
 
 Each state transition is one guarded ``UPDATE ... WHERE state IN (allowed) AND attempts = ...``:
 a row changes only if its current state allows the move, so a redelivered, late or duplicate
