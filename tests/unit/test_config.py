@@ -55,6 +55,12 @@ def test_the_stats_cache_setting_takes_effect(tmp_path: Path) -> None:
     assert s.stats_cache_seconds == 0
     s = config.Settings.from_env({"JOBSYS_STATS_CACHE_SECONDS": "2.5"})
     assert s.stats_cache_seconds == 2.5
+    from jobsys.http.app import create_app
+
+    env = {"JOBSYS_HOME": str(tmp_path), "JOBSYS_BROKER_URL": "redis://127.0.0.1:1/0"}
+    app = create_app(config.Settings.from_env({**env, "JOBSYS_STATS_CACHE_SECONDS": "0"}))
+    assert app.state.summaries.seconds == 0 and app.state.scrapes.seconds == 0
+    assert create_app(config.Settings.from_env(env)).state.scrapes.seconds == 10
 
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
