@@ -300,6 +300,7 @@ CLI_OUT_OF_MATRIX = {
     "bench": "a benchmark on a cluster of its own",
     "mcp": "serves the MCP tools over stdio: the MCP matrix runs it",
     "secret-key": "prints a new random key; reads nothing",
+    "config": "prints this process's settings (secrets masked); reads no records",
 }
 
 FRESH = {
