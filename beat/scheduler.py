@@ -21,7 +21,11 @@ from typing import Any
 from celery import Celery, beat
 
 from beat import lookahead
-from jobsys import broker, config, definitions, firing, jobs, runs, sealing
+from jobsys.base import config, sealing
+from jobsys.declare import definitions, jobs
+from jobsys.engine import broker
+from jobsys.scheduling import firing
+from jobsys.store import runs
 
 log = logging.getLogger("jobsys.beat")
 

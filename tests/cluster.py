@@ -25,7 +25,10 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from jobsys import client, config, database, jobs, runs
+from jobsys.base import config
+from jobsys.declare import jobs
+from jobsys.service import client
+from jobsys.store import database, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = "workers.examples,tests.jobs"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jobsys import embedded, runs
+from jobsys.base import embedded
+from jobsys.store import runs
 from tests.cluster import Cluster, Database, cluster
 
 

@@ -2,12 +2,14 @@
 
 ``jobsys worker`` does the same with friendlier flags. Settings come from the environment
 (``JOBSYS_*``) once, here at the edge of the process, which also makes every file it writes
-private to its user (umask 077; see ``jobsys.private``).
+private to its user (umask 077; see ``jobsys.base.private``).
 """
 
 from __future__ import annotations
 
-from jobsys import broker, config, jobs, private
+from jobsys.base import config, private
+from jobsys.declare import jobs
+from jobsys.engine import broker
 
 private.restrict_umask()  # before anything is written: files under JOBSYS_HOME are private
 settings = config.Settings.from_env()

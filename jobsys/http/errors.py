@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobsys import errors
+from jobsys.base import errors
 
 log = logging.getLogger("jobsys.http")
 

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse
 
-from jobsys import cli, definitions, jobs, search, workflows
-from jobsys.client import Client
+from jobsys.declare import definitions, jobs, workflows
 from jobsys.http.auth import ClientDep
 from jobsys.http.errors import ApiError
+from jobsys.service import views
+from jobsys.service.client import Client
+from jobsys.store import search
 
 router = APIRouter(prefix="/api/v1")
 
@@ -22,7 +24,7 @@ MAY = ("execute", "create", "update", "delete")
 
 
 def job_json(spec: jobs.JobSpec, c: Client | None = None) -> dict[str, Any]:
-    data = {**cli.spec_json(spec), "kind": definitions.kind_of(spec)}
+    data = {**views.spec_json(spec), "kind": definitions.kind_of(spec)}
     if c is not None:
         data["may"] = {a: c.policy.may(c.principal, a, spec) for a in MAY}
     return data

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 
-from jobsys import errors, workflows
+from jobsys.base import errors
+from jobsys.declare import workflows
 from jobsys.http.auth import ClientDep
 from jobsys.http.models import AdHocWorkflowBody, WorkflowSubmitBody
 from jobsys.http.routes_jobs import edges

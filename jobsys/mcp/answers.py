@@ -17,8 +17,10 @@ from typing import Any
 
 import mcp.types as types
 
-from jobsys import errors, runs, schedules, workflows
-from jobsys.client import Client, waiting_message
+from jobsys.base import errors
+from jobsys.declare import workflows
+from jobsys.service.client import Client, waiting_message
+from jobsys.store import runs, schedules
 
 log = logging.getLogger("jobsys.mcp")
 

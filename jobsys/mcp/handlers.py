@@ -2,7 +2,7 @@
 ``job_search``, each taking the client and its parsed arguments and returning the answer.
 
 * ``list_jobs``, ``execute_job`` (inline or background), ``get_job_status``, ``register_job``,
-  ``remove_job`` (runtime job definitions, ``jobsys.definitions``);
+  ``remove_job`` (runtime job definitions, ``jobsys.declare.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
 
@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from jobsys import cadence, definitions, errors, jobs, runs, search, workflows
-from jobsys.client import Client
+from jobsys.base import errors
+from jobsys.declare import cadence, definitions, jobs, workflows
 from jobsys.mcp import args
 from jobsys.mcp.answers import bad_argument, run_status, run_summary, schedule_json, workflow_status
 from jobsys.mcp.names import tool_name
+from jobsys.service.client import Client
+from jobsys.store import runs, search
 
 # --- jobs ----------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from jobsys import runs
+from jobsys.store import runs
 from tests.cluster import ROOT, Database, with_db
 from tests.servers import free_port
 

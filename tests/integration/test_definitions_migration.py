@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobsys import database, definitions, errors, runs, schema
+from jobsys.base import errors
+from jobsys.declare import definitions
+from jobsys.store import database, runs, schema
 from tests.cluster import Database
 
 pytestmark = pytest.mark.integration

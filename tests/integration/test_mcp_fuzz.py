@@ -21,8 +21,9 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from jobsys import definitions, runs
+from jobsys.declare import definitions
 from jobsys.mcp.names import tool_name
+from jobsys.store import runs
 from tests.cluster import Cluster
 from tests.integration.mcp_support import GENERIC_TOOLS, stdio_session
 

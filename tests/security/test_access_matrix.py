@@ -54,10 +54,12 @@ import pytest
 from click.testing import CliRunner
 from starlette.routing import BaseRoute, Mount, Route
 
-from jobsys import Principal, client, runs, tokens
+from jobsys import Principal
 from jobsys.cli import main as cli_main
 from jobsys.mcp.names import DEPRECATED_TOOLS, tool_name
 from jobsys.mcp.tools import TOOLS
+from jobsys.service import client
+from jobsys.store import runs, tokens
 from tests.cluster import ROOT, Cluster
 from tests.integration.mcp_support import Session, http_session, stdio_session
 from tests.servers import Serve

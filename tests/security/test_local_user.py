@@ -29,7 +29,9 @@ import psutil
 import pytest
 import redis
 
-from jobsys import broker, config, embedded, jobs
+from jobsys.base import config, embedded
+from jobsys.declare import jobs
+from jobsys.engine import broker
 from tests.cluster import ROOT
 from tests.e2e.test_cli import Up
 from tests.servers import free_port

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobsys import config, errors
+from jobsys.base import config, errors
 
 
 def test_defaults_use_the_home_folder(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import re
 
-from jobsys import jobs
+from jobsys.declare import jobs
 from jobsys.mcp.names import DEPRECATED_TOOLS, legacy_tool_name, tool_name
 from jobsys.mcp.tools import TOOLS, generic_tools, resolve
 from tests.cluster import CATALOG
