@@ -26,7 +26,8 @@ if TYPE_CHECKING:
         UnknownJob,
     )
     from jobsys.declare.cadence import cron, every, once, ongoing
-    from jobsys.declare.jobs import Job, JobSpec, Registry, RetryPolicy, job, load_registry
+    from jobsys.declare.catalog import load_registry
+    from jobsys.declare.jobs import Job, JobSpec, Registry, RetryPolicy, job
     from jobsys.declare.permissions import Principal, Rule
     from jobsys.service.client import Client, SubmitOptions
     from jobsys.store.runs import RunRecord, RunState
@@ -61,7 +62,7 @@ _WHERE = {
     "Registry": "declare.jobs",
     "RetryPolicy": "declare.jobs",
     "job": "declare.jobs",
-    "load_registry": "declare.jobs",
+    "load_registry": "declare.catalog",
     "Principal": "declare.permissions",
     "RunRecord": "store.runs",
     "RunState": "store.runs",

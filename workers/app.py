@@ -8,12 +8,12 @@ private to its user (umask 077; see ``jobsys.base.private``).
 from __future__ import annotations
 
 from jobsys.base import config, private
-from jobsys.declare import jobs
+from jobsys.declare import catalog
 from jobsys.engine import broker
 
 private.restrict_umask()  # before anything is written: files under JOBSYS_HOME are private
 settings = config.Settings.from_env()
-registry = jobs.load_registry(settings.catalog)
+registry = catalog.load_registry(settings.catalog)
 runtime = broker.Runtime(settings, registry)
 app = broker.make_celery(settings, registry, runtime)
 reaper = broker.install_worker_hooks(app, runtime)

@@ -7,9 +7,12 @@ and decides, with the job's retry policy, whether to try again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobsys.base import bounds
+
+if TYPE_CHECKING:
+    import pydantic
 
 
 class JobsysError(Exception):
@@ -214,3 +217,9 @@ class RunFailed(JobsysError):
         self.run_id, self.state, self.error = run_id, state, error or {}
         detail = f"{self.error.get('type')}: {self.error.get('message')}" if error else state
         super().__init__(f"run {run_id} {state}: {detail}")
+
+
+def field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
+    """Field-level errors of a pydantic validation, in the shape jobsys reports them (an
+    ``InvalidInput``'s ``errors``)."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from kombu.utils.url import maybe_sanitize_url
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobsys.base import config, embedded, errors, private, timeparse
 from jobsys.declare import definitions, jobs, permissions
+from jobsys.engine import celery_api
 from jobsys.ops import stack
 from jobsys.service import client as client_mod
 from jobsys.service import views
@@ -178,7 +178,7 @@ def worker(
 ) -> None:
     """Run a worker: processes executing jobs from the broker."""
     if pool == "inline":
-        from jobsys.worker import supervisor
+        from jobsys.worker import supervisor  # on first use: only the inline pool needs it
 
         supervisor.exec_supervisor(concurrency, hostname, loglevel, queues)
     from workers.app import app
@@ -317,8 +317,8 @@ def _print_http(settings: config.Settings, host: str, port: int) -> None:
 def _print_up(settings: config.Settings, broker_url: str, n_workers: int, concurrency: int) -> None:
     nodes = ", ".join(f"worker{i + 1}" for i in range(n_workers))
     out.print(f"jobsys is up (JOBSYS_HOME={settings.home})")
-    out.print(f"  broker   {maybe_sanitize_url(broker_url)}")
-    out.print(f"  records  {maybe_sanitize_url(settings.database_url)}")
+    out.print(f"  broker   {celery_api.sanitize_url(broker_url)}")
+    out.print(f"  records  {celery_api.sanitize_url(settings.database_url)}")
     out.print(
         f"  workers  {n_workers * concurrency} processes running jobs ({nodes}: {concurrency} "
         f"each, --workers / --concurrency), and beat; logs in {settings.home / 'logs'}"

@@ -63,7 +63,7 @@ def bench(
     import tempfile
     from pathlib import Path
 
-    from jobsys.ops import bench as b
+    from jobsys.ops import bench as b  # on first use: only `jobsys bench` needs it
 
     settings = config.Settings.from_env()
     target = b.JobsysTarget(settings)

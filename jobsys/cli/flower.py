@@ -29,14 +29,12 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 import click
-from celery import Celery
-from kombu.utils.url import maybe_sanitize_url
 from tornado import netutil
 
 from jobsys.base import config, errors
 from jobsys.cli.base import handle_errors, main
-from jobsys.declare import jobs
-from jobsys.engine import broker
+from jobsys.declare import catalog
+from jobsys.engine import broker, celery_api
 
 AUTH_ENV = "JOBSYS_FLOWER_BASIC_AUTH"
 PREFIX_ENV = "JOBSYS_FLOWER_URL_PREFIX"
@@ -98,7 +96,7 @@ def flower_argv(
     return argv
 
 
-def make_app(settings: config.Settings) -> Celery:
+def make_app(settings: config.Settings) -> celery_api.Celery:
     """The Celery app Flower watches through: a producer's app (broker, result backend and
     serializers of the workers, one task per job of the catalog), without worker hooks.
 
@@ -106,7 +104,7 @@ def make_app(settings: config.Settings) -> Celery:
     work per message, which Flower does not send, and Flower's broker page (queue lengths)
     knows brokers by their URL scheme.
     """
-    app = broker.make_celery(settings, jobs.load_registry(settings.catalog))
+    app = broker.make_celery(settings, catalog.load_registry(settings.catalog))
     app.conf.broker_transport = None
     # Flower reads results through Celery's current app (its executor threads included).
     app.set_default()
@@ -114,7 +112,7 @@ def make_app(settings: config.Settings) -> Celery:
     return app
 
 
-def _disable_task_events(app: Celery) -> None:
+def _disable_task_events(app: celery_api.Celery) -> None:
     with contextlib.suppress(Exception):  # the broker may be gone; workers restart without
         app.control.disable_events()
 
@@ -152,7 +150,7 @@ def flower(address: str, port: int, url_prefix: str | None, allow_control: bool)
         # At once: Flower's own broadcast comes only 5 s after it starts.
         app.control.enable_events()
     except Exception as exc:
-        url = maybe_sanitize_url(settings.resolved_broker_url())
+        url = celery_api.sanitize_url(settings.resolved_broker_url())
         raise errors.BrokerUnavailable(
             f"cannot reach the broker {url} ({str(exc).rstrip('.')}): start `jobsys up`, or "
             "set JOBSYS_BROKER_URL to the Redis the workers use"

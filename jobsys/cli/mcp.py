@@ -13,7 +13,7 @@ def mcp_command() -> None:
     The tools act as JOBSYS_TOKEN's principal (or --token's), else as the local admin. Over
     HTTP the same tools are at /mcp of `jobsys serve`, behind a bearer token.
     """
-    from jobsys.mcp import server
+    from jobsys.mcp import server  # on first use: the MCP SDK is not light
 
     client = make_client()
     try:

@@ -57,7 +57,7 @@ def serve(host: str, port: int, log_level: str) -> None:
     """
     import uvicorn
 
-    from jobsys.http.app import create_app
+    from jobsys.http.app import create_app  # on first use: FastAPI is not light
 
     settings = config.Settings.from_env()
     app = create_app(settings, metrics_public=_flag("JOBSYS_METRICS_PUBLIC"))

@@ -12,6 +12,7 @@ from jobsys.base import errors
 from jobsys.cli.base import DURATION, emit_json, handle_errors, main, make_client, out, parse_input
 from jobsys.declare import workflows
 from jobsys.service import client as client_mod
+from jobsys.store import workflow_runs
 
 STATE_STYLE = {
     "succeeded": "green",
@@ -117,7 +118,7 @@ def show(c: client_mod.Client, workflow_id: str, as_json: bool) -> None:
     out.print(_dag(wf, steps))
 
 
-def _dag(wf: workflows.Workflow, steps: dict[str, workflows.StepStatus]) -> Tree:
+def _dag(wf: workflows.Workflow, steps: dict[str, workflow_runs.StepStatus]) -> Tree:
     """The steps as a tree from the roots; a step with several parents appears under each."""
     tree = Tree(f"[bold]{wf.name}[/bold]")
     children: dict[str, list[str]] = {s.name: [] for s in wf.steps}

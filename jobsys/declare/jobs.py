@@ -10,28 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import inspect
 import logging
 import math
-import os
 import random
 import re
-import sys
 import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, get_type_hints
 
 import pydantic
 
-from jobsys.base import bounds, errors
+from jobsys.base import bounds, errors, keywords
 from jobsys.declare import cadence, permissions
-from jobsys.store import search
 
 if TYPE_CHECKING:
-    from jobsys.declare import definitions
     from jobsys.declare.workflows import Workflow
 
 log = logging.getLogger("jobsys.jobs")
@@ -341,6 +336,33 @@ def _signature(
     return input_model, output_model, len(params) == 2
 
 
+class DefinitionSource(Protocol):
+    """Where a ``Registry`` reads the jobs and workflows registered at runtime from: the
+    store's ``jobsys.store.definition_store.Source``. Declared here, as what the registry
+    needs of it, so declaring work depends on no store."""
+
+    def same_store(self, other: DefinitionSource) -> bool:
+        """Whether ``other`` reads the same store (attaching it again changes nothing)."""
+        ...
+
+    def revision(self) -> tuple[int, int]:
+        """Changes whenever a definition is added, replaced or removed."""
+        ...
+
+    def by_tenant(self) -> dict[str, list[Any]]:
+        """Every tenant's definition records."""
+        ...
+
+    def build(self, records: list[Any], registry: Registry) -> tuple[dict[str, JobSpec], list[Any]]:
+        """The specs of one tenant's job definitions (``registry`` is that tenant's view), and
+        its workflow definitions, left to build once every spec is known."""
+        ...
+
+    def build_workflow(self, definition: Any, registry: Registry) -> Workflow:
+        """The workflow of a workflow definition left by ``build``, checked in ``registry``."""
+        ...
+
+
 class _Shared:
     """What every view of one registry shares: the catalog, and the runtime definitions of
     every tenant (re-read together when the store's revision changes)."""
@@ -348,7 +370,7 @@ class _Shared:
     def __init__(self) -> None:
         self.specs: dict[str, JobSpec] = {}
         self.workflows: dict[str, Workflow] = {}
-        self.source: definitions.Source | None = None
+        self.source: DefinitionSource | None = None
         self.dynamic: dict[str, dict[str, JobSpec]] = {}
         """Per tenant, its jobs registered at runtime by name."""
         self.dynamic_workflows: dict[str, dict[str, Workflow]] = {}
@@ -363,13 +385,13 @@ class Registry:
     """The jobs one process knows, by name. Built once per process and passed down.
 
     The catalog's jobs and workflows are fixed and seen by every tenant; with a
-    ``definitions.Source`` attached, the jobs and workflows registered at runtime join them,
-    re-read when the store's revision changes (looked at most once a second, and whenever a
-    name is not found). A runtime definition belongs to a tenant: only the view of that
-    tenant (``scoped(tenant)``) resolves its name. The registry a process builds
-    (``tenant`` ``None``) resolves the catalog only, so a name is never looked up in some
-    tenant by default: whoever resolves a name given by a principal, a run, a schedule or a
-    workflow run scopes the registry to that tenant first.
+    ``DefinitionSource`` attached (``jobsys.store.definition_store.Source``), the jobs and
+    workflows registered at runtime join them, re-read when the store's revision changes (looked
+    at most once a second, and whenever a name is not found). A runtime definition belongs to a
+    tenant: only the view of that tenant (``scoped(tenant)``) resolves its name. The registry a
+    process builds (``tenant`` ``None``) resolves the catalog only, so a name is never looked up
+    in some tenant by default: whoever resolves a name given by a principal, a run, a schedule
+    or a workflow run scopes the registry to that tenant first.
     """
 
     REFRESH_SECONDS = 1.0
@@ -410,10 +432,10 @@ class Registry:
 
     # --- runtime definitions -----------------------------------------------------------
 
-    def attach(self, source: definitions.Source) -> None:
+    def attach(self, source: DefinitionSource) -> None:
         """Join the jobs registered at runtime in ``source``'s store to this registry."""
         current = self._s.source
-        if current is not None and current.store.engine is source.store.engine:
+        if current is not None and current.same_store(source):
             return
         self._s.source = source
         self.refresh(force=True)
@@ -430,7 +452,7 @@ class Registry:
         with shared.lock:
             shared.checked = now
             try:
-                revision = source.store.revision()
+                revision = source.revision()
             except Exception as exc:  # the store is down: keep what is known
                 log.warning("jobsys: cannot read the job definitions: %s", exc)
                 return
@@ -443,15 +465,11 @@ class Registry:
                 shared.building = False
             shared.revision = revision
 
-    def _rebuild(self, source: definitions.Source) -> None:
+    def _rebuild(self, source: DefinitionSource) -> None:
         """Build every tenant's definitions, each in that tenant's view (an alias or a
         workflow step names jobs of its own tenant only)."""
-        from jobsys.declare import definitions
-
         shared = self._s
-        by_tenant: dict[str, list[definitions.DefinitionRecord]] = {}
-        for record in source.store.all():
-            by_tenant.setdefault(record.tenant, []).append(record)
+        by_tenant = source.by_tenant()
         dynamic, later = {}, {}
         for tenant, records in by_tenant.items():
             specs, later[tenant] = source.build(records, self.scoped(tenant))
@@ -462,7 +480,7 @@ class Registry:
             view, mine = self.scoped(tenant), built.setdefault(tenant, {})
             for d in pending:
                 try:
-                    wf = definitions.build_workflow(d, view)
+                    wf = source.build_workflow(d, view)
                 except errors.JobsysError as exc:
                     log.warning("jobsys: workflow definition %s skipped: %s", d.name, exc)
                     continue
@@ -490,15 +508,15 @@ class Registry:
         self.refresh()
         return {**self._my_workflows(), **self._s.workflows}
 
-    def add_workflow(self, wf: Workflow) -> None:
-        from jobsys.declare import workflow_checks
-
+    def add_workflow(self, wf: Workflow, check: Callable[[Workflow, Registry], None]) -> None:
+        """Add a workflow of the catalog, once ``check`` (``workflow_checks.check``) accepts it
+        in this registry; ``catalog.load_registry`` adds them once every job is known."""
         shared = self._s
         if wf.name in shared.workflows and shared.workflows[wf.name] is not wf:
             raise errors.WorkflowDeclarationError(wf.name, "-", "name", "declared twice")
         if wf.name in shared.specs:
             raise errors.WorkflowDeclarationError(wf.name, "-", "name", "a job has this name")
-        workflow_checks.check(wf, self)
+        check(wf, self)
         shared.workflows[wf.name] = wf
 
     def workflow(self, name: str) -> Workflow:
@@ -553,63 +571,16 @@ class Registry:
     def matching(self, text: str) -> tuple[str, ...]:
         """Names of the jobs whose name, description, tags or labels hold every keyword of
         ``text`` (as whole words, like the run search)."""
-        wanted = set(search.words(text))
+        wanted = set(keywords.words(text))
         if not wanted:
             return ()
         found = []
         for spec in self:
             labels = " ".join(f"{k} {v}" for k, v in spec.labels.items())
             text_of = f"{spec.name} {spec.description} {' '.join(spec.tags)} {labels}"
-            if wanted <= set(search.words(text_of)):
+            if wanted <= set(keywords.words(text_of)):
                 found.append(spec.name)
         return tuple(sorted(found))
 
     def __len__(self) -> int:
         return len(self._s.specs) + len(self._mine())
-
-
-def specs_in(module: types.ModuleType) -> list[JobSpec]:
-    """The job specs a module declares, in both styles."""
-    found = []
-    for value in vars(module).values():
-        if isinstance(value, JobSpec):
-            found.append(value)
-        elif isinstance(value, type) and issubclass(value, Job) and value is not Job:
-            found.append(value.spec)
-    return [s for s in found if s.module == module.__name__]
-
-
-def load_registry(modules: Iterable[str]) -> Registry:
-    """Import each catalog module and collect its jobs into a new ``Registry``.
-
-    Catalog modules are found first in the working directory, then on ``sys.path``, in every
-    process alike: the processes ``jobsys up`` and ``jobsys worker`` start run as
-    ``python -m ...``, which puts the working directory first on ``sys.path``; the ``jobsys``
-    command (a console script) does not, so it is put there here."""
-    _search_working_directory()
-    registry = Registry()
-    loaded = []
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as exc:
-            raise errors.ConfigError(
-                f"cannot import job module {name!r} from JOBSYS_CATALOG: {exc}"
-            ) from exc
-        for spec in specs_in(module):
-            registry.add(spec)
-        loaded.append(module)
-    from jobsys.declare import workflows  # checked once every job is known
-
-    for module in loaded:
-        for value in vars(module).values():
-            if isinstance(value, workflows.Workflow):
-                registry.add_workflow(value)
-    return registry
-
-
-def _search_working_directory() -> None:
-    """Put the working directory first on ``sys.path``, as ``python -m`` does (once)."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)

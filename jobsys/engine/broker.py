@@ -28,7 +28,7 @@ from kombu import Queue
 from jobsys.base import config, errors, sealing
 from jobsys.declare import definitions, jobs, permissions
 from jobsys.engine import transport
-from jobsys.store import runs
+from jobsys.store import definition_store, runs, stores
 from jobsys.worker import context, execute
 
 log = logging.getLogger("jobsys.broker")
@@ -49,17 +49,17 @@ class Runtime:
     inline: bool = False
     """Jobs run in the consuming process (Celery's solo pool under the jobsys supervisor):
     jobsys enforces the time limits itself."""
-    _store: runs.RunStore | None = None
+    _store: stores.Store | None = None
     _tracker: context.Tracker | None = None
     _stop_grace: float | None = None
 
     @property
-    def store(self) -> runs.RunStore:
+    def store(self) -> stores.Store:
         if self._store is None:
-            self._store = runs.RunStore.open(self.settings.database_url)
+            self._store = stores.Store.open(self.settings.database_url)
             if self.node:
                 self._store.worker_name = self.node
-            self.registry.attach(definitions.source(self.settings, self._store.engine))
+            self.registry.attach(definition_store.source(self.settings, self._store.engine))
         return self._store
 
     @property

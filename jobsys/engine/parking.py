@@ -54,6 +54,8 @@ from celery import bootsteps
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu import Queue
 
+from jobsys.store import runs
+
 if TYPE_CHECKING:
     from celery import Celery
 
@@ -313,6 +315,4 @@ def _text(value: Any) -> str:
 
 
 def _iso_now() -> str:
-    from jobsys.store import runs
-
     return runs.utcnow().isoformat()

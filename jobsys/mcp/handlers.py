@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from jobsys.base import errors
+from jobsys.base import errors, keywords
 from jobsys.declare import cadence, definitions, jobs, workflows
 from jobsys.mcp import args
 from jobsys.mcp.answers import bad_argument, run_status, run_summary, schedule_json, workflow_status
 from jobsys.mcp.names import tool_name
 from jobsys.service.client import Client
-from jobsys.store import runs, search
+from jobsys.store import runs
 
 # --- jobs ----------------------------------------------------------------------------------
 
@@ -65,9 +65,9 @@ def list_jobs(c: Client, a: args.ListJobsArgs) -> dict[str, Any]:
         found.append(job_json(spec))
     flows = []
     if not a.tag and not a.label:
-        wanted = set(search.words(a.query)) if a.query else set()
+        wanted = set(keywords.words(a.query)) if a.query else set()
         for wf in sorted(c.registry.workflows.values(), key=lambda w: w.name):
-            if wanted and not wanted <= set(search.words(f"{wf.name} {wf.description}")):
+            if wanted and not wanted <= set(keywords.words(f"{wf.name} {wf.description}")):
                 continue
             flows.append(
                 {

@@ -33,6 +33,7 @@ from typing import Any
 import mcp.types as types
 import pydantic
 
+from jobsys.base import errors
 from jobsys.declare import definitions, jobs
 from jobsys.mcp.answers import InvalidArguments, ToolError
 from jobsys.mcp.args import (
@@ -76,7 +77,6 @@ from jobsys.mcp.names import (
     tool_name,
 )
 from jobsys.service.client import Client
-from jobsys.worker import execute
 
 log = logging.getLogger("jobsys.mcp")
 
@@ -285,7 +285,7 @@ def call(c: Client, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         try:
             parsed = tool.args.model_validate(arguments)
         except pydantic.ValidationError as exc:
-            raise InvalidArguments(tool.name, execute.field_errors(exc)) from None
+            raise InvalidArguments(tool.name, errors.field_errors(exc)) from None
         return _noting_deprecated(name, tool.name, tool.run(c, parsed))
     spec = job_for_tool(c, name)
     if spec is not None:

@@ -2,8 +2,8 @@
 
 Every scenario measures real processes: worker processes are started here against the
 configured broker and run store, on a queue of their own (``workers.bench``), and stopped at
-the end. Drain rates come from the completion times Celery stores with each result
-(``date_done``), so the same measurement applies to bare Celery (``tests/benchmarks``).
+the end. Drain rates come from the completion times celery_api.Celery stores with each result
+(``date_done``), so the same measurement applies to bare celery_api.Celery (``tests/benchmarks``).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any, Protocol
 import psutil
 import redis
 import sqlalchemy as sa
-from celery import Celery
 
 from jobsys.base import config, embedded
-from jobsys.declare import cadence, jobs, permissions
+from jobsys.declare import cadence, catalog, permissions
+from jobsys.engine import celery_api
 from jobsys.service import client
-from jobsys.store import database, runs, schema, search
+from jobsys.store import database, runs, schema, search, stores
 
 BENCH_MODULE = "workers.bench"
 BENCH_QUEUE = "jobsys-bench"
@@ -57,7 +57,7 @@ class Target(Protocol):
     left alone."""
 
     @property
-    def app(self) -> Celery: ...
+    def app(self) -> celery_api.Celery: ...
 
     queue: str
 
@@ -100,11 +100,11 @@ class JobsysTarget:
     def client(self) -> client.Client:
         if self._client is None:
             settings = dataclasses.replace(self.settings, catalog=self.catalog)
-            self._client = client.Client(settings, jobs.load_registry(self.catalog))
+            self._client = client.Client(settings, catalog.load_registry(self.catalog))
         return self._client
 
     @property
-    def app(self) -> Celery:
+    def app(self) -> celery_api.Celery:
         return self.client.app
 
     def start_workers(self, processes: int, log: Path) -> subprocess.Popen[bytes]:
@@ -331,7 +331,7 @@ def fill(store: runs.RunStore, rows: int, chunk: int = 20_000) -> dt.datetime:
 
 def queries(database_url: str, rows: int, samples: int = 200) -> dict[str, dict[str, float]]:
     """p50/p99 ms of the run-list and show queries on a table of ``rows`` records."""
-    store = runs.RunStore.open(database_url)
+    store = stores.Store.open(database_url)
     try:
         if store.count() < rows:
             fill(store, rows - store.count())
@@ -389,7 +389,7 @@ def schedule_lag(
     for ``seconds``. Fire lag is when beat published the run minus when it was due, for the
     fires due from 5 s after beat started until 10 s before it stopped; a cron fire of that
     window that was never published is counted as missed."""
-    store = runs.RunStore.open(target.settings.database_url)
+    store = stores.Store.open(target.settings.database_url)
     made: list[str] = []
     try:
         start = runs.utcnow() + dt.timedelta(seconds=10)

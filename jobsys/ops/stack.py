@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from jobsys.base import config, embedded
-from jobsys.store import runs
+from jobsys.declare import catalog
+from jobsys.store import definition_store, runs, stores
 from jobsys.worker import supervisor
 
 WORKER_HAND_BACK_SECONDS = supervisor.HAND_BACK_SECONDS + 5.0
@@ -244,7 +245,7 @@ class Stack:
 
 @contextlib.contextmanager
 def _store(settings: config.Settings) -> Any:
-    store = runs.RunStore.open(settings.database_url)
+    store = stores.Store.open(settings.database_url)
     try:
         yield store
     finally:
@@ -252,11 +253,10 @@ def _store(settings: config.Settings) -> Any:
 
 
 def _republish(settings: config.Settings, store: runs.RunStore, records: list[Any]) -> None:
-    from jobsys.declare import definitions, jobs
-    from jobsys.engine import broker
+    from jobsys.engine import broker  # on first use: it loads Celery
 
-    registry = jobs.load_registry(settings.catalog)
-    registry.attach(definitions.source(settings, store.engine))
+    registry = catalog.load_registry(settings.catalog)
+    registry.attach(definition_store.source(settings, store.engine))
     app = broker.make_celery(settings, registry)
     try:
         for record in records:
@@ -266,9 +266,9 @@ def _republish(settings: config.Settings, store: runs.RunStore, records: list[An
 
 
 def _host() -> str:
-    from celery.utils.nodenames import host_format
+    from jobsys.engine import celery_api  # on first use: it loads Celery
 
-    return host_format("%h")
+    return celery_api.host_format("%h")
 
 
 def _count(n: int, word: str) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobsys.base import errors
-from jobsys.declare import jobs
+from jobsys.declare import jobs, workflows
 from jobsys.declare.cadence import Definition, Misfire, Overlap, next_after, next_fire
 from jobsys.store import bulksql, runs, schema
 from jobsys.store.schedules import ScheduleRecord, ScheduleState, ScheduleStore
@@ -402,8 +402,6 @@ def _made(
     if s.job in registry:
         spec = registry.get(s.job)
         return Fired(_run_row(s, spec, fire_at, trigger, now, key), spec)
-    from jobsys.declare import workflows  # (only a schedule of a workflow needs it)
-
     wf = registry.workflow(s.job)
     # The id comes from the fire key: one workflow run per fire, whichever beat makes it.
     digest = hashlib.sha256((key or uuid.uuid4().hex).encode()).hexdigest()[:24]

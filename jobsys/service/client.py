@@ -15,18 +15,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pydantic
-from celery import Celery
-from celery.exceptions import TimeoutError as CeleryTimeout
 
 from jobsys.base import bounds, config, errors, sealing
-from jobsys.declare import definitions, jobs, permissions
-from jobsys.engine import broker
+from jobsys.declare import catalog, jobs, permissions
+from jobsys.engine import broker, celery_api
 from jobsys.service.admin_client import AdminClient
 from jobsys.service.definition_client import DefinitionClient
 from jobsys.service.schedule_client import ScheduleClient
 from jobsys.service.workflow_client import WorkflowClient
-from jobsys.store import audit, runs, tokens
-from jobsys.worker import execute
+from jobsys.store import audit, definition_store, runs, stores, tokens
 
 MAX_COUNTDOWN_SECONDS = bounds.MAX_COUNTDOWN
 """A delayed message waits in a worker's memory until it is due; later starts are schedules."""
@@ -76,14 +73,14 @@ class Client:
         settings: config.Settings,
         registry: jobs.Registry | None = None,
         principal: permissions.Principal = permissions.LOCAL,
-        store: runs.RunStore | None = None,
-        app: Celery | None = None,
+        store: stores.Store | None = None,
+        app: celery_api.Celery | None = None,
     ) -> None:
         self.settings = settings
-        shared = registry if registry is not None else jobs.load_registry(settings.catalog)
+        shared = registry if registry is not None else catalog.load_registry(settings.catalog)
         self.principal = principal
-        self.store = store or runs.RunStore.open(settings.database_url)
-        shared.attach(definitions.source(settings, self.store.engine))
+        self.store = store or stores.Store.open(settings.database_url)
+        shared.attach(definition_store.source(settings, self.store.engine))
         self.registry = shared.scoped(principal.tenant)
         """The catalog and the jobs this principal's tenant registered at runtime: every name
         this client is given resolves here."""
@@ -99,7 +96,7 @@ class Client:
     ) -> Client:
         """A client acting as ``settings.token``'s principal (``JOBSYS_TOKEN``), or as the
         local admin when no token is set."""
-        store = runs.RunStore.open(settings.database_url)
+        store = stores.Store.open(settings.database_url)
         who = permissions.LOCAL
         if settings.token:
             try:
@@ -212,7 +209,7 @@ class Client:
         return ScheduleClient(self)
 
     @property
-    def app(self) -> Celery:
+    def app(self) -> celery_api.Celery:
         if self._app is None:
             self._app = broker.make_celery(self.settings, self.registry)
         return self._app
@@ -354,7 +351,7 @@ class Client:
                 raw = input.model_dump() if isinstance(input, pydantic.BaseModel) else input
                 model = spec.input_model.model_validate(raw)
         except pydantic.ValidationError as exc:
-            raise errors.InvalidInput(spec.name, execute.field_errors(exc)) from None
+            raise errors.InvalidInput(spec.name, errors.field_errors(exc)) from None
         paths = sealing.secret_paths(spec.input_model)
         if not paths:
             data, hidden = model.model_dump(mode="json"), None
@@ -413,7 +410,11 @@ class Client:
         self._publish(self.app, spec, row, countdown)
 
     def _publish(
-        self, app: Celery, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None
+        self,
+        app: celery_api.Celery,
+        spec: jobs.JobSpec,
+        row: dict[str, Any],
+        countdown: float | None,
     ) -> None:
         try:
             broker.publish(app, spec, row["id"], 1, countdown=countdown, priority=row["priority"])
@@ -473,7 +474,7 @@ class Client:
                 pending.get(
                     timeout=min(poll, remaining), propagate=False, disable_sync_subtasks=False
                 )
-            except CeleryTimeout:
+            except celery_api.ResultTimeout:
                 continue
             signalled = True
 
@@ -483,7 +484,7 @@ class Client:
         runtime, which every worker runs, or a broker that does not answer)."""
         if self.registry.is_dynamic(job):
             return None
-        from jobsys.engine import parking
+        from jobsys.engine import parking  # on first use: it loads Celery's worker consumer
 
         try:
             with self.app.producer_or_acquire() as producer:

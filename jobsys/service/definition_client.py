@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys.base import errors, sealing
 from jobsys.declare import cadence, definitions, jobs, workflows
+from jobsys.store import definition_store
 
 if TYPE_CHECKING:
     from jobsys.service.client import Client
@@ -25,7 +26,7 @@ Parsed = definitions.AliasDefinition | definitions.HttpDefinition | definitions.
 class DefinitionClient:
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._store = definitions.DefinitionStore(client.store.engine)
+        self._store = definition_store.DefinitionStore(client.store.engine)
 
     @property
     def _tenant(self) -> str:
@@ -91,7 +92,7 @@ class DefinitionClient:
     def _who(self) -> str:
         return self._client.principal.id
 
-    def _owner_only(self, action: str, record: definitions.DefinitionRecord) -> None:
+    def _owner_only(self, action: str, record: definition_store.DefinitionRecord) -> None:
         client = self._client
         who = client.principal
         if who.id == record.owner or client.policy.is_admin(who):
@@ -100,7 +101,7 @@ class DefinitionClient:
         raise errors.NotOwner(who.id, action, record.name, record.owner)
 
     def _sealed(
-        self, d: Parsed, live: definitions.DefinitionRecord | None
+        self, d: Parsed, live: definition_store.DefinitionRecord | None
     ) -> tuple[dict[str, Any], str | None]:
         """The definition as stored (secret header values masked), and those values sealed.
         A value given as ``**********`` keeps the one registered before."""

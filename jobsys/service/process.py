@@ -1,6 +1,6 @@
 """The shared parts of a long-running server process (the HTTP API, MCP over HTTP).
 
-One run store, one Celery app and one registry per process; a ``Client`` per caller, made
+One run store, one celery_api.Celery app and one registry per process; a ``Client`` per caller, made
 cheaply for the principal its API token names. Every interface goes through ``Client``, so
 the HTTP API, the MCP tools, the dashboard and the CLI agree with each other and with the run
 records.
@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import functools
 
-from celery import Celery
-
 from jobsys.base import config, errors
-from jobsys.declare import jobs, permissions
-from jobsys.engine import broker
+from jobsys.declare import catalog, jobs, permissions
+from jobsys.engine import broker, celery_api
 from jobsys.service import client
-from jobsys.store import runs, tokens
+from jobsys.store import stores, tokens
 
 
 class Service:
     def __init__(self, settings: config.Settings, registry: jobs.Registry | None = None) -> None:
         self.settings = settings
-        self.registry = registry if registry is not None else jobs.load_registry(settings.catalog)
-        self.store = runs.RunStore.open(settings.database_url)
+        self.registry = (
+            registry if registry is not None else catalog.load_registry(settings.catalog)
+        )
+        self.store = stores.Store.open(settings.database_url)
         self.tokens = tokens.TokenStore(self.store.engine)
-        self._app: Celery | None = None
+        self._app: celery_api.Celery | None = None
 
     @property
-    def app(self) -> Celery:
+    def app(self) -> celery_api.Celery:
         if self._app is None:
             self._app = broker.make_celery(self.settings, self.registry)
         return self._app

@@ -18,7 +18,6 @@ from jobsys.base import errors
 from jobsys.declare import cadence, jobs, workflows
 from jobsys.scheduling import firing
 from jobsys.store import runs, schedules
-from jobsys.worker import execute
 
 if TYPE_CHECKING:
     from jobsys.service.client import Client
@@ -216,7 +215,7 @@ class ScheduleClient:
             try:
                 model = wf.input_model.model_validate(definition.input)
             except pydantic.ValidationError as exc:
-                raise errors.InvalidInput(job, execute.field_errors(exc)) from None
+                raise errors.InvalidInput(job, errors.field_errors(exc)) from None
             # Sealed as a workflow run seals them: its fires copy them as they are.
             payload, hidden = workflows.split(wf, model, registry)
             return dataclasses.replace(definition, input=payload), self._client.sealer.seal(hidden)

@@ -10,8 +10,7 @@ import pydantic
 
 from jobsys.base import errors
 from jobsys.declare import jobs, workflow_checks, workflows
-from jobsys.store import runs
-from jobsys.worker import execute
+from jobsys.store import runs, workflow_runs
 
 if TYPE_CHECKING:
     from jobsys.service.client import Client
@@ -39,7 +38,7 @@ class WorkflowClient:
         try:
             model = wf.input_model.model_validate(input or {})
         except pydantic.ValidationError as exc:
-            raise errors.InvalidInput(name, execute.field_errors(exc)) from None
+            raise errors.InvalidInput(name, errors.field_errors(exc)) from None
         for step in wf.steps:
             self._client.allow("execute", step.job, target=name)
         registry = self._client.registry
@@ -61,23 +60,23 @@ class WorkflowClient:
             raise
         return record.id
 
-    def start(self, workflow_id: str) -> workflows.WorkflowRecord:
+    def start(self, workflow_id: str) -> workflow_runs.WorkflowRecord:
         """Start the first steps of a workflow run recorded elsewhere (a schedule's fire)."""
         record = self._store.get(workflow_id)
         return self._advance(record.workflow_def, workflow_id)
 
-    def _advance(self, wf: workflows.Workflow, workflow_id: str) -> workflows.WorkflowRecord:
+    def _advance(self, wf: workflows.Workflow, workflow_id: str) -> workflow_runs.WorkflowRecord:
         def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
             self._client.publish_row(spec, row, delay or None)
 
         registry, sealer = self._client.registry, self._client.sealer
         return self._store.advance(wf, workflow_id, registry, send, sealer)
 
-    def get(self, workflow_id: str) -> workflows.WorkflowRecord:
+    def get(self, workflow_id: str) -> workflow_runs.WorkflowRecord:
         """The workflow run (of this tenant), as this principal is shown it (``shown``)."""
         return self.shown(self._store.get(workflow_id, self._tenant))
 
-    def steps(self, workflow_id: str) -> dict[str, workflows.StepStatus]:
+    def steps(self, workflow_id: str) -> dict[str, workflow_runs.StepStatus]:
         """Each step's state and runs; the runs of a step whose job this principal may not
         ``read`` come without their input, output, error and progress (``Client.shown``),
         as they would from ``Client.status`` or ``Client.list``."""
@@ -87,13 +86,13 @@ class WorkflowClient:
         for name, st in self._store.statuses(wf, record).items():
             readable = self._client.may_read(wf.step(name).job)
             shown = [self._client.shown(r, readable) for r in st.runs]
-            out[name] = workflows.StepStatus(st.name, st.state, shown, withheld=not readable)
+            out[name] = workflow_runs.StepStatus(st.name, st.state, shown, withheld=not readable)
         return out
 
-    def list(self, limit: int = 50) -> list[workflows.WorkflowRecord]:
+    def list(self, limit: int = 50) -> list[workflow_runs.WorkflowRecord]:
         return [self.shown(r) for r in self._store.select(self._tenant, limit)]
 
-    def shown(self, record: workflows.WorkflowRecord) -> workflows.WorkflowRecord:
+    def shown(self, record: workflow_runs.WorkflowRecord) -> workflow_runs.WorkflowRecord:
         """The workflow run as this principal is shown it: the same read rules as for the
         steps' own runs. If it may not read a step's job, that step's output is left out,
         and so is the workflow's input (the steps take their input from it)."""
@@ -112,14 +111,14 @@ class WorkflowClient:
             record, input={}, output=output, definition=definition, withheld=hidden
         )
 
-    def cancel(self, workflow_id: str) -> workflows.WorkflowRecord:
+    def cancel(self, workflow_id: str) -> workflow_runs.WorkflowRecord:
         """Cancel the run and its running and pending steps."""
         wf = self._store.get(workflow_id, self._tenant).workflow_def
         for step in wf.steps:
             self._client.allow("update", step.job, target=workflow_id)
         return self.shown(self._store.cancel(wf, workflow_id, self._tenant))
 
-    def wait(self, workflow_id: str, timeout: float = 600.0) -> workflows.WorkflowRecord:
+    def wait(self, workflow_id: str, timeout: float = 600.0) -> workflow_runs.WorkflowRecord:
         deadline = time.monotonic() + timeout
         while True:
             record = self.get(workflow_id)

@@ -11,22 +11,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import functools
 import json
 import os
 import socket
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Self
 
 import sqlalchemy as sa
 
 from jobsys.base import errors
 from jobsys.store import database, hotsql, schema, search
-
-if TYPE_CHECKING:
-    from jobsys.declare import workflows
-    from jobsys.store import schedules
 
 T = schema.runs
 
@@ -285,24 +280,10 @@ class RunStore:
         self._has_tag = _has_tag(engine.dialect.name)
 
     @classmethod
-    def open(cls, url: str) -> RunStore:
+    def open(cls, url: str) -> Self:
         engine = database.make_engine(url)
         schema.migrate(engine)
         return cls(engine)
-
-    @functools.cached_property
-    def workflows(self) -> workflows.WorkflowStore:
-        """The workflow runs in the same database."""
-        from jobsys.declare.workflows import WorkflowStore
-
-        return WorkflowStore(self)
-
-    @functools.cached_property
-    def schedules(self) -> schedules.ScheduleStore:
-        """The schedules in the same database."""
-        from jobsys.store.schedules import ScheduleStore
-
-        return ScheduleStore(self.engine)
 
     def close(self) -> None:
         """Close every connection this store holds."""

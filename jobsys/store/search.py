@@ -14,20 +14,15 @@ found in a million old errors costs what a rare one does.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlalchemy as sa
 
+from jobsys.base import keywords
+
 TABLE = "jobsys_search"
 MAX_WORDS = 16
 SEARCH_WINDOW = 1000
-_WORD = re.compile(r"[^\W_]+")
-
-
-def words(text: str) -> list[str]:
-    """The words of a text as the index tokenizes it (runs of letters and digits)."""
-    return _WORD.findall(text.lower())
 
 
 def create(conn: sa.Connection) -> None:
@@ -72,7 +67,7 @@ def matching_runs(dialect: str, text: str, window: int) -> Any | None:
     """A subquery of the ids of runs whose indexed text holds every keyword of ``text``,
     from the newest ``window`` matching entries (so that a common word costs no more than a
     rare one); ``None`` when ``text`` has no keyword."""
-    found = words(text)[:MAX_WORDS]
+    found = keywords.words(text)[:MAX_WORDS]
     if not found:
         return None
     if dialect == "postgresql":

@@ -18,7 +18,7 @@ import pydantic
 
 from jobsys.base import errors, sealing
 from jobsys.declare import jobs, permissions
-from jobsys.store import runs
+from jobsys.store import runs, stores
 from jobsys.worker import context, deadline
 
 log = logging.getLogger("jobsys.execute")
@@ -73,7 +73,7 @@ class Limits:
 def run(
     delivery: Delivery,
     spec: jobs.JobSpec,
-    store: runs.RunStore,
+    store: stores.Store,
     tracker: context.Tracker,
     limits: Limits,
     policy: permissions.Policy | None = None,
@@ -95,7 +95,7 @@ def run(
     )
 
 
-def _own_limits(spec: jobs.JobSpec, claim: runs.Claim, store: runs.RunStore) -> jobs.JobSpec:
+def _own_limits(spec: jobs.JobSpec, claim: runs.Claim, store: stores.Store) -> jobs.JobSpec:
     """The job with this run's own timeout and retry policy, where they differ from the
     job's (a workflow step's overrides; its backoff in ``meta["retry"]``)."""
     timeout = claim.timeout if claim.timeout is not None else spec.timeout
@@ -114,7 +114,7 @@ def _own_limits(spec: jobs.JobSpec, claim: runs.Claim, store: runs.RunStore) -> 
 def _claimed(
     claim: runs.Claim,
     spec: jobs.JobSpec,
-    store: runs.RunStore,
+    store: stores.Store,
     tracker: context.Tracker,
     limits: Limits,
     policy: permissions.Policy | None,
@@ -127,7 +127,7 @@ def _claimed(
         payload = spec.input_model.model_validate(full)
         principal = permissions.Principal.model_validate(claim.principal)
     except pydantic.ValidationError as exc:
-        error = _error(errors.InvalidInput(spec.name, field_errors(exc)), "input_validation")
+        error = _error(errors.InvalidInput(spec.name, errors.field_errors(exc)), "input_validation")
         store.fail(claim.run_id, claim.attempt, error)
         return Outcome(Kind.FAILED, error=error)
     # Checked again here, whatever the producer checked: a run written straight into the
@@ -182,7 +182,7 @@ def _success(
     result: Any,
     ctx: context.JobContext,
     spec: jobs.JobSpec,
-    store: runs.RunStore,
+    store: stores.Store,
     redact: sealing.Redactor,
 ) -> Outcome:
     try:
@@ -194,7 +194,7 @@ def _success(
         output = redact.json(model.model_dump(mode="json"))
     except pydantic.ValidationError as exc:
         error = _error(
-            errors.InvalidInput(spec.name, field_errors(exc), "output"), "output_validation"
+            errors.InvalidInput(spec.name, errors.field_errors(exc), "output"), "output_validation"
         )
         error = redact.json(error)
         store.fail(ctx.run_id, ctx.attempt, error)
@@ -212,7 +212,7 @@ def _success(
     return Outcome(Kind.COMPLETED, output=output)
 
 
-def _hand_back(ctx: context.JobContext, store: runs.RunStore) -> Outcome:
+def _hand_back(ctx: context.JobContext, store: stores.Store) -> Outcome:
     """The worker stops before the run ended: pending again, with a new message token."""
     record = store.hand_back(
         ctx.run_id, ctx.attempt, "handed back: its worker stopped before it ended; it runs again"
@@ -229,7 +229,7 @@ def _hand_back(ctx: context.JobContext, store: runs.RunStore) -> Outcome:
     return Outcome(Kind.HANDED_BACK, dispatch=record.dispatch)
 
 
-def _not_stored(exc: Exception, ctx: context.JobContext, store: runs.RunStore) -> Outcome:
+def _not_stored(exc: Exception, ctx: context.JobContext, store: stores.Store) -> Outcome:
     """Fail the run at once when its output cannot be stored (rather than leave it running
     until its timeout, the cause lost)."""
     error = _error(exc, "output_validation")
@@ -248,7 +248,7 @@ def _failure(
     exc: BaseException,
     ctx: context.JobContext,
     spec: jobs.JobSpec,
-    store: runs.RunStore,
+    store: stores.Store,
     limits: Limits,
     redact: sealing.Redactor,
 ) -> Outcome:
@@ -291,8 +291,3 @@ def _error(exc: BaseException, reason: str) -> dict[str, Any]:
         "reason": reason,
         "traceback": tb,
     }
-
-
-def field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
-    """Field-level errors of a pydantic validation, in the shape jobsys reports them."""
-    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]

@@ -10,7 +10,7 @@ import pytest
 
 from jobsys import Job, JobDeclarationError, Registry, RetryPolicy, job
 from jobsys.base import errors
-from jobsys.declare.jobs import specs_in
+from jobsys.declare.catalog import specs_in
 
 
 class In(pydantic.BaseModel):
