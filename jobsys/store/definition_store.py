@@ -13,20 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobsys.base import config, errors, sealing
-from jobsys.declare import jobs
-from jobsys.declare.definitions import (
-    AliasDefinition,
-    HttpDefinition,
-    Secrets,
-    WorkflowDefinition,
-    build_alias,
-    build_http,
-    build_workflow,
-    masked,
-    no_secrets,
-    parse,
-)
-from jobsys.declare.workflows import Workflow
+from jobsys.declare import definitions, jobs, workflows
 from jobsys.store import runs, schema
 
 log = logging.getLogger("jobsys.definitions")
@@ -53,7 +40,7 @@ class DefinitionRecord:
     def to_json(self) -> dict[str, Any]:
         """What readers see: never a stored credential."""
         return {
-            **masked(self.data),
+            **definitions.masked(self.data),
             "version": self.version,
             "tenant": self.tenant,
             "owner": self.owner,
@@ -206,35 +193,37 @@ class Source:
             found.setdefault(record.tenant, []).append(record)
         return found
 
-    def build_workflow(self, definition: Any, registry: jobs.Registry) -> Workflow:
-        return build_workflow(definition, registry)
+    def build_workflow(self, definition: Any, registry: jobs.Registry) -> workflows.Workflow:
+        return definitions.build_workflow(definition, registry)
 
     def build(
         self, records: Sequence[DefinitionRecord], registry: jobs.Registry
-    ) -> tuple[dict[str, jobs.JobSpec], list[WorkflowDefinition]]:
+    ) -> tuple[dict[str, jobs.JobSpec], list[definitions.WorkflowDefinition]]:
         """The specs of the job definitions of one tenant (``registry`` is that tenant's
         view), and the workflow definitions left to build once those specs are known. A
         definition that no longer builds (its target left the catalog, its host the
         allow-list) is skipped, and logged."""
         specs: dict[str, jobs.JobSpec] = {}
-        later: list[WorkflowDefinition] = []
+        later: list[definitions.WorkflowDefinition] = []
         for record in records:
             try:
-                d = parse(record.data)
-                if isinstance(d, AliasDefinition):
-                    specs[d.name] = build_alias(d, registry)
-                elif isinstance(d, HttpDefinition):
-                    specs[d.name] = build_http(d, self.http_hosts, self._secrets(record.sealed))
+                d = definitions.parse(record.data)
+                if isinstance(d, definitions.AliasDefinition):
+                    specs[d.name] = definitions.build_alias(d, registry)
+                elif isinstance(d, definitions.HttpDefinition):
+                    specs[d.name] = definitions.build_http(
+                        d, self.http_hosts, self._secrets(record.sealed)
+                    )
                 else:
                     later.append(d)
             except errors.JobsysError as exc:
                 log.warning("jobsys: job definition %s skipped: %s", record.name, exc)
         return specs, later
 
-    def _secrets(self, sealed: str | None) -> Secrets:
+    def _secrets(self, sealed: str | None) -> definitions.Secrets:
         sealer = self.sealer
         if not sealed or sealer is None:
-            return no_secrets
+            return definitions.no_secrets
 
         def opened() -> dict[str, str]:
             return {str(k): str(v) for k, v in sealer.open(sealed).items()}

@@ -13,15 +13,7 @@ import pydantic
 import sqlalchemy as sa
 
 from jobsys.base import errors, sealing
-from jobsys.declare import jobs, permissions
-from jobsys.declare.workflows import (
-    SEALED_KEY,
-    Step,
-    Workflow,
-    WorkflowState,
-    from_data,
-    seal_hidden,
-)
+from jobsys.declare import jobs, permissions, workflows
 from jobsys.store import runs, schema
 
 W = schema.workflow_runs
@@ -34,7 +26,7 @@ class WorkflowRecord:
     workflow: str
     definition: dict[str, Any]
     """The workflow as it was when this run started; the run advances by it."""
-    state: WorkflowState
+    state: workflows.WorkflowState
     input: dict[str, Any]
     output: Any
     error: dict[str, Any] | None
@@ -51,15 +43,15 @@ class WorkflowRecord:
     from it); never stored."""
     sealed: str | None = None
     """The secret values of ``input`` and of the steps' inputs in ``definition``, encrypted
-    (kept in the definition's column: ``SEALED_KEY``); never shown."""
+    (kept in the definition's column: ``workflows.SEALED_KEY``); never shown."""
 
     @property
     def terminal(self) -> bool:
-        return self.state is not WorkflowState.RUNNING
+        return self.state is not workflows.WorkflowState.RUNNING
 
     @property
-    def workflow_def(self) -> Workflow:
-        return from_data(self.definition)
+    def workflow_def(self) -> workflows.Workflow:
+        return workflows.from_data(self.definition)
 
     def to_json(self) -> dict[str, Any]:
         return runs.as_json(self)
@@ -88,7 +80,7 @@ class WorkflowStore:
 
     def create(
         self,
-        wf: Workflow,
+        wf: workflows.Workflow,
         input: dict[str, Any],
         principal: permissions.Principal,
         definition: dict[str, Any] | None = None,
@@ -100,14 +92,14 @@ class WorkflowStore:
         workflow_id = "wf_" + uuid.uuid4().hex[:24]
         definition = dict(definition or wf.to_data())
         if sealed:
-            definition[SEALED_KEY] = sealed
+            definition[workflows.SEALED_KEY] = sealed
         with self.engine.begin() as conn:
             conn.execute(
                 W.insert().values(
                     id=workflow_id,
                     workflow=wf.name,
                     definition=definition,
-                    state=WorkflowState.RUNNING.value,
+                    state=workflows.WorkflowState.RUNNING.value,
                     input=input,
                     skipped=[],
                     principal=principal.model_dump(mode="json"),
@@ -137,7 +129,9 @@ class WorkflowStore:
             return [_record(r) for r in conn.execute(query)]
 
     def running(self, limit: int = 200) -> list[str]:
-        query = sa.select(W.c.id).where(W.c.state == WorkflowState.RUNNING.value).limit(limit)
+        query = (
+            sa.select(W.c.id).where(W.c.state == workflows.WorkflowState.RUNNING.value).limit(limit)
+        )
         with self.engine.connect() as conn:
             return [str(r.id) for r in conn.execute(query)]
 
@@ -146,7 +140,7 @@ class WorkflowStore:
         with self.engine.connect() as conn:
             return [runs._record(r) for r in conn.execute(query)]
 
-    def statuses(self, wf: Workflow, record: WorkflowRecord) -> dict[str, StepStatus]:
+    def statuses(self, wf: workflows.Workflow, record: WorkflowRecord) -> dict[str, StepStatus]:
         by_step: dict[str, list[runs.RunRecord]] = {s.name: [] for s in wf.steps}
         for r in self.step_runs(record.id):
             by_step.setdefault(str(r.meta.get("step")), []).append(r)
@@ -158,7 +152,7 @@ class WorkflowStore:
 
     def advance(
         self,
-        wf: Workflow,
+        wf: workflows.Workflow,
         workflow_id: str,
         registry: jobs.Registry,
         publish: Publish,
@@ -175,22 +169,24 @@ class WorkflowStore:
         wf, record = _revealed(wf, record, sealer)
         status = self.statuses(wf, record)
         if runs.utcnow() >= record.timeout_at:
-            return self._end(record, status, WorkflowState.CANCELLED, "timeout")
+            return self._end(record, status, workflows.WorkflowState.CANCELLED, "timeout")
         failed = [n for n, st in status.items() if st.state in UNSUCCESSFUL]
         if failed and wf.failure == "fail_fast":
-            return self._end(record, status, WorkflowState.FAILED, f"step {failed[0]!r} failed")
+            return self._end(
+                record, status, workflows.WorkflowState.FAILED, f"step {failed[0]!r} failed"
+            )
         for s in wf.steps:
             problem = self._start_if_ready(s, record, status, registry, (publish, sealer))
             if problem:
-                return self._end(record, status, WorkflowState.FAILED, problem)
+                return self._end(record, status, workflows.WorkflowState.FAILED, problem)
         if all(st.state in ("succeeded", "skipped", *UNSUCCESSFUL) for st in status.values()):
-            end = WorkflowState.FAILED if failed else WorkflowState.COMPLETED
+            end = workflows.WorkflowState.FAILED if failed else workflows.WorkflowState.COMPLETED
             return self._end(record, status, end, f"step {failed[0]!r} failed" if failed else None)
         return self.get(workflow_id)
 
     def _start_if_ready(
         self,
-        s: Step,
+        s: workflows.Step,
         record: WorkflowRecord,
         status: dict[str, StepStatus],
         registry: jobs.Registry,
@@ -222,7 +218,7 @@ class WorkflowStore:
 
     def _rows(
         self,
-        s: Step,
+        s: workflows.Step,
         record: WorkflowRecord,
         status: dict[str, StepStatus],
         registry: jobs.Registry,
@@ -269,7 +265,7 @@ class WorkflowStore:
                     "idempotency_key": f"{record.id}:{s.name}:{index}",
                     "parent_id": None,
                     "workflow_id": record.id,
-                    "sealed": seal_hidden(sealer, hidden),
+                    "sealed": workflows.seal_hidden(sealer, hidden),
                     # A delayed step is not "lost" to the reconciler before it is due.
                     "next_attempt_at": now + dt.timedelta(seconds=s.delay) if s.delay else None,
                 }
@@ -283,7 +279,7 @@ class WorkflowStore:
         with self.engine.begin() as conn:
             conn.execute(
                 W.update()
-                .where(W.c.id == workflow_id, W.c.state == WorkflowState.RUNNING.value)
+                .where(W.c.id == workflow_id, W.c.state == workflows.WorkflowState.RUNNING.value)
                 .values(skipped=[*record.skipped, step])
             )
 
@@ -291,10 +287,10 @@ class WorkflowStore:
         self,
         record: WorkflowRecord,
         status: dict[str, StepStatus],
-        state: WorkflowState,
+        state: workflows.WorkflowState,
         reason: str | None,
     ) -> WorkflowRecord:
-        if state is not WorkflowState.COMPLETED:
+        if state is not workflows.WorkflowState.COMPLETED:
             for st in status.values():  # pending and running steps are cancelled
                 for r in st.runs:
                     if not r.terminal:
@@ -308,24 +304,30 @@ class WorkflowStore:
         with self.engine.begin() as conn:
             conn.execute(
                 W.update()
-                .where(W.c.id == record.id, W.c.state == WorkflowState.RUNNING.value)
+                .where(W.c.id == record.id, W.c.state == workflows.WorkflowState.RUNNING.value)
                 .values(state=state.value, output=output, error=error, finished_at=runs.utcnow())
             )
         return self.get(record.id)
 
-    def abandon(self, wf: Workflow, workflow_id: str, reason: str) -> WorkflowRecord:
+    def abandon(self, wf: workflows.Workflow, workflow_id: str, reason: str) -> WorkflowRecord:
         """End a workflow run failed (its steps cancelled): starting it failed."""
         record = self.get(workflow_id)
-        return self._end(record, self.statuses(wf, record), WorkflowState.FAILED, reason[:500])
+        return self._end(
+            record, self.statuses(wf, record), workflows.WorkflowState.FAILED, reason[:500]
+        )
 
-    def cancel(self, wf: Workflow, workflow_id: str, tenant: str | None = None) -> WorkflowRecord:
+    def cancel(
+        self, wf: workflows.Workflow, workflow_id: str, tenant: str | None = None
+    ) -> WorkflowRecord:
         record = self.get(workflow_id, tenant)
         if record.terminal:
             raise errors.InvalidTransition(workflow_id, record.state.value, "cancel", "workflow")
-        return self._end(record, self.statuses(wf, record), WorkflowState.CANCELLED, "cancelled")
+        return self._end(
+            record, self.statuses(wf, record), workflows.WorkflowState.CANCELLED, "cancelled"
+        )
 
 
-def _retry_meta(s: Step) -> dict[str, Any]:
+def _retry_meta(s: workflows.Step) -> dict[str, Any]:
     """A step's retry override, as the worker reads it from the run's metadata."""
     if s.retry is None:
         return {}
@@ -387,15 +389,15 @@ def _dig(value: Any, path: list[str]) -> Any:
 
 
 def _revealed(
-    wf: Workflow, record: WorkflowRecord, sealer: sealing.Sealer | None
-) -> tuple[Workflow, WorkflowRecord]:
+    wf: workflows.Workflow, record: WorkflowRecord, sealer: sealing.Sealer | None
+) -> tuple[workflows.Workflow, WorkflowRecord]:
     """The workflow and the record with their secrets in place (to make the steps' runs)."""
     if not record.sealed:
         return wf, record
     if sealer is None:
         raise errors.ConfigError(f"workflow run {record.id} has secrets: advance it with a key")
     hidden = sealer.open(record.sealed)
-    steps = from_data(sealing.merge(record.definition, hidden, ("definition",))).steps
+    steps = workflows.from_data(sealing.merge(record.definition, hidden, ("definition",))).steps
     revealed = sealing.merge(record.input, hidden, ("input",))
     return dataclasses.replace(wf, steps=steps), dataclasses.replace(record, input=revealed)
 
@@ -403,7 +405,7 @@ def _revealed(
 def _record(row: sa.Row[Any]) -> WorkflowRecord:
     data = row._asdict()
     data["definition"] = dict(data["definition"])
-    data["sealed"] = data["definition"].pop(SEALED_KEY, None)
-    data["state"] = WorkflowState(data["state"])
+    data["sealed"] = data["definition"].pop(workflows.SEALED_KEY, None)
+    data["state"] = workflows.WorkflowState(data["state"])
     data["skipped"] = list(data["skipped"] or [])
     return WorkflowRecord(**data)
