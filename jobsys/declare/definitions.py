@@ -45,7 +45,8 @@ DYNAMIC_TASK = "jobsys.dynamic"
 """The Celery task that runs every runtime-registered job (the run record names the job)."""
 
 MODULE = "jobsys.definitions"
-"""The ``module`` of a spec built from a definition."""
+"""The ``module`` of a spec built from a definition: a marker that tells it from the catalog's
+specs (which carry their module's name), not this module's path."""
 
 Name = Annotated[str, pydantic.StringConstraints(pattern=jobs.NAME_RE.pattern, max_length=200)]
 Tag = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=100)]
