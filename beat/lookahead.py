@@ -22,8 +22,10 @@ from typing import Any
 
 from celery import Celery
 
-from jobsys import broker, firing, jobs, transport
-from jobsys.schedules import ScheduleRecord, ScheduleStore
+from jobsys.declare import jobs
+from jobsys.engine import broker, transport
+from jobsys.scheduling import firing
+from jobsys.store.schedules import ScheduleRecord, ScheduleStore
 
 log = logging.getLogger("jobsys.beat")
 

@@ -8,7 +8,8 @@ from celery import Celery
 from celery.apps.beat import Beat
 
 from beat.scheduler import StoreScheduler
-from jobsys import config, jobs, private
+from jobsys.base import config, private
+from jobsys.declare import jobs
 
 
 def run(

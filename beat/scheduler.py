@@ -21,7 +21,11 @@ from typing import Any
 from celery import Celery, beat
 
 from beat import lookahead
-from jobsys import broker, config, definitions, firing, jobs, runs, sealing
+from jobsys.base import config, sealing
+from jobsys.declare import jobs
+from jobsys.engine import broker
+from jobsys.scheduling import firing
+from jobsys.store import definition_store, runs, stores
 
 log = logging.getLogger("jobsys.beat")
 
@@ -47,8 +51,8 @@ class StoreScheduler(beat.Scheduler):
         **kwargs: Any,
     ) -> None:
         self.settings, self.registry = settings, registry
-        self.store = runs.RunStore.open(settings.database_url)
-        registry.attach(definitions.source(settings, self.store.engine))
+        self.store = stores.Store.open(settings.database_url)
+        registry.attach(definition_store.source(settings, self.store.engine))
         self.schedules = self.store.schedules
         self.firing = firing.Firing(self.schedules)
         self.fired = 0

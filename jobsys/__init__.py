@@ -11,11 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from jobsys.cadence import cron, every, once, ongoing
-    from jobsys.client import Client, SubmitOptions
-    from jobsys.config import Settings
-    from jobsys.context import JobContext
-    from jobsys.errors import (
+    from jobsys.base.config import Settings
+    from jobsys.base.errors import (
         Fatal,
         InvalidInput,
         JobDeclarationError,
@@ -28,43 +25,47 @@ if TYPE_CHECKING:
         ScheduleNotFound,
         UnknownJob,
     )
-    from jobsys.jobs import Job, JobSpec, Registry, RetryPolicy, job, load_registry
-    from jobsys.permissions import Principal, Rule
-    from jobsys.runs import RunRecord, RunState
-    from jobsys.schedules import ScheduleRecord, ScheduleState
+    from jobsys.declare.cadence import cron, every, once, ongoing
+    from jobsys.declare.catalog import load_registry
+    from jobsys.declare.jobs import Job, JobSpec, Registry, RetryPolicy, job
+    from jobsys.declare.permissions import Principal, Rule
+    from jobsys.service.client import Client, SubmitOptions
+    from jobsys.store.runs import RunRecord, RunState
+    from jobsys.store.schedules import ScheduleRecord, ScheduleState
+    from jobsys.worker.context import JobContext
 
 _WHERE = {
-    "cron": "cadence",
-    "every": "cadence",
-    "ongoing": "cadence",
-    "once": "cadence",
-    "ScheduleNotFound": "errors",
-    "PermissionDenied": "errors",
-    "Rule": "permissions",
-    "ScheduleRecord": "schedules",
-    "ScheduleState": "schedules",
-    "Client": "client",
-    "SubmitOptions": "client",
-    "Settings": "config",
-    "JobContext": "context",
-    "Fatal": "errors",
-    "InvalidInput": "errors",
-    "JobDeclarationError": "errors",
-    "JobsysError": "errors",
-    "Retry": "errors",
-    "RunCancelled": "errors",
-    "RunFailed": "errors",
-    "RunNotFound": "errors",
-    "UnknownJob": "errors",
-    "Job": "jobs",
-    "JobSpec": "jobs",
-    "Registry": "jobs",
-    "RetryPolicy": "jobs",
-    "job": "jobs",
-    "load_registry": "jobs",
-    "Principal": "permissions",
-    "RunRecord": "runs",
-    "RunState": "runs",
+    "cron": "declare.cadence",
+    "every": "declare.cadence",
+    "ongoing": "declare.cadence",
+    "once": "declare.cadence",
+    "ScheduleNotFound": "base.errors",
+    "PermissionDenied": "base.errors",
+    "Rule": "declare.permissions",
+    "ScheduleRecord": "store.schedules",
+    "ScheduleState": "store.schedules",
+    "Client": "service.client",
+    "SubmitOptions": "service.client",
+    "Settings": "base.config",
+    "JobContext": "worker.context",
+    "Fatal": "base.errors",
+    "InvalidInput": "base.errors",
+    "JobDeclarationError": "base.errors",
+    "JobsysError": "base.errors",
+    "Retry": "base.errors",
+    "RunCancelled": "base.errors",
+    "RunFailed": "base.errors",
+    "RunNotFound": "base.errors",
+    "UnknownJob": "base.errors",
+    "Job": "declare.jobs",
+    "JobSpec": "declare.jobs",
+    "Registry": "declare.jobs",
+    "RetryPolicy": "declare.jobs",
+    "job": "declare.jobs",
+    "load_registry": "declare.catalog",
+    "Principal": "declare.permissions",
+    "RunRecord": "store.runs",
+    "RunState": "store.runs",
 }
 
 __all__ = [

@@ -25,7 +25,10 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from jobsys import client, config, database, jobs, runs
+from jobsys.base import config
+from jobsys.declare import catalog
+from jobsys.service import client
+from jobsys.store import database, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = "workers.examples,tests.jobs"
@@ -105,7 +108,7 @@ class Cluster:
             **env,
         }
         self.settings = config.Settings.from_env(self.env)
-        self.registry = jobs.load_registry(self.settings.catalog)
+        self.registry = catalog.load_registry(self.settings.catalog)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._client: client.Client | None = None
 

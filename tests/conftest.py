@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jobsys import embedded, runs
+from jobsys.base import embedded
+from jobsys.store import runs, stores
 from tests.cluster import Cluster, Database, cluster
 
 
@@ -37,7 +38,7 @@ def database_url() -> str | None:
 def store(tmp_path: Path, database_url: str | None) -> Iterator[runs.RunStore]:
     """A fresh, migrated run store on the configured backend."""
     db = Database(tmp_path, database_url)
-    s = runs.RunStore.open(db.url)
+    s = stores.Store.open(db.url)
     try:
         yield s
     finally:

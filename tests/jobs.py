@@ -13,9 +13,10 @@ from pathlib import Path
 import pydantic
 from celery.exceptions import SoftTimeLimitExceeded
 
-from jobsys import JobContext, Principal, RetryPolicy, Rule, cadence, job
-from jobsys.errors import JobTimeout
-from jobsys.workflows import Step, workflow
+from jobsys import JobContext, Principal, RetryPolicy, Rule, job
+from jobsys.base.errors import JobTimeout
+from jobsys.declare import cadence
+from jobsys.declare.workflows import Step, workflow
 
 
 def record_effect(ctx: JobContext, note: str = "") -> None:

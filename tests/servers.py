@@ -19,7 +19,7 @@ from types import TracebackType
 
 import httpx
 
-from jobsys.embedded import free_port
+from jobsys.base.embedded import free_port
 from tests.cluster import ROOT, Cluster
 
 __all__ = ["Serve", "free_port"]

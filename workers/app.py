@@ -2,16 +2,18 @@
 
 ``jobsys worker`` does the same with friendlier flags. Settings come from the environment
 (``JOBSYS_*``) once, here at the edge of the process, which also makes every file it writes
-private to its user (umask 077; see ``jobsys.private``).
+private to its user (umask 077; see ``jobsys.base.private``).
 """
 
 from __future__ import annotations
 
-from jobsys import broker, config, jobs, private
+from jobsys.base import config, private
+from jobsys.declare import catalog
+from jobsys.engine import broker
 
 private.restrict_umask()  # before anything is written: files under JOBSYS_HOME are private
 settings = config.Settings.from_env()
-registry = jobs.load_registry(settings.catalog)
+registry = catalog.load_registry(settings.catalog)
 runtime = broker.Runtime(settings, registry)
 app = broker.make_celery(settings, registry, runtime)
 reaper = broker.install_worker_hooks(app, runtime)

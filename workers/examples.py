@@ -9,7 +9,7 @@ from pathlib import Path
 import pydantic
 
 from jobsys import Fatal, Job, JobContext, RetryPolicy, Rule, job
-from jobsys.workflows import Step, workflow
+from jobsys.declare.workflows import Step, workflow
 
 
 class AddInput(pydantic.BaseModel):

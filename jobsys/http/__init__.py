@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from jobsys import config
-    from jobsys.service import Service
+    from jobsys.base import config
+    from jobsys.service.process import Service
 
 
 def create_app(settings_or_service: config.Settings | Service, **options: Any) -> FastAPI:

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from jobsys import config
+from jobsys.base import config
 from jobsys.http import (
     errors,
     guard,
@@ -33,7 +33,7 @@ from jobsys.http import (
     routes_workflows,
     stats,
 )
-from jobsys.service import Service
+from jobsys.service.process import Service
 
 STATIC = Path(__file__).parent / "static"
 THREADS = 100

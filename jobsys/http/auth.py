@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from jobsys import errors, permissions
-from jobsys.client import Client
-from jobsys.service import Service
+from jobsys.base import errors
+from jobsys.declare import permissions
+from jobsys.service.client import Client
+from jobsys.service.process import Service
 
 bearer = HTTPBearer(
     auto_error=False,

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobsys import errors
+from jobsys.base import errors
 
 log = logging.getLogger("jobsys.http")
 
@@ -209,8 +209,9 @@ async def _on_bug(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers: jobsys errors, request validation, HTTP errors, database and
     broker outages, and a last one for bugs (logged, 500)."""
-    import kombu.exceptions
     import redis.exceptions
+
+    from jobsys.engine import celery_api  # on first use: it loads Celery
 
     app.add_exception_handler(errors.JobsysError, _on_jobsys)
     app.add_exception_handler(ApiError, _on_api)
@@ -219,5 +220,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(sa.exc.SQLAlchemyError, _on_database)
     app.add_exception_handler(redis.exceptions.ConnectionError, _on_broker)
     app.add_exception_handler(redis.exceptions.TimeoutError, _on_broker)
-    app.add_exception_handler(kombu.exceptions.OperationalError, _on_broker)
+    app.add_exception_handler(celery_api.BrokerConnectionError, _on_broker)
     app.add_exception_handler(Exception, _on_bug)

@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jobsys import runs
 from jobsys.http import stats
-from jobsys.service import Service
+from jobsys.service.process import Service
+from jobsys.store import runs
 
 log = logging.getLogger("jobsys.http")
 

@@ -9,8 +9,9 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import Field
 
-from jobsys import bounds, cadence
-from jobsys.timeparse import DurationSeconds
+from jobsys.base import bounds
+from jobsys.base.timeparse import DurationSeconds
+from jobsys.declare import cadence
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Tag = Annotated[str, Field(min_length=1, max_length=200)]

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse
 
-from jobsys import cli, definitions, jobs, search, workflows
-from jobsys.client import Client
+from jobsys.base import keywords
+from jobsys.declare import definitions, jobs, workflows
 from jobsys.http.auth import ClientDep
 from jobsys.http.errors import ApiError
+from jobsys.service import views
+from jobsys.service.client import Client
 
 router = APIRouter(prefix="/api/v1")
 
@@ -22,7 +24,7 @@ MAY = ("execute", "create", "update", "delete")
 
 
 def job_json(spec: jobs.JobSpec, c: Client | None = None) -> dict[str, Any]:
-    data = {**cli.spec_json(spec), "kind": definitions.kind_of(spec)}
+    data = {**views.spec_json(spec), "kind": definitions.kind_of(spec)}
     if c is not None:
         data["may"] = {a: c.policy.may(c.principal, a, spec) for a in MAY}
     return data
@@ -69,7 +71,7 @@ def _keep(spec: jobs.JobSpec, tag: str | None, labels: dict[str, str], words: se
     if words:
         text = f"{spec.name} {spec.description} {' '.join(spec.tags)}"
         text += " " + " ".join(f"{k} {v}" for k, v in spec.labels.items())
-        return words <= set(search.words(text))
+        return words <= set(keywords.words(text))
     return True
 
 
@@ -84,12 +86,12 @@ def list_jobs(
     include_hidden: Annotated[bool, Query(alias="all", description="Hidden jobs too.")] = False,
 ) -> dict[str, Any]:
     labels = _labels(label or [])
-    words = set(search.words(q or ""))
+    words = set(keywords.words(q or ""))
     found = [job_json(s, c) for s in c.job_specs(include_hidden) if _keep(s, tag, labels, words)]
     flows = [
         workflow_json(wf, c.registry)
         for _, wf in sorted(c.registry.workflows.items())
-        if not words or words <= set(search.words(f"{wf.name} {wf.description}"))
+        if not words or words <= set(keywords.words(f"{wf.name} {wf.description}"))
     ]
     return {"jobs": found, "workflows": [] if tag or labels else flows}
 

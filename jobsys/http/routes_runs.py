@@ -11,13 +11,14 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from jobsys import client as client_mod
-from jobsys import errors, runs, timeparse
+from jobsys.base import errors, timeparse
+from jobsys.base.timeparse import DurationSeconds
 from jobsys.http import sse
 from jobsys.http.auth import ClientDep, StreamClientDep
 from jobsys.http.errors import ApiError
 from jobsys.http.models import MAX_WAIT, SubmitBody
-from jobsys.timeparse import DurationSeconds
+from jobsys.service import client as client_mod
+from jobsys.store import runs
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 

@@ -7,11 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
-from jobsys import cadence, errors, runs
+from jobsys.base import errors
+from jobsys.declare import cadence
 from jobsys.http.auth import ClientDep
 from jobsys.http.errors import ApiError
 from jobsys.http.models import ScheduleCreateBody, SchedulePreviewBody, ScheduleUpdateBody
 from jobsys.http.routes_runs import parse_instant
+from jobsys.store import runs
 
 router = APIRouter(prefix="/api/v1", tags=["schedules"])
 

@@ -12,7 +12,7 @@ from jobsys.http import metrics, stats
 from jobsys.http.auth import ClientDep, bearer, header_token, service
 from jobsys.http.errors import ApiError
 from jobsys.http.errors import body as error_body
-from jobsys.service import Service
+from jobsys.service.process import Service
 
 router = APIRouter(tags=["system"])
 

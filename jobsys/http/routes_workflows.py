@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 
-from jobsys import errors, workflows
+from jobsys.base import errors
+from jobsys.declare import workflows
 from jobsys.http.auth import ClientDep
 from jobsys.http.models import AdHocWorkflowBody, WorkflowSubmitBody
 from jobsys.http.routes_jobs import edges
+from jobsys.store import workflow_runs
 
 router = APIRouter(prefix="/api/v1", tags=["workflows"])
 
@@ -48,7 +50,9 @@ def list_workflow_runs(
     return {"workflow_runs": [r.to_json() for r in c.workflows.list(limit)]}
 
 
-def detail(record: workflows.WorkflowRecord, steps: dict[str, workflows.StepStatus]) -> dict:
+def detail(
+    record: workflow_runs.WorkflowRecord, steps: dict[str, workflow_runs.StepStatus]
+) -> dict:
     return {
         **record.to_json(),
         "steps": {

@@ -20,8 +20,8 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from jobsys import runs
-from jobsys.client import Client
+from jobsys.service.client import Client
+from jobsys.store import runs
 
 POLL_SECONDS = 0.3
 KEEPALIVE_SECONDS = 15.0

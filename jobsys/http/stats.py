@@ -22,7 +22,9 @@ from typing import Any, TypeVar, cast
 import redis
 import sqlalchemy as sa
 
-from jobsys import config, jobs, runs, schema
+from jobsys.base import config
+from jobsys.declare import jobs
+from jobsys.store import runs, schema
 
 T = TypeVar("T")
 R = schema.runs

@@ -9,8 +9,9 @@ HTTP at ``/mcp`` of ``jobsys serve``.
 * ``server.py``: the MCP server and its stdio serving;
 * ``http.py``: the token-authenticated streamable HTTP endpoint.
 
-Like the CLI and the HTTP API, the tools are a thin layer over ``jobsys.client.Client``, so what
-an agent sees agrees with the run records and with every other interface.
+Like the CLI and the HTTP API, the tools are a thin layer over
+``jobsys.service.client.Client``, so what an agent sees agrees with the run records and with
+every other interface.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from typing import Any
 
 import mcp.types as types
 
-from jobsys import errors, runs, schedules, workflows
-from jobsys.client import Client, waiting_message
+from jobsys.base import errors
+from jobsys.service.client import Client, waiting_message
+from jobsys.store import runs, schedules, workflow_runs
 
 log = logging.getLogger("jobsys.mcp")
 
@@ -156,7 +157,7 @@ def _public_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: error.get(k) for k in ("type", "message", "reason")}
 
 
-def workflow_status(c: Client, w: workflows.WorkflowRecord) -> dict[str, Any]:
+def workflow_status(c: Client, w: workflow_runs.WorkflowRecord) -> dict[str, Any]:
     steps = c.workflows.steps(w.id)
     return {
         "workflow_run_id": w.id,

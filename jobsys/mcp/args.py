@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from jobsys.client import SubmitOptions
+from jobsys.base.timeparse import DurationSeconds
 from jobsys.mcp.answers import InvalidArguments, bad_argument
-from jobsys.timeparse import DurationSeconds
+from jobsys.service.client import SubmitOptions
 
 MAX_WAIT = 300.0
 MAX_DEPTH = 32

@@ -2,7 +2,7 @@
 ``job_search``, each taking the client and its parsed arguments and returning the answer.
 
 * ``list_jobs``, ``execute_job`` (inline or background), ``get_job_status``, ``register_job``,
-  ``remove_job`` (runtime job definitions, ``jobsys.definitions``);
+  ``remove_job`` (runtime job definitions, ``jobsys.declare.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
 
@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from jobsys import cadence, definitions, errors, jobs, runs, search, workflows
-from jobsys.client import Client
+from jobsys.base import errors, keywords
+from jobsys.declare import cadence, definitions, jobs, workflows
 from jobsys.mcp import args
 from jobsys.mcp.answers import bad_argument, run_status, run_summary, schedule_json, workflow_status
 from jobsys.mcp.names import tool_name
+from jobsys.service.client import Client
+from jobsys.store import runs
 
 # --- jobs ----------------------------------------------------------------------------------
 
@@ -63,9 +65,9 @@ def list_jobs(c: Client, a: args.ListJobsArgs) -> dict[str, Any]:
         found.append(job_json(spec))
     flows = []
     if not a.tag and not a.label:
-        wanted = set(search.words(a.query)) if a.query else set()
+        wanted = set(keywords.words(a.query)) if a.query else set()
         for wf in sorted(c.registry.workflows.values(), key=lambda w: w.name):
-            if wanted and not wanted <= set(search.words(f"{wf.name} {wf.description}")):
+            if wanted and not wanted <= set(keywords.words(f"{wf.name} {wf.description}")):
                 continue
             flows.append(
                 {

@@ -22,10 +22,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jobsys import errors, permissions
-from jobsys.client import Client
+from jobsys.base import errors
+from jobsys.declare import permissions
 from jobsys.mcp import answers, server
-from jobsys.service import Service
+from jobsys.service.client import Client
+from jobsys.service.process import Service
 
 PATH = "/mcp"
 SCOPE_KEY = "jobsys.principal"

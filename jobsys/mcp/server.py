@@ -29,10 +29,10 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
-from jobsys.client import Client
 from jobsys.mcp.answers import error_body, failed, ok, one_line
 from jobsys.mcp.args import MAX_DEPTH
 from jobsys.mcp.tools import call, list_tools, resolve
+from jobsys.service.client import Client
 
 log = logging.getLogger("jobsys.mcp")
 

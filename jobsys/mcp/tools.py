@@ -4,7 +4,7 @@ Generic tools (the names agents and the issue use), each a ``ToolDef`` of ``TOOL
 input schema is its argument model's (``args.py``) and whose work is done in ``handlers.py``:
 
 * ``list_jobs``, ``execute_job`` (inline or background), ``get_job_status``,
-  ``register_job``, ``remove_job`` (runtime job definitions, ``jobsys.definitions``);
+  ``register_job``, ``remove_job`` (runtime job definitions, ``jobsys.declare.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
 
@@ -33,8 +33,8 @@ from typing import Any
 import mcp.types as types
 import pydantic
 
-from jobsys import definitions, execute, jobs
-from jobsys.client import Client
+from jobsys.base import errors
+from jobsys.declare import definitions, jobs
 from jobsys.mcp.answers import InvalidArguments, ToolError
 from jobsys.mcp.args import (
     Args,
@@ -76,6 +76,7 @@ from jobsys.mcp.names import (
     legacy_tool_name,
     tool_name,
 )
+from jobsys.service.client import Client
 
 log = logging.getLogger("jobsys.mcp")
 
@@ -284,7 +285,7 @@ def call(c: Client, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         try:
             parsed = tool.args.model_validate(arguments)
         except pydantic.ValidationError as exc:
-            raise InvalidArguments(tool.name, execute.field_errors(exc)) from None
+            raise InvalidArguments(tool.name, errors.field_errors(exc)) from None
         return _noting_deprecated(name, tool.name, tool.run(c, parsed))
     spec = job_for_tool(c, name)
     if spec is not None:

@@ -22,7 +22,8 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from jobsys import bench, config, embedded
+from jobsys.base import config, embedded
+from jobsys.ops import bench
 from tests.cluster import ROOT, with_db
 
 

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from jobsys import cadence, permissions, runs
+from jobsys.declare import cadence, permissions
+from jobsys.store import runs
 from tests.cluster import Cluster, cluster
 from tests.servers import Serve
 

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from jobsys import runs
+from jobsys.store import runs, stores
 from tests.cluster import ROOT, Database, with_db
 from tests.servers import free_port
 
@@ -55,7 +55,7 @@ class Up:
         if os.environ.get("JOBSYS_TEST_BROKER_URL"):
             self.env["JOBSYS_BROKER_URL"] = with_db(os.environ["JOBSYS_TEST_BROKER_URL"], 12)
             self.env["JOBSYS_RESULT_URL"] = with_db(os.environ["JOBSYS_TEST_BROKER_URL"], 13)
-        self.store = runs.RunStore.open(
+        self.store = stores.Store.open(
             self.db.url if self.db else f"sqlite:///{self.home / 'jobsys.db'}"
         )
         self.log = tmp / "up.log"

@@ -15,7 +15,10 @@ import redis
 
 from beat import lookahead
 from beat.scheduler import StoreScheduler
-from jobsys import broker, cadence, firing, runs, schema
+from jobsys.declare import cadence
+from jobsys.engine import broker
+from jobsys.scheduling import firing
+from jobsys.store import runs, schema
 from tests.cluster import Cluster
 from tests.integration.test_schedule_store import ALICE
 

@@ -18,8 +18,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from jobsys import RunState, errors, permissions, schema, tokens, workflows
-from jobsys.definitions import MAX_RESPONSE_BYTES
+from jobsys import RunState
+from jobsys.base import errors
+from jobsys.declare import permissions, workflows
+from jobsys.declare.definitions import MAX_RESPONSE_BYTES
+from jobsys.store import schema, tokens
 from tests.cluster import Cluster, cluster
 from tests.servers import Serve
 

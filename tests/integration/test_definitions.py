@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from jobsys import RunState, SubmitOptions, errors, permissions
-from jobsys.client import Client
-from jobsys.workflows import WorkflowState
+from jobsys import RunState, SubmitOptions
+from jobsys.base import errors
+from jobsys.declare import permissions
+from jobsys.declare.workflows import WorkflowState
+from jobsys.service.client import Client
 from tests.cluster import Cluster, cluster
 
 pytestmark = pytest.mark.integration

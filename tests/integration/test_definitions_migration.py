@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobsys import database, definitions, errors, runs, schema
+from jobsys.base import errors
+from jobsys.store import database, definition_store, schema, stores
 from tests.cluster import Database
 
 pytestmark = pytest.mark.integration
@@ -63,12 +64,12 @@ def url(tmp_path: Path, database_url: str | None) -> Iterator[str]:
 
 
 def test_old_definitions_belong_to_the_default_tenant_and_their_author(url: str) -> None:
-    store = runs.RunStore.open(url)  # migrates to the latest version
+    store = stores.Store.open(url)  # migrates to the latest version
     try:
         with store.engine.connect() as conn:
             version = conn.execute(sa.select(schema.schema_version.c.version)).scalar()
         assert version == schema.LATEST
-        defs = definitions.DefinitionStore(store.engine)
+        defs = definition_store.DefinitionStore(store.engine)
         (record,) = defs.all()
         assert (record.tenant, record.name, record.owner, record.version) == (
             "default",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from jobsys import RunState
-from jobsys.runs import RunFilter
+from jobsys.store.runs import RunFilter
 from tests.cluster import Cluster
 
 pytestmark = pytest.mark.integration

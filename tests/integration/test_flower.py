@@ -26,7 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from jobsys import RunState, cli_flower, config, embedded, errors
+from jobsys import RunState
+from jobsys.base import config, embedded, errors
+from jobsys.cli import flower as cli_flower
 from tests.cluster import ROOT, Cluster, cluster
 
 pytestmark = pytest.mark.integration

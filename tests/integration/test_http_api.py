@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobsys import Principal, schema
+from jobsys import Principal
+from jobsys.store import schema
 from tests.cluster import Cluster
 from tests.servers import Serve
 

@@ -26,7 +26,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from jobsys import RunState, schema
+from jobsys import RunState
+from jobsys.store import schema
 from tests.cluster import Cluster
 from tests.integration.test_http_api import ADMIN, VIEWER, ApiServer
 

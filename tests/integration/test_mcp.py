@@ -16,8 +16,9 @@ import httpx
 import psutil
 import pytest
 
-from jobsys import permissions, runs
+from jobsys.declare import permissions
 from jobsys.mcp.names import tool_name
+from jobsys.store import runs
 from tests.cluster import Cluster
 from tests.integration.mcp_support import GENERIC_TOOLS, Session, http_session, stdio_session
 from tests.servers import Serve

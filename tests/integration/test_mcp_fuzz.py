@@ -21,8 +21,8 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from jobsys import definitions, runs
 from jobsys.mcp.names import tool_name
+from jobsys.store import definition_store, runs
 from tests.cluster import Cluster
 from tests.integration.mcp_support import GENERIC_TOOLS, stdio_session
 
@@ -412,7 +412,7 @@ def snapshot(c: Cluster) -> dict[str, set[str]]:
         "runs": {r.id for r in c.store.select(runs.RunFilter(limit=100_000))},
         "schedules": {s.id for s in c.client.schedules.list(limit=10_000)},
         "workflow_runs": {w.id for w in c.client.workflows.list(limit=10_000)},
-        "definitions": {d.name for d in definitions.DefinitionStore(c.store.engine).all()},
+        "definitions": {d.name for d in definition_store.DefinitionStore(c.store.engine).all()},
     }
 
 

@@ -1,7 +1,7 @@
 """Workers with different catalogs (a rolling deploy, ``jobsys bench`` next to ``jobsys up``):
 a message of a job its worker does not know is parked for a worker that knows it, never
 discarded; the run says why it waits, and starts as soon as a worker that knows its job is up
-(``jobsys/parking.py``)."""
+(``jobsys/engine/parking.py``)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from typing import TypeVar
 
 import pytest
 
-from jobsys import bench, parking
+from jobsys.engine import parking
 from jobsys.mcp import answers
-from jobsys.runs import RunState
+from jobsys.ops import bench
+from jobsys.store.runs import RunState
 from tests.cluster import ROOT, Cluster
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 
-from jobsys import Principal, RunState, cadence, client, errors, runs
+from jobsys import Principal, RunState
+from jobsys.base import errors
+from jobsys.declare import cadence
+from jobsys.service import client
+from jobsys.store import runs
 from tests.cluster import ROOT, Cluster
 
 pytestmark = pytest.mark.integration

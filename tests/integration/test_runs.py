@@ -12,9 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobsys import RunState, SubmitOptions, errors, permissions
-from jobsys.client import Client
+from jobsys import RunState, SubmitOptions
+from jobsys.base import errors
+from jobsys.declare import permissions
 from jobsys.mcp import args, handlers
+from jobsys.service.client import Client
 from tests.cluster import Cluster
 from tests.servers import Serve
 

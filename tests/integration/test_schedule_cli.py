@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from jobsys import Principal, tokens
+from jobsys import Principal
+from jobsys.store import tokens
 from tests.cluster import ROOT, Cluster
 from tests.integration.mcp_support import http_session
 from tests.servers import Serve

@@ -11,19 +11,12 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from jobsys import (
-    Principal,
-    Registry,
-    cadence,
-    errors,
-    firing,
-    jobs,
-    runs,
-    schedules,
-    schema,
-    sealing,
-)
-from jobsys.schedules import ScheduleState
+from jobsys import Principal, Registry
+from jobsys.base import errors, sealing
+from jobsys.declare import cadence, jobs
+from jobsys.scheduling import firing
+from jobsys.store import runs, schedules, schema
+from jobsys.store.schedules import ScheduleState
 from tests import jobs as test_jobs
 
 pytestmark = pytest.mark.integration

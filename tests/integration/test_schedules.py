@@ -12,7 +12,9 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from jobsys import RunState, ScheduleState, cadence, runs
+from jobsys import RunState, ScheduleState
+from jobsys.declare import cadence
+from jobsys.store import runs
 from tests.cluster import Cluster
 
 pytestmark = pytest.mark.integration

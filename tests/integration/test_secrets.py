@@ -17,7 +17,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from jobsys import RunState, cadence
+from jobsys import RunState
+from jobsys.declare import cadence
 from tests.cluster import ROOT, Cluster, cluster
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,11 @@ import pydantic
 import pytest
 import sqlalchemy as sa
 
-from jobsys import RetryPolicy, context, errors, execute, hotsql, job, runs, schema
-from jobsys.runs import RunState
+from jobsys import RetryPolicy, job
+from jobsys.base import errors
+from jobsys.store import hotsql, runs, schema
+from jobsys.store.runs import RunState
+from jobsys.worker import context, execute
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
@@ -259,7 +262,7 @@ def test_tracker_renews_leases_while_the_body_runs(store: runs.RunStore) -> None
 
 
 def pydantic_principal() -> Any:
-    from jobsys.permissions import Principal
+    from jobsys.declare.permissions import Principal
 
     return Principal(id="p")
 

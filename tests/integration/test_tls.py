@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from jobsys import RunState, broker, config, embedded
+from jobsys import RunState
+from jobsys.base import config, embedded
+from jobsys.engine import broker
 from tests.cluster import cluster
 
 pytestmark = pytest.mark.integration

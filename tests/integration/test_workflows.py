@@ -10,9 +10,11 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from jobsys import Registry, RunState, cadence, errors, job
-from jobsys.workflow_checks import check
-from jobsys.workflows import Step, WorkflowState, workflow
+from jobsys import Registry, RunState, job
+from jobsys.base import errors
+from jobsys.declare import cadence
+from jobsys.declare.workflow_checks import check
+from jobsys.declare.workflows import Step, WorkflowState, workflow
 from tests.cluster import Cluster, cluster
 
 pytestmark = pytest.mark.integration

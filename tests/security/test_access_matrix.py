@@ -54,10 +54,12 @@ import pytest
 from click.testing import CliRunner
 from starlette.routing import BaseRoute, Mount, Route
 
-from jobsys import Principal, client, runs, tokens
+from jobsys import Principal
 from jobsys.cli import main as cli_main
 from jobsys.mcp.names import DEPRECATED_TOOLS, tool_name
 from jobsys.mcp.tools import TOOLS
+from jobsys.service import client
+from jobsys.store import runs, stores, tokens
 from tests.cluster import ROOT, Cluster
 from tests.integration.mcp_support import Session, http_session, stdio_session
 from tests.servers import Serve
@@ -916,7 +918,7 @@ def shared_store(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[cli
     """In-process CLI commands share one open store (a process opens one, checking the schema,
     and closes it by exiting: 576 times that is most of the CLI cells' time); yields the
     clients they made, whose Celery apps the caller closes."""
-    store = runs.RunStore.open(url)
+    store = stores.Store.open(url)
     really_close = store.close
     monkeypatch.setattr(store, "close", lambda: None)
     monkeypatch.setattr(runs.RunStore, "open", classmethod(lambda cls, _url: store))

@@ -24,8 +24,9 @@ import anyio
 import httpx
 import pytest
 
-from jobsys import permissions, tokens
+from jobsys.declare import permissions
 from jobsys.mcp.names import tool_name
+from jobsys.store import tokens
 from tests.cluster import ROOT, Cluster, cluster
 from tests.integration.mcp_support import http_session, stdio_session
 from tests.servers import Serve

@@ -29,7 +29,9 @@ import psutil
 import pytest
 import redis
 
-from jobsys import broker, config, embedded, jobs
+from jobsys.base import config, embedded
+from jobsys.declare import catalog
+from jobsys.engine import broker
 from tests.cluster import ROOT
 from tests.e2e.test_cli import Up
 from tests.servers import free_port
@@ -324,7 +326,7 @@ def test_the_cluster_itself_uses_the_authenticated_broker_with_no_flags(home: Ho
     assert [r["job"] for r in json.loads(listed.stdout)] == ["tests.uses_secret"]
     # Celery remote control (what Flower and `jobsys bench` use) reaches the workers.
     settings = config.Settings.from_env(home.up.env)
-    app = broker.make_celery(settings, jobs.load_registry(settings.catalog))
+    app = broker.make_celery(settings, catalog.load_registry(settings.catalog))
     try:
         assert app.control.ping(timeout=10, limit=1)
     finally:

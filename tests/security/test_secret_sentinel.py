@@ -28,7 +28,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from jobsys import Principal, RunState, cadence, sealing
+from jobsys import Principal, RunState
+from jobsys.base import sealing
+from jobsys.declare import cadence
 from tests.cluster import ROOT, Cluster, cluster
 from tests.integration.mcp_support import Session, stdio_session
 from tests.integration.test_flower import PASSWORD, USER, Flower, _until_flower_receives

@@ -18,7 +18,10 @@ import anyio
 import httpx
 import pytest
 
-from jobsys import Principal, RunState, client, errors, runs
+from jobsys import Principal, RunState
+from jobsys.base import errors
+from jobsys.service import client
+from jobsys.store import runs
 from tests.cluster import ROOT, Cluster
 from tests.integration.mcp_support import Session, http_session, stdio_session
 from tests.servers import Serve

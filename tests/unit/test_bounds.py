@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from jobsys import RetryPolicy, bounds, cadence, definitions, errors, workflow_checks
-from jobsys.jobs import Registry
-from jobsys.workflows import Step, Workflow
+from jobsys import RetryPolicy
+from jobsys.base import bounds, errors
+from jobsys.declare import cadence, definitions, workflow_checks
+from jobsys.declare.jobs import Registry
+from jobsys.declare.workflows import Step, Workflow
 from workers import examples
 
 BAD = [math.inf, -math.inf, math.nan, 1e308, -1.0]

@@ -7,7 +7,10 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from jobsys import Registry, broker, client, config, errors, job
+from jobsys import Registry, job
+from jobsys.base import config, errors
+from jobsys.engine import broker
+from jobsys.service import client
 
 
 class In(pydantic.BaseModel):

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from jobsys import cadence, errors
+from jobsys.base import errors
+from jobsys.declare import cadence
 
 UTC = dt.UTC
 

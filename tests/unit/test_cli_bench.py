@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobsys import cli_bench
+from jobsys.cli import bench as cli_bench
 
 
 def test_figures_with_percentiles_print_as_p50_slash_p99(

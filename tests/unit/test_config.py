@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from jobsys import cli, config, errors
+from jobsys import cli
+from jobsys.base import config, errors
 
 
 def test_defaults_use_the_home_folder(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from jobsys import bench, deadline, errors, supervisor
+from jobsys.base import errors
+from jobsys.ops import bench
+from jobsys.worker import deadline, supervisor
 
 
 def test_node_names_number_the_processes() -> None:

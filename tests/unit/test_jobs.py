@@ -8,8 +8,9 @@ import types
 import pydantic
 import pytest
 
-from jobsys import Job, JobDeclarationError, Registry, RetryPolicy, errors, job
-from jobsys.jobs import specs_in
+from jobsys import Job, JobDeclarationError, Registry, RetryPolicy, job
+from jobsys.base import errors
+from jobsys.declare.catalog import specs_in
 
 
 class In(pydantic.BaseModel):

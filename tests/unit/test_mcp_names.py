@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import re
 
-from jobsys import jobs
+from jobsys.declare import catalog, jobs
 from jobsys.mcp.names import DEPRECATED_TOOLS, legacy_tool_name, tool_name
 from jobsys.mcp.tools import TOOLS, generic_tools, resolve
 from tests.cluster import CATALOG
@@ -116,7 +116,7 @@ def test_every_job_tool_name_is_strict_and_none_is_shared() -> None:
 
 
 def test_the_catalog_jobs_have_strict_distinct_tools() -> None:
-    registry = jobs.load_registry(CATALOG.split(","))
+    registry = catalog.load_registry(CATALOG.split(","))
     tools = [tool_name(spec.name) for spec in registry]
     assert tools and all(STRICT.fullmatch(t) for t in tools), tools
     assert len(set(tools)) == len(tools)

@@ -7,8 +7,8 @@ from typing import Any
 import pydantic
 
 from jobsys import Rule, job
-from jobsys.jobs import JobSpec
-from jobsys.permissions import Policy, Principal
+from jobsys.declare.jobs import JobSpec
+from jobsys.declare.permissions import Policy, Principal
 
 ADMIN = Principal(id="ada", roles=("admin",))
 OPERATOR = Principal(id="ola", roles=("operator",))

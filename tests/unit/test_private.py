@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobsys import private
+from jobsys.base import private
 
 
 def mode(path: Path) -> int:

@@ -8,8 +8,10 @@ from typing import Annotated
 import pydantic
 import pytest
 
-from jobsys import Registry, errors, sealing, workflows
-from jobsys.sealing import REDACTED
+from jobsys import Registry
+from jobsys.base import errors, sealing
+from jobsys.base.sealing import REDACTED
+from jobsys.declare import workflows
 from tests import jobs as test_jobs
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from jobsys import timeparse
+from jobsys.base import timeparse
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 

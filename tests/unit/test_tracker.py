@@ -6,7 +6,8 @@ import threading
 import time
 from typing import Any, cast
 
-from jobsys import context, runs
+from jobsys.store import runs
+from jobsys.worker import context
 
 
 class SlowStore:

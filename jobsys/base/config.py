@@ -1,0 +1,442 @@
+"""Settings: read once at the edge of each process from the environment, then passed down.
+
+Each setting is declared once, as a field of ``Settings``: its type, its default, its
+environment variable and its one-line documentation (the field's ``metadata``). From them
+come ``Settings.from_env`` (parsing by type), ``jobsys config`` and the README's
+configuration table (``jobsys config --markdown``; a unit test keeps the README up to date).
+
+Nothing in jobsys reads ``JOBSYS_*`` variables anywhere else: ``Settings.from_env()`` is the
+only constructor that looks at ``os.environ``. (Processes that start others pass the whole
+environment on to them: that is not reading a setting.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import types
+import typing
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from jobsys.base import errors, private
+
+SERVICES_FILE = "services.json"
+
+
+def meta(
+    env: str,
+    doc: str,
+    *,
+    shown: str | None = None,
+    unset: str | None = None,
+    derive: Callable[[dict[str, Any]], Any] | None = None,
+    floor: float | None = None,
+    maximum: float | None = None,
+    lower: bool = False,
+) -> dict[str, Any]:
+    """The metadata of one setting's field.
+
+    ``env``: its environment variable; ``doc``: one line for the README table and
+    ``jobsys config``; ``shown``: the default as the table shows it, when the value alone
+    would not say it; ``unset``: the text parsed when the variable is unset (fields without a
+    default); ``derive``: the value when unset, from the settings read before it; ``floor``:
+    a smaller number is raised to it; ``maximum``: a larger number is refused; ``lower``:
+    items of a list are lower-cased.
+    """
+    return {
+        "env": env,
+        "doc": doc,
+        "shown": shown,
+        "unset": unset,
+        "derive": derive,
+        "floor": floor,
+        "maximum": maximum,
+        "lower": lower,
+    }
+
+
+def _default_database(values: dict[str, Any]) -> str:
+    return f"sqlite:///{values['home'] / 'jobsys.db'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a jobsys process needs to know. Durations are in seconds.
+
+    Each field's ``metadata`` (see ``meta``) names its environment variable and documents it.
+    """
+
+    home: Path = dataclasses.field(
+        metadata=meta(
+            "JOBSYS_HOME",
+            "files of the embedded default (private to their owner): SQLite database, Redis "
+            "data and password, logs, `services.json`",
+            shown="`./.jobsys`",
+            unset=".jobsys",
+        )
+    )
+    broker_url: str | None = dataclasses.field(
+        metadata=meta(
+            "JOBSYS_BROKER_URL",
+            "Redis URL of the broker, e.g. `redis://:password@redis:6379/0`, "
+            "`rediss://user:password@redis:6380/0`",
+            shown="the Redis of the running `jobsys up`",
+        )
+    )
+    result_url: str | None = dataclasses.field(
+        metadata=meta(
+            "JOBSYS_RESULT_URL",
+            "Redis URL of Celery's result backend",
+            shown="the broker's Redis, database 1 (same password and TLS options)",
+        )
+    )
+    database_url: str = dataclasses.field(
+        metadata=meta(
+            "JOBSYS_DATABASE_URL",
+            "run store; `postgresql+psycopg://user:pass@host/db` for a cluster",
+            shown="`sqlite:///$JOBSYS_HOME/jobsys.db`",
+            derive=_default_database,
+        )
+    )
+    catalog: tuple[str, ...] = dataclasses.field(
+        default=("workers.examples",),
+        metadata=meta("JOBSYS_CATALOG", "comma-separated modules whose jobs are loaded"),
+    )
+    lease_seconds: float = dataclasses.field(
+        default=30.0,
+        metadata=meta("JOBSYS_LEASE_SECONDS", "a running run not renewed for this long is lost"),
+    )
+    heartbeat_seconds: float = dataclasses.field(
+        default=10.0,
+        metadata=meta("JOBSYS_HEARTBEAT_SECONDS", "how often workers renew leases"),
+    )
+    reaper_seconds: float = dataclasses.field(
+        default=15.0,
+        metadata=meta("JOBSYS_REAPER_SECONDS", "how often each worker looks for lost runs"),
+    )
+    reconcile_seconds: float = dataclasses.field(
+        default=300.0,
+        metadata=meta(
+            "JOBSYS_RECONCILE_SECONDS",
+            "a waiting run whose message is older than this is published again",
+        ),
+    )
+    parked_check_seconds: float = dataclasses.field(
+        default=2.0,
+        metadata=meta(
+            "JOBSYS_PARKED_CHECK_SECONDS",
+            "how often each worker looks for parked messages of the jobs it runs (one Redis "
+            'command; see "Workers with different catalogs"); at least 0.1',
+            floor=0.1,
+        ),
+    )
+    beat_interval: float = dataclasses.field(
+        default=1.0,
+        metadata=meta(
+            "JOBSYS_BEAT_INTERVAL", "longest sleep of beat between two looks at the schedules"
+        ),
+    )
+    token: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata=meta(
+            "JOBSYS_TOKEN",
+            "the API token the CLI and `Client.from_settings` act with; none: the local admin",
+        ),
+    )
+    admin_roles: tuple[str, ...] = dataclasses.field(
+        default=("admin",),
+        metadata=meta(
+            "JOBSYS_ADMIN_ROLES",
+            "comma-separated roles allowed every action on every job of their tenant, and its "
+            "tokens and audit log",
+        ),
+    )
+    superadmin_roles: tuple[str, ...] = dataclasses.field(
+        default=("superadmin",),
+        metadata=meta(
+            "JOBSYS_SUPERADMIN_ROLES",
+            "comma-separated roles that also administer every tenant (tokens of any tenant, "
+            "every tenant's tokens and audit log); empty: the local admin only",
+        ),
+    )
+    secret_key: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata=meta(
+            "JOBSYS_SECRET_KEY",
+            "Fernet key sealing secret input fields; the same on every machine of a cluster",
+            shown="a key in `$JOBSYS_HOME/secret.key`",
+        ),
+    )
+    max_deliveries: int = dataclasses.field(
+        default=3,
+        metadata=meta(
+            "JOBSYS_MAX_DELIVERIES",
+            "a run whose worker is lost this many times ends failed (`worker_lost`)",
+        ),
+    )
+    cancel_grace_seconds: float = dataclasses.field(
+        default=5.0,
+        metadata=meta(
+            "JOBSYS_CANCEL_GRACE_SECONDS",
+            "a cancelled running job may stop by itself this long before it is interrupted",
+        ),
+    )
+    hard_timeout_grace_seconds: float = dataclasses.field(
+        default=10.0,
+        metadata=meta(
+            "JOBSYS_HARD_TIMEOUT_GRACE_SECONDS", "a job past its timeout is killed this much later"
+        ),
+    )
+    shutdown_grace_seconds: float = dataclasses.field(
+        default=10.0,
+        metadata=meta(
+            "JOBSYS_SHUTDOWN_GRACE_SECONDS",
+            "a stopping worker (SIGTERM, Ctrl-C of `jobsys up`) lets its running jobs finish "
+            "this long, then hands their runs back (pending again, for the next worker)",
+        ),
+    )
+    result_expires: int = dataclasses.field(
+        default=86400,
+        metadata=meta(
+            "JOBSYS_RESULT_EXPIRES", "seconds results stay in Redis (the run record keeps them)"
+        ),
+    )
+    prefetch: int = dataclasses.field(
+        default=1,
+        metadata=meta("JOBSYS_PREFETCH", "messages reserved per worker process"),
+    )
+    http_port: int = dataclasses.field(
+        default=8000,
+        metadata=meta(
+            "JOBSYS_HTTP_PORT",
+            "port of the server `jobsys up` starts (`0`: none; `--http-port` wins); "
+            "`jobsys serve --host --port` for a cluster",
+            maximum=65535,
+        ),
+    )
+    http_job_hosts: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata=meta(
+            "JOBSYS_HTTP_JOB_HOSTS",
+            "comma-separated `host` or `host:port` that HTTP-call jobs registered at runtime "
+            "may call",
+            lower=True,
+        ),
+    )
+    stats_cache_seconds: float = dataclasses.field(
+        default=10.0,
+        metadata=meta(
+            "JOBSYS_STATS_CACHE_SECONDS",
+            "a server answers `/api/v1/stats` and `/metrics` from what it computed this "
+            "recently (on a large run table they cost a scan)",
+        ),
+    )
+    metrics_public: bool = dataclasses.field(
+        default=False,
+        metadata=meta(
+            "JOBSYS_METRICS_PUBLIC",
+            "`1` serves `/metrics` without a token (for a scraper inside the cluster)",
+        ),
+    )
+    flower_basic_auth: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata=meta(
+            "JOBSYS_FLOWER_BASIC_AUTH",
+            "`user:password[,user2:password2]` for `jobsys flower`",
+            shown="a password printed at start",
+        ),
+    )
+    flower_url_prefix: str | None = dataclasses.field(
+        default=None,
+        metadata=meta(
+            "JOBSYS_FLOWER_URL_PREFIX",
+            "Flower behind a proxy at a path (`--url-prefix` wins)",
+        ),
+    )
+    task_events: bool = dataclasses.field(
+        default=False,
+        metadata=meta(
+            "JOBSYS_TASK_EVENTS",
+            "`1` sends Celery task events all the time; otherwise Flower switches them on "
+            "while it watches (each event is a broker round trip per job)",
+        ),
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``JOBSYS_*`` variables (see README "Configuration").
+
+        An unset or empty variable means the default, except a list's: empty is no items.
+        A bad value raises ``ConfigError`` naming the variable and the value.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f, kind in fields():
+            raw = env.get(f.metadata["env"])
+            if raw is not None and raw.strip() == "" and not _is_list(kind):
+                raw = None
+            if raw is None:
+                raw = f.metadata["unset"]
+            if raw is None:
+                if f.metadata["derive"] is not None:
+                    values[f.name] = f.metadata["derive"](values)
+                elif f.default is not dataclasses.MISSING:
+                    values[f.name] = f.default
+                else:  # an optional field without a default: broker_url, result_url
+                    values[f.name] = None
+                continue
+            values[f.name] = _parse(f, kind, raw)
+        return cls(**values)
+
+    def resolved_broker_url(self) -> str:
+        """The broker URL, from the setting or from the running ``jobsys up`` in ``home``."""
+        if self.broker_url:
+            return self.broker_url
+        services = read_services(self.home)
+        if services is None:
+            raise errors.BrokerUnavailable(
+                f"no broker: nothing is running under JOBSYS_HOME={self.home}. "
+                "Start `jobsys up` there, or set JOBSYS_BROKER_URL=redis://host:6379/0"
+            )
+        return str(services["broker_url"])
+
+    def resolved_result_url(self) -> str:
+        """The result backend URL: the setting, or database 1 of the broker's Redis."""
+        if self.result_url:
+            return self.result_url
+        parts = urllib.parse.urlsplit(self.resolved_broker_url())
+        head, _, tail = parts.path.rpartition("/")
+        path = f"{head}/1" if tail.isdigit() else parts.path.rstrip("/") + "/1"
+        return urllib.parse.urlunsplit(parts._replace(path=path))  # the query (TLS) kept
+
+
+def fields() -> Iterator[tuple[dataclasses.Field[Any], Any]]:
+    """Each setting's field with its type (``str | None`` and the like, resolved)."""
+    hints = typing.get_type_hints(Settings)
+    for f in dataclasses.fields(Settings):
+        yield f, hints[f.name]
+
+
+def _optional(kind: Any) -> Any:
+    """``X`` for ``X | None``, else ``kind`` itself."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return kind
+
+
+def _is_list(kind: Any) -> bool:
+    return typing.get_origin(_optional(kind)) in (tuple, list)
+
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+def _parse(f: dataclasses.Field[Any], kind: Any, raw: str) -> Any:
+    """The value of ``raw``, the text of ``f``'s variable, by the field's type."""
+    name, m = f.metadata["env"], f.metadata
+    kind = _optional(kind)
+    if kind is bool:
+        text = raw.strip().lower()
+        if text in TRUE or text in FALSE:
+            return text in TRUE
+        raise errors.ConfigError(f"{name}={raw!r} is not a boolean (1 or 0, true or false)")
+    if kind is int or kind is float:
+        return _number(f, kind, raw)
+    if kind is Path:
+        return Path(raw).resolve()
+    if kind is str:
+        return raw.strip()
+    if _is_list(kind):
+        items = [i.strip() for i in raw.split(",") if i.strip()]
+        if m["lower"]:
+            items = [i.lower() for i in items]
+        return typing.get_origin(kind)(items)
+    raise TypeError(f"Settings.{f.name}: no parser for {kind!r}")  # a new type: add it here
+
+
+def _number(f: dataclasses.Field[Any], kind: type[float], raw: str) -> float:
+    name, m = f.metadata["env"], f.metadata
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        whole = "a whole number" if kind is int else "a number"
+        raise errors.ConfigError(f"{name}={raw!r} is not {whole}") from None
+    if not math.isfinite(value):
+        raise errors.ConfigError(f"{name}={raw!r} is not a finite number")
+    if value < 0:
+        raise errors.ConfigError(f"{name}={raw!r} must not be negative")
+    if m["maximum"] is not None and value > m["maximum"]:
+        raise errors.ConfigError(f"{name}={raw!r} must be at most {m['maximum']:g}")
+    if m["floor"] is not None:
+        value = max(kind(m["floor"]), value)
+    return value
+
+
+def shown_default(f: dataclasses.Field[Any]) -> str:
+    """A setting's default as the README table and ``jobsys config`` show it."""
+    if f.metadata["shown"] is not None:
+        return str(f.metadata["shown"])
+    value = f.default
+    if value is None or value == ():
+        return "(none)"
+    if isinstance(value, bool):
+        return f"`{int(value)}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    if isinstance(value, tuple):
+        return f"`{','.join(value)}`"
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """The README's configuration table, one row per setting (``jobsys config --markdown``)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for f, _ in fields():
+        rows.append(f"| `{f.metadata['env']}` | {shown_default(f)} | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"
+
+
+def write_services(home: Path, info: Mapping[str, object]) -> Path:
+    """Record where a running ``jobsys up`` put its services, for the other commands. The
+    file is private (0600): the broker URL in it holds the embedded Redis's password."""
+    return private.write_file(home / SERVICES_FILE, json.dumps(dict(info), indent=2))
+
+
+def read_services(home: Path) -> dict[str, object] | None:
+    """The services of the ``jobsys up`` running in ``home``, or ``None`` if none runs."""
+    path = home / SERVICES_FILE
+    try:
+        info = json.loads(path.read_text())
+    except PermissionError:
+        raise errors.ConfigError(
+            f"cannot read {path}: JOBSYS_HOME={home} is private to the user who runs "
+            "`jobsys up` there; run this command as that user, or set JOBSYS_HOME to a "
+            "home of your own"
+        ) from None
+    except (OSError, ValueError):
+        return None
+    pid = info.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        return None
+    return dict(info)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

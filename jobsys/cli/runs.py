@@ -1,0 +1,198 @@
+"""``jobsys runs``: list, show, follow, cancel and retry runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import click
+from rich.table import Table
+
+from jobsys.cli import workflows as cli_workflows
+from jobsys.cli.base import (
+    DURATION,
+    emit_json,
+    err,
+    handle_errors,
+    main,
+    make_client,
+    out,
+    parse_since,
+)
+from jobsys.store import runs
+
+
+@main.group("runs")
+def runs_group() -> None:
+    """Follow and steer runs."""
+
+
+def _short_time(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+@runs_group.command("list")
+@click.option("--job", default=None)
+@click.option("--state", default=None, type=click.Choice([s.value for s in runs.RunState]))
+@click.option("--since", default=None, help="A duration (30m, 2h, 1d) or an ISO time.")
+@click.option("--tag", default=None)
+@click.option(
+    "--search",
+    default=None,
+    help="Keywords: runs whose error or logs hold them all, or whose job's name, "
+    "description or tags do.",
+)
+@click.option("--schedule", "schedule_id", default=None, help="Only runs this schedule made.")
+@click.option("--workflow", "workflow_id", default=None, help="Only steps of this workflow run.")
+@click.option("--parent", "parent_id", default=None, help="Only runs made from this run.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs_list(
+    job: str | None,
+    state: str | None,
+    since: str | None,
+    tag: str | None,
+    search: str | None,
+    schedule_id: str | None,
+    workflow_id: str | None,
+    parent_id: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List runs, newest first."""
+    records = make_client().list(
+        job=job,
+        state=state,
+        since=parse_since(since),
+        tag=tag,
+        limit=limit,
+        search=search,
+        schedule_id=schedule_id,
+        workflow_id=workflow_id,
+        parent_id=parent_id,
+    )
+    if as_json:
+        emit_json([r.to_json() for r in records])
+        return
+    table = Table("id", "job", "state", "attempts", "created (UTC)", "duration")
+    table.columns[0].no_wrap = True
+    for r in records:
+        table.add_row(
+            r.id,
+            r.job,
+            r.state.value,
+            str(r.attempts),
+            _short_time(r.created_at),
+            f"{r.duration:.2f} s" if r.duration is not None else "",
+        )
+    out.print(table)
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs_show(run_id: str, as_json: bool) -> None:
+    """Show one run record (for a workflow run, ``wf_...``: its DAG of steps)."""
+    if run_id.startswith("wf_"):
+        cli_workflows.show(make_client(), run_id, as_json)
+        return
+    record = make_client().status(run_id)
+    data = record.to_json()
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        if value in (None, [], {}):
+            continue
+        if key == "error" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != "traceback"}
+        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        out.print(f"[bold]{key:>16}[/bold]  {text}")
+
+
+@runs_group.command("logs")
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs_logs(run_id: str, follow: bool, as_json: bool) -> None:
+    """Print a run's log lines."""
+    c = make_client()
+    last = 0
+    while True:
+        terminal = c.status(run_id).terminal
+        for line in c.logs(run_id, last):
+            last = line.id
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {
+                            "at": line.at.isoformat(),
+                            "attempt": line.attempt,
+                            "message": line.message,
+                        }
+                    )
+                )
+            else:
+                click.echo(f"{line.at.isoformat()} [{line.attempt}] {line.message}")
+        if not follow or terminal:
+            return
+        time.sleep(0.5)
+
+
+@runs_group.command("result")
+@click.argument("run_id")
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=DURATION,
+    default=0.0,
+    help="How long to wait for the run to finish: seconds, or 30s, 5m.",
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"run_id": ..., "output": ...}.')
+@handle_errors
+def runs_result(run_id: str, wait_seconds: float, as_json: bool) -> None:
+    """Print a completed run's output as JSON."""
+    output = make_client().result(run_id, timeout=wait_seconds)
+    if as_json:
+        emit_json({"run_id": run_id, "output": output})
+        return
+    click.echo(json.dumps(output))
+
+
+@runs_group.command("cancel")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs_cancel(run_id: str, as_json: bool) -> None:
+    """Cancel a run: a waiting one never starts, a running one is stopped."""
+    done = make_client().cancel(run_id)
+    record = done.record
+    if done.warning:
+        err.print(f"[yellow]warning:[/yellow] {done.warning}", markup=True, soft_wrap=True)
+    if as_json:
+        emit_json(done.to_json())
+    elif record.state is runs.RunState.CANCELLED:
+        click.echo(f"{run_id} cancelled")
+    else:
+        click.echo(f"{run_id} is running: asked to stop")
+
+
+@runs_group.command("retry")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the new run's record as JSON.")
+@handle_errors
+def runs_retry(run_id: str, as_json: bool) -> None:
+    """Submit a failed or cancelled run again; prints the new run id."""
+    c = make_client()
+    new_id = c.retry(run_id)
+    if as_json:
+        emit_json({**c.status(new_id).to_json(), "retry_of": run_id})
+        return
+    click.echo(new_id)
+
+
+# --- bench ----------------------------------------------------------------------------------

@@ -1,0 +1,274 @@
+"""The statements every job runs (insert, claim, complete), on the DBAPI connection itself.
+
+SQLAlchemy's execution layer (execution context, result object, type processing) cost as much
+as the database's own work for these two statements: measured on SQLite, 229 us per job
+through SQLAlchemy against 105 us for the same SQL on the driver. They are written here once
+per dialect with named parameters, their values converted as the column types would convert
+them, and run on a connection each thread keeps for them (taken from the engine, outside its
+pool; checking one out and in per statement cost another 20 us). Every other statement of the
+store goes through SQLAlchemy (``runs.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import sqlite3
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+
+from jobsys.store import schema
+
+_WAITING = "('pending', 'retrying')"
+"""The states a run is claimed from (``runs.sources(RUNNING)``, checked in a unit test)."""
+
+_CLAIM = (
+    "UPDATE jobsys_runs SET state = 'running', attempts = attempts + 1, "
+    "started_at = COALESCE(started_at, :now), lease_expires_at = :lease_at, "
+    "deadline_at = :deadline, worker = :worker, worker_pid = :pid, next_attempt_at = NULL, "
+    "waiting = NULL "
+    f"WHERE id = :rid AND dispatch = :dispatch AND state IN {_WAITING} "
+    "AND cancel_requested = false "
+    "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
+    "workflow_id, timeout, max_attempts, has_dependents"
+)
+_COMPLETE = (
+    "UPDATE jobsys_runs SET state = 'completed', output = :output, finished_at = :now, "
+    "duration = {since}, lease_expires_at = NULL "
+    "WHERE id = :rid AND attempts = :attempt AND state = 'running'"
+)
+_SINCE = {
+    "sqlite": "(julianday(:now) - julianday(started_at)) * 86400.0",
+    "postgresql": "EXTRACT(EPOCH FROM (:now - started_at))",
+}
+
+
+class HotPath:
+    """Claim and complete for one engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[Any] = []
+        self._disconnects: tuple[type[BaseException], ...] = ()
+        if self.dialect not in _SINCE:
+            raise ValueError(f"no hot path for the {self.dialect!r} dialect")
+        complete = _COMPLETE.format(since=_SINCE[self.dialect])
+        if self.dialect == "postgresql":
+            import psycopg
+            from psycopg.types.json import Jsonb
+
+            self._disconnects = (psycopg.OperationalError, psycopg.InterfaceError)
+            self.unreachable: tuple[type[BaseException], ...] = (
+                *self._disconnects,
+                sa.exc.OperationalError,
+                sa.exc.InterfaceError,
+            )
+            self.integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
+
+            self._json: Any = Jsonb
+            self._claim, self._complete = _pyformat(_CLAIM), _pyformat(complete)
+        else:
+            self._json = _sqlite_json
+            self.integrity_errors = (sqlite3.IntegrityError,)
+            self.unreachable = (
+                sqlite3.OperationalError,
+                sa.exc.OperationalError,
+                sa.exc.InterfaceError,
+            )
+            self._claim, self._complete = _CLAIM, complete
+
+    def insert(self, rows: list[dict[str, Any]]) -> None:
+        """Insert run rows (all with the same keys) in one statement; raises one of
+        ``integrity_errors`` when a unique key is taken."""
+        keys = list(rows[0])
+        convert = [(k, self._converter(k)) for k in keys]  # an unknown column raises here
+        if any(r.keys() != rows[0].keys() for r in rows):
+            raise ValueError("run rows inserted together must have the same columns")
+        names, values = ", ".join(keys), ", ".join(":" + k for k in keys)
+        sql = f"INSERT INTO jobsys_runs ({names}) VALUES ({values})"
+        if self.dialect == "postgresql":
+            sql = _pyformat(sql)
+        params = [
+            {k: (c(r[k]) if c and r[k] is not None else r[k]) for k, c in convert} for r in rows
+        ]
+        self._execute(sql, params, fetch=False, many=True)
+
+    def _converter(self, column: str) -> Any:
+        return converter(self.dialect, schema.runs.c[column])
+
+    def claim(
+        self,
+        run_id: str,
+        dispatch: int,
+        now: dt.datetime,
+        lease_at: dt.datetime,
+        deadline: dt.datetime,
+        worker: str,
+        pid: int,
+    ) -> dict[str, Any] | None:
+        """The new attempt number, the run's metadata, input and principal, and the fire that
+        made it (schedule id, fire time, trigger); ``None`` for a stale message."""
+        params = {
+            "rid": run_id,
+            "dispatch": dispatch,
+            "now": self._time(now),
+            "lease_at": self._time(lease_at),
+            "deadline": self._time(deadline),
+            "worker": worker,
+            "pid": pid,
+        }
+        row, _ = self._execute(self._claim, params, fetch=True)
+        if row is None:
+            return None
+        (attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, workflow) = row[
+            :9
+        ]
+        timeout, max_attempts, has_dependents = row[9:]
+        if isinstance(fire_at, str):  # SQLite: naive UTC text
+            fire_at = dt.datetime.fromisoformat(fire_at).replace(tzinfo=dt.UTC)
+        return {
+            "attempt": int(attempts),
+            "meta": dict(_json(meta) or {}),
+            "schedule_id": schedule_id,
+            "fire_at": fire_at,
+            "trigger": trigger,
+            "input": _json(input),
+            "principal": _json(principal),
+            "sealed": sealed,
+            "workflow_id": workflow,
+            "timeout": float(timeout),
+            "max_attempts": int(max_attempts),
+            "has_dependents": bool(has_dependents),
+        }
+
+    def dependents(self, run_id: str) -> list[str]:
+        sql = "SELECT run_id FROM jobsys_run_deps WHERE depends_on = :rid"
+        if self.dialect == "postgresql":
+            sql = _pyformat(sql)
+        rows, _ = self._execute(sql, {"rid": run_id}, fetch=True, fetch_all=True)
+        return [str(r[0]) for r in rows]
+
+    def complete(self, run_id: str, attempt: int, output: Any, now: dt.datetime) -> bool:
+        params = {
+            "rid": run_id,
+            "attempt": attempt,
+            "output": self._json(output),
+            "now": self._time(now),
+        }
+        _, count = self._execute(self._complete, params, fetch=False)
+        return count == 1
+
+    def _time(self, value: dt.datetime) -> Any:
+        return _pg_time(value) if self.dialect == "postgresql" else _sqlite_time(value)
+
+    def _execute(
+        self, sql: str, params: Any, fetch: bool, many: bool = False, fetch_all: bool = False
+    ) -> tuple[Any, int]:
+        """Run one statement and commit, on this thread's own connection. A connection the
+        server dropped (a restart, an idle timeout) is replaced once and the statement run
+        again: a statement that failed that way changed nothing, and if its commit was lost
+        in flight the guards of both statements make the second run a no-op."""
+        for last in (False, True):
+            conn = self._connection()
+            try:
+                cursor = conn.cursor()
+                try:
+                    if many:
+                        cursor.executemany(sql, params)
+                    else:
+                        cursor.execute(sql, params)
+                    row = (cursor.fetchall() if fetch_all else cursor.fetchone()) if fetch else None
+                    count = cursor.rowcount
+                finally:
+                    cursor.close()
+                conn.commit()
+                return row, count
+            except self._disconnects:
+                self._drop()
+                if last:
+                    raise
+            except BaseException:
+                self._drop()  # its state is unknown: never reuse it
+                raise
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> Any:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():  # new thread, or a forked child
+            local.pid, local.conn = os.getpid(), None
+        if local.conn is None:
+            conn = self.engine.raw_connection()
+            conn.detach()  # this thread's own, outside the pool
+            with self._lock:
+                self._open.append(conn)
+            local.conn = conn
+        return local.conn
+
+    def _drop(self) -> None:
+        conn, self._local.conn = self._local.conn, None
+        with self._lock:
+            self._open.remove(conn)
+        _close(conn)
+
+    def after_fork(self) -> None:
+        """Forget, without closing, the connections inherited from the parent process."""
+        self._local, self._lock, self._open = threading.local(), threading.Lock(), []
+
+    def close(self) -> None:
+        """Close every thread's connection (the store is being closed)."""
+        with self._lock:
+            opened, self._open = self._open, []
+        for conn in opened:
+            _close(conn)
+
+
+def _close(conn: Any) -> None:
+    with contextlib.suppress(Exception):  # already broken: nothing more to release
+        conn.close()  # detached: closes the DBAPI connection itself
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as read: text (or a BLOB) on SQLite, already decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _sqlite_json(value: Any) -> str | bytes:
+    return schema.sqlite_storable(json.dumps(value))
+
+
+def _pg_time(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
+def _sqlite_time(value: dt.datetime) -> str:
+    """Naive UTC text in SQLAlchemy's storage format, so that both paths compare and sort
+    alike."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def converter(dialect: str, column: sa.Column[Any]) -> Any:
+    """How a value of ``column`` is bound on the driver, as its type would bind it (JSON
+    and aware UTC datetimes); ``None``: as it is. ``None`` values are never converted."""
+    kind = column.type
+    if isinstance(kind, schema.JSON):
+        if dialect == "postgresql":
+            from psycopg.types.json import Jsonb
+
+            return Jsonb
+        return _sqlite_json
+    if isinstance(kind, schema.UTCDateTime):
+        return _pg_time if dialect == "postgresql" else _sqlite_time
+    return None
+
+
+def _pyformat(sql: str) -> str:
+    """``:name`` placeholders to psycopg's ``%(name)s``."""
+    return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql)

@@ -1,0 +1,27 @@
+"""``Store``: the stores of one database together, the runs (``RunStore``, which it is) with the
+workflow runs and the schedules kept beside them.
+
+It sits above the stores it holds, so the lowest one (``runs``) never builds a higher one:
+open a ``Store`` where runs, workflow runs and schedules are all needed (a client, a worker, a
+beat), a bare ``RunStore`` where runs alone are.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from jobsys.store import runs, schedules, workflow_runs
+
+
+class Store(runs.RunStore):
+    """One database's run records (every ``RunStore`` method), workflow runs and schedules."""
+
+    @functools.cached_property
+    def workflows(self) -> workflow_runs.WorkflowStore:
+        """The workflow runs in the same database."""
+        return workflow_runs.WorkflowStore(self)
+
+    @functools.cached_property
+    def schedules(self) -> schedules.ScheduleStore:
+        """The schedules in the same database."""
+        return schedules.ScheduleStore(self.engine)

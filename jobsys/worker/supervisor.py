@@ -1,0 +1,156 @@
+"""The inline worker mode: N worker processes, each consuming and executing in one process.
+
+Celery's prefork pool routes every message through its main process to a child, and that
+main process saturates a core long before the children do. Here every process is a complete
+Celery worker on the solo pool (consume, execute, acknowledge in one place), and this small
+supervisor keeps N of them running: it starts a new one whenever one ends (a crash, or a job's
+hard time limit), forwards stop signals, and never executes jobs itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from jobsys.base import config, embedded
+
+log = logging.getLogger("jobsys.supervisor")
+
+RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)
+"""Seconds to wait before restarting a process that keeps failing within a minute."""
+HAND_BACK_SECONDS = 10.0
+"""After the shutdown grace, how long a worker process has to hand its run back and exit
+before it is killed."""
+
+
+def node_names(base: str | None, count: int) -> list[str]:
+    """``worker1@%h`` and 2 processes -> ``worker1-1@%h``, ``worker1-2@%h``."""
+    name, _, host = (base or "celery@%h").partition("@")
+    host = host or "%h"
+    if count == 1:
+        return [f"{name}@{host}"]
+    return [f"{name}-{i}@{host}" for i in range(1, count + 1)]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        argv_for: Callable[[str], Sequence[str]],
+        names: Sequence[str],
+        stop_timeout: float = 60.0,
+    ) -> None:
+        self.argv_for, self.names, self.stop_timeout = argv_for, list(names), stop_timeout
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.failures: dict[str, list[float]] = {name: [] for name in names}
+        self.stopping: int | None = None
+
+    def start(self, name: str) -> None:
+        self.children[name] = subprocess.Popen(
+            [sys.executable, *self.argv_for(name)], preexec_fn=embedded.die_with_parent
+        )
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self._on_signal)
+        for name in self.names:
+            self.start(name)
+        while self.stopping is None:
+            self._restart_ended()
+            time.sleep(0.2)
+        return self._stop(self.stopping)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stopping is None:
+            self.stopping = signum
+        else:  # a second signal: stop now
+            self.stopping = signal.SIGQUIT
+            self._send(signal.SIGQUIT)
+
+    def _restart_ended(self) -> None:
+        now = time.monotonic()
+        for name, proc in list(self.children.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            recent = [t for t in self.failures[name] if now - t < 60] + [now]
+            self.failures[name] = recent
+            delay = RESTART_BACKOFF[min(len(recent) - 1, len(RESTART_BACKOFF) - 1)]
+            print(
+                f"jobsys supervisor: {name} exited with {code}; restarting in {delay:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            deadline = time.monotonic() + delay
+            while self.stopping is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.stopping is None:
+                self.start(name)
+
+    def _send(self, signum: int) -> None:
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    def _stop(self, signum: int) -> int:
+        # SIGTERM/SIGINT: warm shutdown (finish the current job); SIGQUIT: cold.
+        self._send(signal.SIGQUIT if signum == signal.SIGQUIT else signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        for proc in self.children.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return 0
+
+
+def solo_worker_argv(name: str, loglevel: str, queues: str | None) -> list[str]:
+    """One inline worker process: a Celery worker on the solo pool (``workers/inline.py``)."""
+    argv = ["-m", "workers.inline", f"--hostname={name}", f"--loglevel={loglevel}"]
+    return argv + ([f"--queues={queues}"] if queues else [])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobsys worker", description=__doc__)
+    parser.add_argument("--concurrency", "-c", type=int, default=2)
+    parser.add_argument("--hostname", "-n", default=None)
+    parser.add_argument("--loglevel", "-l", default="INFO")
+    parser.add_argument("--queues", "-Q", default=None)
+    args = parser.parse_args(argv)
+    names = node_names(args.hostname, args.concurrency)
+    grace = config.Settings.from_env().shutdown_grace_seconds
+    return Supervisor(
+        lambda name: solo_worker_argv(name, args.loglevel, args.queues),
+        names,
+        stop_timeout=grace + HAND_BACK_SECONDS,
+    ).run()
+
+
+def exec_supervisor(
+    concurrency: int, hostname: str | None, loglevel: str, queues: str | None
+) -> None:
+    """Replace this process (same pid, so signals reach it) with a light supervisor."""
+    argv = [
+        sys.executable,
+        "-m",
+        "jobsys.worker.supervisor",
+        "-c",
+        str(concurrency),
+        "-l",
+        loglevel,
+    ]
+    argv += (["-n", hostname] if hostname else []) + (["-Q", queues] if queues else [])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
