@@ -427,14 +427,16 @@ def read_services(home: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     pid = info.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
+    if not isinstance(pid, int) or not alive(pid):
         return None
     return dict(info)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int, signal_to: Callable[[int, int], None] = os.kill) -> bool:
+    """Whether process ``pid`` (or, with ``os.killpg``, process group ``pid``) still exists,
+    even if it belongs to another user."""
     try:
-        os.kill(pid, 0)
+        signal_to(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

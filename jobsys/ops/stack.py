@@ -227,7 +227,7 @@ class Stack:
             with _store(self.settings) as store:
                 back = []
                 for r in store.running_on(self.nodes):
-                    if r.worker_pid is not None and _alive(r.worker_pid):
+                    if r.worker_pid is not None and config.alive(r.worker_pid):
                         continue
                     why = "handed back: its worker was stopped before it ended; it runs again"
                     record = store.hand_back(r.id, r.attempts, why)
@@ -275,24 +275,8 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return config.alive(pgid, os.killpg)
 
 
 def _kill_group(pgid: int) -> None:
