@@ -488,6 +488,7 @@ def _up_token(tmp: Path, env: dict[str, str]) -> str:
         runner.proc.wait(60)
 
 
+@pytest.mark.backend_independent
 def test_a_taken_port_names_the_setting_to_change(tmp_path: Path) -> None:
     port = free_port()
     env = _tour_env(tmp_path, port)
@@ -506,6 +507,7 @@ def test_a_taken_port_names_the_setting_to_change(tmp_path: Path) -> None:
     assert "--http-port or JOBSYS_HTTP_PORT" in refused.stderr
 
 
+@pytest.mark.backend_independent
 def test_up_keeps_one_login_token_across_restarts(tmp_path: Path) -> None:
     env = _tour_env(tmp_path, free_port())
     first = _up_token(tmp_path, env)

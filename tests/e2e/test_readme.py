@@ -175,6 +175,7 @@ def plan(all_blocks: list[Block]) -> Plan:
     return Plan([b for b, _ in found["run"]], found["file"], found["skip"], found["up"][0][0])
 
 
+@pytest.mark.backend_independent
 def test_markers_are_parsed_and_a_skip_needs_a_reason() -> None:
     doc = (
         "<!-- readme-test: up -->\n```sh\njobsys up\n```\n\n"
@@ -201,6 +202,7 @@ def test_markers_are_parsed_and_a_skip_needs_a_reason() -> None:
         plan(blocks("<!-- readme-test: sometimes -->\n```sh\nls\n```\n"))
 
 
+@pytest.mark.backend_independent
 def test_exit_comments_are_checked() -> None:
     script = shell_script(Block(1, "sh", "false   # exit 1: it fails\ntrue\n", []), 1234)
     assert subprocess.run(["bash", "-e", "-c", script]).returncode == 0

@@ -318,6 +318,7 @@ def test_malformed_credentials_are_refused(given: str) -> None:
         cli_flower.credentials(given)
 
 
+@pytest.mark.backend_independent
 def test_credentials_parse_and_never_empty() -> None:
     env = {cli_flower.AUTH_ENV: "ann:pw:with:colons, bob:x"}
     given = config.Settings.from_env(env).flower_basic_auth
@@ -330,6 +331,7 @@ def test_credentials_parse_and_never_empty() -> None:
         cli_flower.flower_argv("127.0.0.1", 5555, [])
 
 
+@pytest.mark.backend_independent
 def test_a_bad_setting_exits_with_a_message(tmp_path: Path) -> None:
     env = {**os.environ, "JOBSYS_HOME": str(tmp_path), cli_flower.AUTH_ENV: "nopassword"}
     env["JOBSYS_BROKER_URL"] = "redis://127.0.0.1:1/0"

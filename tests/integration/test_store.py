@@ -39,6 +39,7 @@ def make_run(store: runs.RunStore, **values: Any) -> runs.RunRecord:
     return record
 
 
+@pytest.mark.backend_independent
 def test_state_machine_allows_only_documented_moves() -> None:
     assert runs.can_move(RunState.PENDING, RunState.RUNNING)
     assert runs.can_move(RunState.RUNNING, RunState.RETRYING)
@@ -264,6 +265,7 @@ def pydantic_principal() -> Any:
     return Principal(id="p")
 
 
+@pytest.mark.backend_independent
 def test_hot_path_claims_from_the_states_the_machine_allows() -> None:
     waiting = ", ".join(f"'{s}'" for s in runs.sources(RunState.RUNNING))
     assert f"({waiting})" == hotsql._WAITING

@@ -104,6 +104,7 @@ def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
     return False
 
 
+@pytest.mark.backend_independent
 def test_a_bare_rediss_url_verifies_the_server_and_keeps_its_query(tmp_path: Path) -> None:
     bare = config.Settings.from_env(
         {"JOBSYS_HOME": str(tmp_path), "JOBSYS_BROKER_URL": "rediss://:pw@h:6380/0"}

@@ -228,6 +228,7 @@ def test_bad_declarations_name_the_step_and_field(
     assert (caught.value.step, caught.value.field) == where
 
 
+@pytest.mark.backend_independent
 def test_a_good_declaration_passes() -> None:
     check(
         workflow(
