@@ -84,7 +84,7 @@ def test_a_secret_is_found_nowhere_but_the_body_gets_it(
     with cluster(tmp_path, redis_url, database_url, JOBSYS_TASK_EVENTS="1") as c:
         c.start_worker("w", concurrency=1)
         events = Events(c)
-        time.sleep(1)
+        time.sleep(1)  # (not observable) time for the receiver to start listening
         ids = {
             mode: c.client.submit(
                 "tests.uses_secret", {"token": secret, "api_key": key, "mode": mode}
@@ -99,7 +99,7 @@ def test_a_secret_is_found_nowhere_but_the_body_gets_it(
         schedule = c.client.schedules.create(
             "tests.uses_secret", cadence.once("2100-01-01T00:00:00Z", input={"token": secret})
         )
-        time.sleep(1)
+        time.sleep(1)  # (not observable) time for the last events to reach the receiver
         seen_events = events.stop()
         events.join()
 

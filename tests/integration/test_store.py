@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from jobsys import RetryPolicy, context, errors, execute, hotsql, job, runs, schema
 from jobsys.runs import RunState
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
@@ -250,8 +251,15 @@ def test_tracker_renews_leases_while_the_body_runs(store: runs.RunStore) -> None
     first = store.get(r.id).lease_expires_at
     with tracker.holding(ctx):
         ctx.progress(50, message="half")
-        time.sleep(0.6)
-        record = store.get(r.id)
+
+        def renewed() -> runs.RunRecord | NotYet:
+            record = store.get(r.id)
+            expires = record.lease_expires_at
+            if expires and first and expires > first and record.progress:
+                return record
+            return NotYet(f"lease until {expires} (first {first}), progress {record.progress}")
+
+        record = eventually(renewed, 10, 0.05, what="the lease renewed and the progress written")
     assert record.lease_expires_at is not None and first is not None
     assert record.lease_expires_at > first
     assert record.progress is not None and record.progress["pct"] == 50

@@ -8,7 +8,6 @@ import datetime as dt
 import ipaddress
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from jobsys import RunState, broker, config, embedded
 from tests.cluster import cluster
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -94,14 +94,16 @@ def tls_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if redis.Redis.from_url(url, socket_connect_timeout=1).ping():
-                return True
-        except redis.RedisError:
-            time.sleep(0.1)
-    return False
+    def answers() -> bool:
+        if proc.poll() is not None:
+            return True  # (it exited: not ready, said below)
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+
+    try:
+        eventually(answers, 20, what=f"{url} to answer PING", ignoring=(redis.RedisError,))
+    except AssertionError:
+        return False
+    return proc.poll() is None
 
 
 @pytest.mark.backend_independent
