@@ -214,7 +214,7 @@ def adhoc(h: Harness, door: str) -> tuple[dict[str, Any], dict[str, Any], list[s
     )
 
 
-FIRE_IN = 20.0
+FIRE_IN = 10.0
 """Seconds from now to the schedules' fire: after the slowest door (a CLI process) made them,
 and about when the runs and workflows submitted meanwhile are done."""
 
