@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from jobsys.base import config
 from jobsys.declare import catalog
 from jobsys.service import client
 from jobsys.store import database, runs
+from tests.waiting import NotYet, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = "workers.examples,tests.jobs"
@@ -168,15 +168,17 @@ class Cluster:
         return proc
 
     def wait_for_log(self, name: str, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            proc = self.processes[name]
-            if self.log_path(name).exists() and text in self.log(name):
-                return
+        proc = self.processes[name]
+
+        def seen() -> bool | NotYet:
+            log = self.log(name) if self.log_path(name).exists() else ""
+            if text in log:
+                return True
             if proc.poll() is not None:
-                raise AssertionError(f"{name} exited {proc.returncode}:\n{self.log(name)[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"{name}: {text!r} not seen in {timeout} s:\n{self.log(name)[-3000:]}")
+                raise AssertionError(f"{name} exited {proc.returncode}:\n{log[-3000:]}")
+            return NotYet("\n" + log[-3000:])
+
+        eventually(seen, timeout, what=f"{name} to log {text!r}")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group of a role (main process and pool children)."""
@@ -217,25 +219,19 @@ class Cluster:
         return len(path.read_text().splitlines()) if path.exists() else 0
 
     def wait_all(self, run_ids: list[str], timeout: float) -> list[runs.RunRecord]:
-        deadline = time.monotonic() + timeout
-        records: list[runs.RunRecord] = []
-        while time.monotonic() < deadline:
+        def finished() -> list[runs.RunRecord] | NotYet:
             records = [self.store.get(r) for r in run_ids]
-            if all(r.terminal for r in records):
-                return records
-            time.sleep(0.2)
-        states = {r.id: r.state.value for r in records if not r.terminal}
-        raise AssertionError(f"runs not finished after {timeout} s: {states}")
+            unfinished = {r.id: r.state.value for r in records if not r.terminal}
+            return NotYet(unfinished) if unfinished else records
+
+        return eventually(finished, timeout, interval=0.2, what="the runs to finish")
 
     def wait_state(self, run_id: str, state: runs.RunState, timeout: float) -> runs.RunRecord:
-        deadline = time.monotonic() + timeout
-        record = self.store.get(run_id)
-        while time.monotonic() < deadline:
+        def in_state() -> runs.RunRecord | NotYet:
             record = self.store.get(run_id)
-            if record.state is state:
-                return record
-            time.sleep(0.05)
-        raise AssertionError(f"run {run_id} is {record.state.value}, not {state.value}")
+            return record if record.state is state else NotYet(record.state.value)
+
+        return eventually(in_state, timeout, interval=0.05, what=f"run {run_id} {state.value}")
 
     def queue_length(self, queue: str = "jobs") -> int:
         return sum(int(self.redis.llen(k)) for k in self.redis.scan_iter(f"{queue}*"))

@@ -61,3 +61,14 @@ def fresh(tmp_path: Path, redis_url: str, database_url: str | None) -> Iterator[
     """A cluster of a test's own, with no process started yet."""
     with cluster(tmp_path, redis_url, database_url) as c:
         yield c
+
+
+UNIT = Path(__file__).parent / "unit"
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Unit tests use no run store and no broker: all of them are ``backend_independent``."""
+    for item in items:
+        if item.path.is_relative_to(UNIT):
+            item.add_marker(pytest.mark.backend_independent)

@@ -42,6 +42,19 @@ def effect(data: Seconds, ctx: JobContext) -> Done:
     return Done(pid=os.getpid())
 
 
+class LongFirst(pydantic.BaseModel):
+    seconds: float = 0.0
+    then: float = 0.0
+
+
+@job("tests.long_first", timeout=60)
+def long_first(data: LongFirst, ctx: JobContext) -> Done:
+    """Like ``tests.effect``, sleeping ``seconds`` on its first attempt and ``then`` after."""
+    record_effect(ctx, "start")
+    time.sleep(data.seconds if ctx.attempt == 1 else data.then)  # (the body's work)
+    return Done(pid=os.getpid())
+
+
 @job("tests.slow_timeout", timeout=1.5, retry=RetryPolicy(max_attempts=3))
 def slow_timeout(data: Seconds, ctx: JobContext) -> Done:
     """Sleeps past its 1.5 s timeout (soft limit)."""

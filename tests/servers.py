@@ -14,13 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from types import TracebackType
 
 import httpx
 
 from jobsys.base.embedded import free_port
 from tests.cluster import ROOT, Cluster
+from tests.waiting import NotYet, eventually
 
 __all__ = ["Serve", "free_port"]
 
@@ -68,15 +68,16 @@ class Serve:
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until ``/api/v1/health`` answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answers() -> bool | NotYet:
             if self.proc.poll() is not None:
                 raise AssertionError(f"jobsys serve exited {self.proc.returncode}:\n{self.tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"jobsys serve not answering after {timeout} s:\n{self.tail()}")
+                    return True
+            return NotYet("\n" + self.tail())
+
+        eventually(answers, timeout, what="jobsys serve to answer /api/v1/health")
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM to its process group, SIGKILL if it is still there after ``timeout`` s."""

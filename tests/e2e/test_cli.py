@@ -10,8 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 
 from tests.cluster import ROOT, Database, with_db
 from tests.servers import free_port
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -51,13 +51,6 @@ def send_invoice(invoice: Invoice, ctx: JobContext) -> Sent:
 """The README's own job module, kept in the folder ``jobsys up`` runs from."""
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 class Up:
     def __init__(self, home: Path, env: dict[str, str]) -> None:
         self.home, self.env = home, env
@@ -71,14 +64,21 @@ class Up:
         )
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool | NotYet:
             worker_log = self.home / "logs" / "worker1.log"
             if worker_log.exists() and "ready." in worker_log.read_text(errors="replace"):
-                return
+                return True
             assert self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.2)
-        raise AssertionError(f"jobsys up not ready:\n{self.log.read_text()}")
+            return NotYet("\n" + self.log.read_text())
+
+        eventually(ready, timeout, 0.2, what="jobsys up's worker to be ready")
+
+    def wait_running(self, run_id: str) -> None:
+        def running() -> bool | NotYet:
+            state = json.loads(self.jobsys("runs", "show", run_id, "--json").stdout)["state"]
+            return state == "running" or NotYet(state)
+
+        eventually(running, 30, 0.2, what=f"run {run_id} to be running")
 
     def jobsys(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -227,10 +227,7 @@ def test_cancel_and_logs_from_the_cli(up: Up) -> None:
     run_id = up.jobsys(
         "submit", "examples.sleep", "--input", '{"seconds": 60}', check=True
     ).stdout.strip()
-    deadline = time.monotonic() + 30
-    while json.loads(up.jobsys("runs", "show", run_id, "--json").stdout)["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    up.wait_running(run_id)
     assert up.jobsys("runs", "cancel", run_id, check=True).returncode == 0
     result = up.jobsys("runs", "result", run_id, "--wait", "30")
     assert result.returncode == 1 and "cancelled" in result.stderr
@@ -270,12 +267,13 @@ def test_schedules_from_the_cli_fire_through_beat(up: Up) -> None:
     )
     sid = created["id"]
     assert created["state"] == "active" and created["cadence"] == {"kind": "interval", "every": 1.0}
-    deadline = time.monotonic() + 30
-    made: list[dict[str, object]] = []
-    while time.monotonic() < deadline and len(made) < 2:
+
+    def two_fires_completed() -> list[dict[str, object]] | NotYet:
         listed = json.loads(up.jobsys("runs", "list", "--json", check=True).stdout)
         made = [r for r in listed if r["schedule_id"] == sid and r["state"] == "completed"]
-        time.sleep(0.5)
+        return made if len(made) >= 2 else NotYet(made)
+
+    made = eventually(two_fires_completed, 30, 0.5, what="two completed fires")
     assert len(made) >= 2 and all(r["output"] == 42 for r in made)
     assert all(r["trigger"] == "scheduled" and r["fire_at"] for r in made)
     paused = json.loads(up.jobsys("schedules", "pause", sid, "--json", check=True).stdout)
@@ -359,14 +357,19 @@ def test_a_cancelled_workflow_draws_its_cancelled_step_as_cancelled(up: Up) -> N
     def shown() -> dict[str, Any]:
         return dict(json.loads(up.jobsys("runs", "show", wf_id, "--json", check=True).stdout))
 
-    wait_until(lambda: bool(shown()["steps"]["nap"]["runs"]), "the step's run")
+    eventually(lambda: shown()["steps"]["nap"]["runs"], 30, 0.2, what="the step's run")
     (step_run,) = shown()["steps"]["nap"]["runs"]
     up.jobsys("workflows", "cancel", wf_id, check=True)
 
     def run_state() -> str:
         return str(json.loads(up.jobsys("runs", "show", step_run, "--json").stdout)["state"])
 
-    wait_until(lambda: run_state() == "cancelled", "the step's run to end cancelled")
+    eventually(
+        lambda: run_state() == "cancelled" or NotYet(run_state()),
+        30,
+        0.2,
+        what="the step's run to end cancelled",
+    )
     assert shown()["state"] == "cancelled" and shown()["steps"]["nap"]["state"] == "cancelled"
     for command in (("runs", "show", wf_id), ("workflows", "show", wf_id)):
         drawn = up.jobsys(*command, check=True).stdout
@@ -403,15 +406,13 @@ def test_up_serves_the_api_and_dashboard_with_the_token_it_prints(up: Up) -> Non
     assert base and token, printed
     url, secret = base.group(1), token.group(1)
     auth = {"Authorization": f"Bearer {secret}"}
-    deadline = time.monotonic() + 30
-    while True:  # the server may still be starting
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, (up.home / "logs" / "http.log").read_text()
-        time.sleep(0.2)
+    eventually(  # the server may still be starting
+        lambda: httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200,
+        30,
+        0.2,
+        what=f"{url}/api/v1/health to answer 200",
+        ignoring=(httpx.TransportError,),
+    )
     assert httpx.get(f"{url}/api/v1/jobs").status_code == 401
     names = [j["name"] for j in httpx.get(f"{url}/api/v1/jobs", headers=auth).json()["jobs"]]
     assert "examples.add" in names
@@ -438,10 +439,7 @@ def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:
     # a long job is running: `up` hands it back after the shutdown grace
     long_run = up.jobsys("submit", "examples.sleep", "--input", '{"seconds": 600}', check=True)
     run_id = long_run.stdout.strip()
-    deadline = time.monotonic() + 30
-    while json.loads(up.jobsys("runs", "show", run_id, "--json").stdout)["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    up.wait_running(run_id)
     services = json.loads((up.home / "services.json").read_text())
     pids = [services["pid"], *services["children"]]
     if services.get("redis_pid"):
@@ -455,12 +453,22 @@ def test_ctrl_c_stops_everything_with_no_orphans(up: Up) -> None:
     assert len(family) >= 4  # up, redis (or an external broker), worker + pool, beat
     up.proc.send_signal(signal.SIGINT)
     up.proc.wait(60)
-    deadline = time.monotonic() + 30
-    while any(
-        psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in family
-    ):
-        assert time.monotonic() < deadline, [p for p in family if psutil.pid_exists(p)]
-        time.sleep(0.2)
+
+    def all_ended() -> bool | NotYet:
+        alive = [
+            p
+            for p in family
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
+        return not alive or NotYet(alive)
+
+    eventually(
+        all_ended,
+        30,
+        0.2,
+        what="every process of jobsys up to end",
+        ignoring=(psutil.NoSuchProcess,),
+    )
     assert not (up.home / "services.json").exists()
 
 
@@ -475,10 +483,11 @@ def _up_token(tmp: Path, env: dict[str, str]) -> str:
     runner = Up(tmp / ".jobsys", env)
     try:
         printed = re.compile(r"^  token +(jst_\S+)", re.MULTILINE)
-        wait_until(
+        eventually(
             lambda: printed.search(runner.log.read_text()) is not None or runner.proc.poll() == 0,
-            "the token line",
-            timeout=60,
+            60,
+            0.2,
+            what="the token line",
         )
         found = printed.search(runner.log.read_text())
         assert found, runner.log.read_text()
@@ -488,6 +497,7 @@ def _up_token(tmp: Path, env: dict[str, str]) -> str:
         runner.proc.wait(60)
 
 
+@pytest.mark.backend_independent
 def test_a_taken_port_names_the_setting_to_change(tmp_path: Path) -> None:
     port = free_port()
     env = _tour_env(tmp_path, port)
@@ -506,6 +516,7 @@ def test_a_taken_port_names_the_setting_to_change(tmp_path: Path) -> None:
     assert "--http-port or JOBSYS_HTTP_PORT" in refused.stderr
 
 
+@pytest.mark.backend_independent
 def test_up_keeps_one_login_token_across_restarts(tmp_path: Path) -> None:
     env = _tour_env(tmp_path, free_port())
     first = _up_token(tmp_path, env)

@@ -33,7 +33,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import pytest
 
 from tests.cluster import ROOT, Database, with_db
 from tests.servers import free_port
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -175,6 +175,7 @@ def plan(all_blocks: list[Block]) -> Plan:
     return Plan([b for b, _ in found["run"]], found["file"], found["skip"], found["up"][0][0])
 
 
+@pytest.mark.backend_independent
 def test_markers_are_parsed_and_a_skip_needs_a_reason() -> None:
     doc = (
         "<!-- readme-test: up -->\n```sh\njobsys up\n```\n\n"
@@ -201,6 +202,7 @@ def test_markers_are_parsed_and_a_skip_needs_a_reason() -> None:
         plan(blocks("<!-- readme-test: sometimes -->\n```sh\nls\n```\n"))
 
 
+@pytest.mark.backend_independent
 def test_exit_comments_are_checked() -> None:
     script = shell_script(Block(1, "sh", "false   # exit 1: it fails\ntrue\n", []), 1234)
     assert subprocess.run(["bash", "-e", "-c", script]).returncode == 0
@@ -238,14 +240,15 @@ class System:
         )
 
     def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
         worker_log = Path(self.env["JOBSYS_HOME"]) / "logs" / "worker1.log"
-        while time.monotonic() < deadline:
+
+        def ready() -> bool | NotYet:
             if worker_log.exists() and "ready." in worker_log.read_text(errors="replace"):
-                return
+                return True
             assert self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.2)
-        raise AssertionError(f"jobsys up not ready:\n{self.log.read_text()}")
+            return NotYet("\n" + self.log.read_text())
+
+        eventually(ready, timeout, 0.2, what="jobsys up's worker to be ready")
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -20,20 +20,11 @@ import pytest
 from jobsys.store import runs, stores
 from tests.cluster import ROOT, Database, with_db
 from tests.servers import free_port
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
 GRACE = 6.0
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 class Up:
@@ -75,10 +66,10 @@ class Up:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for(
+        eventually(
             lambda: self.ready_count(worker_log) >= before + workers_ready or self.ended(),
             60,
-            "the workers",
+            what="the workers",
         )
         assert not self.ended(), self.output()
 
@@ -156,7 +147,7 @@ def killed_and_restarted(up: Up, pid: int, key: str) -> float:
             return False  # (being rewritten)
         return pid not in (value if isinstance(value, list) else [value])
 
-    wait_for(lambda: new_pid() or up.ended(), 60, f"a new process in place of {pid}")
+    eventually(lambda: new_pid() or up.ended(), 60, what=f"a new process in place of {pid}")
     assert not up.ended(), up.output()
     elapsed = time.monotonic() - start
     print(f"\n{key} {pid} killed: started again in {elapsed:.2f} s")
@@ -169,13 +160,15 @@ def test_a_killed_worker_supervisor_is_started_again_and_its_run_is_not_lost(
     up = make_up("-c", "1")
     up.start(workers_ready=1)
     in_flight = up.submit("examples.sleep", {"seconds": 2 * GRACE})
-    wait_for(lambda: up.state(in_flight) is runs.RunState.RUNNING, 30, "the run to start")
+    eventually(lambda: up.state(in_flight) is runs.RunState.RUNNING, 30, what="the run to start")
     supervisor = up.services()["children"][0]
     started = time.monotonic()
     killed_and_restarted(up, supervisor, "children")
     # Its worker process (orphaned) hands the run back at the end of the grace; the new
     # worker runs it to the end. Not the reaper: that would wait for the lease (30 s).
-    wait_for(lambda: up.state(in_flight) is runs.RunState.COMPLETED, 60, "the run to complete")
+    eventually(
+        lambda: up.state(in_flight) is runs.RunState.COMPLETED, 60, what="the run to complete"
+    )
     print(f"run in flight completed {time.monotonic() - started:.2f} s after the kill")
     record = up.store.get(in_flight)
     assert record.lost == 0 and record.dispatch == 2  # handed back once, not reaped
@@ -194,7 +187,7 @@ def test_a_killed_redis_comes_back_with_its_messages_on_the_same_port(
     if before["redis_pid"] is None:
         pytest.skip("an external broker: no embedded Redis to kill")
     busy = up.submit("examples.sleep", {"seconds": 10})
-    wait_for(lambda: up.state(busy) is runs.RunState.RUNNING, 30, "the first run to start")
+    eventually(lambda: up.state(busy) is runs.RunState.RUNNING, 30, what="the first run to start")
     queued = up.submit("examples.add", {"a": 1, "b": 2})  # its message waits in Redis
     # (the one worker process is busy: the message is in Redis when it is killed)
     assert (up.state(busy), up.state(queued)) == (runs.RunState.RUNNING, runs.RunState.PENDING)
@@ -204,10 +197,10 @@ def test_a_killed_redis_comes_back_with_its_messages_on_the_same_port(
     # The queued run's message came back from the append-only file: it runs now, not
     # when the reconciler publishes it again (JOBSYS_RECONCILE_SECONDS, 300 s).
     for run_id in (busy, queued):
-        wait_for(
+        eventually(
             lambda run_id=run_id: up.state(run_id) is runs.RunState.COMPLETED,
             60,
-            f"run {run_id} to complete",
+            what=f"run {run_id} to complete",
         )
     print(f"both runs completed {time.monotonic() - started:.2f} s after the kill")
     assert up.store.get(queued).dispatch == 1
@@ -225,7 +218,7 @@ def test_killed_beat_and_http_server_are_started_again(make_up: Callable[..., Up
     beat_now = up.services()["children"][1]
     assert beat_now != beat and psutil.pid_exists(beat_now)
     url = services["http"] + "/api/v1/health"
-    wait_for(lambda: _answers(url), 30, "the HTTP server on the same port")
+    eventually(lambda: _answers(url), 30, what="the HTTP server on the same port")
     added = up.jobsys("submit", "examples.add", "--input", '{"a": 2, "b": 3}', "--wait")
     assert added.stdout.strip() == "5"
 
@@ -244,10 +237,10 @@ def test_ctrl_c_with_five_runs_in_flight_finishes_or_hands_back_within_the_grace
     up.start(workers_ready=5)
     long = [up.submit("examples.sleep", {"seconds": 600}) for _ in range(3)]
     short = [up.submit("examples.sleep", {"seconds": GRACE - 1}) for _ in range(2)]
-    wait_for(
+    eventually(
         lambda: all(up.state(r) is runs.RunState.RUNNING for r in long + short),
         30,
-        "the five runs to start",
+        what="the five runs to start",
     )
     started = time.monotonic()
     up.interrupt()
@@ -273,10 +266,10 @@ def test_ctrl_c_with_five_runs_in_flight_finishes_or_hands_back_within_the_grace
     # The handed-back runs are delivered again by the next start (their messages waited in
     # Redis; not the reconciler's republishing, which waits 300 s).
     up.start(workers_ready=5)
-    wait_for(
+    eventually(
         lambda: all(up.state(r) is runs.RunState.RUNNING for r in long),
         60,
-        "the handed-back runs to run again",
+        what="the handed-back runs to run again",
     )
     for run_id in long:
         up.jobsys("runs", "cancel", run_id)
@@ -290,11 +283,11 @@ def test_ctrl_c_hands_back_a_run_whose_worker_process_was_killed(
     up = make_up("-c", "1")
     up.start(workers_ready=1)
     run_id = up.submit("examples.sleep", {"seconds": 600})
-    wait_for(lambda: up.state(run_id) is runs.RunState.RUNNING, 30, "the run to start")
+    eventually(lambda: up.state(run_id) is runs.RunState.RUNNING, 30, what="the run to start")
     worker_pid = up.store.get(run_id).worker_pid
     assert worker_pid is not None
     os.kill(worker_pid, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(worker_pid), 10, "the worker process to end")
+    eventually(lambda: not psutil.pid_exists(worker_pid), 10, what="the worker process to end")
     assert up.state(run_id) is runs.RunState.RUNNING  # its lease runs for 30 s
     up.interrupt()
     assert up.proc is not None
@@ -304,4 +297,4 @@ def test_ctrl_c_hands_back_a_run_whose_worker_process_was_killed(
     assert record.dispatch == 2
     assert f"{run_id} (examples.sleep): handed back (pending)" in up.output()
     up.start(workers_ready=1)  # its new message waited in Redis
-    wait_for(lambda: up.state(run_id) is runs.RunState.RUNNING, 60, "the run to run again")
+    eventually(lambda: up.state(run_id) is runs.RunState.RUNNING, 60, what="the run to run again")

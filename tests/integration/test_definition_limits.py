@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.server
 import socketserver
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from jobsys.declare.definitions import MAX_RESPONSE_BYTES
 from jobsys.store import schema, tokens
 from tests.cluster import Cluster, cluster
 from tests.servers import Serve
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -118,10 +118,9 @@ def test_an_answer_past_the_limit_fails_the_run_without_being_downloaded(
     message = run.error["message"]
     assert "MAX_RESPONSE_BYTES" in message and str(MAX_RESPONSE_BYTES) in message, message
     # The worker stopped reading at the limit: the server could not send the 200 MiB.
-    deadline = time.monotonic() + 30
-    while path not in _Big.sent:  # (the server's thread notices the hang-up on its own)
-        assert time.monotonic() < deadline, "the server is still sending"
-        time.sleep(0.05)
+    eventually(  # (the server's thread notices the hang-up on its own)
+        lambda: path in _Big.sent, 30, 0.05, what="the server to stop sending"
+    )
     assert _Big.sent[path] < BIG // 4, _Big.sent
 
 

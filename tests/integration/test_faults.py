@@ -17,8 +17,15 @@ import pytest
 from jobsys import RunState
 from jobsys.store.runs import RunFilter
 from tests.cluster import Cluster
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
+
+
+def all_started(c: Cluster, ids: list[str]) -> bool | NotYet:
+    """Whether the body of every run of ``ids`` has started (and how many have, if not)."""
+    n = sum(c.executions(i) > 0 for i in ids)
+    return n == len(ids) or NotYet(f"{n} of {len(ids)} started")
 
 
 def test_sigkill_worker_with_20_runs_in_flight_then_new_worker_completes_all(
@@ -27,12 +34,9 @@ def test_sigkill_worker_with_20_runs_in_flight_then_new_worker_completes_all(
     """R1: SIGKILL of the whole worker (main process and children) mid-run."""
     fresh.start_worker("a", concurrency=20)
     # Long enough that the first run is still running when the twentieth starts on a loaded
-    # machine; the second worker runs them two rounds at a time.
-    ids = [fresh.client.submit("tests.effect", {"seconds": 10}) for _ in range(20)]
-    deadline = time.monotonic() + 90
-    while sum(fresh.executions(i) for i in ids) < 20:
-        assert time.monotonic() < deadline, "the 20 runs did not all start"
-        time.sleep(0.1)
+    # machine; the second attempts, on the second worker, need not be long.
+    ids = [fresh.client.submit("tests.long_first", {"seconds": 10, "then": 0.2}) for _ in range(20)]
+    eventually(lambda: all_started(fresh, ids), 90, what="the 20 runs to start")
     assert all(fresh.store.get(i).state is RunState.RUNNING for i in ids)
     fresh.kill("a", signal.SIGKILL)
     fresh.start_worker("b", concurrency=10)
@@ -65,7 +69,7 @@ def test_poison_message_is_capped_and_other_runs_complete(fresh: Cluster) -> Non
     assert record.error is not None and record.error["reason"] == "worker_lost"
     assert fresh.executions(poison) == 3
     assert [r.state for r in fresh.wait_all(normal, 60)] == [RunState.COMPLETED] * 20
-    time.sleep(1)
+    time.sleep(1)  # (scenario) time for a redelivered copy of the poison to show up, if any
     assert fresh.queue_length() == 0
 
 
@@ -95,7 +99,7 @@ def test_duplicate_message_executes_once(fresh: Cluster) -> None:
     fresh.start_worker("w", concurrency=2)
     record = fresh.client.wait(run_id, timeout=30)
     assert record.state is RunState.COMPLETED and record.attempts == 1
-    time.sleep(1.5)
+    time.sleep(1.5)  # (scenario) time for the copy to be taken and dropped, not run
     assert fresh.queue_length() == 0  # both copies were taken...
     assert fresh.executions(run_id) == 1  # ...and the body ran once
     # Which layer dropped the copy depends on timing: jobsys's claim guard while the first
@@ -108,7 +112,7 @@ def test_cancelled_pending_run_never_starts(fresh: Cluster) -> None:
     assert fresh.client.cancel(run_id).record.state is RunState.CANCELLED
     fresh.start_worker("w", concurrency=1)
     assert fresh.client.execute("examples.add", {"a": 3, "b": 3}, timeout=30) == 6
-    time.sleep(1)
+    time.sleep(1)  # (scenario) time in which the cancelled run must not start
     assert fresh.store.get(run_id).state is RunState.CANCELLED
     assert fresh.executions(run_id) == 0
     assert fresh.queue_length() == 0
@@ -152,7 +156,7 @@ def test_pickle_message_is_refused_and_never_executed(fresh: Cluster, tmp_path: 
     fresh.redis.lpush("jobs", json.dumps(message))
     fresh.start_worker("w", concurrency=1)
     assert fresh.client.execute("examples.add", {"a": 5, "b": 6}, timeout=30) == 11
-    time.sleep(1)
+    time.sleep(1)  # (scenario) time in which the pickle must not be executed
     assert not marker.exists()
     assert "ContentDisallowed" in fresh.log("w") or "untrusted content" in fresh.log("w")
     assert fresh.queue_length() == 0
@@ -217,10 +221,7 @@ def test_sigterm_lets_running_jobs_finish_then_the_worker_exits_0(fresh: Cluster
     """R4a: a warm shutdown (SIGTERM) of an inline worker with runs in flight."""
     proc = fresh.start_worker("w", concurrency=2)
     ids = [fresh.client.submit("tests.effect", {"seconds": 3}) for _ in range(2)]
-    deadline = time.monotonic() + 30
-    while sum(fresh.executions(i) for i in ids) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(lambda: all_started(fresh, ids), 30, 0.05, what="both runs to start")
     os.kill(proc.pid, signal.SIGTERM)  # the supervisor only, as an orchestrator would
     assert proc.wait(60) == 0
     records = [fresh.store.get(i) for i in ids]

@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from jobsys import RunState
 from jobsys.base import config, embedded, errors
 from jobsys.cli import flower as cli_flower
 from tests.cluster import ROOT, Cluster, cluster
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -65,15 +65,16 @@ class Flower:
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until it answers (its health check needs no credentials)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answers() -> bool | NotYet:
             if self.process.poll() is not None:
                 raise AssertionError(f"flower exited {self.process.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.TransportError):
                 if self.http.get(f"{self.prefix}/healthcheck").status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"flower did not answer in {timeout} s:\n{self.log()[-3000:]}")
+                    return True
+            return NotYet("\n" + self.log()[-3000:])
+
+        eventually(answers, timeout, 0.2, what="flower to answer its health check")
 
     def get(
         self, path: str, auth: tuple[str, str] | None = (USER, PASSWORD), **params: str
@@ -95,42 +96,43 @@ class Flower:
 def wait_tasks(flower: Flower, job: str, wanted: dict[str, str], timeout: float = 30) -> Any:
     """Poll Flower's task list filtered by job name until every run id in ``wanted`` is
     there in its wanted state; return the list (a JSON object keyed by task id)."""
-    deadline = time.monotonic() + timeout
-    seen: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def shown() -> dict[str, Any] | NotYet:
         response = flower.get("/api/tasks", auth=(USER, PASSWORD)).raise_for_status()
         seen = {k: v for k, v in response.json().items() if v.get("name") == job}
         if all(seen.get(i, {}).get("state") == s for i, s in wanted.items()):
             return seen
-        time.sleep(0.2)
-    raise AssertionError(f"Flower did not show {wanted} as {job} runs in {timeout} s: {seen}")
+        return NotYet(seen)
+
+    return eventually(shown, timeout, 0.2, what=f"Flower to show {wanted} as {job} runs")
 
 
 def wait_task(flower: Flower, run_id: str, state: str, timeout: float = 30) -> Any:
     """Poll Flower's view of one task until it is in ``state``; return it."""
-    deadline = time.monotonic() + timeout
-    response = None
-    while time.monotonic() < deadline:
+
+    def shown() -> Any:
         response = flower.get(f"/api/task/info/{run_id}")
         if response.status_code == 200 and response.json().get("state") == state:
             return response.json()
-        time.sleep(0.2)
-    shown = response.text if response is not None else ""
-    raise AssertionError(f"Flower did not show {run_id} as {state} in {timeout} s: {shown}")
+        return NotYet(response.text)
+
+    return eventually(shown, timeout, 0.2, what=f"Flower to show {run_id} as {state}")
 
 
 def _until_flower_receives(c: Cluster, flower: Flower, timeout: float = 60) -> None:
     """Events sent before Flower's event queue is bound are lost (a fanout exchange keeps
     nothing): run warm-up jobs until Flower shows one."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def warm_up_shown() -> bool | NotYet:
         run_id = c.client.submit("examples.add", {"a": 0, "b": 0})
         c.wait_all([run_id], timeout=30)
         try:
             wait_tasks(flower, "examples.add", {run_id: "SUCCESS"}, timeout=5)
-            return
-        except AssertionError:
-            assert time.monotonic() < deadline, "Flower never received the workers' events"
+        except AssertionError as exc:
+            return NotYet(str(exc))
+        return True
+
+    eventually(warm_up_shown, timeout, 0, what="Flower to receive the workers' events")
 
 
 @pytest.fixture(scope="module")
@@ -320,6 +322,7 @@ def test_malformed_credentials_are_refused(given: str) -> None:
         cli_flower.credentials(given)
 
 
+@pytest.mark.backend_independent
 def test_credentials_parse_and_never_empty() -> None:
     env = {cli_flower.AUTH_ENV: "ann:pw:with:colons, bob:x"}
     given = config.Settings.from_env(env).flower_basic_auth
@@ -332,6 +335,7 @@ def test_credentials_parse_and_never_empty() -> None:
         cli_flower.flower_argv("127.0.0.1", 5555, [])
 
 
+@pytest.mark.backend_independent
 def test_a_bad_setting_exits_with_a_message(tmp_path: Path) -> None:
     env = {**os.environ, "JOBSYS_HOME": str(tmp_path), cli_flower.AUTH_ENV: "nopassword"}
     env["JOBSYS_BROKER_URL"] = "redis://127.0.0.1:1/0"

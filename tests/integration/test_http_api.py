@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +18,7 @@ from jobsys import Principal
 from jobsys.store import schema
 from tests.cluster import Cluster
 from tests.servers import Serve
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +60,14 @@ def poll(
     timeout: float = 60,
     show: Callable[[Any], Any] = repr,
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    value = fetch()
-    while not done(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not done after {timeout} s: {show(value)}"[:3000])
-        time.sleep(0.1)
+    """``fetch()`` again until ``done`` says its answer is final; that answer (on a timeout,
+    the last one as ``show`` shows it)."""
+
+    def final() -> list[Any] | NotYet:
         value = fetch()
-    return value
+        return [value] if done(value) else NotYet(repr(show(value))[:3000])
+
+    return eventually(final, timeout, what="a final answer")[0]
 
 
 def wait_run(api: httpx.Client, run_id: str, timeout: float = 60) -> dict[str, Any]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -19,23 +17,12 @@ from jobsys.mcp import answers
 from jobsys.ops import bench
 from jobsys.store.runs import RunState
 from tests.cluster import ROOT, Cluster
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 OLD_CATALOG = "workers.examples"
 """The catalog of the workers deployed before ``tests.jobs`` existed."""
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Wait until ``probe`` returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"not seen in {timeout} s: {what}")
 
 
 def submit_and_wait_cli(c: Cluster, job: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -56,7 +43,7 @@ def test_a_run_no_live_worker_knows_says_why_and_starts_once_a_worker_that_knows
     run_id = fresh.client.submit("tests.effect", {})
 
     record = eventually(
-        lambda: (r := fresh.store.get(run_id)).waiting and r, 30, "the run saying why it waits"
+        lambda: (r := fresh.store.get(run_id)).waiting and r, 30, what="the run saying why it waits"
     )
     assert record.state is RunState.PENDING
     assert record.waiting is not None and record.waiting["reason"] == "no_worker"
@@ -107,7 +94,7 @@ def test_old_workers_of_a_rolling_deploy_leave_a_new_job_to_the_new_workers(
 
     # Once drained, the parking queue is dropped: nothing left in Redis, nobody reads it.
     eventually(
-        lambda: f"Canceling queue {queue}" in fresh.log("new"), 20, "the new worker stopping"
+        lambda: f"Canceling queue {queue}" in fresh.log("new"), 20, what="the new worker stopping"
     )
     assert not fresh.redis.sismember(parking.PARKED, "tests.effect")
     assert fresh.queue_length(queue) == 0

@@ -1,10 +1,17 @@
 """Permissions: every (principal, job, action) cell through the Python client and the CLI,
-tenant isolation, the worker's own check of a forged run, tokens and the audit log."""
+tenant isolation, the worker's own check of a forged run, tokens and the audit log.
+
+The CLI cells run the click app in-process (``click.testing.CliRunner``, sharing one open store
+as in ``tests/security/test_access_matrix.py``): a ``python -m jobsys`` process adds only its
+start-up time. One cell per action (the reader's, on ``tests.ops_only``: allowed to read and
+list, denied the rest) runs instead as a real ``python -m jobsys ... --token`` process, in the
+background while the others run in-process."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import functools
 import json
 import subprocess
 import sys
@@ -12,13 +19,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from jobsys import Principal, RunState
 from jobsys.base import errors
+from jobsys.cli import main as cli_main
 from jobsys.declare import cadence
 from jobsys.service import client
 from jobsys.store import runs
 from tests.cluster import ROOT, Cluster
+from tests.security.test_access_matrix import shared_store
 
 pytestmark = pytest.mark.integration
 
@@ -124,11 +134,23 @@ def cli(c: Cluster, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def attempt_with_cli(c: Cluster, f: Fixtures, token: str, job: str, action: str) -> bool:
+CliCall = Callable[..., "subprocess.CompletedProcess[str]"]
+"""Runs one CLI command as a token: ``(token, *args) -> CompletedProcess``."""
+
+
+def cli_in_process(runner: CliRunner, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The click app run in this process, its result shaped as a finished process's."""
+    result = runner.invoke(cli_main, [*args, "--token", token])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def attempt_with_cli(run_cli: CliCall, f: Fixtures, token: str, job: str, action: str) -> bool:
     data = json.dumps(INPUTS[job])
     if action == "list":
         run_id = f.run(job)
-        result = cli(c, token, "runs", "list", "--limit", "10000", "--json")
+        result = run_cli(token, "runs", "list", "--limit", "10000", "--json")
         assert result.returncode == 0, result.stderr
         return run_id in {r["id"] for r in json.loads(result.stdout)}
     argv = {
@@ -148,27 +170,44 @@ def attempt_with_cli(c: Cluster, f: Fixtures, token: str, job: str, action: str)
         "delete": lambda: ["schedules", "delete", f.schedule(job)],
         "read": lambda: ["runs", "show", f.run(job), "--json"],
     }[action]()
-    result = cli(c, token, *argv)
+    result = run_cli(token, *argv)
     assert result.returncode in (0, 3), result.stderr
     if result.returncode == 3:
         assert "permission denied" in result.stderr and len(result.stderr.splitlines()) == 1
     return result.returncode == 0
 
 
-def test_every_cell_of_the_matrix_through_the_cli(fresh: Cluster) -> None:
+def test_every_cell_of_the_matrix_through_the_cli(
+    fresh: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
     f = Fixtures(fresh)
     tokens = {who.id: f.admin.admin.create_token(who)[1] for who in (ADMIN, OPS, READER, NOBODY)}
     cells = [(who, job, action) for who in tokens for job in INPUTS for action in ACTIONS]
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        got = list(
-            pool.map(lambda cell: attempt_with_cli(fresh, f, tokens[cell[0]], *cell[1:]), cells)
-        )
+    as_processes = {(READER.id, "tests.ops_only", action) for action in ACTIONS}
+    runner = CliRunner(env=fresh.env)
+    got: dict[tuple[str, str, str], bool] = {}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        running = {
+            cell: pool.submit(
+                attempt_with_cli, functools.partial(cli, fresh), f, tokens[cell[0]], *cell[1:]
+            )
+            for cell in cells
+            if cell in as_processes
+        }
+        with shared_store(fresh.settings.database_url, monkeypatch) as made:
+            for cell in cells:
+                if cell not in as_processes:
+                    in_process = functools.partial(cli_in_process, runner)
+                    got[cell] = attempt_with_cli(in_process, f, tokens[cell[0]], *cell[1:])
+                    while made:
+                        made.pop().close()
+        got.update({cell: future.result() for cell, future in running.items()})
     wrong = [
         (who, job, action, allowed)
-        for (who, job, action), allowed in zip(cells, got, strict=True)
+        for (who, job, action), allowed in got.items()
         if allowed != (action in ALLOWED[(who, job)])
     ]
-    assert wrong == [] and len(cells) == 72
+    assert wrong == [] and len(cells) == len(got) == 72 and len(running) == 6
 
 
 def test_another_tenant_sees_nothing_and_gets_not_found(fresh: Cluster) -> None:

@@ -19,6 +19,7 @@ from jobsys.mcp import args, handlers
 from jobsys.service.client import Client
 from tests.cluster import Cluster
 from tests.servers import Serve
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -126,20 +127,17 @@ def test_failing_job_fails_and_can_be_retried_as_a_new_run(shared: Cluster) -> N
 def test_logs_and_progress_are_visible_while_running(shared: Cluster) -> None:
     c = shared.client
     run_id = c.submit("tests.chatty", {"seconds": 3})
-    deadline = time.monotonic() + 20
-    seen_running_progress = False
-    while time.monotonic() < deadline:
+
+    def running_with_progress_and_logs() -> bool | NotYet:
         record = c.status(run_id)
-        if (
-            record.state is RunState.RUNNING
-            and record.progress
-            and 0 < record.progress["pct"] < 100
-        ):
-            seen_running_progress = bool(c.logs(run_id))
-            if seen_running_progress:
-                break
-        time.sleep(0.1)
-    assert seen_running_progress, "no progress and logs seen while the run was running"
+        progress = record.progress
+        if record.state is RunState.RUNNING and progress and 0 < progress["pct"] < 100:
+            return bool(c.logs(run_id)) or NotYet("running, with progress but no logs")
+        return NotYet(f"{record.state.value}, progress {record.progress}")
+
+    eventually(
+        running_with_progress_and_logs, 20, what="progress and logs while the run is running"
+    )
     record = c.wait(run_id, timeout=30)
     assert record.state is RunState.COMPLETED
     assert record.progress is not None and record.progress["pct"] == 100

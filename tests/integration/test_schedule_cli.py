@@ -11,8 +11,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,6 +22,7 @@ from jobsys.store import tokens
 from tests.cluster import ROOT, Cluster
 from tests.integration.mcp_support import http_session
 from tests.servers import Serve
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -66,22 +66,12 @@ def cli(shared: Cluster) -> Cli:
     return Cli(shared)
 
 
-def until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def finished(cli: Cli, run_id: str) -> dict[str, Any]:
     def done() -> Any:
         record = cli.json("runs", "show", run_id)
         return record if record["state"] in ("completed", "failed", "cancelled") else None
 
-    return dict(until(done, f"run {run_id}"))
+    return dict(eventually(done, 60, what=f"run {run_id}"))
 
 
 def test_paused_described_schedule_fires_an_older_version(cli: Cli, shared: Cluster) -> None:
@@ -162,7 +152,9 @@ def test_runs_listed_by_parent_and_workflow_run(cli: Cli) -> None:
     assert retry["retry_of"] == run_id and retry["parent_id"] == run_id
     assert [r["id"] for r in cli.json("runs", "list", "--parent", run_id)] == [retry["id"]]
     flow = cli.json("workflows", "submit", "tests.operated_flow")
-    steps = until(lambda: cli.json("runs", "list", "--workflow", flow["id"]), "the step's run")
+    steps = eventually(
+        lambda: cli.json("runs", "list", "--workflow", flow["id"]), 60, what="the step's run"
+    )
     assert {r["workflow_id"] for r in steps} == {flow["id"]} and steps[0]["job"] == JOB
     cli.json("workflows", "cancel", flow["id"])
     bad = cli.run("runs", "result", run_id, "--wait", "soon")

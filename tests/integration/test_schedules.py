@@ -7,7 +7,6 @@ import datetime as dt
 import itertools
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +15,7 @@ from jobsys import RunState, ScheduleState
 from jobsys.declare import cadence
 from jobsys.store import runs
 from tests.cluster import Cluster
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -30,45 +30,36 @@ def scheduled_runs(c: Cluster, schedule_id: str) -> list[runs.RunRecord]:
     return sorted(made, key=lambda r: r.fire_at or far)
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def test_runtime_changes_take_effect_without_a_restart(fresh: Cluster) -> None:
     fresh.start_worker("w", concurrency=2)
     fresh.start_beat()
     # Beat seeds the declared schedules as it starts (just after it logs "Starting").
-    wait_until(
+    eventually(
         lambda: any(s.id == "code:tests.declared" for s in fresh.client.schedules.list()),
         10,
-        "the declared schedule to be seeded",
+        what="the declared schedule to be seeded",
     )
     declared = fresh.client.schedules.get("code:tests.declared")
     assert declared.source == "code" and declared.state is ScheduleState.ACTIVE
     s = fresh.client.schedules.create("tests.effect", cadence.every(1, input={"seconds": 0}))
-    wait_until(lambda: len(scheduled_runs(fresh, s.id)) >= 3, 20, "three fires")
+    eventually(lambda: len(scheduled_runs(fresh, s.id)) >= 3, 20, what="three fires")
     fresh.client.schedules.pause(s.id)
-    time.sleep(0.5)  # a fire already in flight lands
+    time.sleep(0.5)  # (scenario) a fire already in flight lands
     paused_at = len(scheduled_runs(fresh, s.id))
-    time.sleep(2.5)
+    time.sleep(2.5)  # (scenario) ticks in which the paused schedule must not fire
     assert len(scheduled_runs(fresh, s.id)) == paused_at  # paused: no fire
     fresh.client.schedules.resume(s.id)
     changed = fresh.client.schedules.update(s.id, input={"seconds": 0.01})
     assert changed.version == 2
-    wait_until(
+    eventually(
         lambda: any(r.schedule_version == 2 for r in scheduled_runs(fresh, s.id)),
         20,
-        "a fire of version 2",
+        what="a fire of version 2",
     )
     fresh.client.schedules.delete(s.id)
-    time.sleep(0.5)
+    time.sleep(0.5)  # (scenario) a fire already in flight lands
     deleted_at = len(scheduled_runs(fresh, s.id))
-    time.sleep(2)
+    time.sleep(2)  # (scenario) ticks in which the deleted schedule must not fire
     assert len(scheduled_runs(fresh, s.id)) == deleted_at
     made = scheduled_runs(fresh, s.id)
     records = fresh.wait_all([r.id for r in made], timeout=30)
@@ -83,14 +74,14 @@ def test_ongoing_schedule_carries_metadata_until_the_job_says_done(fresh: Cluste
     fresh.start_worker("w", concurrency=1)
     fresh.start_beat()
     s = fresh.client.schedules.create("tests.countdown", cadence.ongoing(1, input={"until": 3}))
-    wait_until(
+    eventually(
         lambda: fresh.client.schedules.get(s.id).state is ScheduleState.COMPLETED,
         30,
-        "the ongoing schedule to complete",
+        what="the ongoing schedule to complete",
     )
     final = fresh.client.schedules.get(s.id)
     assert final.result == {"n": 3} and final.meta["n"] == 3
-    time.sleep(1.5)
+    time.sleep(1.5)  # (scenario) a tick in which the completed schedule must not fire
     made = scheduled_runs(fresh, s.id)
     assert len(made) == 3  # nothing after done()
     outputs = [r.output for r in fresh.wait_all([r.id for r in made], timeout=30)]
@@ -109,12 +100,12 @@ def test_trigger_now_and_a_job_that_stops_its_own_schedule(fresh: Cluster) -> No
     assert record.state is RunState.COMPLETED and record.trigger == "manual"
     assert fresh.client.schedules.get(hourly.id).next_fire_at == hourly.next_fire_at
     stopper = fresh.client.schedules.create("tests.self_stop", cadence.every(1))
-    wait_until(
+    eventually(
         lambda: fresh.client.schedules.get(stopper.id).state is ScheduleState.PAUSED,
         20,
-        "the job to pause its schedule",
+        what="the job to pause its schedule",
     )
-    time.sleep(2)
+    time.sleep(2)  # (scenario) ticks in which the paused schedule must not fire
     assert len(scheduled_runs(fresh, stopper.id)) == 1
 
 
@@ -128,12 +119,22 @@ def test_two_beats_fire_each_tick_once_and_survive_one_being_killed(fresh: Clust
         ).id
         for _ in range(3)
     ]
-    time.sleep(4)
+
+    def fired(at_least: dict[str, int]) -> dict[str, int] | NotYet:
+        counts = {i: len(scheduled_runs(fresh, i)) for i in ids}
+        return counts if all(counts[i] >= at_least[i] for i in ids) else NotYet(counts)
+
+    # Both beats up for three ticks; then beat2 alone (beat1 killed) fires three more.
+    before_kill = eventually(lambda: fired(dict.fromkeys(ids, 3)), 20, what="3 fires each")
     fresh.kill("beat1", signal.SIGKILL)
-    time.sleep(4)
+    eventually(
+        lambda: fired({i: n + 3 for i, n in before_kill.items()}),
+        20,
+        what="3 fires each after beat1 was killed",
+    )
     for schedule_id in ids:
         fresh.client.schedules.pause(schedule_id)
-    time.sleep(0.5)
+    time.sleep(0.5)  # (scenario) a fire already in flight lands
     for schedule_id in ids:
         made = scheduled_runs(fresh, schedule_id)
         fires = [r.fire_at for r in made]

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from jobsys import RunState
 from jobsys.declare import cadence
 from tests.cluster import ROOT, Cluster, cluster
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,15 @@ class Events:
         self.app = c.client.app
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        patterns = int(c.redis.pubsub_numpat())
         self._thread.start()
+        # Listening is a pattern subscription (the events' fanout exchange) on the broker.
+        eventually(
+            lambda: int(c.redis.pubsub_numpat()) > patterns,
+            10,
+            0.05,
+            what="the event receiver to subscribe",
+        )
 
     def _run(self) -> None:
         with self.app.connection_for_read() as conn:
@@ -85,7 +94,6 @@ def test_a_secret_is_found_nowhere_but_the_body_gets_it(
     with cluster(tmp_path, redis_url, database_url, JOBSYS_TASK_EVENTS="1") as c:
         c.start_worker("w", concurrency=1)
         events = Events(c)
-        time.sleep(1)
         ids = {
             mode: c.client.submit(
                 "tests.uses_secret", {"token": secret, "api_key": key, "mode": mode}
@@ -100,7 +108,7 @@ def test_a_secret_is_found_nowhere_but_the_body_gets_it(
         schedule = c.client.schedules.create(
             "tests.uses_secret", cadence.once("2100-01-01T00:00:00Z", input={"token": secret})
         )
-        time.sleep(1)
+        time.sleep(1)  # (not observable) time for the last events to reach the receiver
         seen_events = events.stop()
         events.join()
 

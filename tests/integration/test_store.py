@@ -17,6 +17,7 @@ from jobsys.base import errors
 from jobsys.store import hotsql, runs, schema
 from jobsys.store.runs import RunState
 from jobsys.worker import context, execute
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
@@ -42,6 +43,7 @@ def make_run(store: runs.RunStore, **values: Any) -> runs.RunRecord:
     return record
 
 
+@pytest.mark.backend_independent
 def test_state_machine_allows_only_documented_moves() -> None:
     assert runs.can_move(RunState.PENDING, RunState.RUNNING)
     assert runs.can_move(RunState.RUNNING, RunState.RETRYING)
@@ -252,8 +254,15 @@ def test_tracker_renews_leases_while_the_body_runs(store: runs.RunStore) -> None
     first = store.get(r.id).lease_expires_at
     with tracker.holding(ctx):
         ctx.progress(50, message="half")
-        time.sleep(0.6)
-        record = store.get(r.id)
+
+        def renewed() -> runs.RunRecord | NotYet:
+            record = store.get(r.id)
+            expires = record.lease_expires_at
+            if expires and first and expires > first and record.progress:
+                return record
+            return NotYet(f"lease until {expires} (first {first}), progress {record.progress}")
+
+        record = eventually(renewed, 10, 0.05, what="the lease renewed and the progress written")
     assert record.lease_expires_at is not None and first is not None
     assert record.lease_expires_at > first
     assert record.progress is not None and record.progress["pct"] == 50
@@ -267,6 +276,7 @@ def pydantic_principal() -> Any:
     return Principal(id="p")
 
 
+@pytest.mark.backend_independent
 def test_hot_path_claims_from_the_states_the_machine_allows() -> None:
     waiting = ", ".join(f"'{s}'" for s in runs.sources(RunState.RUNNING))
     assert f"({waiting})" == hotsql._WAITING

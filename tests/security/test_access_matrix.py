@@ -673,6 +673,7 @@ def test_tables_cover_everything(shared: Cluster) -> None:
             assert set(needs) <= {*JOB_OF, "-", "token", "audit"}
 
 
+@pytest.mark.backend_independent
 def test_examples_follow_the_rules() -> None:
     tables = {**HTTP_ROUTES, **MCP_TOOLS, **CLI_COMMANDS}
     for (op, role, resource, where), outcome in EXAMPLES.items():

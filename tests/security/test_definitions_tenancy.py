@@ -14,7 +14,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from jobsys.store import tokens
 from tests.cluster import ROOT, Cluster, cluster
 from tests.integration.mcp_support import http_session, stdio_session
 from tests.servers import Serve
+from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -114,13 +114,13 @@ def api(c: Cluster) -> Iterator[Api]:
 
 
 def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        last = fetch()
-        if done(last):
-            return last
-        assert time.monotonic() < deadline, f"not done after {timeout} s: {last}"
-        time.sleep(0.1)
+    """``fetch()`` again until ``done`` says its answer is final; that answer."""
+
+    def final() -> list[Any] | NotYet:
+        value = fetch()
+        return [value] if done(value) else NotYet(value)
+
+    return eventually(final, timeout, what="a final answer")[0]
 
 
 def run_to_end(http: httpx.Client, job: str, input: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from tests.cluster import ROOT
 from tests.e2e.test_cli import Up
 from tests.servers import free_port
 
-pytestmark = pytest.mark.e2e
+# Its own `jobsys up` (embedded Redis, SQLite in the home): JOBSYS_TEST_* play no part.
+pytestmark = [pytest.mark.e2e, pytest.mark.backend_independent]
 
 NOBODY = "nobody"
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from tests.cluster import ROOT, Cluster, cluster
 from tests.integration.mcp_support import Session, stdio_session
 from tests.integration.test_flower import PASSWORD, USER, Flower, _until_flower_receives
 from tests.servers import Serve
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -216,7 +216,7 @@ def adhoc(h: Harness, door: str) -> tuple[dict[str, Any], dict[str, Any], list[s
     )
 
 
-FIRE_IN = 20.0
+FIRE_IN = 10.0
 """Seconds from now to the schedules' fire: after the slowest door (a CLI process) made them,
 and about when the runs and workflows submitted meanwhile are done."""
 
@@ -237,13 +237,12 @@ def wait_workflow(h: Harness, workflow_id: str, digests: list[str]) -> list[str]
 
 
 def wait_schedule_fire(h: Harness, schedule_id: str, timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = h.c.store.schedules.get(schedule_id)
-        if record.last_run_id:
-            return record.last_run_id
-        time.sleep(0.2)
-    raise AssertionError(f"schedule {schedule_id} did not fire in {timeout} s")
+    return eventually(
+        lambda: h.c.store.schedules.get(schedule_id).last_run_id,
+        timeout,
+        0.2,
+        what=f"schedule {schedule_id} to fire",
+    )
 
 
 def check_runs(h: Harness, run_ids: list[str]) -> None:
