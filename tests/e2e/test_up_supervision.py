@@ -185,7 +185,7 @@ def test_a_killed_redis_comes_back_with_its_messages_on_the_same_port(
     up.start(workers_ready=1)
     before = up.services()
     if before["redis_pid"] is None:
-        pytest.skip("an external broker: no embedded Redis to kill")
+        pytest.skip(reason="an external broker (JOBSYS_TEST_BROKER_URL): no embedded Redis to kill")
     busy = up.submit("examples.sleep", {"seconds": 10})
     eventually(lambda: up.state(busy) is runs.RunState.RUNNING, 30, what="the first run to start")
     queued = up.submit("examples.add", {"a": 1, "b": 2})  # its message waits in Redis
