@@ -1,208 +1,161 @@
-"""Side by side: bare Celery and jobsys, on the same Redis, with the same number of worker
-processes and the same delivery guarantees (late acks, results stored), alternating, several
-repetitions. Prints medians and the ratio jobsys / bare Celery for each figure.
+"""Side by side: jobsys on SQLite and on PostgreSQL, bare Celery (prefork ``-c N``, and N
+solo workers), Dramatiq and Huey, every one storing results in Redis, on one private Redis
+that this script starts, with the same number of worker processes (1 and 2), interleaved,
+several repetitions. Prints medians, the ratios jobsys / each other system and issue 18's
+targets, met or not.
 
     python -m tests.benchmarks.compare [--jobs 10000] [--reps 3] [--roundtrips 500]
+        [--systems jobsys-sqlite jobsys-pg ...] [--pg-url URL] [--json]
 
-Runs against the embedded Redis and a scratch SQLite file unless JOBSYS_BROKER_URL /
-JOBSYS_DATABASE_URL are set. This is a benchmark (it prints figures), not a test.
+jobsys on PostgreSQL runs in a database created for the run and dropped after it (on the
+server of ``--pg-url``); it is left out, with a note, when that server cannot be reached.
+This is a benchmark (it prints figures), not a test. Dramatiq and Huey come with the
+``bench`` extra (``pip install -e '.[test,bench]'``).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
-import redis
-from celery import Celery
+import sqlalchemy as sa
+from celery.exceptions import DuplicateTaskNameWarning
 
 from jobsys.base import config, embedded
 from jobsys.ops import bench
-from tests.cluster import ROOT, with_db
+from tests.benchmarks import harness, report
+from tests.benchmarks.celery_systems import BareCelery, Jobsys
+from tests.benchmarks.harness import System
+from tests.benchmarks.rival_systems import Dramatiq, Huey
+from tests.cluster import Database, with_db
 
-
-@dataclasses.dataclass
-class BareTarget:
-    broker_url: str
-    result_url: str
-    name: str = "celery"
-    queue: str = "celery"
-    node_prefix: str = "bare"
-    _app: Celery | None = None
-
-    @property
-    def app(self) -> Celery:
-        if self._app is None:
-            os.environ["BARE_BROKER_URL"], os.environ["BARE_RESULT_URL"] = (
-                self.broker_url,
-                self.result_url,
-            )
-            from tests.benchmarks.bare_app import app
-
-            self._app = app
-        return self._app
-
-    def start_workers(self, processes: int, log: Path) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "BARE_BROKER_URL": self.broker_url,
-            "BARE_RESULT_URL": self.result_url,
-        }
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "tests.benchmarks.bare_app",
-                    "worker",
-                    "-c",
-                    str(processes),
-                    "-n",
-                    f"{self.node_prefix}@%h",
-                    "-l",
-                    "WARNING",
-                    "-Q",
-                    bench.PARKING_QUEUE,
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                preexec_fn=embedded.die_with_parent,
-            )
-
-    def nodes(self, processes: int) -> int:
-        return 1  # prefork: one node whatever the number of processes
-
-    def enqueue(self, n: int) -> list[str]:
-        noop = self.app.tasks["bare.noop"]
-        return [noop.delay().id for _ in range(n)]
-
-    def enqueue_batch(self, n: int) -> list[str]:
-        noop = self.app.tasks["bare.noop"]
-        with self.app.producer_or_acquire() as producer:
-            return [noop.apply_async(producer=producer).id for _ in range(n)]
-
-    def roundtrip(self) -> None:
-        self.app.tasks["bare.noop"].delay().get(timeout=30)
-
-    def result_redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.result_url)
-
-    def reset(self) -> None:
-        redis.Redis.from_url(self.broker_url).delete("celery")
-
-
+SYSTEMS = ("jobsys-sqlite", "jobsys-pg", "celery-prefork", "celery-solo", "dramatiq", "huey")
 SCENARIOS = ("throughput", "latency", "batch")
+PROCESSES = (1, 2)
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def default_pg_url() -> str:
+    url = os.environ.get("JOBSYS_TEST_DATABASE_URL", "")
+    return url if url.startswith("postgres") else DEFAULT_PG
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs per drain and batch")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (medians)")
+    parser.add_argument("--roundtrips", type=int, default=500, help="round trips per rep")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--pg-url", default=default_pg_url(), help="PostgreSQL server (admin)")
+    parser.add_argument("--dramatiq-threads", type=int, default=8, help="threads per process")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    return parser.parse_args()
+
+
+def jobsys_settings(work: Path, name: str, broker: str, result: str, db: str) -> config.Settings:
+    return config.Settings.from_env(
+        {
+            "JOBSYS_HOME": str(work / f"home-{name}"),
+            "JOBSYS_BROKER_URL": broker,
+            "JOBSYS_RESULT_URL": result,
+            "JOBSYS_DATABASE_URL": db,
+            "JOBSYS_CATALOG": bench.BENCH_MODULE,
+        }
+    )
+
+
+def make_systems(
+    args: argparse.Namespace, work: Path, base: str, databases: list[Database]
+) -> dict[str, System]:
+    """The systems chosen, each on Redis databases of its own; ``databases`` collects the
+    run-store databases made here, for the caller to drop."""
+    made: dict[str, System] = {}
+    for name in args.systems:
+        if name == "jobsys-sqlite":
+            url = f"sqlite:///{work / 'runs.db'}"
+            settings = jobsys_settings(work, name, with_db(base, 2), with_db(base, 3), url)
+            made[name] = Jobsys(name, "jobsys, SQLite", settings)
+        elif name == "jobsys-pg":
+            try:
+                database = Database(work, args.pg_url)
+            except (sa.exc.SQLAlchemyError, ImportError) as e:
+                print(f"jobsys-pg left out: {args.pg_url} unreachable ({e})", file=sys.stderr)
+                continue
+            databases.append(database)
+            settings = jobsys_settings(work, name, with_db(base, 4), with_db(base, 5), database.url)
+            made[name] = Jobsys(name, "jobsys, PostgreSQL", settings)
+        elif name == "celery-prefork":
+            made[name] = BareCelery(with_db(base, 6), with_db(base, 7), pool="prefork")
+        elif name == "celery-solo":
+            made[name] = BareCelery(with_db(base, 8), with_db(base, 9), pool="solo")
+        elif name == "dramatiq":
+            made[name] = Dramatiq(with_db(base, 10), threads=args.dramatiq_threads)
+        elif name == "huey":
+            made[name] = Huey(with_db(base, 11))
+    return made
 
 
 def measure(
-    targets: dict[str, bench.Target], args: argparse.Namespace, work: Path, base: str
-) -> dict[str, dict[str, list[dict[str, float]]]]:
-    figures: dict[str, dict[str, list[dict[str, float]]]] = {t: {} for t in targets}
-    for _ in range(args.reps):
-        for name, target in targets.items():  # alternate, so drift hits both alike
-            runs = figures[name]
-            for processes in (1, 2) if "throughput" in args.only else ():
-                runs.setdefault(f"throughput_{processes}", []).append(
-                    bench.throughput(target, args.jobs, processes, work)
-                )
-            if "latency" in args.only:
-                latency = bench.latency(target, args.roundtrips, work)
-                runs.setdefault("latency_ms", []).append(latency)
-            if "batch" in args.only:
-                batch = bench.batch_enqueue(target, args.jobs)
-                runs.setdefault("batch_enqueue", []).append(batch)
-            for db in (2, 3, 4, 5):
-                redis.Redis.from_url(with_db(base, db)).flushdb()
-    return figures
-
-
-def report(
-    figures: dict[str, dict[str, list[dict[str, float]]]], args: argparse.Namespace
-) -> dict[str, object]:
-    out: dict[str, dict[str, object]] = {}
-    for scenario in figures["jobsys"]:
-        celery = bench.median_of(figures["celery"][scenario])
-        jobsys = bench.median_of(figures["jobsys"][scenario])
-        out[scenario] = {
-            k: {
-                "celery": celery[k],
-                "jobsys": jobsys[k],
-                "ratio": round(jobsys[k] / celery[k], 2) if celery[k] else None,
-            }
-            for k in celery
-        }
-    return {"machine": bench.machine(), "jobs": args.jobs, "reps": args.reps, "figures": out}
-
-
-def print_table(result: dict[str, object], args: argparse.Namespace) -> None:
-    machine = result["machine"]
-    assert isinstance(machine, dict)
-    print(
-        " ".join(f"{k}={v}" for k, v in machine.items()),
-        f"jobs={args.jobs} reps={args.reps} (medians)",
-    )
-    print(f"{'scenario':<16}{'figure':<18}{'celery':>12}{'jobsys':>12}{'ratio':>8}")
-    figures = result["figures"]
-    assert isinstance(figures, dict)
-    for scenario, values in figures.items():
-        for k, v in values.items():
-            print(f"{scenario:<16}{k:<18}{v['celery']:>12}{v['jobsys']:>12}{v['ratio']!s:>8}")
+    systems: dict[str, System], args: argparse.Namespace, work: Path
+) -> dict[str, report.Runs]:
+    """Every scenario for every system, one system after the other within a scenario, the
+    order rotated each repetition, so drift on a shared machine hits all alike."""
+    raw: dict[str, report.Runs] = {name: {} for name in systems}
+    names = list(systems)
+    for rep in range(args.reps):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for processes in PROCESSES if "throughput" in args.only else ():
+            for name in order:
+                figures = harness.drain(systems[name], args.jobs, processes, work)
+                raw[name].setdefault(f"drain_{processes}", []).append(figures)
+        for name in order if "latency" in args.only else ():
+            figures = harness.roundtrip(systems[name], args.roundtrips, work)
+            raw[name].setdefault("roundtrip_ms", []).append(figures)
+        for name in order if "batch" in args.only else ():
+            batch = harness.batch_enqueue(systems[name], args.jobs)
+            raw[name].setdefault("batch", []).extend([batch] if batch else [])
+    return raw
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--roundtrips", type=int, default=500)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument(
-        "--only",
-        nargs="+",
-        choices=SCENARIOS,
-        default=list(SCENARIOS),
-        help="scenarios to run (default: all)",
-    )
-    args = parser.parse_args()
-
+    args = parse_args()
+    # Two jobsys clients in one process (one per run store) register the same task names
+    # with Celery, which warns about the second; a client only sends, so it is harmless here.
+    warnings.filterwarnings("ignore", category=DuplicateTaskNameWarning)
+    if args.reps < 3:
+        print(
+            f"note: {args.reps} repetition(s): a smoke check; figures need --reps 3 or more",
+            file=sys.stderr,
+        )
     work = Path(tempfile.mkdtemp(prefix="jobsys-compare-"))
-    server = None
-    base = os.environ.get("JOBSYS_BROKER_URL")
-    if not base:
-        server = embedded.RedisServer(work / "redis", persist=False).start()
-        base = server.url
-    env = {
-        "JOBSYS_HOME": str(work / "home"),
-        "JOBSYS_BROKER_URL": with_db(base, 2),
-        "JOBSYS_RESULT_URL": with_db(base, 3),
-        "JOBSYS_DATABASE_URL": os.environ.get("JOBSYS_DATABASE_URL")
-        or f"sqlite:///{work / 'runs.db'}",
-    }
-    os.environ.update(env)
-    targets: dict[str, bench.Target] = {
-        "celery": BareTarget(with_db(base, 4), with_db(base, 5)),
-        "jobsys": bench.JobsysTarget(config.Settings.from_env(env)),
-    }
+    server = embedded.RedisServer(work / "redis", persist=False).start()
+    databases: list[Database] = []
+    redis_version = bench.redis_version(server.url)
     try:
-        figures = measure(targets, args, work, base)
+        systems = make_systems(args, work, server.url, databases)
+        raw = measure(systems, args, work)
     finally:
-        if server is not None:
-            server.stop()
-    result = report(figures, args)
+        server.stop()
+        for database in databases:
+            database.drop()
+    meta: dict[str, Any] = {
+        "machine": {**bench.machine(), "redis": redis_version},
+        "jobs": args.jobs,
+        "reps": args.reps,
+        "roundtrips": args.roundtrips,
+    }
+    result = report.build(raw, dict(systems), meta)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print_table(result, args)
+        report.print_table(result)
 
 
 if __name__ == "__main__":
