@@ -1,4 +1,4 @@
-"""Test harness: a real jobsys cluster made of processes.
+"""Test harness: a real jobsys cluster made of processes on this host (loopback).
 
 A ``Cluster`` owns one Redis database pair (broker and results) and one run-store database,
 both emptied before and after use, and starts real ``jobsys worker`` / ``jobsys beat``
@@ -30,7 +30,7 @@ from jobsys.service import client
 from jobsys.store import database, runs
 from tests.waiting import NotYet, eventually
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CATALOG = "workers.examples,tests.jobs"
 FAST_TIMERS = {
     "JOBSYS_LEASE_SECONDS": "3",
