@@ -7,6 +7,7 @@ checkpointed by the workers' background thread rather than on the hot path.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import time
@@ -15,9 +16,56 @@ from typing import Any
 import sqlalchemy as sa
 
 
-def make_engine(url: str) -> sa.Engine:
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """How long a PostgreSQL session may wait, and how many a process opens. Nothing of
+    jobsys waits unboundedly on a lock or on a peer that vanished:
+
+    - ``lock_timeout``: a statement waiting this long for a row lock fails (and is retried
+      by its caller: a beat's next tick, a worker's reaper pass, a producer's error);
+    - ``idle_in_transaction``: the server ends a session left inside a transaction this long
+      (a process cut off mid-transaction), releasing its locks; jobsys's transactions are a
+      few statements with no waiting between them;
+    - ``statement``: a statement running this long is cancelled (0: no limit);
+    - ``keepalive``: TCP keepalives after this much silence, and ``tcp_user_timeout``: data
+      unacknowledged this long drops the connection, so a cut-off peer is noticed in seconds
+      rather than after the kernel's two hours;
+    - ``pool_size`` + ``max_overflow``: the connections of the shared pool; the per-job
+      statements (``hotsql``) keep at most ``pool_size`` more.
+    """
+
+    lock_timeout: float = 5.0
+    idle_in_transaction: float = 10.0
+    statement: float = 300.0
+    keepalive: float = 10.0
+    tcp_user_timeout: float = 20.0
+    connect_timeout: float = 10.0
+    pool_size: int = 5
+    max_overflow: int = 5
+
+    def connect_args(self) -> dict[str, Any]:
+        """libpq connection parameters (psycopg passes them through)."""
+        ms = lambda seconds: int(seconds * 1000)  # noqa: E731
+        options = (
+            f"-c lock_timeout={ms(self.lock_timeout)} "
+            f"-c idle_in_transaction_session_timeout={ms(self.idle_in_transaction)} "
+            f"-c statement_timeout={ms(self.statement)}"
+        )
+        keepalive = max(1, int(self.keepalive))
+        return {
+            "options": options,
+            "keepalives": 1,
+            "keepalives_idle": keepalive,
+            "keepalives_interval": max(1, keepalive // 3),
+            "keepalives_count": 3,
+            "tcp_user_timeout": ms(self.tcp_user_timeout),
+            "connect_timeout": max(2, int(self.connect_timeout)),
+        }
+
+
+def make_engine(url: str, limits: Limits | None = None) -> sa.Engine:
     """An engine for the store URL; SQLite gets WAL and a fine-grained wait for its write
-    lock, for many processes."""
+    lock, for many processes; PostgreSQL gets ``limits`` (every wait bounded)."""
     if url.startswith(("postgres://", "postgresql://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
@@ -27,7 +75,15 @@ def make_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 0, "factory": _SQLite})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    limits = limits or Limits()
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=limits.pool_size,
+        max_overflow=limits.max_overflow,
+        pool_timeout=30,
+        connect_args=limits.connect_args(),
+    )
 
 
 WAL_AUTOCHECKPOINT_PAGES = 10_000
