@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from jobsys.base import config, embedded, private
+from jobsys.base import config, embedded, private, running
 from jobsys.cli.base import emit_json, err, fail, handle_errors, main, out
 from jobsys.declare import jobs, permissions
 from jobsys.engine import celery_api
@@ -98,7 +98,7 @@ def up(n_workers: int, concurrency: int, http_port: int | None, http_host: str) 
     settings = config.Settings.from_env()
     if http_port is None:
         http_port = settings.http_port
-    if config.read_services(settings.home) is not None:
+    if running.read_services(settings.home) is not None:
         fail(f"jobsys is already running under {settings.home} (see services.json there)", 1)
     private.tighten_home(settings.home)  # a home an older jobsys made was readable by all
     if http_port and not _port_free(http_host, http_port):
@@ -124,7 +124,7 @@ def up(n_workers: int, concurrency: int, http_port: int | None, http_host: str) 
     processes.start()
 
     def record_services() -> None:
-        config.write_services(
+        running.write_services(
             settings.home,
             {
                 "pid": os.getpid(),
@@ -146,7 +146,7 @@ def up(n_workers: int, concurrency: int, http_port: int | None, http_host: str) 
         processes.run()
     finally:
         processes.stop()
-        (settings.home / config.SERVICES_FILE).unlink(missing_ok=True)
+        (settings.home / running.SERVICES_FILE).unlink(missing_ok=True)
         err.print("jobsys stopped.")
 
 

@@ -108,8 +108,9 @@ class JobSpec:
     """A rule per action (``create``, ``read``, ``update``, ``delete``, ``execute``, ``list``)."""
     wants_context: bool = False
     module: str = ""
-    schedule: cadence.Definition | None = None
-    """A default schedule, seeded into the store when beat starts (``schedules.seed``)."""
+    schedule: cadence.ScheduleSpec | None = None
+    """A default schedule (a ``cadence.ScheduleSpec``), seeded into the store when beat starts
+    (``schedules.seed``)."""
     metadata: types.MappingProxyType[str, Any] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({})
     )
@@ -143,7 +144,7 @@ def job(
     queue: str = "jobs",
     priority: int = 5,
     access: Mapping[str, permissions.Rule] | None = None,
-    schedule: cadence.Definition | None = None,
+    schedule: cadence.ScheduleSpec | None = None,
 ) -> Callable[[Callable[..., Any]], JobSpec]:
     """Declare a job from a function ``fn(input)`` or ``fn(input, ctx)``.
 
@@ -196,7 +197,7 @@ class Job:
     queue: ClassVar[str] = "jobs"
     priority: ClassVar[int] = 5
     access: ClassVar[Mapping[str, permissions.Rule]] = {}
-    schedule: ClassVar[cadence.Definition | None] = None
+    schedule: ClassVar[cadence.ScheduleSpec | None] = None
     spec: ClassVar[JobSpec]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -271,8 +272,8 @@ def _spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
 
 
 def _schedule_problems(spec: JobSpec) -> list[tuple[str, str]]:
-    if not isinstance(spec.schedule, cadence.Definition):
-        return [("schedule", "must be a jobsys.Schedule (a cadence, input and options)")]
+    if not isinstance(spec.schedule, cadence.ScheduleSpec):
+        return [("schedule", "must be made by jobsys.every, cron, once or ongoing")]
     if _is_model(spec.input_model):
         try:
             spec.input_model.model_validate(spec.schedule.input)
