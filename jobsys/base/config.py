@@ -13,19 +13,14 @@ environment on to them: that is not reading a setting.)
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
-import types
 import typing
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from jobsys.base import errors, private
-
-SERVICES_FILE = "services.json"
+from jobsys.base import envtext, errors, running
 
 
 def meta(
@@ -281,7 +276,7 @@ class Settings:
         values: dict[str, Any] = {}
         for f, kind in fields():
             raw = env.get(f.metadata["env"])
-            if raw is not None and raw.strip() == "" and not _is_list(kind):
+            if raw is not None and raw.strip() == "" and not envtext.is_list(kind):
                 raw = None
             if raw is None:
                 raw = f.metadata["unset"]
@@ -293,14 +288,14 @@ class Settings:
                 else:  # an optional field without a default: broker_url, result_url
                     values[f.name] = None
                 continue
-            values[f.name] = _parse(f, kind, raw)
+            values[f.name] = envtext.parse(f, kind, raw)
         return cls(**values)
 
     def resolved_broker_url(self) -> str:
         """The broker URL, from the setting or from the running ``jobsys up`` in ``home``."""
         if self.broker_url:
             return self.broker_url
-        services = read_services(self.home)
+        services = running.read_services(self.home)
         if services is None:
             raise errors.BrokerUnavailable(
                 f"no broker: nothing is running under JOBSYS_HOME={self.home}. "
@@ -325,64 +320,6 @@ def fields() -> Iterator[tuple[dataclasses.Field[Any], Any]]:
         yield f, hints[f.name]
 
 
-def _optional(kind: Any) -> Any:
-    """``X`` for ``X | None``, else ``kind`` itself."""
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return kind
-
-
-def _is_list(kind: Any) -> bool:
-    return typing.get_origin(_optional(kind)) in (tuple, list)
-
-
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("0", "false", "no", "off")
-
-
-def _parse(f: dataclasses.Field[Any], kind: Any, raw: str) -> Any:
-    """The value of ``raw``, the text of ``f``'s variable, by the field's type."""
-    name, m = f.metadata["env"], f.metadata
-    kind = _optional(kind)
-    if kind is bool:
-        text = raw.strip().lower()
-        if text in TRUE or text in FALSE:
-            return text in TRUE
-        raise errors.ConfigError(f"{name}={raw!r} is not a boolean (1 or 0, true or false)")
-    if kind is int or kind is float:
-        return _number(f, kind, raw)
-    if kind is Path:
-        return Path(raw).resolve()
-    if kind is str:
-        return raw.strip()
-    if _is_list(kind):
-        items = [i.strip() for i in raw.split(",") if i.strip()]
-        if m["lower"]:
-            items = [i.lower() for i in items]
-        return typing.get_origin(kind)(items)
-    raise TypeError(f"Settings.{f.name}: no parser for {kind!r}")  # a new type: add it here
-
-
-def _number(f: dataclasses.Field[Any], kind: type[float], raw: str) -> float:
-    name, m = f.metadata["env"], f.metadata
-    try:
-        value = kind(raw.strip())
-    except ValueError:
-        whole = "a whole number" if kind is int else "a number"
-        raise errors.ConfigError(f"{name}={raw!r} is not {whole}") from None
-    if not math.isfinite(value):
-        raise errors.ConfigError(f"{name}={raw!r} is not a finite number")
-    if value < 0:
-        raise errors.ConfigError(f"{name}={raw!r} must not be negative")
-    if m["maximum"] is not None and value > m["maximum"]:
-        raise errors.ConfigError(f"{name}={raw!r} must be at most {m['maximum']:g}")
-    if m["floor"] is not None:
-        value = max(kind(m["floor"]), value)
-    return value
-
-
 def shown_default(f: dataclasses.Field[Any]) -> str:
     """A setting's default as the README table and ``jobsys config`` show it."""
     if f.metadata["shown"] is not None:
@@ -405,40 +342,3 @@ def markdown_table() -> str:
     for f, _ in fields():
         rows.append(f"| `{f.metadata['env']}` | {shown_default(f)} | {f.metadata['doc']} |")
     return "\n".join(rows) + "\n"
-
-
-def write_services(home: Path, info: Mapping[str, object]) -> Path:
-    """Record where a running ``jobsys up`` put its services, for the other commands. The
-    file is private (0600): the broker URL in it holds the embedded Redis's password."""
-    return private.write_file(home / SERVICES_FILE, json.dumps(dict(info), indent=2))
-
-
-def read_services(home: Path) -> dict[str, object] | None:
-    """The services of the ``jobsys up`` running in ``home``, or ``None`` if none runs."""
-    path = home / SERVICES_FILE
-    try:
-        info = json.loads(path.read_text())
-    except PermissionError:
-        raise errors.ConfigError(
-            f"cannot read {path}: JOBSYS_HOME={home} is private to the user who runs "
-            "`jobsys up` there; run this command as that user, or set JOBSYS_HOME to a "
-            "home of your own"
-        ) from None
-    except (OSError, ValueError):
-        return None
-    pid = info.get("pid")
-    if not isinstance(pid, int) or not alive(pid):
-        return None
-    return dict(info)
-
-
-def alive(pid: int, signal_to: Callable[[int, int], None] = os.kill) -> bool:
-    """Whether process ``pid`` (or, with ``os.killpg``, process group ``pid``) still exists,
-    even if it belongs to another user."""
-    try:
-        signal_to(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -7,6 +7,7 @@ and decides, with the job's retry policy, whether to try again.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from jobsys.base import bounds
@@ -210,6 +211,11 @@ class JobTimeout(JobError):
     """The run went past its timeout."""
 
 
+class ToolError(JobsysError):
+    """An MCP tool call the server cannot take (an unknown tool); the message names the
+    closest tools."""
+
+
 class RunFailed(JobsysError):
     """The run ended failed or cancelled; ``record`` holds the error and the logs tell more."""
 
@@ -223,3 +229,79 @@ def field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
     """Field-level errors of a pydantic validation, in the shape jobsys reports them (an
     ``InvalidInput``'s ``errors``)."""
     return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+# --- How each interface answers an error ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """How the interfaces answer one kind of error. The CLI exits with ``exit_code`` (0 is
+    success; 1 a run failed or a service is down; 2 bad input or an unknown name or id; 3
+    not allowed); the HTTP API answers ``http_status``; an MCP tool answers a tool error. The
+    HTTP API and MCP give the same body (``body``): the error's class name as ``type``, its
+    message, and its ``fields``."""
+
+    exit_code: int
+    http_status: int
+
+
+BAD_INPUT = Answer(2, 422)
+NOT_FOUND = Answer(2, 404)
+WRONG_STATE = Answer(2, 409)
+UNAVAILABLE = Answer(1, 503)
+
+ANSWERS: dict[type[JobsysError], Answer] = {
+    JobsysError: Answer(1, 400),
+    ConfigError: UNAVAILABLE,
+    JobDeclarationError: BAD_INPUT,
+    UnknownJob: NOT_FOUND,
+    InvalidInput: BAD_INPUT,
+    RunNotFound: NOT_FOUND,
+    WorkflowDeclarationError: BAD_INPUT,
+    WorkflowNotFound: NOT_FOUND,
+    ScheduleNotFound: NOT_FOUND,
+    TokenNotFound: NOT_FOUND,
+    PermissionDenied: Answer(3, 403),
+    NotOwner: Answer(3, 403),
+    Unauthenticated: Answer(3, 401),
+    NotScheduled: Answer(1, 422),
+    InvalidSchedule: BAD_INPUT,
+    InvalidTransition: WRONG_STATE,
+    WaitTimeout: Answer(1, 409),
+    BrokerUnavailable: UNAVAILABLE,
+    SchemaTooNew: UNAVAILABLE,
+    JobError: Answer(1, 400),
+    Retry: Answer(1, 400),
+    Fatal: Answer(1, 400),
+    RunCancelled: Answer(1, 400),
+    JobTimeout: Answer(1, 400),
+    ToolError: Answer(2, 404),
+    RunFailed: Answer(1, 409),
+}
+"""The one table of how each jobsys error is answered: the CLI's exit code, the HTTP status
+and (with ``body``) the MCP tool error are all read from it. A subclass not in it is answered
+as its nearest base class; ``tests/unit/test_errors.py`` checks every class is in it."""
+
+
+def answer(exc: JobsysError | type[JobsysError]) -> Answer:
+    """How the interfaces answer ``exc`` (its class, else its nearest base class, in
+    ``ANSWERS``)."""
+    kind = exc if isinstance(exc, type) else type(exc)
+    for base in kind.__mro__:
+        if base in ANSWERS:
+            return ANSWERS[base]
+    raise AssertionError(f"{kind.__name__} is not a JobsysError")
+
+
+def fields(exc: JobsysError) -> list[dict[str, Any]]:
+    """The field-level problems an error names (``loc``, ``msg``, ``type``), empty if none."""
+    if isinstance(exc, InvalidInput):
+        return list(exc.errors)
+    if isinstance(exc, InvalidSchedule):
+        return [{"loc": [exc.field], "msg": exc.problem, "type": "invalid_schedule"}]
+    if isinstance(exc, JobDeclarationError):
+        return [{"loc": exc.field.split("."), "msg": exc.problem, "type": "invalid_job"}]
+    if isinstance(exc, WorkflowDeclarationError):
+        return [{"loc": [exc.step, exc.field], "msg": exc.problem, "type": "invalid_workflow"}]
+    return []

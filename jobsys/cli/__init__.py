@@ -1,8 +1,9 @@
 """The ``jobsys`` command line: a thin adapter over the service layer (``jobsys.service``).
 
-``base`` holds the ``main`` group, the shared options and helpers, and the core commands. The
-command groups kept in modules of their own are imported here, in one place, so their
-decorators register them on ``main``; then every command gets the ``--token`` option.
+``base`` holds the ``main`` group and the shared options and helpers; each other module holds
+commands (``roles``: worker, beat, up, config; ``jobs``: jobs list/show and submit; ...). They
+are imported here, in one place, so their decorators register them on ``main``; then every
+command gets the ``--token`` option.
 """
 
 from jobsys.cli import (
@@ -10,7 +11,9 @@ from jobsys.cli import (
     bench,
     definitions,
     flower,
+    jobs,
     mcp,
+    roles,
     runs,
     schedules,
     serve,
@@ -18,7 +21,19 @@ from jobsys.cli import (
 )
 from jobsys.cli.base import add_token_option, main
 
-_COMMAND_MODULES = (access, bench, definitions, flower, mcp, runs, schedules, serve, workflows)
+_COMMAND_MODULES = (
+    access,
+    bench,
+    definitions,
+    flower,
+    jobs,
+    mcp,
+    roles,
+    runs,
+    schedules,
+    serve,
+    workflows,
+)
 add_token_option(main)
 
 __all__ = ["main"]

@@ -63,7 +63,8 @@ def bench(
     import tempfile
     from pathlib import Path
 
-    from jobsys.ops import bench as b  # on first use: only `jobsys bench` needs it
+    from jobsys.ops import bench as b  # on first use: only `jobsys bench` needs them
+    from jobsys.ops import bench_queries as bq
 
     settings = config.Settings.from_env()
     target = b.JobsysTarget(settings)
@@ -71,7 +72,7 @@ def bench(
     report: dict[str, Any] = {"machine": b.machine()}
     if set(chosen) - {"queries"}:  # the query scenario needs no broker
         report["machine"]["redis"] = b.redis_version(settings.resolved_broker_url())
-        report["machine"]["database"] = b.database_version(settings.database_url)
+        report["machine"]["database"] = bq.database_version(settings.database_url)
     workdir = Path(tempfile.mkdtemp(prefix="jobsys-bench-"))
     if "throughput" in chosen:
         report["throughput"] = {str(p): b.throughput(target, n_jobs, p, workdir) for p in (1, 2)}
@@ -83,8 +84,8 @@ def bench(
         report["schedule_lag"] = b.schedule_lag(target, n_schedules, workdir)
     if "queries" in chosen:
         report["queries_ms"] = {
-            b.database_version(url): b.queries(url, rows)
-            for url in (query_dbs or (b.sqlite_scratch(),))
+            bq.database_version(url): bq.queries(url, rows)
+            for url in (query_dbs or (bq.sqlite_scratch(),))
         }
     if as_json:
         emit_json(report)

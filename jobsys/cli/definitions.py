@@ -8,7 +8,8 @@ import sys
 import click
 from rich.table import Table
 
-from jobsys.cli.base import emit_json, fail, handle_errors, jobs_group, make_client, out
+from jobsys.cli.base import emit_json, fail, handle_errors, make_client, out
+from jobsys.cli.jobs import jobs_group
 
 
 @jobs_group.command("register")

@@ -19,7 +19,7 @@ from jobsys.cli.base import (
     out,
     parse_input,
 )
-from jobsys.declare import cadence
+from jobsys.declare import cadence, previews
 from jobsys.store import runs, schedules
 
 
@@ -291,7 +291,7 @@ def _future(text: str | None, option: str) -> dt.datetime | None:
 @click.option("--start", "start_at", help="Not before this ISO 8601 time.")
 @click.option("--end", "end_at", help="Not after this ISO 8601 time.")
 @click.option(
-    "-n", "--count", type=click.IntRange(1, cadence.MAX_PREVIEW), default=10, show_default=True
+    "-n", "--count", type=click.IntRange(1, previews.MAX_PREVIEW), default=10, show_default=True
 )
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -324,7 +324,7 @@ def schedules_preview(
             {"kind": kind, field: value, "timezone": tz if kind == "cron" else None}
             | {"start_at": start_at, "end_at": end_at}
         )
-        fires = cadence.preview(when, count, runs.utcnow(), tz)
+        fires = previews.preview(when, count, runs.utcnow(), tz)
         shown = tz or (when.timezone if kind == "cron" else "UTC")
     if as_json:
         data = {"timezone": shown, "fires": [f.to_json() for f in fires]}
@@ -340,7 +340,7 @@ def schedules_preview(
     out.print(table)
 
 
-def _zone_of(fires: list[cadence.Fire]) -> str:
+def _zone_of(fires: list[previews.Fire]) -> str:
     return str(getattr(fires[0].local.tzinfo, "key", "UTC")) if fires else "UTC"
 
 

@@ -1,4 +1,6 @@
-"""When a schedule fires: pure functions of a schedule's definition and a UTC instant.
+"""When a schedule fires: pure functions of a schedule's cadence and a UTC instant, and the
+``ScheduleSpec`` (cadence, input, metadata, options) a schedule is made of. Previews of the next
+fires are in ``jobsys.declare.previews``.
 
 Everything is computed and stored in UTC; a cron expression is read in its IANA time zone
 with ``zoneinfo``. The rules at daylight-saving changes:
@@ -27,7 +29,7 @@ from jobsys.base import bounds, errors
 UTC = dt.UTC
 
 
-class Kind(enum.StrEnum):
+class CadenceKind(enum.StrEnum):
     ONCE = "once"
     INTERVAL = "interval"
     CRON = "cron"
@@ -50,7 +52,7 @@ ALIASES = {
 class Cadence:
     """The timing part of a schedule."""
 
-    kind: Kind
+    kind: CadenceKind
     at: dt.datetime | None = None
     """``once``: the instant (UTC)."""
     every: float | None = None
@@ -69,10 +71,10 @@ class Cadence:
         """The fields that matter for this kind (a ``once`` has no ``every``, ...)."""
         out: dict[str, Any] = {"kind": self.kind.value}
         own = {
-            Kind.ONCE: ("at",),
-            Kind.INTERVAL: ("every",),
-            Kind.ONGOING: ("every",),
-            Kind.CRON: ("cron", "timezone"),
+            CadenceKind.ONCE: ("at",),
+            CadenceKind.INTERVAL: ("every",),
+            CadenceKind.ONGOING: ("every",),
+            CadenceKind.CRON: ("cron", "timezone"),
         }[self.kind]
         for name in (*own, "start_at", "end_at"):
             value = getattr(self, name)
@@ -83,9 +85,9 @@ class Cadence:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Cadence:
         try:
-            kind = Kind(str(data.get("kind")))
+            kind = CadenceKind(str(data.get("kind")))
         except ValueError:
-            choices = ", ".join(k.value for k in Kind)
+            choices = ", ".join(k.value for k in CadenceKind)
             raise errors.InvalidSchedule("kind", f"must be one of {choices}") from None
         times = {n: _instant(n, data.get(n)) for n in ("at", "start_at", "end_at")}
         every = data.get("every")
@@ -125,10 +127,12 @@ def aware(field: str, value: dt.datetime) -> dt.datetime:
 
 
 def check(c: Cadence) -> None:
-    """Refuse a definition that cannot fire, naming the field."""
-    if c.kind is Kind.ONCE and c.at is None:
+    """Refuse a cadence that cannot fire, naming the field."""
+    if c.kind is CadenceKind.ONCE and c.at is None:
         raise errors.InvalidSchedule("at", "a 'once' schedule needs the time to fire")
-    if c.kind in (Kind.INTERVAL, Kind.ONGOING) and (c.every is None or not c.every >= 1):
+    if c.kind in (CadenceKind.INTERVAL, CadenceKind.ONGOING) and (
+        c.every is None or not c.every >= 1
+    ):
         raise errors.InvalidSchedule("every", "must be at least 1 second")
     if c.every is not None and (problem := bounds.seconds(c.every, bounds.MAX_EVERY)):
         raise errors.InvalidSchedule("every", problem)
@@ -136,7 +140,7 @@ def check(c: Cadence) -> None:
         value = getattr(c, field)
         if value is not None and value >= bounds.LATEST_INSTANT:
             raise errors.InvalidSchedule(field, f"must be before {bounds.LATEST_INSTANT.date()}")
-    if c.kind is Kind.CRON:
+    if c.kind is CadenceKind.CRON:
         if not c.cron:
             raise errors.InvalidSchedule(
                 "cron", "a 'cron' schedule needs an expression, e.g. '0 8 * * 1'"
@@ -160,19 +164,19 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
 
 def first_fire(c: Cadence, now: dt.datetime) -> dt.datetime | None:
     """The first fire of a new (or resumed) schedule at ``now``."""
-    if c.kind is Kind.ONCE:
+    if c.kind is CadenceKind.ONCE:
         return c.at
     start = c.start_at or now
-    if c.kind is Kind.CRON:
+    if c.kind is CadenceKind.CRON:
         return _bounded(c, next_cron(c, start - dt.timedelta(microseconds=1)))
     return _bounded(c, start)
 
 
 def next_fire(c: Cadence, fired: dt.datetime) -> dt.datetime | None:
     """The fire after the one due at ``fired`` (``None``: the schedule is over)."""
-    if c.kind is Kind.ONCE:
+    if c.kind is CadenceKind.ONCE:
         return None
-    if c.kind is Kind.CRON:
+    if c.kind is CadenceKind.CRON:
         return _bounded(c, next_cron(c, fired))
     assert c.every is not None
     return _bounded(c, fired + dt.timedelta(seconds=c.every))
@@ -180,9 +184,9 @@ def next_fire(c: Cadence, fired: dt.datetime) -> dt.datetime | None:
 
 def next_after(c: Cadence, fired: dt.datetime, now: dt.datetime) -> dt.datetime | None:
     """The first fire strictly after ``now`` on the cadence of ``fired`` (misfire skipping)."""
-    if c.kind is Kind.ONCE:
+    if c.kind is CadenceKind.ONCE:
         return None
-    if c.kind is Kind.CRON:
+    if c.kind is CadenceKind.CRON:
         return _bounded(c, next_cron(c, max(fired, now)))
     assert c.every is not None
     missed = int((now - fired).total_seconds() // c.every) + 1
@@ -321,7 +325,7 @@ class Options:
 
 
 @dataclasses.dataclass(frozen=True)
-class Definition:
+class ScheduleSpec:
     """What a schedule is: when, and the runs it makes. Declared in code or given at runtime."""
 
     cadence: Cadence
@@ -342,7 +346,7 @@ class Definition:
 
 
 def schedule(
-    kind: Kind | str,
+    kind: CadenceKind | str,
     *,
     at: dt.datetime | str | None = None,
     every: float | None = None,
@@ -357,138 +361,34 @@ def schedule(
     overlap: Overlap | str = Overlap.SKIP,
     misfire: Misfire | str = Misfire.RUN_ONCE,
     grace: float = 60.0,
-) -> Definition:
-    """A schedule definition; raises ``errors.InvalidSchedule`` naming the field that is wrong."""
+) -> ScheduleSpec:
+    """A ``ScheduleSpec``; raises ``errors.InvalidSchedule`` naming the field that is wrong."""
     when = {"at": at, "start_at": start_at, "end_at": end_at}
     data = {"kind": str(kind), "every": every, "cron": cron, "timezone": timezone}
     data.update({k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in when.items()})
     options: dict[str, Any] = {"max_runs": max_runs, "jitter": jitter, "grace": grace}
     options.update(overlap=str(overlap), misfire=str(misfire))
-    return Definition(
+    return ScheduleSpec(
         Cadence.from_json(data), dict(input or {}), dict(metadata or {}), Options.from_json(options)
     )
 
 
-def once(at: dt.datetime | str, **options: Any) -> Definition:
+def once(at: dt.datetime | str, **options: Any) -> ScheduleSpec:
     """Fire once, at ``at`` (an aware datetime or an ISO 8601 time with an offset)."""
-    return schedule(Kind.ONCE, at=at, **options)
+    return schedule(CadenceKind.ONCE, at=at, **options)
 
 
-def every(seconds: float, **options: Any) -> Definition:
+def every(seconds: float, **options: Any) -> ScheduleSpec:
     """Fire every ``seconds`` (real seconds), from ``start_at`` or now."""
-    return schedule(Kind.INTERVAL, every=seconds, **options)
+    return schedule(CadenceKind.INTERVAL, every=seconds, **options)
 
 
-def cron(expression: str, timezone: str = "UTC", **options: Any) -> Definition:
+def cron(expression: str, timezone: str = "UTC", **options: Any) -> ScheduleSpec:
     """Fire at the times a cron expression names (five fields or ``@daily`` and the like),
     read in the IANA ``timezone``."""
-    return schedule(Kind.CRON, cron=expression, timezone=timezone, **options)
+    return schedule(CadenceKind.CRON, cron=expression, timezone=timezone, **options)
 
 
-def ongoing(seconds: float, **options: Any) -> Definition:
+def ongoing(seconds: float, **options: Any) -> ScheduleSpec:
     """Fire every ``seconds`` until the job calls ``ctx.done()`` (or an end is reached)."""
-    return schedule(Kind.ONGOING, every=seconds, **options)
-
-
-# --- previews: the next fires, with the daylight-saving changes that move them --------------
-
-MAX_PREVIEW = 1000
-
-
-@dataclasses.dataclass(frozen=True)
-class Fire:
-    """One fire of a preview: when (UTC and on the wall clock of the zone shown) and, where a
-    daylight-saving change moves or merges it, a note saying how."""
-
-    at: dt.datetime
-    local: dt.datetime
-    note: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"at": self.at.isoformat(), "local": self.local.isoformat(), "note": self.note}
-
-
-def preview(
-    c: Cadence,
-    count: int,
-    now: dt.datetime,
-    timezone: str | None = None,
-    first: dt.datetime | None = None,
-) -> list[Fire]:
-    """The next ``count`` fires of ``c`` from ``now`` (or from ``first``, a saved schedule's
-    next fire), computed as beat computes them (``first_fire``, ``next_fire``), shown in
-    ``timezone`` (default: the cron's zone, else UTC), each noted where a daylight-saving change
-    moves it, merges fires, or shifts the wall-clock time of an interval."""
-    tz = zone(timezone or (c.timezone if c.kind is Kind.CRON else "UTC"))
-    count = max(0, min(count, MAX_PREVIEW))
-    times: list[dt.datetime] = []
-    when = first if first is not None else first_fire(c, now)
-    while when is not None and len(times) < count:
-        times.append(when)
-        when = next_fire(c, when)
-    notes = _cron_notes(c, times) if c.kind is Kind.CRON and c.timezone == tz.key else {}
-    fires = []
-    for i, at in enumerate(times):
-        local = at.astimezone(tz)
-        note = notes.get(at)
-        if note is None and i and c.kind is not Kind.CRON:
-            before = times[i - 1].astimezone(tz)
-            if before.utcoffset() != local.utcoffset():
-                note = (
-                    f"clocks change in {tz.key} before this fire ({before.tzname()} to "
-                    f"{local.tzname()}): an interval counts real seconds, so its wall-clock "
-                    "time moves"
-                )
-        fires.append(Fire(at, local, note))
-    return fires
-
-
-def _cron_notes(c: Cadence, times: list[dt.datetime]) -> dict[dt.datetime, str]:
-    """For each fire in ``times``, what a daylight-saving change did to the wall times the
-    cron expression names: a time in a gap fires at the end of the gap (several such times
-    make one fire), a time that occurs twice fires once, at its first occurrence."""
-    if not times:
-        return {}
-    from croniter import croniter
-
-    assert c.cron is not None
-    tz = zone(c.timezone)
-    expr = ALIASES.get(c.cron.strip(), c.cron)
-    start = (times[0] - dt.timedelta(microseconds=1)).astimezone(tz).replace(tzinfo=None)
-    it = croniter(expr, start)
-    wanted = set(times)
-    found: dict[dt.datetime, list[str]] = {}
-    for _ in range(100_000):
-        wall: dt.datetime = it.get_next(dt.datetime)
-        instant = resolve(wall, tz)
-        if instant > times[-1]:
-            break
-        if instant not in wanted:
-            continue
-        moved = instant.astimezone(tz)
-        day = f"{wall:%Y-%m-%d}"
-        if moved.replace(tzinfo=None) != wall:
-            found.setdefault(instant, []).append(
-                f"{wall:%H:%M} does not exist on {day} in {tz.key} (clocks spring forward)"
-            )
-        elif wall.replace(tzinfo=tz, fold=1).utcoffset() != wall.replace(tzinfo=tz).utcoffset():
-            found.setdefault(instant, []).append(
-                f"{wall:%H:%M} occurs twice on {day} in {tz.key} (clocks fall back): "
-                f"fires once, at the first ({moved.tzname()})"
-            )
-    notes = {}
-    for instant, said in found.items():
-        gap = [s for s in said if "does not exist" in s]
-        if gap:
-            times_named = ", ".join(s.split(" ", 1)[0] for s in gap)
-            verb = "do not exist" if len(gap) > 1 else "does not exist"
-            local = instant.astimezone(tz)
-            day = f"{local:%Y-%m-%d}"
-            notes[instant] = (
-                f"{times_named} {verb} on {day} in {tz.key} (clocks spring forward): "
-                f"fires at {local:%H:%M} {local.tzname()}"
-                + (" (once for all of them)" if len(gap) > 1 else "")
-            )
-        else:
-            notes[instant] = said[0]
-    return notes
+    return schedule(CadenceKind.ONGOING, every=seconds, **options)

@@ -17,8 +17,9 @@ runs a step if its dependencies all ``succeeded`` (the default), if one ``failed
 Secrets: a field of the workflow input is secret when its input model says so, or when a
 step passes it (``$input.f``, or the items of ``for_each: $input.xs``) to a secret field of
 its job; a value written into a step's input for a secret field is secret too. They are
-sealed like a run's (``sealing.py``): the workflow run keeps them redacted in ``input`` and
-``definition`` and sealed with its definition; each step's run seals its own.
+sealed like a run's (``sealing.py``): the workflow run keeps them redacted in its ``input`` and
+in its copy of the workflow (``run_copy``, the ``definition`` column), and sealed beside them;
+each step's run seals its own.
 
 A workflow run is a row of ``jobsys_workflow_runs``; each step's runs are normal runs with
 its ``workflow_id`` and an idempotency key (workflow run, step, item), so a step never starts
@@ -278,9 +279,10 @@ def refuse_secret_literals(wf: Workflow, registry: jobs.Registry) -> None:
         )
 
 
-def stored_definition(wf: Workflow, registry: jobs.Registry) -> dict[str, Any]:
-    """The workflow as a run keeps it: ``to_data()`` with the secrets of its steps' inputs
-    redacted."""
+def run_copy(wf: Workflow, registry: jobs.Registry) -> dict[str, Any]:
+    """The copy of the workflow each of its runs keeps and advances by: ``to_data()`` with
+    the secrets of its steps' inputs redacted (stored in the workflow run's ``definition``
+    column, a name the schema keeps; it is not a runtime definition)."""
     return sealing.split_json(wf.to_data(), _literal_paths(wf, registry))[0]
 
 

@@ -2,8 +2,9 @@
 
 Every error is ``{"error": {"type", "message", "fields"}}``: ``type`` is the error's class
 name, ``message`` one line that says how to fix it, ``fields`` the field-level problems
-(``loc``, ``msg``, ``type``), empty when there are none. Client mistakes get a 4xx; a 500
-means a bug in jobsys, and its traceback is logged.
+(``loc``, ``msg``, ``type``), empty when there are none. A jobsys error's status comes from
+the one table of answers, ``jobsys.base.errors.ANSWERS`` (which also gives the CLI's exit
+codes). Client mistakes get a 4xx; a 500 means a bug in jobsys, and its traceback is logged.
 """
 
 from __future__ import annotations
@@ -21,28 +22,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jobsys.base import errors
 
 log = logging.getLogger("jobsys.http")
-
-STATUS: dict[type[errors.JobsysError], int] = {
-    errors.Unauthenticated: 401,
-    errors.PermissionDenied: 403,
-    errors.UnknownJob: 404,
-    errors.RunNotFound: 404,
-    errors.ScheduleNotFound: 404,
-    errors.WorkflowNotFound: 404,
-    errors.TokenNotFound: 404,
-    errors.InvalidTransition: 409,
-    errors.RunFailed: 409,
-    errors.WaitTimeout: 409,
-    errors.InvalidInput: 422,
-    errors.InvalidSchedule: 422,
-    errors.JobDeclarationError: 422,
-    errors.WorkflowDeclarationError: 422,
-    errors.NotScheduled: 422,
-    errors.BrokerUnavailable: 503,
-    errors.ConfigError: 503,
-    errors.SchemaTooNew: 503,
-}
-"""The status of each jobsys error (by class, the nearest base class counts)."""
 
 FieldError = dict[str, Any]
 
@@ -90,30 +69,15 @@ def _field(f: Mapping[str, Any]) -> FieldError:
 
 
 def status_of(exc: errors.JobsysError) -> int:
-    for kind in type(exc).__mro__:
-        if kind in STATUS:
-            return STATUS[kind]
-    return 400
-
-
-def fields_of(exc: errors.JobsysError) -> list[FieldError]:
-    """The field-level problems a jobsys error names."""
-    if isinstance(exc, errors.InvalidInput):
-        return list(exc.errors)
-    if isinstance(exc, errors.InvalidSchedule):
-        return [{"loc": [exc.field], "msg": exc.problem, "type": "invalid_schedule"}]
-    if isinstance(exc, errors.JobDeclarationError):
-        return [{"loc": exc.field.split("."), "msg": exc.problem, "type": "invalid_job"}]
-    if isinstance(exc, errors.WorkflowDeclarationError):
-        return [{"loc": [exc.step, exc.field], "msg": exc.problem, "type": "invalid_workflow"}]
-    return []
+    """The HTTP status of a jobsys error (``errors.ANSWERS``, shared with the CLI and MCP)."""
+    return errors.answer(exc).http_status
 
 
 def jobsys_response(exc: errors.JobsysError) -> JSONResponse:
     status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     message = str(exc) or type(exc).__doc__ or type(exc).__name__
-    return response(status, type(exc).__name__, message, fields_of(exc), headers)
+    return response(status, type(exc).__name__, message, errors.fields(exc), headers)
 
 
 async def _on_jobsys(_: Request, exc: Exception) -> JSONResponse:

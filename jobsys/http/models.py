@@ -11,7 +11,7 @@ from pydantic import Field
 
 from jobsys.base import bounds
 from jobsys.base.timeparse import DurationSeconds
-from jobsys.declare import cadence
+from jobsys.declare import cadence, previews
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Tag = Annotated[str, Field(min_length=1, max_length=200)]
@@ -171,7 +171,7 @@ class SchedulePreviewBody(Body):
     at: Instant | None = None
     start_at: Instant | None = None
     end_at: Instant | None = None
-    count: int = Field(10, ge=1, le=cadence.MAX_PREVIEW, description="How many fires.")
+    count: int = Field(10, ge=1, le=previews.MAX_PREVIEW, description="How many fires.")
 
     def cadence(self) -> cadence.Cadence:
         data = self.model_dump(exclude={"count"}, exclude_none=True, mode="json")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from jobsys.base import errors
-from jobsys.declare import cadence
+from jobsys.declare import cadence, previews
 from jobsys.http.auth import ClientDep
 from jobsys.http.errors import ApiError
 from jobsys.http.models import ScheduleCreateBody, SchedulePreviewBody, ScheduleUpdateBody
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1", tags=["schedules"])
 IdPath = Annotated[str, Path(min_length=1, max_length=64, description="A schedule id.")]
 
 
-def _definition(changes: dict[str, Any]) -> cadence.Definition:
+def _definition(changes: dict[str, Any]) -> cadence.ScheduleSpec:
     kind = changes.pop("kind")
     try:
         return cadence.schedule(kind, **changes)
@@ -128,7 +128,7 @@ def trigger_schedule(
     return {"schedule_id": schedule_id, key: made, "run_id": made, "version": version}
 
 
-def _fires(fires: list[cadence.Fire], timezone: str) -> dict[str, Any]:
+def _fires(fires: list[previews.Fire], timezone: str) -> dict[str, Any]:
     return {"timezone": timezone, "fires": [f.to_json() for f in fires]}
 
 
@@ -138,8 +138,8 @@ def _fires(fires: list[cadence.Fire], timezone: str) -> dict[str, Any]:
 )
 def preview_cadence(body: SchedulePreviewBody, c: ClientDep) -> dict[str, Any]:
     when = body.cadence()
-    shown = body.timezone or (when.timezone if when.kind is cadence.Kind.CRON else "UTC")
-    return _fires(cadence.preview(when, body.count, runs.utcnow(), shown), shown)
+    shown = body.timezone or (when.timezone if when.kind is cadence.CadenceKind.CRON else "UTC")
+    return _fires(previews.preview(when, body.count, runs.utcnow(), shown), shown)
 
 
 @router.get(
@@ -149,7 +149,7 @@ def preview_cadence(body: SchedulePreviewBody, c: ClientDep) -> dict[str, Any]:
 def preview_schedule(
     schedule_id: IdPath,
     c: ClientDep,
-    count: Annotated[int, Query(ge=1, le=cadence.MAX_PREVIEW)] = 10,
+    count: Annotated[int, Query(ge=1, le=previews.MAX_PREVIEW)] = 10,
     timezone: Annotated[
         str | None, Query(max_length=100, description="Show wall-clock times in this zone.")
     ] = None,

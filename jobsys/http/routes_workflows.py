@@ -11,7 +11,7 @@ from jobsys.base import errors
 from jobsys.declare import workflows
 from jobsys.http.auth import ClientDep
 from jobsys.http.models import AdHocWorkflowBody, WorkflowSubmitBody
-from jobsys.http.routes_jobs import edges
+from jobsys.service import views
 from jobsys.store import workflow_runs
 
 router = APIRouter(prefix="/api/v1", tags=["workflows"])
@@ -63,7 +63,7 @@ def detail(
             }
             for name, st in steps.items()
         },
-        "edges": edges(record.workflow_def),
+        "edges": views.edges(record.workflow_def),
     }
 
 

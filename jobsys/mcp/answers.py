@@ -28,10 +28,6 @@ MAX_MESSAGE = 1000
 # --- errors --------------------------------------------------------------------------------
 
 
-class ToolError(errors.JobsysError):
-    """A tool call this server cannot take (unknown tool, malformed arguments)."""
-
-
 class InvalidArguments(errors.InvalidInput):
     """A tool's arguments failed its input schema; ``errors`` names each bad field."""
 
@@ -58,7 +54,8 @@ def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
-    """The HTTP API's error body for an exception."""
+    """The HTTP API's error body for an exception (its type, message and fields, as
+    ``jobsys.base.errors`` gives them)."""
     if isinstance(exc, errors.JobsysError):
         kind, message = type(exc).__name__, one_line(str(exc))
     else:  # a bug: say so, keep the details in the server's log
@@ -69,7 +66,7 @@ def error_body(exc: BaseException) -> dict[str, Any]:
             "retry it, and report this if it persists"
         )
     fields = []
-    for e in getattr(exc, "errors", None) or []:
+    for e in errors.fields(exc) if isinstance(exc, errors.JobsysError) else []:
         if isinstance(e, dict):
             loc = [p if isinstance(p, int) else one_line(str(p), 100) for p in e.get("loc", [])]
             fields.append(

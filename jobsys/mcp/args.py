@@ -55,6 +55,10 @@ class ListJobsArgs(Args):
     include_hidden: bool = pydantic.Field(False, description="Include hidden jobs.")
 
 
+class DescribeArgs(Args):
+    job: Name = pydantic.Field(description="The job's name (list_jobs gives them).")
+
+
 class RunOptions(Args):
     tags: list[Short] = pydantic.Field([], max_length=50, description="Tags of the run.")
     metadata: dict[str, Any] = pydantic.Field({}, description="Metadata of the run.")

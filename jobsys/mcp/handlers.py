@@ -1,8 +1,9 @@
 """What each generic MCP tool does, over a ``Client``: ``list_jobs``, ``execute_job``, ...,
 ``job_search``, each taking the client and its parsed arguments and returning the answer.
 
-* ``list_jobs``, ``execute_job`` (inline or background), ``get_job_status``, ``register_job``,
-  ``remove_job`` (runtime job definitions, ``jobsys.declare.definitions``);
+* ``list_jobs`` and ``describe_job`` (over ``jobsys.service.views``, as the CLI and HTTP API),
+  ``execute_job`` (inline or background), ``get_job_status``, ``register_job``, ``remove_job``
+  (runtime job definitions, ``jobsys.declare.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
 
@@ -15,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from jobsys.base import errors, keywords
+from jobsys.base import errors
 from jobsys.declare import cadence, definitions, jobs, workflows
 from jobsys.mcp import args
 from jobsys.mcp.answers import bad_argument, run_status, run_summary, schedule_json, workflow_status
 from jobsys.mcp.names import tool_name
+from jobsys.service import views
 from jobsys.service.client import Client
 from jobsys.store import runs
 
@@ -34,51 +36,22 @@ def runnable_jobs(c: Client) -> Iterator[jobs.JobSpec]:
             yield spec
 
 
-def job_json(spec: jobs.JobSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "description": spec.description,
-        "kind": definitions.kind_of(spec),
-        "tags": list(spec.tags),
-        "labels": dict(spec.labels),
-        "input_schema": spec.input_schema(),
-        "output_schema": spec.output_schema(),
-        "tool": tool_name(spec.name),
-    }
-
-
-def _label_matches(spec: jobs.JobSpec, label: str) -> bool:
-    key, sep, value = label.partition("=")
-    return key in spec.labels and (not sep or spec.labels[key] == value)
+def job_json(c: Client, spec: jobs.JobSpec) -> dict[str, Any]:
+    """A job as every interface shows it (``views.job_json``), with the name of its tool."""
+    return {**views.job_json(spec, c), "tool": tool_name(spec.name)}
 
 
 def list_jobs(c: Client, a: args.ListJobsArgs) -> dict[str, Any]:
-    matching = set(c.registry.matching(a.query)) if a.query else set()
-    found = []
-    for spec in c.job_specs(a.include_hidden):
-        if a.tag and a.tag not in spec.tags:
-            continue
-        if (a.label and not _label_matches(spec, a.label)) or (
-            a.query and spec.name not in matching
-        ):
-            continue
-        found.append(job_json(spec))
-    flows = []
-    if not a.tag and not a.label:
-        wanted = set(keywords.words(a.query)) if a.query else set()
-        for wf in sorted(c.registry.workflows.values(), key=lambda w: w.name):
-            if wanted and not wanted <= set(keywords.words(f"{wf.name} {wf.description}")):
-                continue
-            flows.append(
-                {
-                    "name": wf.name,
-                    "description": wf.description,
-                    "kind": "workflow",
-                    "steps": [{"name": s.name, "job": s.job} for s in wf.steps],
-                    "input_schema": wf.input_model.model_json_schema(),
-                }
-            )
-    return {"jobs": found, "workflows": flows}
+    where = views.JobFilter.parse(a.tag, [a.label] if a.label else (), a.query)
+    listing = views.list_jobs(c, where, a.include_hidden)
+    return {
+        "jobs": [job_json(c, s) for s in listing.jobs],
+        "workflows": [views.workflow_json(wf, c.registry) for wf in listing.workflows],
+    }
+
+
+def describe_job(c: Client, a: args.DescribeArgs) -> dict[str, Any]:
+    return {**views.describe_job(c, a.job), "tool": tool_name(a.job)}
 
 
 def _is_workflow(c: Client, name: str) -> bool:
@@ -289,13 +262,12 @@ def job_result(c: Client, a: args.ResultArgs) -> dict[str, Any]:
 
 
 def job_search(c: Client, a: args.SearchArgs) -> dict[str, Any]:
-    visible = c.visible_jobs()
-    names = [n for n in c.registry.matching(a.query) if visible is None or n in visible]
+    where = views.JobFilter.parse(query=a.query)
+    specs = views.list_jobs(c, where, include_hidden=True).jobs
     found = c.list(search=a.query, limit=a.limit)
     return {
         "jobs": [
-            {"name": n, "description": c.registry.get(n).description, "tool": tool_name(n)}
-            for n in names
+            {"name": s.name, "description": s.description, "tool": tool_name(s.name)} for s in specs
         ],
         "runs": [run_summary(r) for r in found],
     }

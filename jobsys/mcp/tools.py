@@ -3,7 +3,7 @@
 Generic tools (the names agents and the issue use), each a ``ToolDef`` of ``TOOLS`` whose
 input schema is its argument model's (``args.py``) and whose work is done in ``handlers.py``:
 
-* ``list_jobs``, ``execute_job`` (inline or background), ``get_job_status``,
+* ``list_jobs``, ``describe_job``, ``execute_job`` (inline or background), ``get_job_status``,
   ``register_job``, ``remove_job`` (runtime job definitions, ``jobsys.declare.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
@@ -34,11 +34,13 @@ import mcp.types as types
 import pydantic
 
 from jobsys.base import errors
+from jobsys.base.errors import ToolError
 from jobsys.declare import definitions, jobs
-from jobsys.mcp.answers import InvalidArguments, ToolError
+from jobsys.mcp.answers import InvalidArguments
 from jobsys.mcp.args import (
     Args,
     CreateArgs,
+    DescribeArgs,
     ExecuteArgs,
     IdArgs,
     ListArgs,
@@ -52,6 +54,7 @@ from jobsys.mcp.args import (
 )
 from jobsys.mcp.handlers import (
     definition_schema,
+    describe_job,
     execute_job,
     get_job_status,
     job_cancel,
@@ -108,11 +111,19 @@ class ToolDef:
 TOOLS: tuple[ToolDef, ...] = (
     ToolDef(
         "list_jobs",
-        "List the jobs you may run (filter by tag, label `key=value`, keywords), each with "
-        "its name, description, kind (code, alias, http), tags, labels and input JSON schema, "
-        "and the workflows.",
+        "List the jobs you may see (filter by tag, label `key=value` or `key`, keywords), each "
+        "with its name, description, kind (code, alias, http), tags, labels, input and output "
+        "JSON schemas, what you may do with it (`may`) and its tool, and the workflows.",
         ListJobsArgs,
         list_jobs,
+        read_only=True,
+    ),
+    ToolDef(
+        "describe_job",
+        "One job as list_jobs shows it: its description, kind, tags, labels, queue, timeout, "
+        "retry policy, input and output JSON schemas, `may` and its tool.",
+        DescribeArgs,
+        describe_job,
         read_only=True,
     ),
     ToolDef(

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobsys.base import config, embedded
+from jobsys.base import config, embedded, running
 from jobsys.declare import catalog
 from jobsys.store import definition_store, runs, stores
 from jobsys.worker import supervisor
@@ -227,7 +227,7 @@ class Stack:
             with _store(self.settings) as store:
                 back = []
                 for r in store.running_on(self.nodes):
-                    if r.worker_pid is not None and config.alive(r.worker_pid):
+                    if r.worker_pid is not None and running.alive(r.worker_pid):
                         continue
                     why = "handed back: its worker was stopped before it ended; it runs again"
                     record = store.hand_back(r.id, r.attempts, why)
@@ -276,7 +276,7 @@ def _count(n: int, word: str) -> str:
 
 
 def _group_alive(pgid: int) -> bool:
-    return config.alive(pgid, os.killpg)
+    return running.alive(pgid, os.killpg)
 
 
 def _kill_group(pgid: int) -> None:

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from jobsys.base import errors
 from jobsys.declare import jobs, workflows
-from jobsys.declare.cadence import Definition, Misfire, Overlap, next_after, next_fire
+from jobsys.declare.cadence import Misfire, Overlap, ScheduleSpec, next_after, next_fire
 from jobsys.store import bulksql, runs, schema
 from jobsys.store.schedules import ScheduleRecord, ScheduleState, ScheduleStore
 
@@ -72,7 +72,7 @@ class Plan:
     """What to do with one due fire, decided before the write."""
 
     record: ScheduleRecord
-    definition: Definition
+    definition: ScheduleSpec
     trigger: str | None
     """The trigger of the run to make; ``None``: no run (skipped misfire or overlap)."""
     following: dt.datetime | None
@@ -294,7 +294,7 @@ class Firing:
             return {str(i): str(state) for i, state in found}
 
 
-def _decide(s: ScheduleRecord, d: Definition, now: dt.datetime, last: dict[str, str]) -> Plan:
+def _decide(s: ScheduleRecord, d: ScheduleSpec, now: dt.datetime, last: dict[str, str]) -> Plan:
     """For a due fire: whether and how it runs, the following fire, and whether to hold it
     until the previous run ends."""
     assert s.nominal_at is not None and s.next_fire_at is not None
@@ -351,7 +351,7 @@ def _conflict_free_insert(dialect: str, what: str) -> Any:
     return statement.returning(R.c.id)
 
 
-def _no_overlap(d: Definition) -> bool:
+def _no_overlap(d: ScheduleSpec) -> bool:
     return d.options.overlap is not Overlap.ALLOW
 
 
@@ -408,7 +408,7 @@ def _made(
     row = {
         "id": f"wf_{digest}",
         "workflow": wf.name,
-        "definition": workflows.stored_definition(wf, registry)
+        "definition": workflows.run_copy(wf, registry)
         | ({workflows.SEALED_KEY: s.sealed} if s.sealed else {}),
         "state": "running",
         "input": s.input,

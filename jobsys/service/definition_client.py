@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jobsys.base import errors, sealing
-from jobsys.declare import cadence, definitions, jobs, workflows
+from jobsys.declare import cadence, definitions, http_jobs, jobs, workflows
 from jobsys.store import definition_store
 
 if TYPE_CHECKING:
@@ -153,13 +153,13 @@ class DefinitionClient:
                 )
             return definitions.build_alias(d, registry)
         if isinstance(d, definitions.HttpDefinition):
-            definitions.check_http(d)
-            return definitions.build_http(d, settings.http_job_hosts)
+            http_jobs.check_http(d)
+            return http_jobs.build_http(d, settings.http_job_hosts)
         wf = definitions.build_workflow(d, registry)
         workflows.refuse_secret_literals(wf, registry)
         return None
 
-    def _schedule_of(self, d: Parsed) -> cadence.Definition | None:
+    def _schedule_of(self, d: Parsed) -> cadence.ScheduleSpec | None:
         if not isinstance(d, definitions.AliasDefinition) or d.schedule is None:
             return None
         args = dict(d.schedule)
@@ -169,7 +169,7 @@ class DefinitionClient:
         except TypeError as exc:
             raise errors.InvalidSchedule("schedule", str(exc)) from None
 
-    def _replace_schedule(self, name: str, schedule: cadence.Definition | None) -> None:
+    def _replace_schedule(self, name: str, schedule: cadence.ScheduleSpec | None) -> None:
         """The schedule a definition brings is named after it; re-registering replaces it."""
         sc = self._client.schedules
         for record in sc.list(job=name):

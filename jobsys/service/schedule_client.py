@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from jobsys.base import errors
-from jobsys.declare import cadence, jobs, workflows
+from jobsys.declare import cadence, jobs, previews, workflows
 from jobsys.scheduling import firing
 from jobsys.store import runs, schedules
 
@@ -35,7 +35,7 @@ class ScheduleClient:
     def create(
         self,
         job: str,
-        definition: cadence.Definition,
+        definition: cadence.ScheduleSpec,
         name: str | None = None,
         description: str | None = None,
         paused: bool = False,
@@ -59,7 +59,7 @@ class ScheduleClient:
             paused=paused,
         )
 
-    def check(self, spec: jobs.JobSpec, definition: cadence.Definition) -> None:
+    def check(self, spec: jobs.JobSpec, definition: cadence.ScheduleSpec) -> None:
         """Raise what ``create`` would raise for a schedule of ``spec``, a job not registered
         yet: a job definition that brings a schedule is stored only with it."""
         checked, _ = self._checked_job(spec, definition)
@@ -167,7 +167,7 @@ class ScheduleClient:
 
     def preview(
         self, schedule_id: str, count: int = 10, timezone: str | None = None
-    ) -> builtins.list[cadence.Fire]:
+    ) -> builtins.list[previews.Fire]:
         """The next ``count`` fires of a schedule, from its next one, as beat will make them
         (without jitter), with notes where a daylight-saving change moves one; none once it is
         over or cancelled; at most the runs ``max_runs`` leaves."""
@@ -180,7 +180,7 @@ class ScheduleClient:
         d = record.definition
         if d.options.max_runs is not None:
             count = min(count, max(0, d.options.max_runs - record.run_count))
-        return cadence.preview(d.cadence, count, runs.utcnow(), timezone, first=record.nominal_at)
+        return previews.preview(d.cadence, count, runs.utcnow(), timezone, first=record.nominal_at)
 
     def clear(self, dry_run: bool = False) -> builtins.list[schedules.ScheduleRecord]:
         """Admins only: cancel every schedule of this admin's own tenant made at runtime (not
@@ -202,8 +202,8 @@ class ScheduleClient:
         return target not in registry and target in registry.workflows
 
     def _checked(
-        self, job: str, definition: cadence.Definition
-    ) -> tuple[cadence.Definition, str | None]:
+        self, job: str, definition: cadence.ScheduleSpec
+    ) -> tuple[cadence.ScheduleSpec, str | None]:
         """The definition with its input validated (secrets redacted), and the secrets. A
         schedule's target is a job or a workflow of the catalog."""
         registry = self._client.registry
@@ -222,8 +222,8 @@ class ScheduleClient:
         return self._checked_job(registry.get(job), definition)
 
     def _checked_job(
-        self, spec: jobs.JobSpec, definition: cadence.Definition
-    ) -> tuple[cadence.Definition, str | None]:
+        self, spec: jobs.JobSpec, definition: cadence.ScheduleSpec
+    ) -> tuple[cadence.ScheduleSpec, str | None]:
         problems = runs.nul_errors({"input": definition.input, "metadata": definition.metadata})
         if problems:
             raise errors.InvalidInput(spec.name, problems, "schedule")
@@ -231,7 +231,7 @@ class ScheduleClient:
         return dataclasses.replace(definition, input=payload), sealed
 
 
-def _flatten(d: cadence.Definition) -> dict[str, Any]:
+def _flatten(d: cadence.ScheduleSpec) -> dict[str, Any]:
     """A definition as the keyword arguments of ``cadence.schedule``."""
     c = d.cadence.to_json()
     return {

@@ -50,7 +50,7 @@ class WorkflowClient:
             wf,
             payload,
             self._client.principal,
-            definition=workflows.stored_definition(wf, registry),
+            definition=workflows.run_copy(wf, registry),
             sealed=self._client.sealer.seal(hidden),
         )
         try:

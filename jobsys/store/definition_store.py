@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobsys.base import config, errors, sealing
-from jobsys.declare import definitions, jobs, workflows
+from jobsys.declare import definitions, http_jobs, jobs, workflows
 from jobsys.store import runs, schema
 
 log = logging.getLogger("jobsys.definitions")
@@ -40,7 +40,7 @@ class DefinitionRecord:
     def to_json(self) -> dict[str, Any]:
         """What readers see: never a stored credential."""
         return {
-            **definitions.masked(self.data),
+            **http_jobs.masked(self.data),
             "version": self.version,
             "tenant": self.tenant,
             "owner": self.owner,
@@ -211,7 +211,7 @@ class Source:
                 if isinstance(d, definitions.AliasDefinition):
                     specs[d.name] = definitions.build_alias(d, registry)
                 elif isinstance(d, definitions.HttpDefinition):
-                    specs[d.name] = definitions.build_http(
+                    specs[d.name] = http_jobs.build_http(
                         d, self.http_hosts, self._secrets(record.sealed)
                     )
                 else:
@@ -220,10 +220,10 @@ class Source:
                 log.warning("jobsys: job definition %s skipped: %s", record.name, exc)
         return specs, later
 
-    def _secrets(self, sealed: str | None) -> definitions.Secrets:
+    def _secrets(self, sealed: str | None) -> http_jobs.Secrets:
         sealer = self.sealer
         if not sealed or sealer is None:
-            return definitions.no_secrets
+            return http_jobs.no_secrets
 
         def opened() -> dict[str, str]:
             return {str(k): str(v) for k, v in sealer.open(sealed).items()}

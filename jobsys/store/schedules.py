@@ -26,8 +26,8 @@ from jobsys.base import errors, sealing
 from jobsys.declare import jobs, permissions
 from jobsys.declare.cadence import (
     Cadence,
-    Definition,
     Options,
+    ScheduleSpec,
     first_fire,
     next_after,
 )
@@ -82,9 +82,9 @@ class ScheduleRecord:
     """What it is for, in words (``--description``)."""
 
     @property
-    def definition(self) -> Definition:
+    def definition(self) -> ScheduleSpec:
         when, options = _parsed(json.dumps(self.cadence, sort_keys=True), json.dumps(self.options))
-        return Definition(when, self.input, self.meta, options)
+        return ScheduleSpec(when, self.input, self.meta, options)
 
     def to_json(self) -> dict[str, Any]:
         return runs.as_json(self)
@@ -112,7 +112,7 @@ class ScheduleStore:
     def create(
         self,
         job: str,
-        definition: Definition,
+        definition: ScheduleSpec,
         principal: permissions.Principal,
         name: str | None = None,
         now: dt.datetime | None = None,
@@ -159,7 +159,7 @@ class ScheduleStore:
     def update(
         self,
         schedule_id: str,
-        definition: Definition,
+        definition: ScheduleSpec,
         principal: permissions.Principal,
         tenant: str | None = None,
         now: dt.datetime | None = None,
@@ -199,7 +199,7 @@ class ScheduleStore:
             self._version(conn, schedule_id, version, current.job, definition, principal.id, now)
         return self.get(schedule_id)
 
-    def _definition_values(self, d: Definition) -> dict[str, Any]:
+    def _definition_values(self, d: ScheduleSpec) -> dict[str, Any]:
         return {
             "cadence": d.cadence.to_json(),
             "input": d.input,
@@ -213,7 +213,7 @@ class ScheduleStore:
         schedule_id: str,
         version: int,
         job: str,
-        d: Definition,
+        d: ScheduleSpec,
         who: str,
         now: dt.datetime,
     ) -> None:
@@ -523,8 +523,8 @@ class ScheduleStore:
 
 
 def _sealed(
-    spec: jobs.JobSpec, d: Definition, sealer: sealing.Sealer | None
-) -> tuple[Definition, str | None]:
+    spec: jobs.JobSpec, d: ScheduleSpec, sealer: sealing.Sealer | None
+) -> tuple[ScheduleSpec, str | None]:
     """A declared schedule with the secret fields of its input redacted, and those sealed."""
     paths = sealing.secret_paths(spec.input_model)
     if not paths:

@@ -86,7 +86,7 @@ class WorkflowStore:
         definition: dict[str, Any] | None = None,
         sealed: str | None = None,
     ) -> WorkflowRecord:
-        """A new running workflow run. ``input`` and ``definition`` (``stored_definition``)
+        """A new running workflow run. ``input`` and ``definition`` (``run_copy``)
         with their secrets redacted, and those secrets ``sealed`` (see ``split``)."""
         now = runs.utcnow()
         workflow_id = "wf_" + uuid.uuid4().hex[:24]

@@ -17,6 +17,7 @@ from tests.cluster import ROOT
 
 GENERIC_TOOLS = (
     "list_jobs",
+    "describe_job",
     "execute_job",
     "get_job_status",
     "register_job",

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from jobsys import RunState
 from jobsys.base import errors
 from jobsys.declare import permissions, workflows
-from jobsys.declare.definitions import MAX_RESPONSE_BYTES
+from jobsys.declare.http_jobs import MAX_RESPONSE_BYTES
 from jobsys.store import schema, tokens
 from tests.cluster import Cluster, cluster
 from tests.servers import Serve

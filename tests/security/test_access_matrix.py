@@ -240,6 +240,7 @@ HTTP_OUT_OF_MATRIX = {
 
 MCP_TOOLS: dict[str, dict[str, str]] = {
     "list_jobs": each(ALL_JOBS, "list"),
+    "describe_job": each(ALL_JOBS, "see"),
     "execute_job": each((*ALL_JOBS, "workflow", "admin_workflow"), "execute"),
     "get_job_status": {**RUN_READS, **each(FLOW_RUNS, "read")},
     "register_job": {"definition": "replace"},
@@ -778,6 +779,7 @@ def mcp_call(cell: Cell, value: str) -> tuple[str, dict[str, Any]]:
     searched = value if cell.resource == "definition" else RUN_JOBS.get(cell.resource, "")
     arguments: dict[str, Callable[[], dict[str, Any]]] = {
         "list_jobs": lambda: {"include_hidden": True},
+        "describe_job": lambda: {"job": value},
         "execute_job": lambda: {"job": value, "input": given, "mode": "background"},
         "get_job_status": lambda: {"run_id": value},
         "register_job": lambda: alias(value),

@@ -29,7 +29,7 @@ import psutil
 import pytest
 import redis
 
-from jobsys.base import config, embedded
+from jobsys.base import config, embedded, running
 from jobsys.declare import catalog
 from jobsys.engine import broker
 from tests.cluster import ROOT
@@ -166,7 +166,7 @@ class Home:
 
     def __init__(self, up: Up) -> None:
         self.up = up
-        self.services = config.read_services(up.home) or {}
+        self.services = running.read_services(up.home) or {}
         kept = up.home / "redis" / embedded.PASSWORD_FILE
         self.password = kept.read_text().strip() if kept.exists() else "(none)"
         self.port = int(str(self.services["broker_url"]).rsplit(":", 1)[1].split("/")[0])

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from jobsys.base import errors
-from jobsys.declare import cadence
+from jobsys.declare import cadence, previews
 
 UTC = dt.UTC
 
@@ -17,7 +17,7 @@ def at(text: str) -> dt.datetime:
 
 
 def cron(expr: str, tz: str = "UTC") -> cadence.Cadence:
-    return cadence.Cadence(cadence.Kind.CRON, cron=expr, timezone=tz)
+    return cadence.Cadence(cadence.CadenceKind.CRON, cron=expr, timezone=tz)
 
 
 def fires(c: cadence.Cadence, after: str, n: int) -> list[str]:
@@ -57,7 +57,7 @@ def test_an_ambiguous_local_time_fires_once() -> None:
 
 
 def test_intervals_count_real_seconds_across_a_dst_change() -> None:
-    hourly = cadence.Cadence(cadence.Kind.INTERVAL, every=3600)
+    hourly = cadence.Cadence(cadence.CadenceKind.INTERVAL, every=3600)
     first = at("2026-11-01T04:30:00+00:00")
     assert cadence.next_fire(hourly, first) - first == dt.timedelta(hours=1)
 
@@ -73,7 +73,7 @@ def test_once_fires_once_and_bounds_are_kept() -> None:
     assert cadence.first_fire(once, at("2026-11-25T00:00:00+00:00")) == when
     assert cadence.next_fire(once, when) is None
     bounded = cadence.Cadence(
-        cadence.Kind.INTERVAL, every=60, end_at=at("2026-11-25T00:02:00+00:00")
+        cadence.CadenceKind.INTERVAL, every=60, end_at=at("2026-11-25T00:02:00+00:00")
     )
     t0 = at("2026-11-25T00:01:00+00:00")
     assert cadence.next_fire(bounded, t0) == at("2026-11-25T00:02:00+00:00")
@@ -81,7 +81,7 @@ def test_once_fires_once_and_bounds_are_kept() -> None:
 
 
 def test_after_downtime_the_next_fire_is_the_first_one_in_the_future() -> None:
-    every_10 = cadence.Cadence(cadence.Kind.INTERVAL, every=10)
+    every_10 = cadence.Cadence(cadence.CadenceKind.INTERVAL, every=10)
     fired = at("2026-11-25T00:00:00+00:00")
     now = at("2026-11-25T00:01:05+00:00")
     assert cadence.next_after(every_10, fired, now) == at("2026-11-25T00:01:10+00:00")
@@ -110,7 +110,7 @@ def test_bad_definitions_are_refused_naming_the_field(call: object, field: str) 
 
 def test_definitions_round_trip_through_json() -> None:
     d = cadence.cron("0 8 * * 1", timezone="Europe/Paris", input={"x": 1}, jitter=5)
-    again = cadence.Definition(
+    again = cadence.ScheduleSpec(
         cadence.Cadence.from_json(d.cadence.to_json()),
         d.input,
         d.metadata,
@@ -124,7 +124,7 @@ def test_definitions_round_trip_through_json() -> None:
 
 def test_preview_notes_a_cron_time_the_spring_forward_skips() -> None:
     c = cron("30 2 * * *", "Europe/Berlin")
-    shown = cadence.preview(c, 3, at("2026-03-28T00:00Z"))
+    shown = previews.preview(c, 3, at("2026-03-28T00:00Z"))
     assert [f.local.isoformat() for f in shown] == [
         "2026-03-28T02:30:00+01:00",
         "2026-03-29T03:00:00+02:00",  # 02:30 does not exist that day
@@ -145,7 +145,7 @@ def test_preview_notes_a_cron_time_the_spring_forward_skips() -> None:
 def test_preview_times_agree_with_the_fires_beat_makes() -> None:
     c = cron("*/20 2 * * *", "Europe/Berlin")
     now = at("2026-03-28T12:00Z")
-    shown = cadence.preview(c, 6, now)
+    shown = previews.preview(c, 6, now)
     when, made = cadence.first_fire(c, now), []
     for _ in range(6):
         assert when is not None
@@ -160,24 +160,24 @@ def test_preview_times_agree_with_the_fires_beat_makes() -> None:
 
 
 def test_preview_notes_a_time_the_fall_back_repeats() -> None:
-    shown = cadence.preview(cron("30 2 * * *", "Europe/Berlin"), 2, at("2026-10-24T12:00Z"))
+    shown = previews.preview(cron("30 2 * * *", "Europe/Berlin"), 2, at("2026-10-24T12:00Z"))
     assert shown[0].at == at("2026-10-25T00:30Z")  # the first 02:30 (CEST), once
     assert shown[0].note is not None and "occurs twice" in shown[0].note
     assert shown[1].note is None
 
 
 def test_preview_of_an_interval_notes_the_wall_clock_moving() -> None:
-    daily = cadence.Cadence(cadence.Kind.INTERVAL, every=86_400)
-    shown = cadence.preview(daily, 3, at("2026-03-28T08:00Z"), "Europe/Berlin")
+    daily = cadence.Cadence(cadence.CadenceKind.INTERVAL, every=86_400)
+    shown = previews.preview(daily, 3, at("2026-03-28T08:00Z"), "Europe/Berlin")
     assert [f.local.strftime("%H:%M") for f in shown] == ["09:00", "10:00", "10:00"]
     assert [f.note is not None for f in shown] == [False, True, False]
     assert shown[1].note is not None and "CET to CEST" in shown[1].note
 
 
 def test_preview_ends_with_the_schedule() -> None:
-    once = cadence.Cadence(cadence.Kind.ONCE, at=at("2030-01-01T00:00Z"))
-    assert [f.at for f in cadence.preview(once, 5, at("2026-01-01T00:00Z"))] == [
+    once = cadence.Cadence(cadence.CadenceKind.ONCE, at=at("2030-01-01T00:00Z"))
+    assert [f.at for f in previews.preview(once, 5, at("2026-01-01T00:00Z"))] == [
         at("2030-01-01T00:00Z")
     ]
-    ending = cadence.Cadence(cadence.Kind.INTERVAL, every=60, end_at=at("2026-01-01T00:02Z"))
-    assert len(cadence.preview(ending, 10, at("2026-01-01T00:00Z"))) == 3
+    ending = cadence.Cadence(cadence.CadenceKind.INTERVAL, every=60, end_at=at("2026-01-01T00:02Z"))
+    assert len(previews.preview(ending, 10, at("2026-01-01T00:00Z"))) == 3

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobsys import cli
-from jobsys.base import config, errors
+from jobsys.base import config, errors, running
 
 
 def test_defaults_use_the_home_folder(tmp_path: Path) -> None:
@@ -43,9 +43,9 @@ def test_broker_is_found_through_the_running_up(tmp_path: Path) -> None:
     s = config.Settings.from_env({"JOBSYS_HOME": str(tmp_path)})
     with pytest.raises(errors.BrokerUnavailable, match="jobsys up"):
         s.resolved_broker_url()
-    config.write_services(tmp_path, {"pid": os.getpid(), "broker_url": "redis://x:9/0"})
+    running.write_services(tmp_path, {"pid": os.getpid(), "broker_url": "redis://x:9/0"})
     assert s.resolved_broker_url() == "redis://x:9/0"
-    config.write_services(tmp_path, {"pid": 2**22 + 12345, "broker_url": "redis://x:9/0"})
+    running.write_services(tmp_path, {"pid": 2**22 + 12345, "broker_url": "redis://x:9/0"})
     with pytest.raises(errors.BrokerUnavailable):
         s.resolved_broker_url()
 

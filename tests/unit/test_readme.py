@@ -7,7 +7,7 @@ import re
 
 import click
 
-from jobsys.cli import base as cli
+from jobsys.cli import roles as cli
 from jobsys.mcp.names import DEPRECATED_TOOLS, tool_name
 from jobsys.mcp.tools import TOOLS
 

@@ -135,7 +135,7 @@ def test_a_workflow_seals_what_its_steps_take_as_secrets() -> None:
     )
     stored, hidden = workflows.split(wf, given, registry)
     assert stored == {"tok": REDACTED, "logins": [{"password": REDACTED}], "note": "plain"}
-    definition = workflows.stored_definition(wf, registry)
+    definition = workflows.run_copy(wf, registry)
     assert definition["steps"][2]["input"] == {"token": REDACTED}
     assert "written-in" not in repr(definition) and "t-value" not in repr(stored)
     assert sealing.merge(stored, hidden, ("input",))["logins"][0]["password"] == "p-value"

@@ -1,0 +1,211 @@
+"""``jobsys jobs list/show`` (over ``jobsys.service.views``, as the HTTP API and the MCP tools)
+and ``jobsys submit``; ``jobsys jobs register/remove/definitions`` are in ``definitions.py``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobsys.base import errors
+from jobsys.cli.base import (
+    DURATION,
+    emit_json,
+    err,
+    handle_errors,
+    main,
+    make_client,
+    out,
+    parse_input,
+)
+from jobsys.declare import definitions
+from jobsys.service import client as client_mod
+from jobsys.service import views
+from jobsys.store import runs
+
+
+@main.group("jobs")
+def jobs_group() -> None:
+    """Discover the declared jobs."""
+
+
+@jobs_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--all", "include_hidden", is_flag=True, help="Include hidden jobs.")
+@click.option("--tag", default=None, help="Only jobs with this tag.")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="Only jobs with this label: key=value, or key for any value (repeat: all of them).",
+)
+@click.option(
+    "--search", "query", default=None, help="Keywords the name, description, tags or labels hold."
+)
+@handle_errors
+def jobs_list(
+    as_json: bool, include_hidden: bool, tag: str | None, labels: tuple[str, ...], query: str | None
+) -> None:
+    """List the jobs you may see (as the HTTP API and the MCP tool list_jobs do)."""
+    c = make_client()
+    found = views.list_jobs(c, views.JobFilter.parse(tag, labels, query), include_hidden).jobs
+    if as_json:
+        emit_json([views.job_json(s, c) for s in found])
+        return
+    table = Table("name", "kind", "description", "tags", "queue", "timeout")
+    for s in found:
+        table.add_row(
+            s.name,
+            definitions.kind_of(s),
+            s.description.splitlines()[0] if s.description else "",
+            ", ".join(s.tags),
+            s.queue,
+            f"{s.timeout:g} s",
+        )
+    out.print(table)
+
+
+@jobs_group.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def jobs_show(name: str, as_json: bool) -> None:
+    """Show one job with its input and output schemas."""
+    data = views.describe_job(make_client(), name)
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        text = json.dumps(value, indent=2) if isinstance(value, dict | list) else str(value)
+        out.print(f"[bold]{key}[/bold]: {text}")
+
+
+# --- submit ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("name")
+@click.option("--input", "input_text", default="{}", show_default=True, help="Input as JSON.")
+@click.option("--wait", is_flag=True, help="Wait for the run, then print its output.")
+@click.option(
+    "--timeout",
+    type=DURATION,
+    default=3600.0,
+    show_default=True,
+    help="How long to wait with --wait: seconds, or 30s, 5m, 1h.",
+)
+@click.option(
+    "--countdown",
+    type=DURATION,
+    default=None,
+    help="Not before this long from now: seconds, or 30s, 5m, 1h.",
+)
+@click.option("--idempotency-key", default=None)
+@click.option("--tag", "tags", multiple=True)
+@click.option("--depends-on", "depends_on", multiple=True, help="A run id to wait for (repeat).")
+@click.option("--run-anyway", is_flag=True, help="Run even if a run it depends on fails.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+@handle_errors
+def submit(
+    name: str,
+    input_text: str,
+    wait: bool,
+    timeout: float,
+    countdown: float | None,
+    idempotency_key: str | None,
+    tags: tuple[str, ...],
+    depends_on: tuple[str, ...],
+    run_anyway: bool,
+    as_json: bool,
+) -> None:
+    """Submit a run of job NAME; prints the run id (or, with --wait, the output)."""
+    c = make_client()
+    options = client_mod.SubmitOptions(
+        idempotency_key=idempotency_key,
+        tags=tags,
+        depends_on=depends_on,
+        run_anyway=run_anyway,
+        countdown=countdown,
+    )
+    run_id = c.submit(name, parse_input(input_text), options)
+    if not wait:
+        if as_json:
+            emit_json(c.status(run_id).to_json())
+        else:
+            click.echo(run_id)
+        return
+    err.print(f"run {run_id}")
+    record = _wait_with_progress(c, run_id, timeout)
+    if as_json:
+        emit_json(record.to_json())
+    elif record.state is runs.RunState.COMPLETED:
+        click.echo(json.dumps(record.output))
+    if record.state is not runs.RunState.COMPLETED:
+        raise errors.RunFailed(run_id, record.state.value, record.error)
+
+
+def _wait_with_progress(c: client_mod.Client, run_id: str, timeout: float) -> runs.RunRecord:
+    deadline = time.monotonic() + timeout
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
+    notes = _WaitNotes(c)
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("pending", total=100)
+        while True:
+            record = c.status(run_id)
+            pct = (record.progress or {}).get("pct", 0.0)
+            note = (record.progress or {}).get("message") or record.state.value
+            waiting = notes.reason(record)
+            if waiting and waiting != notes.said:  # a line of its own: shown on any stderr
+                bar.console.print(
+                    f"run {run_id} waits: {waiting}", markup=False, highlight=False, soft_wrap=True
+                )
+                notes.said = waiting
+            if waiting:
+                note = f"{record.state.value}: waiting for a worker that runs {record.job}"
+            bar.update(task, completed=100 if record.terminal else pct, description=note)
+            if record.terminal:
+                return record
+            if time.monotonic() > deadline:
+                raise errors.WaitTimeout(run_id, timeout, waiting)
+            with contextlib.suppress(errors.WaitTimeout):
+                c.wait(run_id, timeout=0.25, poll=0.25)
+
+
+class _WaitNotes:
+    """Why a run that `submit --wait` follows has not started: what the worker that parked
+    its message recorded (``RunRecord.waiting``) or, when no worker took it at all, that no
+    live worker announced its job (looked at after 2 s of waiting, then every 5 s)."""
+
+    FIRST_LOOK, LOOK_EVERY = 2.0, 5.0
+
+    def __init__(self, c: client_mod.Client) -> None:
+        self.c = c
+        self.said: str | None = None
+        self._since = time.monotonic()
+        self._looked = 0.0
+        self._unannounced: str | None = None
+
+    def reason(self, record: runs.RunRecord) -> str | None:
+        recorded = client_mod.waiting_message(record)
+        if recorded or record.state is not runs.RunState.PENDING:
+            return recorded
+        now = time.monotonic()
+        if now - self._since >= self.FIRST_LOOK and now - self._looked >= self.LOOK_EVERY:
+            self._looked = now
+            self._unannounced = None
+            if self.c.announced(record.job) is False:
+                self._unannounced = (
+                    f"no live worker runs job {record.job!r}: none announced it (a worker "
+                    "runs the jobs of its catalog whose queue it reads; this job's queue is "
+                    f"{record.queue!r})"
+                )
+        return self._unannounced
