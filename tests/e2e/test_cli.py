@@ -381,9 +381,16 @@ def test_the_log_stream_sends_the_record_only_when_its_state_changes(up: Up) -> 
     base = re.search(r"http +(http://127\.0\.0\.1:\d+)/", printed)
     token = re.search(r"token +(\S+)", printed)
     assert base and token, printed
-    run_id = up.jobsys(
-        "submit", "examples.sleep", "--input", '{"seconds": 2}', check=True
-    ).stdout.strip()
+    # Submitted over HTTP rather than by a CLI process, whose start-up on a loaded machine
+    # can outlast the run: the stream must open while the run still reports progress.
+    submitted = httpx.post(
+        f"{base.group(1)}/api/v1/jobs/examples.sleep/runs",
+        json={"input": {"seconds": 3}},
+        headers={"Authorization": f"Bearer {token.group(1)}"},
+        timeout=30,
+    )
+    assert submitted.status_code == 202, submitted.text
+    run_id = submitted.json()["run_id"]
     stream = f"{base.group(1)}/api/v1/runs/{run_id}/logs/stream?token={token.group(1)}"
     with httpx.stream("GET", stream, timeout=60) as events:
         assert events.status_code == 200
