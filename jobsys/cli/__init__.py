@@ -14,11 +14,23 @@ from jobsys.cli import (
     runs,
     schedules,
     serve,
+    workers,
     workflows,
 )
 from jobsys.cli.base import add_token_option, main
 
-_COMMAND_MODULES = (access, bench, definitions, flower, mcp, runs, schedules, serve, workflows)
+_COMMAND_MODULES = (
+    access,
+    bench,
+    definitions,
+    flower,
+    mcp,
+    runs,
+    schedules,
+    serve,
+    workers,
+    workflows,
+)
 add_token_option(main)
 
 __all__ = ["main"]
