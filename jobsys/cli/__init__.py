@@ -17,6 +17,7 @@ from jobsys.cli import (
     runs,
     schedules,
     serve,
+    workers,
     workflows,
 )
 from jobsys.cli.base import add_token_option, main
@@ -32,6 +33,7 @@ _COMMAND_MODULES = (
     runs,
     schedules,
     serve,
+    workers,
     workflows,
 )
 add_token_option(main)

@@ -6,7 +6,9 @@ none of them imports another to find out what a module declares."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import sys
 import types
@@ -60,3 +62,21 @@ def _search_working_directory() -> None:
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def digest(registry: jobs.Registry) -> str:
+    """A stable hash of the jobs a catalog declares: each job's name, version, queue and input
+    and output schemas (the jobs registered at runtime, which every process shares through the
+    store, are left out). Two processes with the same hash run the same jobs."""
+    described = [
+        {
+            "name": spec.name,
+            "version": spec.version,
+            "queue": spec.queue,
+            "input": spec.input_schema(),
+            "output": spec.output_schema(),
+        }
+        for spec in registry.catalog()
+    ]
+    text = json.dumps(described, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

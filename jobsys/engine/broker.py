@@ -27,7 +27,7 @@ from kombu import Queue
 
 from jobsys.base import config, errors, sealing
 from jobsys.declare import definitions, jobs, permissions
-from jobsys.engine import transport
+from jobsys.engine import presence, transport
 from jobsys.store import definition_store, runs, stores
 from jobsys.worker import context, execute
 
@@ -625,4 +625,5 @@ def install_worker_hooks(app: Celery, runtime: Runtime) -> Reaper:
     _hand_back_on_warm_shutdown(runtime)
     signals.worker_shutdown.connect(shutdown, weak=False)
     signals.worker_process_shutdown.connect(shutdown, weak=False)
+    presence.install(app, runtime)  # after ``ready`` above: the store is open
     return reaper

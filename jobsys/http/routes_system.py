@@ -1,4 +1,4 @@
-"""Health, readiness, the caller's principal, statistics and Prometheus metrics."""
+"""Health, readiness, the caller's principal, statistics, the workers and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -66,6 +66,17 @@ def get_stats(
     return summaries.get(
         scope, lambda: stats.summary(svc.store.engine, svc.settings, c.registry, scope)
     )
+
+
+@router.get(
+    "/api/v1/workers",
+    summary="The worker processes of the cluster: queues, runs held, heartbeat, version, "
+    "catalog (admin token)",
+)
+def list_workers(c: ClientDep) -> dict[str, Any]:
+    """Like metrics, the workers serve every tenant: an admin role is needed (403 otherwise);
+    the ids of the runs they hold are the caller's tenant's (every tenant's for a superadmin)."""
+    return c.admin.workers()
 
 
 def _metrics_caller(request: Request) -> None:

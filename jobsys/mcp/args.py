@@ -187,6 +187,10 @@ class SearchArgs(Args):
     limit: Limit = 20
 
 
+class NoArgs(Args):
+    """A tool that takes no arguments (any given is refused, by name)."""
+
+
 # --- the shape -----------------------------------------------------------------------------
 
 

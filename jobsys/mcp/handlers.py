@@ -5,7 +5,8 @@
   ``execute_job`` (inline or background), ``get_job_status``, ``register_job``, ``remove_job``
   (runtime job definitions, ``jobsys.declare.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
-  ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
+  ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``;
+* the cluster: ``list_workers`` (admin roles).
 
 They raise jobsys errors; the caller (``tools.call``) turns them into tool errors. Also here:
 the jobs a client may run (the name of a job's own tool, ``tool_name``, is in ``names.py``).
@@ -271,3 +272,10 @@ def job_search(c: Client, a: args.SearchArgs) -> dict[str, Any]:
         ],
         "runs": [run_summary(r) for r in found],
     }
+
+
+# --- the cluster ---------------------------------------------------------------------------
+
+
+def list_workers(c: Client, _: args.NoArgs) -> dict[str, Any]:
+    return c.admin.workers()

@@ -6,7 +6,8 @@ input schema is its argument model's (``args.py``) and whose work is done in ``h
 * ``list_jobs``, ``describe_job``, ``execute_job`` (inline or background), ``get_job_status``,
   ``register_job``, ``remove_job`` (runtime job definitions, ``jobsys.declare.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
-  ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``.
+  ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``;
+* the cluster: ``list_workers`` (admin roles).
 
 Besides them, one tool per job the caller may execute, ``run__<job>`` (``names.tool_name``:
 ``run__examples__add`` for ``examples.add``), whose input schema is the job's input JSON
@@ -45,6 +46,7 @@ from jobsys.mcp.args import (
     IdArgs,
     ListArgs,
     ListJobsArgs,
+    NoArgs,
     RemoveArgs,
     ResultArgs,
     SearchArgs,
@@ -67,6 +69,7 @@ from jobsys.mcp.handlers import (
     job_show,
     job_update,
     list_jobs,
+    list_workers,
     register_job,
     remove_job,
     runnable_jobs,
@@ -224,6 +227,15 @@ TOOLS: tuple[ToolDef, ...] = (
         "whose error or logs hold them (or whose job matches).",
         SearchArgs,
         job_search,
+        read_only=True,
+    ),
+    ToolDef(
+        "list_workers",
+        "List the worker processes of the cluster (admin roles only): host, pid, live or lost "
+        "(no heartbeat for 3 intervals), queues, runs held, last heartbeat, jobsys version and "
+        "catalog hash; `mismatch` names what differs from this server (version, catalog).",
+        NoArgs,
+        list_workers,
         read_only=True,
     ),
 )

@@ -1,4 +1,5 @@
-"""``Client.admin``: API tokens and the audit log, for principals with an admin role.
+"""``Client.admin``: API tokens, the audit log and the cluster's workers, for principals with
+an admin role.
 
 An admin administers its own tenant: it creates, lists and revokes that tenant's tokens and
 reads that tenant's audit log; another tenant's token is not found. A token it creates acts in
@@ -10,10 +11,11 @@ administer every tenant. Every interface (the CLI, and any other) goes through h
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobsys.base import errors
 from jobsys.declare import permissions
+from jobsys.service import cluster_view
 from jobsys.store import audit, runs, tokens
 
 if TYPE_CHECKING:
@@ -95,3 +97,10 @@ class AdminClient:
         tenant for a superadmin)."""
         self._require_admin("read audit", "*")
         return self._client.audit.list(tenant=self.tenant, outcome=outcome, limit=limit)
+
+    def workers(self) -> dict[str, Any]:
+        """The worker processes of the cluster (``cluster_view.workers``): every worker, since
+        they serve every tenant, with the ids of the runs they hold of this admin's tenant (of
+        every tenant for a superadmin)."""
+        self._require_admin("list workers", "*")
+        return cluster_view.workers(self._client, self.tenant)

@@ -282,6 +282,26 @@ run_logs = sa.Table(
     sa.Index("ix_jobsys_run_logs_run", "run_id", "id"),
 )
 
+# Added by version 13: each worker process's heartbeat (``presence.py``), upserted by its own
+# thread every JOBSYS_HEARTBEAT_SECONDS, removed when it stops, pruned once long lost.
+workers = sa.Table(
+    "jobsys_workers",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("pool", sa.String(16), nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("queues", JSON, nullable=False),
+    sa.Column("catalog", JSON, nullable=False),
+    sa.Column("catalog_hash", sa.String(64), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("heartbeat_seconds", sa.Float, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Index("ix_jobsys_workers_last_seen", "last_seen"),
+)
+
 
 def _v1(conn: sa.Connection) -> None:
     """Version 1: the runs and run-log tables."""
@@ -417,6 +437,11 @@ def _v12(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE jobsys_runs ADD COLUMN waiting {kind}"))
 
 
+def _v13(conn: sa.Connection) -> None:
+    """Version 13: worker heartbeats (``jobsys workers list``), a table of their own."""
+    workers.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v1,
     _v2,
@@ -430,6 +455,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v10,
     _v11,
     _v12,
+    _v13,
 ]
 """Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
 

@@ -559,3 +559,31 @@ def test_logout_and_a_revoked_token_return_to_the_login_form(
     expect(ui.by("login-error")).to_contain_text("session ended")
     expect(ui.by("nav")).to_be_hidden()
     ui.assert_clean()
+
+
+def test_the_workers_page_flags_a_node_with_another_catalog_and_a_lost_one(
+    ui: Ui, ui_cluster: Cluster, token: str
+) -> None:
+    ui_cluster.start_worker("ui-old", concurrency=1, catalog="workers.examples")
+    run_id = ui_cluster.client.submit("ui.long", {"seconds": 120})  # only w1 knows ui.long
+    holder = ui_cluster.wait_state(run_id, runs.RunState.RUNNING, timeout=30).worker
+    ui.login(token)
+    ui.by("nav-workers").click()
+    old = ui.page.locator('[data-testid="worker-row"][data-worker^="ui-old@"]')
+    expect(old).to_have_attribute("data-mismatch", "catalog")
+    expect(old.get_by_test_id("worker-state")).to_have_text("live")
+    expect(old.get_by_test_id("worker-mismatch")).to_have_text("catalog")
+    busy = ui.page.locator(f'[data-testid="worker-row"][data-worker="{holder}"]')
+    expect(busy).to_have_attribute("data-mismatch", "")
+    expect(busy.get_by_test_id("worker-running")).to_have_text("1")
+    expect(busy.get_by_test_id("worker-run")).to_have_attribute("href", f"#/runs/{run_id}")
+    expect(ui.by("workers-summary")).to_contain_text("1 mismatched")
+
+    ui_cluster.kill("ui-old")  # no clean stop: its heartbeats stop, it turns lost
+    expect(old).to_have_attribute("data-state", "lost")
+    expect(old.get_by_test_id("worker-state")).to_have_text("lost")
+    busy.get_by_test_id("worker-run").click()
+    expect(ui.by("run-detail")).to_have_attribute("data-run-id", run_id)
+    ui.by("run-cancel").click()
+    ui.expect_run_state("cancelled")
+    ui.assert_clean()

@@ -31,6 +31,7 @@ GENERIC_TOOLS = (
     "job_cancel",
     "job_result",
     "job_search",
+    "list_workers",
 )
 """The tools the server offers whatever the jobs (besides one ``run__<job>`` per job, named by
 ``jobsys.mcp.names.tool_name``)."""

@@ -32,7 +32,7 @@ SEED = 20260728
 CALLS = 1200
 CONTROL = "".join(chr(i) for i in range(32)) + "\x7f\u2028\u2029\u202e\ufeff"
 TOOLS = GENERIC_TOOLS
-NEEDING_ARGUMENTS = [t for t in TOOLS if t not in ("list_jobs", "job_list")]
+NEEDING_ARGUMENTS = [t for t in TOOLS if t not in ("list_jobs", "job_list", "list_workers")]
 """The tools with required arguments."""
 WRONG: list[Any] = [None, True, 0, -1, 3.5, 1e308, "", "x", [], [1, "a"], {}, {"k": [None]}]
 

@@ -107,7 +107,7 @@ CATALOG = {
 NEEDS = {
     "public": "anyone, even without a token",
     "token": "any valid token",
-    "admin": "an admin role (metrics count every tenant)",
+    "admin": "an admin role (metrics count every tenant; workers serve every tenant)",
     "mint": "an admin of the tenant the token is for",
     "tenant_admin": "an admin of the resource's tenant (another tenant's: not found)",
     "list": "the job's list rule; in a list: listed (allowed) or not (not_found)",
@@ -174,6 +174,8 @@ EXAMPLES = {
     ("DELETE /api/v1/definitions/{name}", "admin", "definition", "own"): ALLOWED,
     ("run__<job>", "viewer", "definition", "own"): NOT_FOUND,
     ("GET /metrics", "operator", "-", "-"): FORBIDDEN,
+    ("list_workers", "viewer", "-", "-"): FORBIDDEN,
+    ("workers list", "admin", "-", "-"): ALLOWED,
     ("tokens create", "admin", "token", "other"): FORBIDDEN,
     ("tokens revoke", "admin", "token", "other"): NOT_FOUND,
     ("tokens list", "viewer", "token", "own"): FORBIDDEN,
@@ -201,6 +203,7 @@ HTTP_ROUTES: dict[str, dict[str, str]] = {
     "GET /api/v1/me": {"-": "token"},
     "GET /api/v1/stats": {"-": "token"},
     "GET /metrics": {"-": "admin"},
+    "GET /api/v1/workers": {"-": "admin"},
     "GET /api/v1/jobs": each(ALL_JOBS, "list"),
     "GET /api/v1/jobs/{name}": each(ALL_JOBS, "see"),
     "POST /api/v1/jobs/{name}/runs": each(ALL_JOBS, "execute"),
@@ -260,6 +263,7 @@ MCP_TOOLS: dict[str, dict[str, str]] = {
     "job_result": {**RUN_READS, **each(FLOW_RUNS, "read")},
     "job_search": {**RUN_LISTS, "definition": "list"},
     "run__<job>": each(ALL_JOBS, "run_tool"),
+    "list_workers": {"-": "admin"},
 }
 
 CLI_COMMANDS: dict[str, dict[str, str]] = {
@@ -293,6 +297,7 @@ CLI_COMMANDS: dict[str, dict[str, str]] = {
     "tokens list": {"token": "tenant_admin"},
     "tokens revoke": {"token": "tenant_admin"},
     "audit list": {"audit": "tenant_admin"},
+    "workers list": {"-": "admin"},
 }
 CLI_OUT_OF_MATRIX = {
     "up": "starts the local services; reads and changes no records",
@@ -791,6 +796,7 @@ def mcp_call(cell: Cell, value: str) -> tuple[str, dict[str, Any]]:
         "job_list": lambda: {"what": what.get(cell.resource, "workflow_runs"), "limit": 500},
         "job_update": lambda: {"id": value, "every": 7200},
         "job_search": lambda: {"query": searched, "limit": 500},
+        "list_workers": lambda: {},
     }
     # job_show, job_pause, job_resume, job_cancel, job_result: the id only
     return tool, arguments.get(tool, lambda: {"id": value})()
@@ -896,6 +902,7 @@ def cli_argv(cell: Cell, value: str) -> tuple[list[str], str | None]:
         "tokens list": ["--json"],
         "tokens revoke": [value],
         "audit list": ["--json", "--limit", "10000"],
+        "workers list": ["--json"],
     }
     stdin = json.dumps(alias(value)) if op == "jobs register" else None
     return [*op.split(" "), *lines[op]], stdin

@@ -7,6 +7,7 @@ import { renderRun } from "./run.js";
 import { renderSubmit } from "./submit.js";
 import { renderSchedules } from "./schedules.js";
 import { renderWorkflows, renderWorkflowRun } from "./workflows.js";
+import { renderWorkers } from "./workers.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -20,6 +21,7 @@ const routes = [
   [/^schedules$/, () => renderSchedules],
   [/^workflows$/, () => renderWorkflows],
   [/^workflows\/(.+)$/, () => renderWorkflowRun],
+  [/^workers$/, () => renderWorkers],
 ];
 
 /** "#/runs/abc?job=x" -> {path: "runs/abc", params: URLSearchParams} */
@@ -82,6 +84,7 @@ function showApp(me) {
   const roles = (me.roles || []).join(", ");
   $("whoami").textContent = roles ? `${me.id} (${roles})` : me.id;
   $("whoami").title = `tenant ${me.tenant}`;
+  $("nav").querySelector('[data-view="workers"]').hidden = !me.admin; // admin roles only
   route();
 }
 
