@@ -26,7 +26,7 @@ from typing import Any, Self
 import sqlalchemy as sa
 
 from jobsys.base import errors
-from jobsys.store import database, hotsql, schema, search
+from jobsys.store import database, hotsql, migrations, schema, search
 
 T = schema.runs
 
@@ -287,7 +287,7 @@ class RunStore:
     @classmethod
     def open(cls, url: str) -> Self:
         engine = database.make_engine(url)
-        schema.migrate(engine)
+        migrations.migrate(engine)
         return cls(engine)
 
     def close(self) -> None:

@@ -1,21 +1,31 @@
-"""The SQL schema of the store and its migrations.
+"""The SQL schema of the store, as of the newest migration (``REVISION``).
 
-Tables are SQLAlchemy Core tables. ``jobsys_schema`` holds the applied version; ``migrate``
-applies the missing steps of ``MIGRATIONS`` in order, once, under a lock, when a process opens
-the store. A new schema change is a new step appended to ``MIGRATIONS``; steps never change.
+Tables are SQLAlchemy Core tables, used by every query and by ``create_all``, which makes a
+new database in one step. A database made earlier is brought here by the migrations in
+``jobsys/store/migrations`` (Alembic revisions, which never change once released): any change
+here comes with a new revision that makes the same change, and ``REVISION`` names it
+(docs/internals.md, "Migrations"; tests/integration/test_migrations.py compares the two).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys.base import errors
 from jobsys.store import search
+
+REVISION = "0013"
+"""The migration whose schema the tables below describe: the head of
+``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
+
+LATEST = int(REVISION)
+"""``REVISION`` as a number: what ``jobsys_schema`` records for a jobsys from before Alembic
+(``migrations.runner``)."""
+
+VERSION_TABLE = "jobsys_alembic_version"
+"""Alembic's record of the database's revision."""
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -78,7 +88,15 @@ class JSON(sa.types.TypeDecorator[Any]):
 
 metadata = sa.MetaData()
 
-schema_version = sa.Table(
+alembic_version = sa.Table(
+    VERSION_TABLE,
+    metadata,
+    # As Alembic makes it (a new database is made without Alembic, in ``create_all``).
+    sa.Column("version_num", sa.String(32), nullable=False),
+    sa.PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
+)
+
+schema_version = sa.Table(  # legacy: the schema version a jobsys from before Alembic reads
     "jobsys_schema",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
@@ -123,16 +141,16 @@ runs = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime),
     sa.Column("deadline_at", UTCDateTime),
     sa.Column("next_attempt_at", UTCDateTime),
-    # Added by version 4 (schedules): which fire of which schedule version made this run.
+    # Added by revision 0004 (schedules): which fire of which schedule version made this run.
     sa.Column("schedule_version", sa.Integer),
     sa.Column("fire_at", UTCDateTime),
     sa.Column("trigger", sa.String(16)),
     sa.Column("fire_key", sa.String(128)),
-    # Added by version 5: the secret input values, encrypted (sealing.py).
+    # Added by revision 0005: the secret input values, encrypted (sealing.py).
     sa.Column("sealed", sa.Text),
-    # Added by version 7: other runs wait for this one (its end releases them).
+    # Added by revision 0007: other runs wait for this one (its end releases them).
     sa.Column("has_dependents", sa.Boolean),
-    # Added by version 11: why a waiting run waits, when a worker knows (no live worker
+    # Added by revision 0012: why a waiting run waits, when a worker knows (no live worker
     # knows its job: ``parking.py``); cleared when the run is claimed or ends.
     sa.Column("waiting", JSON),
     sa.Index("ix_jobsys_runs_state_job", "state", "job"),
@@ -141,9 +159,9 @@ runs = sa.Table(
     sa.Index("ix_jobsys_runs_created", "created_at"),
     sa.Index("ix_jobsys_runs_tenant_created", "tenant", "created_at"),
     sa.Index("ix_jobsys_runs_state_lease", "state", "lease_expires_at"),
-    # The partial indexes (idempotency key, fire key, schedule, workflow) are created by the
-    # migrations in plain SQL: declared here, their dialect options would load every
-    # dialect's package (2.8 MiB for PostgreSQL's) into each process, SQLite or not.
+    # The partial indexes (PARTIAL_INDEXES) are created in plain SQL: declared here, their
+    # dialect options would load every dialect's package (2.8 MiB for PostgreSQL's) into each
+    # process, SQLite or not.
 )
 
 schedules = sa.Table(
@@ -173,7 +191,7 @@ schedules = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("sealed", sa.Text),
-    # Added by version 11: what the schedule is for, in words.
+    # Added by revision 0011: what the schedule is for, in words.
     sa.Column("description", sa.Text),
     sa.Index("ix_jobsys_schedules_due", "state", "next_fire_at"),
     sa.Index("ix_jobsys_schedules_queued", "state", "queued_fire_at"),
@@ -249,27 +267,23 @@ run_deps = sa.Table(
 )
 
 
-def _job_definitions(name: str, meta: sa.MetaData) -> sa.Table:
-    return sa.Table(
-        name,
-        meta,
-        # Added by version 9: a definition belongs to a tenant (its name is unique there)
-        # and to the principal that first registered it; its secret headers, sealed.
-        sa.Column("tenant", sa.String(200), primary_key=True),
-        sa.Column("name", sa.String(200), primary_key=True),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("data", JSON, nullable=False),
-        sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("owner", sa.String(200), nullable=False),
-        sa.Column("created_by", sa.String(200), nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.Column("updated_at", UTCDateTime, nullable=False),
-        sa.Column("removed_at", UTCDateTime),
-        sa.Column("sealed", sa.Text),
-    )
-
-
-job_definitions = _job_definitions("jobsys_job_definitions", metadata)
+job_definitions = sa.Table(
+    "jobsys_job_definitions",
+    metadata,
+    # Keyed by tenant since revision 0009: a definition belongs to a tenant (its name is
+    # unique there) and to the principal that first registered it; its secret headers, sealed.
+    sa.Column("tenant", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("data", JSON, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("removed_at", UTCDateTime),
+    sa.Column("sealed", sa.Text),
+)
 
 run_logs = sa.Table(
     "jobsys_run_logs",
@@ -282,7 +296,7 @@ run_logs = sa.Table(
     sa.Index("ix_jobsys_run_logs_run", "run_id", "id"),
 )
 
-# Added by version 13: each worker process's heartbeat (``presence.py``), upserted by its own
+# Added by revision 0013: each worker process's heartbeat (``presence.py``), upserted by its own
 # thread every JOBSYS_HEARTBEAT_SECONDS, removed when it stops, pruned once long lost.
 workers = sa.Table(
     "jobsys_workers",
@@ -303,196 +317,25 @@ workers = sa.Table(
 )
 
 
-def _v1(conn: sa.Connection) -> None:
-    """Version 1: the runs and run-log tables."""
-    for table in (runs, run_logs):
-        table.create(conn, checkfirst=True)
+PARTIAL_INDEXES = (
+    # A run without the key (most runs) costs no write in these.
+    "CREATE UNIQUE INDEX IF NOT EXISTS ix_jobsys_runs_job_idempotency ON jobsys_runs "
+    "(tenant, job, idempotency_key) WHERE idempotency_key IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ix_jobsys_runs_fire_key ON jobsys_runs (fire_key) "
+    "WHERE fire_key IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_schedule ON jobsys_runs "
+    "(schedule_id, created_at) WHERE schedule_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_workflow ON jobsys_runs "
+    "(workflow_id, created_at) WHERE workflow_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_parent ON jobsys_runs "
+    "(parent_id, created_at) WHERE parent_id IS NOT NULL",
+)
 
 
-def _v2(conn: sa.Connection) -> None:
-    """Version 2: list by state, newest first, without a sort."""
-    conn.execute(
-        sa.text(
-            "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_state_created "
-            "ON jobsys_runs (state, created_at)"
-        )
-    )
-
-
-def _v3(conn: sa.Connection) -> None:
-    """Version 3: keyword search over run errors and logs (``search.py``)."""
-    search.create(conn)
-
-
-def _v4(conn: sa.Connection) -> None:
-    """Version 4: schedules, their versions, and each run's fire (schedule version, fire
-    time, trigger, and a unique fire key: one run per schedule fire, whatever the number of
-    beats). A database created at version 1 by a newer jobsys already has the run columns."""
-    have = {c["name"] for c in sa.inspect(conn).get_columns("jobsys_runs")}
-    for column in ("schedule_version", "fire_at", "trigger", "fire_key"):
-        if column not in have:
-            kind = runs.c[column].type.compile(dialect=conn.dialect)
-            conn.execute(sa.text(f"ALTER TABLE jobsys_runs ADD COLUMN {column} {kind}"))
-    # Partial indexes: a run without the key (most runs) costs no write in them.
-    conn.execute(sa.text("DROP INDEX IF EXISTS ix_jobsys_runs_idempotency"))
-    for sql in (
-        "CREATE UNIQUE INDEX ix_jobsys_runs_idempotency ON jobsys_runs (tenant, idempotency_key) "
-        "WHERE idempotency_key IS NOT NULL",
-        "CREATE UNIQUE INDEX IF NOT EXISTS ix_jobsys_runs_fire_key ON jobsys_runs (fire_key) "
-        "WHERE fire_key IS NOT NULL",
-        "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_schedule ON jobsys_runs "
-        "(schedule_id, created_at) WHERE schedule_id IS NOT NULL",
-    ):
+def create_all(conn: sa.Connection) -> None:
+    """Make a new database's tables as of ``REVISION``, in the caller's transaction (the
+    caller records ``REVISION`` in ``alembic_version``)."""
+    metadata.create_all(conn)
+    for sql in PARTIAL_INDEXES:
         conn.execute(sa.text(sql))
-    for table in (schedules, schedule_versions):
-        table.create(conn, checkfirst=True)
-
-
-def _v5(conn: sa.Connection) -> None:
-    """Version 5: API tokens (hashed), the audit log, sealed secrets of runs and schedules."""
-    for table in (tokens, audit):
-        table.create(conn, checkfirst=True)
-    for name in ("jobsys_runs", "jobsys_schedules"):
-        if "sealed" not in {c["name"] for c in sa.inspect(conn).get_columns(name)}:
-            conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN sealed TEXT"))
-
-
-def _v6(conn: sa.Connection) -> None:
-    """Version 6: workflow runs (their steps are runs with a workflow_id)."""
-    workflow_runs.create(conn, checkfirst=True)
-    conn.execute(
-        sa.text(
-            "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_workflow ON jobsys_runs "
-            "(workflow_id, created_at) WHERE workflow_id IS NOT NULL"
-        )
-    )
-
-
-def _v7(conn: sa.Connection) -> None:
-    """Version 7: dependencies between single runs."""
-    run_deps.create(conn, checkfirst=True)
-    if "has_dependents" not in {c["name"] for c in sa.inspect(conn).get_columns("jobsys_runs")}:
-        kind = runs.c["has_dependents"].type.compile(dialect=conn.dialect)
-        conn.execute(sa.text(f"ALTER TABLE jobsys_runs ADD COLUMN has_dependents {kind}"))
-
-
-def _v8(conn: sa.Connection) -> None:
-    """Version 8: job definitions registered at runtime (aliases, HTTP calls, workflows)."""
-    job_definitions.create(conn, checkfirst=True)
-
-
-def _v9(conn: sa.Connection) -> None:
-    """Version 9: job definitions belong to a tenant and an owner; names are unique per
-    tenant (the key becomes (tenant, name)), and secret headers are sealed. Definitions made
-    before belong to the default tenant and to the principal that last registered them. The
-    table is rebuilt (SQLite cannot change a primary key), under a new name then renamed."""
-    have = {c["name"] for c in sa.inspect(conn).get_columns("jobsys_job_definitions")}
-    if "tenant" in have:  # created at version 8 by this jobsys: already in shape
-        return
-    new = _job_definitions("jobsys_job_definitions_v9", sa.MetaData())
-    new.create(conn)
-    conn.execute(
-        sa.text(
-            "INSERT INTO jobsys_job_definitions_v9 (tenant, name, kind, data, version, owner, "
-            "created_by, created_at, updated_at, removed_at) SELECT 'default', name, kind, data, "
-            "version, created_by, created_by, created_at, updated_at, removed_at "
-            "FROM jobsys_job_definitions"
-        )
-    )
-    conn.execute(sa.text("DROP TABLE jobsys_job_definitions"))
-    conn.execute(sa.text("ALTER TABLE jobsys_job_definitions_v9 RENAME TO jobsys_job_definitions"))
-
-
-def _v10(conn: sa.Connection) -> None:
-    """Version 10: idempotency keys are unique per tenant and job (they were per tenant, so
-    the same key given to two jobs made the second submit answer with the first job's run)."""
-    conn.execute(sa.text("DROP INDEX IF EXISTS ix_jobsys_runs_idempotency"))
-    conn.execute(
-        sa.text(
-            "CREATE UNIQUE INDEX IF NOT EXISTS ix_jobsys_runs_job_idempotency ON jobsys_runs "
-            "(tenant, job, idempotency_key) WHERE idempotency_key IS NOT NULL"
-        )
-    )
-
-
-def _v11(conn: sa.Connection) -> None:
-    """Version 11: schedules carry a description; runs are listed by the run they were made
-    from (``runs list --parent``) through an index of their own, as by schedule and workflow.
-    A database created at an earlier version by this jobsys already has the column."""
-    if "description" not in {c["name"] for c in sa.inspect(conn).get_columns("jobsys_schedules")}:
-        conn.execute(sa.text("ALTER TABLE jobsys_schedules ADD COLUMN description TEXT"))
-    conn.execute(
-        sa.text(
-            "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_parent ON jobsys_runs "
-            "(parent_id, created_at) WHERE parent_id IS NOT NULL"
-        )
-    )
-
-
-def _v12(conn: sa.Connection) -> None:
-    """Version 12: a waiting run says why it waits (``waiting``: the message of a job its
-    worker does not know is parked until a worker that knows the job takes it)."""
-    if "waiting" not in {c["name"] for c in sa.inspect(conn).get_columns("jobsys_runs")}:
-        kind = runs.c["waiting"].type.compile(dialect=conn.dialect)
-        conn.execute(sa.text(f"ALTER TABLE jobsys_runs ADD COLUMN waiting {kind}"))
-
-
-def _v13(conn: sa.Connection) -> None:
-    """Version 13: worker heartbeats (``jobsys workers list``), a table of their own."""
-    workers.create(conn, checkfirst=True)
-
-
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [
-    _v1,
-    _v2,
-    _v3,
-    _v4,
-    _v5,
-    _v6,
-    _v7,
-    _v8,
-    _v9,
-    _v10,
-    _v11,
-    _v12,
-    _v13,
-]
-"""Step ``i`` brings the schema from version ``i`` to ``i + 1``. Append only."""
-
-LATEST = len(MIGRATIONS)
-
-
-def migrate(engine: sa.Engine) -> int:
-    """Bring the database to ``LATEST``; return the version it was at. Safe to run concurrently."""
-    for attempt in range(10):
-        try:
-            return _migrate_once(engine)
-        except sa.exc.OperationalError:
-            # Two processes creating the tables at once on SQLite: the loser retries.
-            if attempt == 9:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-        except sa.exc.IntegrityError:
-            time.sleep(0.1)
-    raise AssertionError("unreachable")
-
-
-def _migrate_once(engine: sa.Engine) -> int:
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7214001)"))
-        schema_version.create(conn, checkfirst=True)
-        current = conn.execute(sa.select(schema_version.c.version)).scalar()
-        if current is None:
-            conn.execute(schema_version.insert().values(id=1, version=0))
-            current = 0
-        if current > LATEST:
-            raise errors.SchemaTooNew(
-                f"the database is at schema version {current}, this jobsys knows {LATEST}: "
-                "upgrade jobsys on this machine"
-            )
-        for step in MIGRATIONS[current:]:
-            step(conn)
-        if current < LATEST:
-            conn.execute(schema_version.update().values(version=LATEST))
-        return int(current)
+    search.create(conn)

@@ -26,7 +26,7 @@ SEARCH_WINDOW = 1000
 
 
 def create(conn: sa.Connection) -> None:
-    """Create the search table (schema migration 3)."""
+    """Create the search table of a new database (revision 0003 made it in older ones)."""
     if conn.dialect.name == "postgresql":
         conn.execute(
             sa.text(

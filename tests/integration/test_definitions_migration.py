@@ -1,6 +1,6 @@
-"""Schema version 9: definitions stored before tenants and owners existed belong to the
-default tenant and to the principal that registered them, and keep working; afterwards a
-name is unique per tenant, not across tenants."""
+"""Schema version 9 (revision 0009): definitions stored before tenants and owners existed
+belong to the default tenant and to the principal that registered them, and keep working;
+afterwards a name is unique per tenant, not across tenants."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ import sqlalchemy as sa
 
 from jobsys.base import errors
 from jobsys.store import database, definition_store, schema, stores
+from jobsys.store.migrations import runner
 from tests.cluster import Database
 
 pytestmark = pytest.mark.integration
 
 
 def _version_8(url: str) -> None:
-    """A store as jobsys made it at schema version 8, with one definition."""
+    """A store as jobsys made it at schema version 8, before Alembic (``jobsys_schema`` says
+    8, Alembic's table is absent), with one definition."""
     engine = database.make_engine(url)
     old = sa.MetaData()
     table = sa.Table(
@@ -35,12 +37,9 @@ def _version_8(url: str) -> None:
         sa.Column("removed_at", schema.UTCDateTime),
     )
     now = dt.datetime.now(dt.UTC)
+    runner.upgrade(engine, to="0008")
     with engine.begin() as conn:
-        schema.schema_version.create(conn)
-        conn.execute(schema.schema_version.insert().values(id=1, version=8))
-        for step in schema.MIGRATIONS[:7]:
-            step(conn)
-        table.create(conn)
+        conn.execute(sa.text(f"DROP TABLE {schema.VERSION_TABLE}"))
         conn.execute(
             table.insert().values(
                 name="legacy.add",

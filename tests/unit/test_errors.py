@@ -18,7 +18,9 @@ from jobsys.mcp import answers
 def every_error_class() -> set[type[errors.JobsysError]]:
     """Every subclass of ``JobsysError`` in the tree, once every jobsys module is imported."""
     for module in pkgutil.walk_packages(jobsys.__path__, "jobsys."):
-        if not module.name.endswith("__main__"):  # that one runs the command line
+        # __main__ runs the command line; a migration environment and its revisions run only
+        # inside Alembic (and define no errors)
+        if not module.name.endswith("__main__") and ".migrations." not in module.name:
             importlib.import_module(module.name)
     found: set[type[errors.JobsysError]] = set()
     todo: list[type[errors.JobsysError]] = [errors.JobsysError]

@@ -1,0 +1,1 @@
+"""The revisions, one file each, ``v<revision>_<what it does>.py``; Alembic reads them all."""
