@@ -30,6 +30,7 @@ from jobsys.declare import cadence, catalog, permissions
 from jobsys.engine import celery_api
 from jobsys.service import client
 from jobsys.store import runs, schema, stores
+from jobsys.store.rows import run_error
 
 BENCH_MODULE = "workers.bench"
 BENCH_QUEUE = "jobsys-bench"
@@ -375,7 +376,7 @@ def _retire(store: runs.RunStore, made: list[str]) -> None:
     """Delete the bench's schedules and cancel the runs they left waiting."""
     now = runs.utcnow()
     R, S = schema.runs, schema.schedules
-    error = {"type": "RunCancelled", "message": "bench run", "reason": "cancelled"}
+    error = run_error("cancelled", "RunCancelled", "bench run")
     with store.engine.begin() as conn:
         for i in range(0, len(made), 500):
             chunk = made[i : i + 500]

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from jobsys.ops.bench import percentiles
 from jobsys.store import database, runs, schema, search, stores
+from jobsys.store.rows import run_error
 
 JOB_NAMES = [f"bench.job{i}" for i in range(20)]
 STATES = ["completed"] * 90 + ["failed"] * 6 + ["cancelled"] * 2 + ["pending", "running"]
@@ -37,7 +38,7 @@ def fill(store: runs.RunStore, rows: int, chunk: int = 20_000) -> dt.datetime:
                     "priority": 5,
                     "input": {"n": i},
                     "output": {"ok": True} if state == "completed" else None,
-                    "error": {"type": "ValueError", "message": f"bad value {i}"}
+                    "error": run_error("exception", "ValueError", f"bad value {i}")
                     if state == "failed"
                     else None,
                     "attempts": 1,

@@ -1,7 +1,7 @@
 """The two writes of a fire batch, each on the driver itself: beat's hot path.
 
 A burst of due schedules (every ``* * * * *`` schedule at each minute) is written a batch at a
-time (``firing.py``): the guarded ``UPDATE`` that advances each schedule, and the ``INSERT`` of
+time (``fires.py``): the guarded ``UPDATE`` that advances each schedule, and the ``INSERT`` of
 their runs. Through SQLAlchemy, an ``executemany`` of a batch spent most of its time converting
 parameters row by row. Here, on PostgreSQL, the batch travels as one array per column and
 ``unnest`` turns the arrays back into rows: one statement whatever the batch size. SQLite, in

@@ -5,8 +5,9 @@ as the database's own work for these two statements: measured on SQLite, 229 us 
 through SQLAlchemy against 105 us for the same SQL on the driver. They are written here once
 per dialect with named parameters, their values converted as the column types would convert
 them, and run on a connection each thread keeps for them (taken from the engine, outside its
-pool; checking one out and in per statement cost another 20 us). Every other statement of the
-store goes through SQLAlchemy (``runs.py``).
+pool; checking one out and in per statement cost another 20 us). ``complete``'s statement is
+written by ``terminal.py``, the writer of every terminal state, and run here (``write``).
+Every other statement of the store goes through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys.store import schema
+from jobsys.store import run_states, schema
 
-_WAITING = "('pending', 'retrying')"
-"""The states a run is claimed from (``runs.sources(RUNNING)``, checked in a unit test)."""
+_WAITING = run_states.sql_list(run_states.WAITING)
+"""The states a run is claimed from (``run_states.WAITING``, which a test checks against the
+state machine's ``sources(RUNNING)``)."""
 
 _CLAIM = (
     "UPDATE jobsys_runs SET state = 'running', attempts = attempts + 1, "
@@ -37,19 +39,12 @@ _CLAIM = (
     "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
     "workflow_id, timeout, max_attempts, has_dependents"
 )
-_COMPLETE = (
-    "UPDATE jobsys_runs SET state = 'completed', output = :output, finished_at = :now, "
-    "duration = {since}, lease_expires_at = NULL "
-    "WHERE id = :rid AND attempts = :attempt AND state = 'running'"
-)
-_SINCE = {
-    "sqlite": "(julianday(:now) - julianday(started_at)) * 86400.0",
-    "postgresql": "EXTRACT(EPOCH FROM (:now - started_at))",
-}
+DIALECTS = ("sqlite", "postgresql")
 
 
 class HotPath:
-    """Claim and complete for one engine (SQLite or PostgreSQL)."""
+    """Insert, claim and the statements written elsewhere for the hot path (``write``), for
+    one engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -58,9 +53,8 @@ class HotPath:
         self._lock = threading.Lock()
         self._open: list[Any] = []
         self._disconnects: tuple[type[BaseException], ...] = ()
-        if self.dialect not in _SINCE:
+        if self.dialect not in DIALECTS:
             raise ValueError(f"no hot path for the {self.dialect!r} dialect")
-        complete = _COMPLETE.format(since=_SINCE[self.dialect])
         if self.dialect == "postgresql":
             import psycopg
             from psycopg.types.json import Jsonb
@@ -74,7 +68,7 @@ class HotPath:
             self.integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
 
             self._json: Any = Jsonb
-            self._claim, self._complete = _pyformat(_CLAIM), _pyformat(complete)
+            self._claim = _pyformat(_CLAIM)
         else:
             self._json = _sqlite_json
             self.integrity_errors = (sqlite3.IntegrityError,)
@@ -83,7 +77,7 @@ class HotPath:
                 sa.exc.OperationalError,
                 sa.exc.InterfaceError,
             )
-            self._claim, self._complete = _CLAIM, complete
+            self._claim = _CLAIM
 
     def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert run rows (all with the same keys) in one statement; raises one of
@@ -119,9 +113,9 @@ class HotPath:
         params = {
             "rid": run_id,
             "dispatch": dispatch,
-            "now": self._time(now),
-            "lease_at": self._time(lease_at),
-            "deadline": self._time(deadline),
+            "now": self.time(now),
+            "lease_at": self.time(lease_at),
+            "deadline": self.time(deadline),
             "worker": worker,
             "pid": pid,
         }
@@ -156,17 +150,22 @@ class HotPath:
         rows, _ = self._execute(sql, {"rid": run_id}, fetch=True, fetch_all=True)
         return [str(r[0]) for r in rows]
 
-    def complete(self, run_id: str, attempt: int, output: Any, now: dt.datetime) -> bool:
-        params = {
-            "rid": run_id,
-            "attempt": attempt,
-            "output": self._json(output),
-            "now": self._time(now),
-        }
-        _, count = self._execute(self._complete, params, fetch=False)
-        return count == 1
+    def statement(self, sql: str) -> str:
+        """``sql``, written with ``:name`` parameters, as this dialect's driver takes it."""
+        return _pyformat(sql) if self.dialect == "postgresql" else sql
 
-    def _time(self, value: dt.datetime) -> Any:
+    def write(self, sql: str, params: dict[str, Any]) -> int:
+        """Run one statement prepared by ``statement`` and commit; the rows it changed.
+        Values are bound as they are: convert JSON and times with ``json`` and ``time``."""
+        _, count = self._execute(sql, params, fetch=False)
+        return int(count)
+
+    def json(self, value: Any) -> Any:
+        """A JSON value as the driver binds it for a JSON column."""
+        return self._json(value)
+
+    def time(self, value: dt.datetime) -> Any:
+        """A datetime as the driver binds it for a UTC datetime column."""
         return _pg_time(value) if self.dialect == "postgresql" else _sqlite_time(value)
 
     def _execute(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 
 from jobsys.base import errors, sealing
 from jobsys.declare import jobs, permissions, workflows
-from jobsys.store import runs, schema
+from jobsys.store import records, rows, runs, schema
 
 W = schema.workflow_runs
 R = schema.runs
@@ -88,27 +87,19 @@ class WorkflowStore:
     ) -> WorkflowRecord:
         """A new running workflow run. ``input`` and ``definition`` (``run_copy``)
         with their secrets redacted, and those secrets ``sealed`` (see ``split``)."""
-        now = runs.utcnow()
-        workflow_id = "wf_" + uuid.uuid4().hex[:24]
-        definition = dict(definition or wf.to_data())
-        if sealed:
-            definition[workflows.SEALED_KEY] = sealed
+        row = rows.new_workflow_run(
+            wf,
+            dict(definition or wf.to_data()),
+            input,
+            principal=principal.model_dump(mode="json"),
+            principal_id=principal.id,
+            tenant=principal.tenant,
+            now=runs.utcnow(),
+            sealed=sealed,
+        )
         with self.engine.begin() as conn:
-            conn.execute(
-                W.insert().values(
-                    id=workflow_id,
-                    workflow=wf.name,
-                    definition=definition,
-                    state=workflows.WorkflowState.RUNNING.value,
-                    input=input,
-                    skipped=[],
-                    principal=principal.model_dump(mode="json"),
-                    principal_id=principal.id,
-                    tenant=principal.tenant,
-                    created_at=now,
-                    timeout_at=now + dt.timedelta(seconds=wf.timeout),
-                )
-            )
+            conn.execute(W.insert().values(**row))
+        workflow_id = str(row["id"])
         return self.get(workflow_id)
 
     def get(self, workflow_id: str, tenant: str | None = None) -> WorkflowRecord:
@@ -138,7 +129,7 @@ class WorkflowStore:
     def step_runs(self, workflow_id: str) -> list[runs.RunRecord]:
         query = sa.select(R).where(R.c.workflow_id == workflow_id).order_by(R.c.created_at)
         with self.engine.connect() as conn:
-            return [runs._record(r) for r in conn.execute(query)]
+            return [records.record(r) for r in conn.execute(query)]
 
     def statuses(self, wf: workflows.Workflow, record: WorkflowRecord) -> dict[str, StepStatus]:
         by_step: dict[str, list[runs.RunRecord]] = {s.name: [] for s in wf.steps}
@@ -204,16 +195,16 @@ class WorkflowStore:
             return None
         publish, sealer = out
         try:
-            rows = self._rows(s, record, status, registry, sealer)
+            new = self._rows(s, record, status, registry, sealer)
         except (errors.InvalidInput, errors.UnknownJob) as exc:
             return f"step {s.name!r}: {exc}"
         except (OverflowError, ValueError) as exc:  # a run stored before delays were bounded
             return f"step {s.name!r}: cannot be scheduled ({exc})"
         spec = registry.get(s.job)
-        if rows and self.store.insert_new(rows):
-            for row in rows:
+        if new and self.store.insert_new(new):
+            for row in new:
                 publish(spec, row, s.delay)
-        status[s.name] = StepStatus(s.name, "running" if rows else "succeeded", [])
+        status[s.name] = StepStatus(s.name, "running" if new else "succeeded", [])
         return None
 
     def _rows(
@@ -238,8 +229,9 @@ class WorkflowStore:
                 raise errors.InvalidInput(spec.name, [problem])
             items = list(raw or [])
         principal = permissions.Principal.model_validate(record.principal)
+        owner = principal.model_dump(mode="json")
         now = runs.utcnow()
-        rows = []
+        made: list[dict[str, Any]] = []
         for index, item in enumerate(items):
             data = {k: _resolve(v, record.input, status, item) for k, v in s.input.items()}
             try:
@@ -247,30 +239,24 @@ class WorkflowStore:
             except pydantic.ValidationError as exc:
                 raise errors.InvalidInput(spec.name, errors.field_errors(exc)) from None
             payload, hidden = sealing.split(model, sealing.secret_paths(spec.input_model))
-            rows.append(
-                {
-                    "id": runs.new_run_id(),
-                    "job": spec.name,
-                    "job_version": spec.version,
-                    "queue": spec.queue,
-                    "priority": spec.priority,
-                    "input": payload,
-                    "max_attempts": (s.retry or spec.retry).max_attempts,
-                    "timeout": s.timeout or spec.timeout,
-                    "meta": {"step": s.name, "index": index, **_retry_meta(s)},
-                    "tags": sorted(spec.tags),
-                    "principal": principal.model_dump(mode="json"),
-                    "principal_id": principal.id,
-                    "tenant": principal.tenant,
-                    "idempotency_key": f"{record.id}:{s.name}:{index}",
-                    "parent_id": None,
-                    "workflow_id": record.id,
-                    "sealed": workflows.seal_hidden(sealer, hidden),
-                    # A delayed step is not "lost" to the reconciler before it is due.
-                    "next_attempt_at": now + dt.timedelta(seconds=s.delay) if s.delay else None,
-                }
+            made.append(
+                rows.new_run(
+                    spec,
+                    payload,
+                    principal=owner,
+                    principal_id=principal.id,
+                    tenant=principal.tenant,
+                    now=now,
+                    meta={"step": s.name, "index": index, **_retry_meta(s)},
+                    sealed=workflows.seal_hidden(sealer, hidden),
+                    max_attempts=(s.retry or spec.retry).max_attempts,
+                    timeout=s.timeout or spec.timeout,
+                    delay=s.delay,
+                    idempotency_key=f"{record.id}:{s.name}:{index}",
+                    workflow_id=record.id,
+                )
             )
-        return rows
+        return made
 
     def _skip(self, workflow_id: str, step: str) -> None:
         record = self.get(workflow_id)

@@ -11,19 +11,16 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
-import traceback
 from typing import Any
 
 import pydantic
 
 from jobsys.base import errors, sealing
 from jobsys.declare import jobs, permissions
-from jobsys.store import runs, stores
+from jobsys.store import rows, runs, stores
 from jobsys.worker import context, deadline
 
 log = logging.getLogger("jobsys.execute")
-
-MAX_TRACEBACK_CHARS = 20_000
 
 
 class Kind(enum.StrEnum):
@@ -127,14 +124,15 @@ def _claimed(
         payload = spec.input_model.model_validate(full)
         principal = permissions.Principal.model_validate(claim.principal)
     except pydantic.ValidationError as exc:
-        error = _error(errors.InvalidInput(spec.name, errors.field_errors(exc)), "input_validation")
+        invalid = errors.InvalidInput(spec.name, errors.field_errors(exc))
+        error = rows.run_error("input_validation", invalid, traceback=True)
         store.fail(claim.run_id, claim.attempt, error)
         return Outcome(Kind.FAILED, error=error)
     # Checked again here, whatever the producer checked: a run written straight into the
     # store or the broker by someone without the right never runs its body.
     if policy is not None and not policy.allows(principal, "execute", spec, claim.input):
         denied = errors.PermissionDenied(principal.id, "execute", spec.name)
-        error = _error(denied, "permission")
+        error = rows.run_error("permission", denied, traceback=True)
         store.fail(claim.run_id, claim.attempt, error)
         return Outcome(Kind.FAILED, error=error)
     ctx = context.JobContext(
@@ -193,10 +191,8 @@ def _success(
         )
         output = redact.json(model.model_dump(mode="json"))
     except pydantic.ValidationError as exc:
-        error = _error(
-            errors.InvalidInput(spec.name, errors.field_errors(exc), "output"), "output_validation"
-        )
-        error = redact.json(error)
+        invalid = errors.InvalidInput(spec.name, errors.field_errors(exc), "output")
+        error = redact.json(rows.run_error("output_validation", invalid, traceback=True))
         store.fail(ctx.run_id, ctx.attempt, error)
         return Outcome(Kind.FAILED, error=error)
     problems = runs.nul_errors(output)
@@ -232,8 +228,8 @@ def _hand_back(ctx: context.JobContext, store: stores.Store) -> Outcome:
 def _not_stored(exc: Exception, ctx: context.JobContext, store: stores.Store) -> Outcome:
     """Fail the run at once when its output cannot be stored (rather than leave it running
     until its timeout, the cause lost)."""
-    error = _error(exc, "output_validation")
-    error["message"] = f"the output could not be stored: {error['message']}"
+    message = f"the output could not be stored: {exc}"
+    error = rows.run_error("output_validation", exc, message, traceback=True)
     log.warning(
         "jobsys: run %s: output not stored (%s)",
         ctx.run_id,
@@ -257,11 +253,11 @@ def _failure(
         wrapped.__traceback__ = exc.__traceback__
         exc = wrapped
     if ctx.cancelled or isinstance(exc, errors.RunCancelled):
-        error = redact.json(_error(exc, "cancelled"))
+        error = redact.json(rows.run_error("cancelled", exc, traceback=True))
         done = store.cancelled(ctx.run_id, ctx.attempt, error)
         return Outcome(Kind.CANCELLED if done else Kind.STALE, error=error)
     reason = "timeout" if isinstance(exc, errors.JobTimeout) else "exception"
-    error = redact.json(_error(exc, reason))
+    error = redact.json(rows.run_error(reason, exc, traceback=True))
     if spec.retry.should_retry(exc, ctx.attempt):
         delay = (
             exc.delay
@@ -281,13 +277,3 @@ def _failure(
         return Outcome(Kind.RETRY, error=error, delay=delay, dispatch=token)
     done = store.fail(ctx.run_id, ctx.attempt, error)
     return Outcome(Kind.FAILED if done else Kind.STALE, error=error)
-
-
-def _error(exc: BaseException, reason: str) -> dict[str, Any]:
-    tb = runs.without_nul("".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:])
-    return {
-        "type": type(exc).__name__,
-        "message": runs.without_nul(str(exc)),
-        "reason": reason,
-        "traceback": tb,
-    }

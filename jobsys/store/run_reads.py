@@ -1,0 +1,171 @@
+"""``RunReads``: the base of ``RunStore``: its connections (the engine, the hot path's, the
+terminal writer) and every read of run records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+from collections.abc import Sequence
+from typing import Any, Self
+
+import sqlalchemy as sa
+
+from jobsys.base import errors
+from jobsys.store import database, hotsql, migrations, run_states, schema, search, terminal
+from jobsys.store.records import LogLine, RunFilter, RunRecord, record
+from jobsys.store.run_states import RunState
+
+T = schema.runs
+
+
+class RunReads:
+    """Opens and closes a database's run store, and reads its run records. One instance per
+    process, shared by threads."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.worker_name = socket.gethostname()
+        self._hot = hotsql.HotPath(engine)
+        self._end = terminal.TerminalWriter(engine, self._hot)
+        self._has_tag = _has_tag(engine.dialect.name)
+
+    @classmethod
+    def open(cls, url: str) -> Self:
+        engine = database.make_engine(url)
+        migrations.migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        """Close every connection this store holds."""
+        self._hot.close()
+        self.engine.dispose()
+
+    def after_fork(self) -> None:
+        """Drop connections inherited from the parent process (call in a forked child)."""
+        self.engine.dispose(close=False)
+        self._hot.after_fork()
+
+    def checkpoint(self) -> None:
+        """Copy SQLite's write-ahead log into the database without blocking anyone (PASSIVE);
+        called off the hot path. Nothing to do on PostgreSQL."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def broken(self, exc: BaseException) -> bool:
+        """``exc`` says the database could not be reached or is busy (try again later),
+        rather than that it refused a statement's values."""
+        return isinstance(exc, self._hot.unreachable)
+
+    def find_key(self, tenant: str, job: str, key: str) -> RunRecord | None:
+        """The run of ``job`` in ``tenant`` that holds idempotency key ``key`` (keys are
+        unique per tenant and job)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(T).where(T.c.tenant == tenant, T.c.job == job, T.c.idempotency_key == key)
+            ).first()
+        return record(row) if row else None
+
+    def get(self, run_id: str, tenant: str | None = None) -> RunRecord:
+        with self.engine.connect() as conn:
+            if tenant is None:
+                row = conn.execute(_GET, {"rid": run_id}).first()
+            else:
+                row = conn.execute(_GET_IN_TENANT, {"rid": run_id, "tenant": tenant}).first()
+        if row is None:
+            raise errors.RunNotFound(run_id)
+        return record(row)
+
+    def select(self, f: RunFilter) -> list[RunRecord]:
+        query = sa.select(T).order_by(T.c.created_at.desc(), T.c.id.desc()).limit(f.limit)
+        for column, value in (
+            (T.c.job, f.job),
+            (T.c.state, f.state.value if f.state else None),
+            (T.c.principal_id, f.principal_id),
+            (T.c.tenant, f.tenant),
+            (T.c.schedule_id, f.schedule_id),
+            (T.c.workflow_id, f.workflow_id),
+            (T.c.parent_id, f.parent_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if f.since is not None:
+            query = query.where(T.c.created_at >= f.since)
+        if f.until is not None:
+            query = query.where(T.c.created_at < f.until)
+        if f.tag is not None:  # in SQL, so that the limit counts tagged runs only
+            query = query.where(self._has_tag).params(tag_json=json.dumps([f.tag]))
+        if f.text is not None:
+            query = query.where(self._text_clause(f.text, f.text_jobs, f.limit))
+        if f.jobs is not None:
+            query = query.where(T.c.job.in_(f.jobs))
+        with self.engine.connect() as conn:
+            return [record(r) for r in conn.execute(query)]
+
+    def _text_clause(self, text: str, jobs: tuple[str, ...], limit: int) -> Any:
+        window = max(search.SEARCH_WINDOW, 20 * limit)
+        matched = search.matching_runs(self.engine.dialect.name, text, window)
+        if matched is None:
+            return sa.false()
+        clause = T.c.id.in_(matched)
+        return sa.or_(clause, T.c.job.in_(jobs)) if jobs else clause
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(T)).scalar_one())
+
+    def logs(self, run_id: str, after_id: int = 0) -> list[LogLine]:
+        L = schema.run_logs
+        query = sa.select(L).where(L.c.run_id == run_id, L.c.id > after_id).order_by(L.c.id)
+        with self.engine.connect() as conn:
+            return [LogLine(**r._asdict()) for r in conn.execute(query)]
+
+    def outputs(self, run_ids: Sequence[str]) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(T.c.id, T.c.output).where(T.c.id.in_(run_ids)))
+            return {str(i): output for i, output in rows}
+
+    def running_on(self, workers: Sequence[str]) -> list[RunRecord]:
+        """The running runs held by the named workers (node names, ``worker1-1@host``)."""
+        if not workers:
+            return []
+        query = (
+            sa.select(T)
+            .where(T.c.state == RunState.RUNNING.value, T.c.worker.in_(list(workers)))
+            .order_by(T.c.started_at)
+        )
+        with self.engine.connect() as conn:
+            return [record(r) for r in conn.execute(query)]
+
+    def stale_waiting(
+        self, now: dt.datetime, older_than: float, limit: int = 500
+    ) -> list[RunRecord]:
+        """Waiting runs whose message may be lost: never published, or published long ago."""
+        cutoff = now - dt.timedelta(seconds=older_than)
+        query = (
+            sa.select(T)
+            .where(
+                T.c.state.in_(run_states.values(run_states.WAITING)),
+                sa.or_(T.c.published_at.is_(None), T.c.published_at < cutoff),
+                T.c.created_at < cutoff,
+                sa.or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at < cutoff),
+            )
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [record(r) for r in conn.execute(query)]
+
+
+_GET = sa.select(T).where(T.c.id == sa.bindparam("rid"))
+_GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
+
+
+def _has_tag(dialect: str) -> sa.TextClause:
+    """The dialect's test for "the run's tags contain :tag_json's one tag"."""
+    return sa.text(
+        "jobsys_runs.tags @> CAST(:tag_json AS jsonb)"
+        if dialect == "postgresql"
+        else "EXISTS (SELECT 1 FROM json_each(jobsys_runs.tags) "
+        "WHERE json_each.value = json_extract(:tag_json, '$[0]'))"
+    )

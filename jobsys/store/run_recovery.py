@@ -1,0 +1,181 @@
+"""``Recovery``: the moves of runs that their worker did not make: runs released when the
+runs they depend on end, runs handed back by a stopping worker, runs whose worker was lost
+(the reaper). A part of ``RunStore``; every terminal state is written by ``terminal.py``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from jobsys.store import schema
+from jobsys.store.records import ReapResult, RunRecord, record, utcnow
+from jobsys.store.rows import run_error
+from jobsys.store.run_reads import RunReads
+from jobsys.store.run_states import TERMINAL, RunState
+
+T = schema.runs
+D = schema.run_deps
+
+
+class Recovery(RunReads):
+    """Dependencies between runs, hand-backs and the reaper's pass."""
+
+    # --- dependencies between runs ----------------------------------------------------------
+
+    def add_dependencies(self, run_id: str, depends_on: Sequence[str]) -> None:
+        """Record what a (blocked) run waits for; written before the run itself. The runs it
+        waits for are marked, so that only their ends look for runs to release."""
+        with self.engine.begin() as conn:
+            conn.execute(D.insert(), [{"run_id": run_id, "depends_on": d} for d in depends_on])
+            conn.execute(T.update().where(T.c.id.in_(depends_on)).values(has_dependents=True))
+
+    def dependents(self, run_id: str) -> list[str]:
+        """The runs that wait for ``run_id`` (one indexed read when a run ends)."""
+        return self._hot.dependents(run_id)
+
+    def blocked(self, limit: int = 200) -> list[str]:
+        """Blocked runs, for the reaper to release those whose dependencies have ended."""
+        query = sa.select(T.c.id).where(T.c.state == RunState.BLOCKED.value).limit(limit)
+        with self.engine.connect() as conn:
+            return [str(r.id) for r in conn.execute(query)]
+
+    def release_dependents(self, run_id: str | None) -> list[RunRecord]:
+        """Release the blocked runs that wait for ``run_id``, which ended (``None``: every
+        blocked run, the reaper's pass): each whose dependencies have all ended starts
+        (``release``). Returns those now pending, for the caller to publish. The one path
+        by which runs are released: when a run ends on a worker, when a run is cancelled,
+        and on every reaper pass."""
+        waiting = self.blocked() if run_id is None else self.dependents(run_id)
+        return [r for d in waiting if (r := self.release(d)) is not None]
+
+    def release(self, run_id: str, now: dt.datetime | None = None) -> RunRecord | None:
+        """A blocked run whose dependencies have all ended: pending (returned, to publish) if
+        they completed or it runs anyway; failed with reason ``dependency`` otherwise."""
+        with self.engine.connect() as conn:
+            state = conn.execute(sa.select(T.c.state).where(T.c.id == run_id)).scalar()
+            if state != RunState.BLOCKED.value:
+                return None
+            deps = conn.execute(
+                sa.select(T.c.id, T.c.state)
+                .join(D, D.c.depends_on == T.c.id)
+                .where(D.c.run_id == run_id)
+            ).all()
+        if any(RunState(s) not in TERMINAL for _, s in deps):
+            return None
+        current = self.get(run_id)
+        failed = [i for i, s in deps if s != RunState.COMPLETED.value]
+        if failed and not current.meta.get("run_anyway"):
+            message = f"run {failed[0]} it depends on did not complete"
+            error = run_error("dependency", "DependencyFailed", message)
+            self._end.finish(run_id, None, RunState.FAILED, {"error": error}, now=now)
+            return None
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.state == RunState.BLOCKED.value)
+                .values(state=RunState.PENDING.value, published_at=now or utcnow())
+            ).rowcount
+        return self.get(run_id) if moved == 1 else None
+
+    # --- a stopping worker ------------------------------------------------------------------
+
+    def hand_back(self, run_id: str, attempt: int, reason: str) -> RunRecord | None:
+        """running -> pending for the next worker, when this attempt's worker stops before
+        the run ends (its shutdown grace is over, or it exited). A new message token
+        (the caller publishes it), and the attempt is given back: ``max_attempts`` grows by
+        one, so the run keeps every retry its policy allows. A run asked to cancel ends
+        cancelled instead. Returns the record as it now is; ``None`` if not ours."""
+        now = utcnow()
+        ours = (T.c.id == run_id, T.c.attempts == attempt, T.c.state == RunState.RUNNING.value)
+        query = (
+            T.update()
+            .where(*ours, T.c.cancel_requested.is_(False))
+            .values(
+                state=RunState.PENDING.value,
+                dispatch=T.c.dispatch + 1,
+                max_attempts=T.c.max_attempts + 1,
+                lease_expires_at=None,
+                deadline_at=None,
+                published_at=now,  # the reconciler publishes it again if that message is lost
+            )
+            .returning(T.c.dispatch)
+        )
+        line = {"run_id": run_id, "attempt": attempt, "at": now, "message": reason}
+        with self.engine.begin() as conn:
+            done = conn.execute(query).first() is not None
+            if done:
+                conn.execute(schema.run_logs.insert(), [line])
+        if not done:
+            message = "cancelled; its worker stopped before the run did"
+            error = run_error("cancelled", "RunCancelled", message)
+            if not self._end.finish(run_id, attempt, RunState.CANCELLED, {"error": error}):
+                return None
+        return self.get(run_id)
+
+    # --- the reaper -------------------------------------------------------------------------
+
+    def reap(
+        self, now: dt.datetime, max_deliveries: int, hard_grace: float, limit: int = 500
+    ) -> ReapResult:
+        """Deal with running runs whose lease expired: their worker is gone.
+
+        Past the deadline (timeout + ``hard_grace``): failed with a timeout. Out of attempts or
+        lost ``max_deliveries`` times: failed, worker lost. Otherwise back to pending with a
+        new message token; the caller publishes the returned records.
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(T)
+                .where(T.c.state == RunState.RUNNING.value, T.c.lease_expires_at < now)
+                .limit(limit)
+            ).all()
+        requeued, failed = [], []
+        for r in map(record, rows):
+            verdict = self._reap_one(r, now, max_deliveries, hard_grace)
+            if verdict is True:
+                requeued.append(self.get(r.id))
+            elif verdict is False:
+                failed.append(r.id)
+        return ReapResult(requeued, failed)
+
+    def _reap_one(
+        self, r: RunRecord, now: dt.datetime, max_deliveries: int, hard_grace: float
+    ) -> bool | None:
+        reason = None
+        if r.deadline_at is not None and now >= r.deadline_at + dt.timedelta(seconds=hard_grace):
+            reason = ("timeout", "JobTimeout", f"killed after its {r.timeout:g} s timeout")
+        elif r.cancel_requested:
+            reason = ("cancelled", "RunCancelled", "cancelled; its worker was lost")
+        elif r.attempts >= r.max_attempts or r.lost + 1 >= max_deliveries:
+            reason = (
+                "worker_lost",
+                "WorkerLost",
+                f"worker {r.worker} (pid {r.worker_pid}) was lost on attempt {r.attempts}",
+            )
+        if reason is not None:
+            state = RunState.CANCELLED if reason[0] == "cancelled" else RunState.FAILED
+            values = {"error": run_error(*reason), "lost": T.c.lost + 1}
+            expired = (T.c.lease_expires_at < now,)
+            done = self._end.finish(r.id, r.attempts, state, values, also=expired, now=now)
+            return False if done else None
+        guard = [
+            T.c.id == r.id,
+            T.c.state == RunState.RUNNING.value,
+            T.c.attempts == r.attempts,
+            T.c.lease_expires_at < now,
+        ]
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                T.update()
+                .where(*guard)
+                .values(
+                    state=RunState.PENDING.value,
+                    dispatch=T.c.dispatch + 1,
+                    lost=T.c.lost + 1,
+                    lease_expires_at=None,
+                    published_at=None,
+                )
+            ).rowcount
+        return True if n else None
