@@ -1,0 +1,117 @@
+"""What follows the end of a run on a worker (its workflow moved on, the runs that wait for
+it released), and the reaper: the thread of each worker's main process that recovers runs
+whose worker is gone and publishes again the messages that were lost."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery, states
+
+from jobsys.declare import jobs
+from jobsys.engine.publishing import RunFailedResult, publish, republish, store_result
+from jobsys.engine.runtime import Runtime
+from jobsys.store import runs
+
+log = logging.getLogger("jobsys.broker")
+
+
+def release_dependents(app: Celery, runtime: Runtime, run_id: str) -> None:
+    """Runs blocked on ``run_id`` (which just ended) whose dependencies are all done: publish
+    them, or fail them if one of their dependencies failed (``release_dependents``)."""
+    try:
+        for released in runtime.store.release_dependents(run_id):
+            republish(app, runtime.registry, released)
+    except Exception:
+        # The reaper releases blocked runs on every pass: nothing is lost.
+        log.exception("jobsys: releasing the runs that wait for %s failed", run_id)
+
+
+def advance_workflow(app: Celery, runtime: Runtime, workflow_id: str) -> None:
+    """Move a workflow run on (its step's run ended); publishing the steps it starts."""
+    store = runtime.store.workflows
+    try:
+        record = store.get(workflow_id)
+        wf = record.workflow_def  # as it was when the run started
+        if any(s.job not in runtime.registry.scoped(record.tenant) for s in wf.steps):
+            return  # a process that loads the jobs of its steps moves it on
+
+        def send(spec: jobs.JobSpec, row: dict[str, Any], delay: float) -> None:
+            publish(app, spec, row["id"], 1, countdown=delay or None, priority=row["priority"])
+
+        store.advance(wf, workflow_id, runtime.registry, send, runtime.sealer)
+    except Exception:
+        # The reaper advances running workflows on every pass: nothing is lost.
+        log.exception("jobsys: advancing workflow %s failed", workflow_id)
+
+
+class Reaper:
+    """A thread of each worker's main process: requeues or fails runs whose worker is gone,
+    and publishes again waiting runs whose message was lost. Guarded transitions make many
+    reapers at once harmless."""
+
+    def __init__(self, app: Celery, runtime: Runtime) -> None:
+        self.app, self.runtime = app, runtime
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="jobsys-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        self.announce()
+        while not self._stop.wait(self.runtime.settings.reaper_seconds):
+            self.announce()
+            try:
+                self.reap_once()
+            except Exception:
+                log.exception("jobsys reaper: pass failed", extra={"action": "reaper_error"})
+
+    def announce(self) -> None:
+        """Say in Redis which jobs this worker runs (``parking.py``): from this thread, which
+        goes on while a job runs, so a busy worker still counts as one that knows its jobs."""
+        parking = getattr(self.app, "jobsys_parking", None)
+        if parking is None:
+            return
+        try:
+            consumed = set(self.app.amqp.queues.consume_from)
+            with self.app.producer_or_acquire() as producer:
+                parking.announce(producer.channel, consumed)
+        except Exception as exc:
+            log.warning("jobsys reaper: could not announce this worker's jobs: %s", exc)
+
+    def reap_once(self) -> runs.ReapResult:
+        s, store, now = self.runtime.settings, self.runtime.store, runs.utcnow()
+        result = store.reap(now, s.max_deliveries, s.hard_timeout_grace_seconds)
+        for record in result.requeued:
+            self._publish(record)
+        for run_id in result.failed:  # wake waiters; the record says why
+            exc = RunFailedResult("ended by the reaper (worker lost or past its hard limit)")
+            store_result(self.app, run_id, states.FAILURE, self.app.backend.prepare_exception(exc))
+        for workflow_id in store.workflows.running():
+            advance_workflow(self.app, self.runtime, workflow_id)
+        for released in store.release_dependents(None):  # every blocked run
+            self._publish(released)
+        for record in store.stale_waiting(now, s.reconcile_seconds):
+            # Same token: if the first message still exists, whichever copy comes second is
+            # a no-op, so a deep backlog is never reshuffled.
+            self._publish(record)
+        if result.requeued or result.failed:
+            log.warning(
+                "jobsys reaper: requeued %d, failed %d lost runs",
+                len(result.requeued),
+                len(result.failed),
+                extra={"action": "reaper_pass"},
+            )
+        return result
+
+    def _publish(self, record: runs.RunRecord) -> None:
+        if record.job not in self.runtime.registry.scoped(record.tenant):
+            return  # another worker (another catalog) publishes the jobs it knows
+        republish(self.app, self.runtime.registry, record)
+        self.runtime.store.mark_published(record.id, record.dispatch)
