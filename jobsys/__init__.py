@@ -29,9 +29,11 @@ if TYPE_CHECKING:
     from jobsys.declare.catalog import load_registry
     from jobsys.declare.jobs import Job, JobSpec, Registry, RetryPolicy, job
     from jobsys.declare.permissions import Principal, Rule
-    from jobsys.service.client import Client, SubmitOptions
-    from jobsys.store.runs import RunRecord, RunState
-    from jobsys.store.schedules import ScheduleRecord, ScheduleState
+    from jobsys.service.client import Client
+    from jobsys.service.submitting import SubmitOptions
+    from jobsys.store.records import RunRecord
+    from jobsys.store.run_states import RunState
+    from jobsys.store.schedule_records import ScheduleRecord, ScheduleState
     from jobsys.worker.context import JobContext
 
 _WHERE = {
@@ -42,10 +44,10 @@ _WHERE = {
     "ScheduleNotFound": "base.errors",
     "PermissionDenied": "base.errors",
     "Rule": "declare.permissions",
-    "ScheduleRecord": "store.schedules",
-    "ScheduleState": "store.schedules",
+    "ScheduleRecord": "store.schedule_records",
+    "ScheduleState": "store.schedule_records",
     "Client": "service.client",
-    "SubmitOptions": "service.client",
+    "SubmitOptions": "service.submitting",
     "Settings": "base.config",
     "JobContext": "worker.context",
     "Fatal": "base.errors",
@@ -64,8 +66,8 @@ _WHERE = {
     "job": "declare.jobs",
     "load_registry": "declare.catalog",
     "Principal": "declare.permissions",
-    "RunRecord": "store.runs",
-    "RunState": "store.runs",
+    "RunRecord": "store.records",
+    "RunState": "store.run_states",
 }
 
 __all__ = [

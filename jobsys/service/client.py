@@ -1,8 +1,11 @@
 """The one front door for producers: submit, execute, status, wait, result, cancel, retry, list.
 
-The CLI (and the HTTP and MCP interfaces) are thin layers over ``Client``. Input is validated
-here, before anything is recorded or queued; the run row is committed before its message is
-published, so a run lost in transit is still visible (and the reaper publishes it again).
+The CLI (and the HTTP and MCP interfaces) are thin layers over ``Client``. Its parts: what
+its principal may see and do (``access.py``), submitting (``submitting.py``: input is
+validated before anything is recorded or queued; the run row is committed before its message
+is published, so a run lost in transit is still visible and the reconciler publishes it
+again), and here following, steering and the clients of workflows, schedules, definitions
+and administration.
 """
 
 from __future__ import annotations
@@ -11,40 +14,22 @@ import dataclasses
 import datetime as dt
 import functools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
 
-from jobsys.base import bounds, config, errors, sealing
+from jobsys.base import config, errors
 from jobsys.declare import catalog, jobs, permissions
 from jobsys.engine import broker, celery_api
 from jobsys.service.admin_client import AdminClient
 from jobsys.service.definition_client import DefinitionClient
 from jobsys.service.schedule_client import ScheduleClient
+from jobsys.service.submitting import MAX_COUNTDOWN_SECONDS, SubmitOptions, Submitting
 from jobsys.service.workflow_client import WorkflowClient
-from jobsys.store import audit, definition_store, runs, stores, tokens
+from jobsys.store import audit, definition_store, run_states, runs, stores, tokens
 
-MAX_COUNTDOWN_SECONDS = bounds.MAX_COUNTDOWN
-"""A delayed message waits in a worker's memory until it is due; later starts are schedules."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SubmitOptions:
-    """How to submit, kept apart from the job's input."""
-
-    idempotency_key: str | None = None
-    tags: tuple[str, ...] = ()
-    metadata: Mapping[str, Any] | None = None
-    countdown: float | None = None
-    depends_on: tuple[str, ...] = ()
-    """Runs to wait for: this run starts once they have all completed, with their outputs in
-    ``ctx.dependencies``; if one fails it ends failed (reason ``dependency``)..."""
-    run_anyway: bool = False
-    """...unless this is set: then it runs once they have all ended, whatever their state."""
-    """Seconds to wait before the run may start (at most ``MAX_COUNTDOWN_SECONDS``)."""
-    priority: int | None = None
-    parent_id: str | None = None
+__all__ = ["MAX_COUNTDOWN_SECONDS", "Cancelled", "Client", "SubmitOptions", "waiting_message"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +50,10 @@ class Cancelled:
         return data
 
 
-class Client:
-    """Submit and follow runs. One per process; thread-safe."""
+class Client(Submitting):
+    """Submit and follow runs. One per process; thread-safe. Its parts: what its principal
+    may see and do (``access.py``), submitting (``submitting.py``), and the clients of
+    workflows, schedules, definitions and administration (``*_client.py``)."""
 
     def __init__(
         self,
@@ -106,88 +93,6 @@ class Client:
                 raise
         return cls(settings, registry, principal=who, store=store)
 
-    # --- permissions -----------------------------------------------------------------------
-
-    def allow(
-        self,
-        action: str,
-        job: str | jobs.JobSpec,
-        input: Any = None,
-        target: str = "",
-        who: permissions.Principal | None = None,
-    ) -> None:
-        """Raise ``PermissionDenied`` (and record the denial) unless the principal may."""
-        who = who or self.principal
-        spec = job if isinstance(job, jobs.JobSpec) else self._spec(job)
-        if self.policy.allows(who, action, spec, input):
-            return
-        self.audit.record(who, action, target or spec.name, "denied", f"job {spec.name}")
-        raise errors.PermissionDenied(who.id, action, spec.name)
-
-    def visible_jobs(self, action: str = "list") -> tuple[str, ...] | None:
-        """The jobs whose runs this principal may see in lists (``None``: all of them)."""
-        if self.policy.is_admin(self.principal):
-            return None
-        return tuple(s.name for s in self.registry if self.policy.allows(self.principal, action, s))
-
-    def job_specs(self, include_hidden: bool = False) -> list[jobs.JobSpec]:
-        """The jobs this principal may see (their ``list`` rule), in the registry's order;
-        hidden ones only with ``include_hidden``. The CLI, HTTP and MCP listings all start
-        here."""
-        visible = self.visible_jobs()
-        return [
-            s
-            for s in self.registry
-            if (include_hidden or not s.hidden) and (visible is None or s.name in visible)
-        ]
-
-    def job_spec(self, name: str) -> jobs.JobSpec:
-        """One job this principal may see (``UnknownJob``, or ``PermissionDenied`` recorded
-        in the audit log, otherwise)."""
-        spec = self.registry.get(name)
-        self.allow("list", spec)
-        return spec
-
-    def may_read(self, job: str) -> bool:
-        """This principal may read the runs of ``job`` (see them whole)."""
-        return self.policy.allows(self.principal, "read", self._spec(job))
-
-    def shown(self, record: runs.RunRecord, readable: bool | None = None) -> runs.RunRecord:
-        """The run as this principal is shown it, on every path (a run, a list, a workflow
-        run's steps): with its input, output, error and progress withheld unless it may read
-        the run's job, and its error's traceback (server paths, code) to admins only."""
-        if readable is None:
-            readable = self.may_read(record.job)
-        if not readable:
-            return dataclasses.replace(
-                record,
-                input={},
-                output=None,
-                error=None,
-                progress=None,
-                sealed=None,
-                withheld=f"{self.principal.id!r} may not read runs of job {record.job!r}: its "
-                "input, output, error, progress and logs are withheld",
-            )
-        if (
-            record.error
-            and record.error.get("traceback")
-            and not self.policy.is_admin(self.principal)
-        ):
-            return dataclasses.replace(record, error={**record.error, "traceback": None})
-        return record
-
-    def _jobs(self, who: permissions.Principal | None) -> jobs.Registry:
-        """The jobs ``who`` (this client's principal if ``None``) may name: its tenant's."""
-        return self.registry if who is None else self.registry.scoped(who.tenant)
-
-    def _spec(self, name: str) -> jobs.JobSpec:
-        """The job's spec, or for a job this process does not know, one with no rules (the
-        policy's defaults apply)."""
-        if name in self.registry:
-            return self.registry.get(name)
-        return jobs.JobSpec(name, _unknown, pydantic.BaseModel, pydantic.BaseModel)
-
     @functools.cached_property
     def admin(self) -> AdminClient:
         """API tokens and the audit log (admin roles only)."""
@@ -208,223 +113,6 @@ class Client:
         """Create and steer schedules (see ``jobsys.every``, ``cron``, ``once``, ``ongoing``)."""
         return ScheduleClient(self)
 
-    @property
-    def app(self) -> celery_api.Celery:
-        if self._app is None:
-            self._app = broker.make_celery(self.settings, self.registry)
-        return self._app
-
-    # --- submitting ------------------------------------------------------------------------
-
-    def submit(
-        self,
-        job: str,
-        input: Mapping[str, Any] | pydantic.BaseModel,
-        options: SubmitOptions | None = None,
-        principal: permissions.Principal | None = None,
-    ) -> str:
-        """Validate, record and publish a run; return its id at once."""
-        options = options or SubmitOptions()
-        spec = self._jobs(principal).get(job)
-        payload, sealed = self.validate_input(spec, input)
-        self.allow("execute", spec, payload, who=principal)
-        row = self._row(spec, payload, sealed, options, principal or self.principal)
-        app = self.app  # a configuration error must surface before anything is recorded
-        if options.depends_on:
-            return self._submit_blocked(spec, row, options)
-        if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
-            assert options.idempotency_key is not None
-            existing = self.store.find_key(row["tenant"], spec.name, options.idempotency_key)
-            assert existing is not None
-            return existing.id
-        self._publish(app, spec, row, options.countdown)
-        return str(row["id"])
-
-    def _submit_blocked(
-        self, spec: jobs.JobSpec, row: dict[str, Any], options: SubmitOptions
-    ) -> str:
-        for dependency in options.depends_on:
-            self.status(dependency)  # exists, in this tenant, readable
-        row = {
-            **row,
-            "state": runs.RunState.BLOCKED.value,
-            "published_at": None,
-            "meta": {**row["meta"], "depends_on": list(options.depends_on)}
-            | ({"run_anyway": True} if options.run_anyway else {}),
-        }
-        self.store.add_dependencies(row["id"], options.depends_on)
-        self.store.insert([row])
-        released = self.store.release(row["id"])  # its dependencies may be done already
-        if released is not None:
-            self._publish(self.app, spec, row, options.countdown)
-        return str(row["id"])
-
-    def submit_many(
-        self,
-        job: str,
-        inputs: Iterable[Mapping[str, Any] | pydantic.BaseModel],
-        options: SubmitOptions | None = None,
-        principal: permissions.Principal | None = None,
-    ) -> list[str]:
-        """Submit many runs of one job: every input is validated first (nothing is recorded if
-        one is invalid), then all rows are inserted in one statement and published."""
-        options = options or SubmitOptions()
-        if options.idempotency_key is not None:
-            raise errors.InvalidInput(
-                job,
-                [
-                    {
-                        "loc": ["idempotency_key"],
-                        "type": "value_error",
-                        "msg": "is per run: use submit() for each run",
-                    }
-                ],
-                "options",
-            )
-        spec = self._jobs(principal).get(job)
-        who = principal or self.principal
-        rows = []
-        for index, value in enumerate(inputs):
-            try:
-                payload, sealed = self.validate_input(spec, value)
-                self.allow("execute", spec, payload, who=who)
-                rows.append(self._row(spec, payload, sealed, options, who))
-            except errors.InvalidInput as exc:
-                for e in exc.errors:
-                    e["loc"] = [index, *e["loc"]]
-                raise
-        app = self.app
-        self.store.insert(rows)
-        try:
-            broker.publish_many(app, [(spec, row) for row in rows], options.countdown)
-        except Exception as exc:
-            for row in rows:  # the reconciler would publish them later; say so now instead
-                self.store.fail_unpublished(row["id"], _publish_error(exc))
-            raise errors.BrokerUnavailable(
-                f"{len(rows)} runs could not be queued ({exc}); is the broker up?"
-            ) from exc
-        return [str(row["id"]) for row in rows]
-
-    def _row(
-        self,
-        spec: jobs.JobSpec,
-        payload: Any,
-        sealed: str | None,
-        options: SubmitOptions,
-        who: permissions.Principal,
-    ) -> dict[str, Any]:
-        self._check_options(spec, options)
-        return {
-            "id": runs.new_run_id(),
-            "job": spec.name,
-            "job_version": spec.version,
-            "queue": spec.queue,
-            "priority": spec.priority if options.priority is None else options.priority,
-            "input": payload,
-            "max_attempts": spec.retry.max_attempts,
-            "timeout": spec.timeout,
-            "meta": {**spec.metadata, **(options.metadata or {})},
-            "tags": sorted(set(spec.tags) | set(options.tags)),
-            "principal": who.model_dump(mode="json"),
-            "principal_id": who.id,
-            "tenant": who.tenant,
-            "idempotency_key": options.idempotency_key,
-            "parent_id": options.parent_id,
-            "sealed": sealed,
-            # A delayed run is not "lost" to the reconciler before it is due.
-            "next_attempt_at": (
-                runs.utcnow() + dt.timedelta(seconds=options.countdown)
-                if options.countdown
-                else None
-            ),
-        }
-
-    def validate_input(
-        self, spec: jobs.JobSpec, input: Mapping[str, Any] | pydantic.BaseModel
-    ) -> tuple[dict[str, Any], str | None]:
-        """The input as JSON with its secret fields redacted, and those secrets sealed
-        (``sealing.py``); raises ``InvalidInput`` naming each bad field."""
-        try:
-            if isinstance(input, spec.input_model):
-                model = input
-            else:
-                raw = input.model_dump() if isinstance(input, pydantic.BaseModel) else input
-                model = spec.input_model.model_validate(raw)
-        except pydantic.ValidationError as exc:
-            raise errors.InvalidInput(spec.name, errors.field_errors(exc)) from None
-        paths = sealing.secret_paths(spec.input_model)
-        if not paths:
-            data, hidden = model.model_dump(mode="json"), None
-        else:
-            data, hidden = sealing.split(model, paths)
-        problems = runs.nul_errors(data)
-        if problems:
-            raise errors.InvalidInput(spec.name, problems)
-        return data, self.sealer.seal(hidden) if hidden is not None else None
-
-    @functools.cached_property
-    def sealer(self) -> sealing.Sealer:
-        return sealing.Sealer.for_home(self.settings.secret_key, self.settings.home)
-
-    def revealed(
-        self, input: dict[str, Any], sealed: str | None, under: tuple[str, ...] = ()
-    ) -> dict[str, Any]:
-        """A stored input with its secrets back in place (to submit it again). ``under``:
-        where the input's secrets are among those sealed (a workflow's: ``("input",)``)."""
-        return sealing.merge(input, self.sealer.open(sealed), under) if sealed else input
-
-    def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
-        problems = runs.nul_errors(
-            {
-                "metadata": options.metadata or {},
-                "tags": list(options.tags),
-                "idempotency_key": options.idempotency_key or "",
-            }
-        )
-        if problems:
-            raise errors.InvalidInput(spec.name, problems, "options")
-        limit = MAX_COUNTDOWN_SECONDS
-        if options.countdown is not None and not 0 <= options.countdown <= limit:
-            raise errors.InvalidInput(
-                spec.name,
-                [
-                    {
-                        "loc": ["countdown"],
-                        "type": "value_error",
-                        "msg": f"must be between 0 and {limit:g} s (a schedule starts runs later)",
-                    }
-                ],
-                "options",
-            )
-        if options.priority is not None and not 0 <= options.priority <= 9:
-            raise errors.InvalidInput(
-                spec.name,
-                [{"loc": ["priority"], "type": "value_error", "msg": "must be between 0 and 9"}],
-                "options",
-            )
-
-    def publish_row(
-        self, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None = None
-    ) -> None:
-        """Publish a run recorded elsewhere (a triggered schedule, a workflow step)."""
-        self._publish(self.app, spec, row, countdown)
-
-    def _publish(
-        self,
-        app: celery_api.Celery,
-        spec: jobs.JobSpec,
-        row: dict[str, Any],
-        countdown: float | None,
-    ) -> None:
-        try:
-            broker.publish(app, spec, row["id"], 1, countdown=countdown, priority=row["priority"])
-        except Exception as exc:
-            self.store.fail_unpublished(row["id"], _publish_error(exc))
-            raise errors.BrokerUnavailable(
-                f"run {row['id']} could not be queued ({exc}); is the broker up? "
-                "(`jobsys up`, or check JOBSYS_BROKER_URL)"
-            ) from exc
-
     def execute(
         self,
         job: str,
@@ -437,13 +125,6 @@ class Client:
         return self.result(run_id, timeout=timeout if timeout is not None else 3600.0)
 
     # --- following -------------------------------------------------------------------------
-
-    def status(self, run_id: str) -> runs.RunRecord:
-        """The run's record; another tenant's run is not found, one of a job this principal
-        may not ``read`` is denied."""
-        record = self.store.get(run_id, self.principal.tenant)
-        self.allow("read", record.job, target=run_id)
-        return self.shown(record, readable=True)
 
     def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0) -> runs.RunRecord:
         """Block until the run is finished (or raise ``WaitTimeout``); return its record."""
@@ -559,9 +240,7 @@ class Client:
         self.audit.record(self.principal, "cancel", run_id, "allowed", f"job {record.job}")
         if record.state is not runs.RunState.CANCELLED:
             return Cancelled(record)
-        released = [  # runs waiting on it fail, or run anyway
-            r for d in self.store.dependents(run_id) if (r := self.store.release(d)) is not None
-        ]
+        released = self.store.release_dependents(run_id)  # runs waiting on it fail, or run
         try:
             broker.store_result(self.app, run_id, "REVOKED", None, retry=False)
             for r in released:
@@ -590,23 +269,10 @@ class Client:
 
 def waiting_message(record: runs.RunRecord) -> str | None:
     """Why a waiting run waits, when a worker said (``RunRecord.waiting``)."""
-    if record.waiting and record.state in runs.WAITING:
+    if record.waiting and record.state in run_states.WAITING:
         message = record.waiting.get("message")
         return str(message) if message else None
     return None
-
-
-def _unknown(*_: Any) -> None:
-    raise errors.UnknownJob("(a job this process does not load)", [])
-
-
-def _publish_error(exc: Exception) -> dict[str, Any]:
-    return {
-        "type": type(exc).__name__,
-        "message": f"could not publish: {exc}",
-        "reason": "enqueue_error",
-        "traceback": None,
-    }
 
 
 def _unannounced(run_id: str, exc: Exception, released: bool) -> str:

@@ -1,0 +1,261 @@
+"""``Submitting``: validating, recording and publishing new runs: the second part of
+``Client``. Input is validated before anything is recorded or queued; the run row
+(``rows.new_run``) is committed before its message is published, so a run lost in transit
+is still visible (and the reconciler publishes it again)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pydantic
+
+from jobsys.base import bounds, config, errors, sealing
+from jobsys.declare import jobs, permissions
+from jobsys.engine import broker, celery_api
+from jobsys.service.access import Access
+from jobsys.store import rows, runs, stores
+
+MAX_COUNTDOWN_SECONDS = bounds.MAX_COUNTDOWN
+"""A delayed message waits in a worker's memory until it is due; later starts are schedules."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmitOptions:
+    """How to submit, kept apart from the job's input."""
+
+    idempotency_key: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] | None = None
+    countdown: float | None = None
+    depends_on: tuple[str, ...] = ()
+    """Runs to wait for: this run starts once they have all completed, with their outputs in
+    ``ctx.dependencies``; if one fails it ends failed (reason ``dependency``)..."""
+    run_anyway: bool = False
+    """...unless this is set: then it runs once they have all ended, whatever their state."""
+    """Seconds to wait before the run may start (at most ``MAX_COUNTDOWN_SECONDS``)."""
+    priority: int | None = None
+    parent_id: str | None = None
+
+
+class Submitting(Access):
+    """Submit runs: validate, record, publish."""
+
+    settings: config.Settings
+    store: stores.Store
+    _app: celery_api.Celery | None
+
+    @property
+    def app(self) -> celery_api.Celery:
+        if self._app is None:
+            self._app = broker.make_celery(self.settings, self.registry)
+        return self._app
+
+    def submit(
+        self,
+        job: str,
+        input: Mapping[str, Any] | pydantic.BaseModel,
+        options: SubmitOptions | None = None,
+        principal: permissions.Principal | None = None,
+    ) -> str:
+        """Validate, record and publish a run; return its id at once."""
+        options = options or SubmitOptions()
+        spec = self._jobs(principal).get(job)
+        payload, sealed = self.validate_input(spec, input)
+        self.allow("execute", spec, payload, who=principal)
+        blocked = bool(options.depends_on)
+        row = self._row(spec, payload, sealed, options, principal or self.principal, blocked)
+        app = self.app  # a configuration error must surface before anything is recorded
+        if blocked:
+            return self._submit_blocked(spec, row, options)
+        if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
+            assert options.idempotency_key is not None
+            existing = self.store.find_key(row["tenant"], spec.name, options.idempotency_key)
+            assert existing is not None
+            return existing.id
+        self._publish(app, spec, row, options.countdown)
+        return str(row["id"])
+
+    def _submit_blocked(
+        self, spec: jobs.JobSpec, row: dict[str, Any], options: SubmitOptions
+    ) -> str:
+        for dependency in options.depends_on:
+            self.status(dependency)  # exists, in this tenant, readable
+        self.store.add_dependencies(row["id"], options.depends_on)
+        self.store.insert([row])
+        released = self.store.release(row["id"])  # its dependencies may be done already
+        if released is not None:
+            self._publish(self.app, spec, row, options.countdown)
+        return str(row["id"])
+
+    def submit_many(
+        self,
+        job: str,
+        inputs: Iterable[Mapping[str, Any] | pydantic.BaseModel],
+        options: SubmitOptions | None = None,
+        principal: permissions.Principal | None = None,
+    ) -> list[str]:
+        """Submit many runs of one job: every input is validated first (nothing is recorded if
+        one is invalid), then all rows are inserted in one statement and published."""
+        options = options or SubmitOptions()
+        if options.idempotency_key is not None:
+            raise errors.InvalidInput(
+                job,
+                [
+                    {
+                        "loc": ["idempotency_key"],
+                        "type": "value_error",
+                        "msg": "is per run: use submit() for each run",
+                    }
+                ],
+                "options",
+            )
+        spec = self._jobs(principal).get(job)
+        who = principal or self.principal
+        made: list[dict[str, Any]] = []
+        for index, value in enumerate(inputs):
+            try:
+                payload, sealed = self.validate_input(spec, value)
+                self.allow("execute", spec, payload, who=who)
+                made.append(self._row(spec, payload, sealed, options, who))
+            except errors.InvalidInput as exc:
+                for e in exc.errors:
+                    e["loc"] = [index, *e["loc"]]
+                raise
+        app = self.app
+        self.store.insert(made)
+        try:
+            broker.publish_many(app, [(spec, row) for row in made], options.countdown)
+        except Exception as exc:
+            for row in made:  # the reconciler would publish them later; say so now instead
+                self.store.fail_unpublished(row["id"], _publish_error(exc))
+            raise errors.BrokerUnavailable(
+                f"{len(made)} runs could not be queued ({exc}); is the broker up?"
+            ) from exc
+        return [str(row["id"]) for row in made]
+
+    def _row(
+        self,
+        spec: jobs.JobSpec,
+        payload: Any,
+        sealed: str | None,
+        options: SubmitOptions,
+        who: permissions.Principal,
+        blocked: bool = False,
+    ) -> dict[str, Any]:
+        """The new run's row; ``blocked``: it waits for ``options.depends_on`` (named in its
+        metadata, with ``run_anyway``)."""
+        self._check_options(spec, options)
+        meta = {**spec.metadata, **(options.metadata or {})}
+        if blocked:
+            meta["depends_on"] = list(options.depends_on)
+            if options.run_anyway:
+                meta["run_anyway"] = True
+        return rows.new_run(
+            spec,
+            payload,
+            principal=who.model_dump(mode="json"),
+            principal_id=who.id,
+            tenant=who.tenant,
+            now=runs.utcnow(),
+            meta=meta,
+            tags=options.tags,
+            sealed=sealed,
+            priority=options.priority,
+            delay=options.countdown,
+            blocked=blocked,
+            idempotency_key=options.idempotency_key,
+            parent_id=options.parent_id,
+        )
+
+    def validate_input(
+        self, spec: jobs.JobSpec, input: Mapping[str, Any] | pydantic.BaseModel
+    ) -> tuple[dict[str, Any], str | None]:
+        """The input as JSON with its secret fields redacted, and those secrets sealed
+        (``sealing.py``); raises ``InvalidInput`` naming each bad field."""
+        try:
+            if isinstance(input, spec.input_model):
+                model = input
+            else:
+                raw = input.model_dump() if isinstance(input, pydantic.BaseModel) else input
+                model = spec.input_model.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            raise errors.InvalidInput(spec.name, errors.field_errors(exc)) from None
+        paths = sealing.secret_paths(spec.input_model)
+        if not paths:
+            data, hidden = model.model_dump(mode="json"), None
+        else:
+            data, hidden = sealing.split(model, paths)
+        problems = runs.nul_errors(data)
+        if problems:
+            raise errors.InvalidInput(spec.name, problems)
+        return data, self.sealer.seal(hidden) if hidden is not None else None
+
+    @functools.cached_property
+    def sealer(self) -> sealing.Sealer:
+        return sealing.Sealer.for_home(self.settings.secret_key, self.settings.home)
+
+    def revealed(
+        self, input: dict[str, Any], sealed: str | None, under: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """A stored input with its secrets back in place (to submit it again). ``under``:
+        where the input's secrets are among those sealed (a workflow's: ``("input",)``)."""
+        return sealing.merge(input, self.sealer.open(sealed), under) if sealed else input
+
+    def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
+        problems = runs.nul_errors(
+            {
+                "metadata": options.metadata or {},
+                "tags": list(options.tags),
+                "idempotency_key": options.idempotency_key or "",
+            }
+        )
+        if problems:
+            raise errors.InvalidInput(spec.name, problems, "options")
+        limit = MAX_COUNTDOWN_SECONDS
+        if options.countdown is not None and not 0 <= options.countdown <= limit:
+            raise errors.InvalidInput(
+                spec.name,
+                [
+                    {
+                        "loc": ["countdown"],
+                        "type": "value_error",
+                        "msg": f"must be between 0 and {limit:g} s (a schedule starts runs later)",
+                    }
+                ],
+                "options",
+            )
+        if options.priority is not None and not 0 <= options.priority <= 9:
+            raise errors.InvalidInput(
+                spec.name,
+                [{"loc": ["priority"], "type": "value_error", "msg": "must be between 0 and 9"}],
+                "options",
+            )
+
+    def publish_row(
+        self, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None = None
+    ) -> None:
+        """Publish a run recorded elsewhere (a triggered schedule, a workflow step)."""
+        self._publish(self.app, spec, row, countdown)
+
+    def _publish(
+        self,
+        app: celery_api.Celery,
+        spec: jobs.JobSpec,
+        row: dict[str, Any],
+        countdown: float | None,
+    ) -> None:
+        try:
+            broker.publish(app, spec, row["id"], 1, countdown=countdown, priority=row["priority"])
+        except Exception as exc:
+            self.store.fail_unpublished(row["id"], _publish_error(exc))
+            raise errors.BrokerUnavailable(
+                f"run {row['id']} could not be queued ({exc}); is the broker up? "
+                "(`jobsys up`, or check JOBSYS_BROKER_URL)"
+            ) from exc
+
+
+def _publish_error(exc: Exception) -> dict[str, Any]:
+    return rows.run_error("enqueue_error", exc, f"could not publish: {exc}")
