@@ -37,6 +37,8 @@ are ``STAMP_AGE`` seconds old or ``STAMP_BATCH`` many: one write for many fires,
 between each two fires of a steady stream."""
 IDLE_PAUSE = 0.02
 """Seconds beat pauses when the next fire is past due but is not one it can make."""
+LOCKED_PAUSE = 0.1
+"""Seconds beat pauses when what is due is held by another beat's fire transaction."""
 
 
 class StoreScheduler(beat.Scheduler):
@@ -89,7 +91,7 @@ class StoreScheduler(beat.Scheduler):
             if fired and not ahead:
                 return 0.0  # read from the store: more may be due than one read returns
             following = self.schedules.next_due_at()
-            wait = self._wait(following, time.monotonic() - started)
+            wait = self._wait(following, time.monotonic() - started, fired)
             if self._stamp_due(wait):
                 self._stamp_published()
             # One page more is read ahead while beat idles, or even when busy if what is read
@@ -105,17 +107,20 @@ class StoreScheduler(beat.Scheduler):
             self._ticking = False
         return wait
 
-    def _wait(self, following: dt.datetime | None, spent: float) -> float:
-        """How long to sleep after a tick that fired nothing."""
+    def _wait(self, following: dt.datetime | None, spent: float, fired: int = 1) -> float:
+        """How long to sleep after a tick that fired nothing (``fired``: what it fired)."""
         if following is None:
             return max(0.0, self.max_interval - spent)
         wait = (following - runs.utcnow()).total_seconds()
         if wait <= 0:
             # Past due yet not fired: due since the store was read (fire it now), or a job
-            # this beat's catalog lacks (left for a beat that has it: pause, do not spin).
+            # this beat's catalog lacks (left for a beat that has it: pause, do not spin), or
+            # held by another beat's transaction (a tick that fired nothing: look again soon).
             due = self.schedules.due(runs.utcnow(), 50)
             fireable = any(firing.known(self.registry, r.tenant, r.job) for r in due)
-            return 0.0 if fireable else IDLE_PAUSE
+            if not fireable:
+                return IDLE_PAUSE
+            return 0.0 if fired else LOCKED_PAUSE
         return min(self.max_interval, wait)
 
     def _publish(self, fired: list[firing.Fired]) -> None:

@@ -13,6 +13,13 @@ its last change: a schedule changed since it was read (fired by another beat, pa
 its metadata merged) is not advanced, and makes no run from that read. A batch one of whose
 fires already has its run is rolled back and written one schedule at a time, where that
 fire is skipped.
+
+On PostgreSQL a fire's transaction never waits on another beat's: it first locks the batch's
+schedules with ``SKIP LOCKED`` and leaves out those another transaction holds (they stay due,
+and are fired at a later tick), and it tells the server to end it if it sits idle for
+``FIRE_IDLE_LIMIT``: a beat cut off from the database in the middle of a fire (between two of
+its statements) would otherwise keep those schedules locked until its TCP connection timed out,
+and no other beat could fire them meanwhile.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ from jobsys.store.schedule_records import ScheduleRecord, ScheduleState
 
 S = schema.schedules
 R = schema.runs
+
+FIRE_IDLE_LIMIT = "1500ms"
+"""How long a fire's transaction may sit between statements (it has no reason to at all)
+before the server ends it and frees its schedules for another beat."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,13 +96,28 @@ class FireStore:
             return {str(i): str(state) for i, state in found}
 
     def write(self, batch: list[Advance]) -> list[Fired]:
-        """Write a batch of fires; what was made, of the fires whose schedule advanced."""
+        """Write a batch of fires; what was made, of the fires whose schedule advanced (and
+        was not held by another beat's transaction: see the module's docstring)."""
         try:
             with self.engine.begin() as conn:
-                return self._write_batch(conn, batch)
+                return self._write_batch(conn, self._unlocked(conn, batch))
         except _Raced:
             with self.engine.begin() as conn:
+                batch = self._unlocked(conn, batch)
                 return [made for a in batch if (made := self._write_one(conn, a)) is not None]
+
+    def _unlocked(self, conn: sa.Connection, batch: list[Advance]) -> list[Advance]:
+        """The fires of ``batch`` whose schedules this transaction could lock at once
+        (PostgreSQL; SQLite has one writer at a time, and ``batch`` is returned)."""
+        if conn.dialect.name != "postgresql" or not batch:
+            return batch
+        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = '{FIRE_IDLE_LIMIT}'")
+        ids = [a.record.id for a in batch]
+        locked = conn.execute(
+            sa.select(S.c.id).where(S.c.id.in_(ids)).with_for_update(skip_locked=True)
+        )
+        free = {str(i) for (i,) in locked}
+        return [a for a in batch if a.record.id in free]
 
     def _write_batch(self, conn: sa.Connection, batch: list[Advance]) -> list[Fired]:
         """Advance every schedule with one statement per shape of change, then insert the runs

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+import sqlalchemy as sa
 
 from jobsys.base import config
 from jobsys.service import client
@@ -171,6 +172,8 @@ class Hosts:
             **self.env,
             "JOBSYS_TEST_NODE": name,
             "JOBSYS_TEST_LEDGER": str(self.ledgers / f"{name}.ledger"),
+            # libpq names the node's sessions in pg_stat_activity (``active_since``)
+            "PGAPPNAME": f"jobsys-{name}",
         }
         self.roles[name] = (argv, ready, count)
         self._log_from[name] = len(self.log(name))
@@ -239,6 +242,18 @@ class Hosts:
     def heal(self, name: str) -> dt.datetime:
         self.hosts[name].heal()
         return runs.utcnow()
+
+    def active_since(self, name: str, since: dt.datetime) -> bool | NotYet:
+        """Whether a database session of ``name`` has done something since ``since`` (a
+        healed node is back once its stalled connections have given up or carried on)."""
+        with self.client.store.engine.connect() as conn:
+            last = conn.execute(
+                sa.text(
+                    "SELECT max(state_change) FROM pg_stat_activity WHERE application_name = :a"
+                ),
+                {"a": f"jobsys-{name}"},
+            ).scalar()
+        return True if last is not None and last > since else NotYet(f"last active {last}")
 
     # --- runs and ledgers ---------------------------------------------------------------
 
