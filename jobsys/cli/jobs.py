@@ -108,6 +108,13 @@ def jobs_show(name: str, as_json: bool) -> None:
 @click.option("--tag", "tags", multiple=True)
 @click.option("--depends-on", "depends_on", multiple=True, help="A run id to wait for (repeat).")
 @click.option("--run-anyway", is_flag=True, help="Run even if a run it depends on fails.")
+@click.option(
+    "--require-queued",
+    is_flag=True,
+    help="Queued on the broker or nothing: fail (exit 1) and keep no record if the broker "
+    "cannot take the run. By default it is kept, not yet queued, and a worker queues it "
+    "when the broker is back.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @handle_errors
 def submit(
@@ -120,6 +127,7 @@ def submit(
     tags: tuple[str, ...],
     depends_on: tuple[str, ...],
     run_anyway: bool,
+    require_queued: bool,
     as_json: bool,
 ) -> None:
     """Submit a run of job NAME; prints the run id (or, with --wait, the output)."""
@@ -130,8 +138,15 @@ def submit(
         depends_on=depends_on,
         run_anyway=run_anyway,
         countdown=countdown,
+        require_queued=require_queued,
     )
     run_id = c.submit(name, parse_input(input_text), options)
+    if len(c.outbox) and c.outbox.drain():  # one more try before this process ends
+        err.print(
+            f"[yellow]run {run_id} is recorded but not yet queued: the broker did not "
+            "answer. A worker's reconciler queues it once the broker is back (within "
+            "JOBSYS_REAPER_SECONDS); `jobsys runs show` says so meanwhile.[/yellow]"
+        )
     if not wait:
         if as_json:
             emit_json(c.status(run_id).to_json())

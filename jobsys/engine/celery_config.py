@@ -32,6 +32,11 @@ def celery_config(settings: config.Settings) -> dict[str, Any]:
         # later, at the price of two Redis round trips per job.
         "broker_transport_options": {
             "ack_emulation": False,
+            # A publish that finds no broker fails at once instead of retrying to connect
+            # for seconds: the run is recorded, and the producer's outbox (or the
+            # reconciler) sends it when the broker is back. Publishing with Celery's retry
+            # policy (``require_queued``) still retries the publish as a whole.
+            "max_retries": 0,
             "socket_connect_timeout": 5,
             "socket_keepalive": True,
             "health_check_interval": 25,

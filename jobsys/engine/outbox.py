@@ -48,6 +48,7 @@ class Outbox:
         self.retry_seconds, self.max_retry_seconds = retry_seconds, max_retry_seconds
         self._queue: collections.deque[Pending] = collections.deque()
         self._lock = threading.Lock()
+        self._draining = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -73,7 +74,11 @@ class Outbox:
         self._wake.set()
 
     def drain(self) -> int:
-        """Try to send everything queued now; how many are left."""
+        """Try to send everything queued now (one caller at a time); how many are left."""
+        with self._draining:
+            return self._drain()
+
+    def _drain(self) -> int:
         while self._queue and not self._stop.is_set():
             head = self._queue[0]
             if self._claim(head.run_id):

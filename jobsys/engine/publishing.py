@@ -45,8 +45,11 @@ def publish(
     countdown: float | None = None,
     priority: int | None = None,
     producer: Any = None,
+    retry: bool | None = None,
 ) -> None:
     """Put one run's message on the broker (JSON), in Celery's task protocol 2.
+    ``retry=False``: one try, no waiting for a broker that does not answer (the caller keeps
+    the run for later); ``None``: Celery's publish retry policy.
 
     Built and sent with Celery's own message builder and sender (``app.amqp``), as
     ``send_task`` does, without what ``send_task`` adds that jobsys does not use (routers,
@@ -86,6 +89,7 @@ def publish(
             declare=[],
             priority=spec.priority if priority is None else priority,
             serializer="json",
+            retry=retry,
         )
 
 
@@ -129,7 +133,25 @@ def hold(app: Celery, items: Sequence[tuple[jobs.JobSpec, str]]) -> dict[str, tr
     return out
 
 
-def republish(app: Celery, registry: jobs.Registry, record: runs.RunRecord) -> None:
-    """Publish a stored run again (reaper, reconciler): same input, its current token."""
-    spec = registry.scoped(record.tenant).get(record.job)
-    publish(app, spec, record.id, record.dispatch, priority=record.priority)
+def republish(
+    app: Celery, registry: jobs.Registry, records: Sequence[runs.RunRecord], front: bool = True
+) -> None:
+    """Publish stored runs again (reaper, reconciler), in the order given: same input, their
+    current tokens, at the *front* of their queues. A run whose worker was lost, or whose
+    message was, had its turn already: it keeps its place ahead of the runs that came after
+    it instead of going to the back of the line. (``front=False``: at the back, for runs
+    queued for the first time, such as those released by their dependencies.)"""
+    if not records:
+        return
+    with app.producer_or_acquire() as producer:
+        channel = producer.channel
+        if not isinstance(channel, transport.Channel):  # (another transport: the back)
+            for r in records:
+                spec = registry.scoped(r.tenant).get(r.job)
+                publish(app, spec, r.id, r.dispatch, priority=r.priority, producer=producer)
+            return
+        with channel.holding() as held:
+            for r in records:
+                spec = registry.scoped(r.tenant).get(r.job)
+                publish(app, spec, r.id, r.dispatch, priority=r.priority, producer=producer)
+        channel.push(held, front=front)

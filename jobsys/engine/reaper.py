@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, states
@@ -22,8 +23,8 @@ def release_dependents(app: Celery, runtime: Runtime, run_id: str) -> None:
     """Runs blocked on ``run_id`` (which just ended) whose dependencies are all done: publish
     them, or fail them if one of their dependencies failed (``release_dependents``)."""
     try:
-        for released in runtime.store.release_dependents(run_id):
-            republish(app, runtime.registry, released)
+        released = runtime.store.release_dependents(run_id)
+        republish(app, runtime.registry, released, front=False)
     except Exception:
         # The reaper releases blocked runs on every pass: nothing is lost.
         log.exception("jobsys: releasing the runs that wait for %s failed", run_id)
@@ -88,19 +89,23 @@ class Reaper:
     def reap_once(self) -> runs.ReapResult:
         s, store, now = self.runtime.settings, self.runtime.store, runs.utcnow()
         result = store.reap(now, s.max_deliveries, s.hard_timeout_grace_seconds)
-        for record in result.requeued:
-            self._publish(record)
+        self._publish(result.requeued)
         for run_id in result.failed:  # wake waiters; the record says why
             exc = RunFailedResult("ended by the reaper (worker lost or past its hard limit)")
             store_result(self.app, run_id, states.FAILURE, self.app.backend.prepare_exception(exc))
         for workflow_id in store.workflows.running():
             advance_workflow(self.app, self.runtime, workflow_id)
-        for released in store.release_dependents(None):  # every blocked run
-            self._publish(released)
-        for record in store.stale_waiting(now, s.reconcile_seconds):
-            # Same token: if the first message still exists, whichever copy comes second is
-            # a no-op, so a deep backlog is never reshuffled.
-            self._publish(record)
+        self._publish(store.release_dependents(None), front=False)  # every blocked run
+        # Claimed (stamped published in one guarded statement) before they are sent, so of
+        # the reconcilers of every worker passing at once, one sends each. Same token: if the
+        # first message still exists, whichever copy comes second is a no-op.
+        stale = store.claim_stale(now, s.reconcile_seconds)
+        known = [r for r in stale if self._knows(r)]
+        for record in stale:
+            if not self._knows(record):  # another catalog's job: left for its workers
+                store.unclaim_publish(record.id, record.published_at)
+        if known:
+            republish(self.app, self.runtime.registry, known)
         if result.requeued or result.failed:
             log.warning(
                 "jobsys reaper: requeued %d, failed %d lost runs",
@@ -110,8 +115,12 @@ class Reaper:
             )
         return result
 
-    def _publish(self, record: runs.RunRecord) -> None:
-        if record.job not in self.runtime.registry.scoped(record.tenant):
-            return  # another worker (another catalog) publishes the jobs it knows
-        republish(self.app, self.runtime.registry, record)
-        self.runtime.store.mark_published(record.id, record.dispatch)
+    def _knows(self, record: runs.RunRecord) -> bool:
+        return record.job in self.runtime.registry.scoped(record.tenant)
+
+    def _publish(self, records: Sequence[runs.RunRecord], front: bool = True) -> None:
+        # another worker (another catalog) publishes the jobs it knows
+        mine = [r for r in records if self._knows(r)]
+        republish(self.app, self.runtime.registry, mine, front)
+        for record in mine:
+            self.runtime.store.mark_published(record.id, record.dispatch)

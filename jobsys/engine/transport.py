@@ -45,11 +45,14 @@ class Channel(kombu_redis.Channel):
         finally:
             self._held = None
 
-    def push(self, held: Sequence[Held]) -> None:
-        """Send held messages, in one pipelined round trip."""
+    def push(self, held: Sequence[Held], front: bool = False) -> None:
+        """Send held messages, in one pipelined round trip; ``front``: at the head of their
+        lists (taken next, before what already waits there), in the order given."""
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            for key, payload in held:
-                pipe.lpush(key, payload)
+            # Consumers pop from the right of a list (BRPOP): the back of the line is the
+            # left; a message pushed on the right is taken first.
+            for key, payload in reversed(held) if front else held:
+                (pipe.rpush if front else pipe.lpush)(key, payload)
             pipe.execute()
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:

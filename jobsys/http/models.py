@@ -56,6 +56,12 @@ class SubmitBody(Body):
     priority: int | None = Field(None, description="0 (lowest) to 9 (highest).")
     depends_on: list[RunId] = Field(default_factory=list, max_length=100)
     run_anyway: bool = Field(False, description="Run once dependencies end, whatever their state.")
+    require_queued: bool = Field(
+        False,
+        description="Queued on the broker or nothing: when the broker cannot take the run, "
+        "answer 503 and keep no record (by default the run is kept, not yet queued, and sent "
+        "when the broker is back).",
+    )
 
 
 class WorkflowSubmitBody(Body):

@@ -77,6 +77,7 @@ def submit(
         depends_on=tuple(body.depends_on),
         run_anyway=body.run_anyway,
         priority=body.priority,
+        require_queued=body.require_queued,
     )
     run_id = c.submit(name, body.input, options)
     if body.wait > 0:

@@ -66,6 +66,11 @@ class RunOptions(Args):
         None, description="Submitting twice with the same key gives the same run."
     )
     priority: int | None = pydantic.Field(None, ge=0, le=9, description="0 (low) to 9 (high).")
+    require_queued: bool = pydantic.Field(
+        False,
+        description="Queued on the broker or nothing: fail and keep no record when the broker "
+        "cannot take the run (by default it is kept and sent when the broker is back).",
+    )
 
     def submit_options(self) -> SubmitOptions:
         return SubmitOptions(
@@ -73,6 +78,7 @@ class RunOptions(Args):
             tags=tuple(self.tags),
             metadata=self.metadata,
             priority=self.priority,
+            require_queued=self.require_queued,
         )
 
 

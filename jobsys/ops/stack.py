@@ -259,8 +259,7 @@ def _republish(settings: config.Settings, store: runs.RunStore, records: list[An
     registry.attach(definition_store.source(settings, store.engine))
     app = broker.make_celery(settings, registry)
     try:
-        for record in records:
-            broker.republish(app, registry, record)
+        broker.republish(app, registry, records)  # at the front: they had their turn
     finally:
         app.close()
 

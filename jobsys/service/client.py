@@ -243,8 +243,7 @@ class Client(Submitting):
         released = self.store.release_dependents(run_id)  # runs waiting on it fail, or run
         try:
             broker.store_result(self.app, run_id, "REVOKED", None, retry=False)
-            for r in released:
-                broker.republish(self.app, self.registry, r)
+            broker.republish(self.app, self.registry, released, front=False)
         except Exception as exc:  # the record is cancelled: report it, do not fail
             return Cancelled(record, _unannounced(run_id, exc, bool(released)))
         return Cancelled(record)

@@ -14,9 +14,15 @@ import pydantic
 
 from jobsys.base import bounds, config, errors, sealing
 from jobsys.declare import jobs, permissions
-from jobsys.engine import broker, celery_api
+from jobsys.engine import broker, celery_api, outbox
 from jobsys.service.access import Access
 from jobsys.store import rows, runs, stores
+
+NOT_QUEUED = {
+    "reason": "not_queued",
+    "message": "recorded, not yet queued: the broker did not answer; queued when it is back",
+}
+"""Why a run kept by the outbox waits (``RunRecord.waiting``)."""
 
 MAX_COUNTDOWN_SECONDS = bounds.MAX_COUNTDOWN
 """A delayed message waits in a worker's memory until it is due; later starts are schedules."""
@@ -38,6 +44,10 @@ class SubmitOptions:
     """Seconds to wait before the run may start (at most ``MAX_COUNTDOWN_SECONDS``)."""
     priority: int | None = None
     parent_id: str | None = None
+    require_queued: bool = False
+    """Queued on the broker or nothing: if the broker cannot take the run (after Celery's
+    publish retries), raise ``BrokerUnavailable`` and leave no record. By default a run the
+    broker cannot take now is kept, pending and not yet queued, and sent when it is back."""
 
 
 class Submitting(Access):
@@ -52,6 +62,15 @@ class Submitting(Access):
         if self._app is None:
             self._app = broker.make_celery(self.settings, self.registry)
         return self._app
+
+    @functools.cached_property
+    def outbox(self) -> outbox.Outbox:
+        """This client's runs recorded but not yet on the broker (``engine/outbox.py``)."""
+        return outbox.Outbox(
+            claim=self.store.claim_publish,
+            published=self.store.mark_queued,
+            unclaim=lambda run_id: self.store.unclaim_publish(run_id, None),
+        )
 
     def submit(
         self,
@@ -75,7 +94,7 @@ class Submitting(Access):
             existing = self.store.find_key(row["tenant"], spec.name, options.idempotency_key)
             assert existing is not None
             return existing.id
-        self._publish(app, spec, row, options.countdown)
+        self._publish(app, spec, row, options.countdown, options.require_queued)
         return str(row["id"])
 
     def _submit_blocked(
@@ -126,14 +145,22 @@ class Submitting(Access):
                 raise
         app = self.app
         self.store.insert(made)
+        if options.require_queued:
+            try:
+                broker.publish_many(app, [(spec, row) for row in made], options.countdown)
+            except Exception as exc:
+                self.store.discard_unqueued([row["id"] for row in made])
+                raise errors.BrokerUnavailable(
+                    f"{len(made)} runs could not be queued ({exc}) and were not kept "
+                    "(require_queued); is the broker up?"
+                ) from exc
+            return [str(row["id"]) for row in made]
         try:
+            if len(self.outbox):
+                raise errors.BrokerUnavailable("runs submitted before wait for the broker")
             broker.publish_many(app, [(spec, row) for row in made], options.countdown)
-        except Exception as exc:
-            for row in made:  # the reconciler would publish them later; say so now instead
-                self.store.fail_unpublished(row["id"], _publish_error(exc))
-            raise errors.BrokerUnavailable(
-                f"{len(made)} runs could not be queued ({exc}); is the broker up?"
-            ) from exc
+        except Exception:  # kept, and sent in order when the broker is back
+            self._keep_unqueued(app, spec, made, options.countdown)
         return [str(row["id"]) for row in made]
 
     def _row(
@@ -246,16 +273,60 @@ class Submitting(Access):
         spec: jobs.JobSpec,
         row: dict[str, Any],
         countdown: float | None,
+        require_queued: bool = False,
     ) -> None:
-        try:
-            broker.publish(app, spec, row["id"], 1, countdown=countdown, priority=row["priority"])
-        except Exception as exc:
-            self.store.fail_unpublished(row["id"], _publish_error(exc))
-            raise errors.BrokerUnavailable(
-                f"run {row['id']} could not be queued ({exc}); is the broker up? "
-                "(`jobsys up`, or check JOBSYS_BROKER_URL)"
-            ) from exc
+        """Send a recorded run's message. When the broker does not answer (or runs submitted
+        before wait for it in the outbox), the run stays recorded, pending and "not yet
+        queued", and this client's outbox sends it when the broker is back; with
+        ``require_queued``, the record is removed and ``BrokerUnavailable`` raised."""
+        run_id = str(row["id"])
+        send = functools.partial(
+            broker.publish, app, spec, run_id, 1, countdown=countdown, priority=row["priority"]
+        )
+        if require_queued:
+            try:
+                send()
+            except Exception as exc:
+                self.store.discard_unqueued([run_id])
+                raise errors.BrokerUnavailable(
+                    f"run {run_id} could not be queued ({exc}) and was not kept "
+                    "(require_queued); is the broker up? (`jobsys up`, or check "
+                    "JOBSYS_BROKER_URL)"
+                ) from exc
+            return
+        if not len(self.outbox):
+            try:
+                send(retry=False)
+                return
+            except Exception:
+                pass
+        self._keep_unqueued(app, spec, [row], countdown)
 
-
-def _publish_error(exc: Exception) -> dict[str, Any]:
-    return rows.run_error("enqueue_error", exc, f"could not publish: {exc}")
+    def _keep_unqueued(
+        self,
+        app: celery_api.Celery,
+        spec: jobs.JobSpec,
+        made: list[dict[str, Any]],
+        countdown: float | None,
+    ) -> None:
+        """Recorded runs the broker could not take (or that must not overtake runs waiting
+        for it): say so in their records and give them to the outbox, in order."""
+        self.store.mark_unqueued([row["id"] for row in made], NOT_QUEUED)
+        self.outbox.add(
+            [
+                outbox.Pending(
+                    str(row["id"]),
+                    functools.partial(
+                        broker.publish,
+                        app,
+                        spec,
+                        str(row["id"]),
+                        1,
+                        countdown=countdown,
+                        priority=row["priority"],
+                        retry=False,
+                    ),
+                )
+                for row in made
+            ]
+        )

@@ -40,18 +40,27 @@ _CLAIM = (
     "workflow_id, timeout, max_attempts, has_dependents"
 )
 DIALECTS = ("sqlite", "postgresql")
+POOL_WAIT = 30.0
+"""Seconds a thread waits for one of the store's per-job connections before failing."""
 
 
 class HotPath:
     """Insert, claim and the statements written elsewhere for the hot path (``write``), for
     one engine (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, size: int | None = None) -> None:
+        """``size``: connections at most (default: the engine's pool size, so a process
+        holds at most twice that: its pool's and these)."""
+        if size is None:
+            size = getattr(engine.pool, "size", lambda: 5)()
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._local = threading.local()
+        self.size = max(1, size)
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._open: list[Any] = []
+        self._free: list[Any] = []
+        self._slots = threading.BoundedSemaphore(self.size)
         self._disconnects: tuple[type[BaseException], ...] = ()
         if self.dialect not in DIALECTS:
             raise ValueError(f"no hot path for the {self.dialect!r} dialect")
@@ -171,12 +180,12 @@ class HotPath:
     def _execute(
         self, sql: str, params: Any, fetch: bool, many: bool = False, fetch_all: bool = False
     ) -> tuple[Any, int]:
-        """Run one statement and commit, on this thread's own connection. A connection the
-        server dropped (a restart, an idle timeout) is replaced once and the statement run
-        again: a statement that failed that way changed nothing, and if its commit was lost
-        in flight the guards of both statements make the second run a no-op."""
+        """Run one statement and commit, on a connection of this store's own few. A
+        connection the server dropped (a restart, an idle timeout) is replaced once and the
+        statement run again: a statement that failed that way changed nothing, and if its
+        commit was lost in flight the guards of both statements make the second run a no-op."""
         for last in (False, True):
-            conn = self._connection()
+            conn = self._acquire()
             try:
                 cursor = conn.cursor()
                 try:
@@ -189,42 +198,65 @@ class HotPath:
                 finally:
                     cursor.close()
                 conn.commit()
-                return row, count
             except self._disconnects:
-                self._drop()
+                self._discard(conn)
                 if last:
                     raise
+                continue
             except BaseException:
-                self._drop()  # its state is unknown: never reuse it
+                self._discard(conn)  # its state is unknown: never reuse it
                 raise
+            self._release(conn)
+            return row, count
         raise AssertionError("unreachable")
 
-    def _connection(self) -> Any:
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():  # new thread, or a forked child
-            local.pid, local.conn = os.getpid(), None
-        if local.conn is None:
-            conn = self.engine.raw_connection()
-            conn.detach()  # this thread's own, outside the pool
-            with self._lock:
-                self._open.append(conn)
-            local.conn = conn
-        return local.conn
-
-    def _drop(self) -> None:
-        conn, self._local.conn = self._local.conn, None
+    def _acquire(self) -> Any:
+        """A connection of this store's own (taken from the engine, outside its pool), the
+        one used last if it is free: a single-threaded worker keeps using one. At most
+        ``size`` are open at once, however many threads call (a producer with hundreds of
+        threads waits for one rather than open hundreds)."""
+        if self._pid != os.getpid():  # a forked child: the parent's are not ours
+            self.after_fork()
+        if not self._slots.acquire(timeout=POOL_WAIT):
+            raise TimeoutError(
+                f"no database connection free within {POOL_WAIT:g} s "
+                f"({self.size} in use by this process's threads)"
+            )
         with self._lock:
-            self._open.remove(conn)
+            if self._free:
+                return self._free.pop()
+        try:
+            conn = self.engine.raw_connection()
+            conn.detach()
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._open.append(conn)
+        return conn
+
+    def _release(self, conn: Any) -> None:
+        with self._lock:
+            self._free.append(conn)
+        self._slots.release()
+
+    def _discard(self, conn: Any) -> None:
+        with self._lock:
+            if conn in self._open:
+                self._open.remove(conn)
         _close(conn)
+        self._slots.release()
 
     def after_fork(self) -> None:
         """Forget, without closing, the connections inherited from the parent process."""
-        self._local, self._lock, self._open = threading.local(), threading.Lock(), []
+        self._pid = os.getpid()
+        self._lock, self._open, self._free = threading.Lock(), [], []
+        self._slots = threading.BoundedSemaphore(self.size)
 
     def close(self) -> None:
-        """Close every thread's connection (the store is being closed)."""
+        """Close every connection (the store is being closed)."""
         with self._lock:
-            opened, self._open = self._open, []
+            opened, self._open, self._free = self._open, [], []
         for conn in opened:
             _close(conn)
 

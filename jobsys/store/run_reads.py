@@ -148,7 +148,9 @@ class RunReads:
             .where(
                 T.c.state.in_(run_states.values(run_states.WAITING)),
                 sa.or_(T.c.published_at.is_(None), T.c.published_at < cutoff),
-                T.c.created_at < cutoff,
+                # (a new run is being published by its producer, unless that said it could
+                # not: ``mark_unqueued``)
+                sa.or_(T.c.created_at < cutoff, T.c.waiting["reason"].as_string() == "not_queued"),
                 sa.or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at < cutoff),
             )
             .limit(limit)

@@ -130,6 +130,90 @@ class RunStore(Recovery):
             with self.engine.begin() as conn:  # one statement, executed for every run at once
                 conn.execute(_MARK_PUBLISHED, [{"rid": i, "at": at} for i, at in sent])
 
+    def claim_stale(self, now: dt.datetime, older_than: float, limit: int = 500) -> list[RunRecord]:
+        """Claim the waiting runs whose message may be lost (never published, or published
+        more than ``older_than`` seconds ago) for this reconciler to publish: each is stamped
+        published in the same statement, guarded by that staleness, so of many reconcilers
+        passing at once one claims it (PostgreSQL re-checks the guard of a row another
+        transaction just changed). Oldest first, by priority."""
+        stale = self.stale_waiting(now, older_than, limit)
+        if not stale:
+            return []
+        cutoff = now - dt.timedelta(seconds=older_than)
+        with self.engine.begin() as conn:
+            claimed = {
+                str(i)
+                for (i,) in conn.execute(
+                    T.update()
+                    .where(
+                        T.c.id.in_([r.id for r in stale]),
+                        T.c.state.in_(run_states.values(WAITING)),
+                        sa.or_(T.c.published_at.is_(None), T.c.published_at < cutoff),
+                    )
+                    .values(published_at=now)
+                    .returning(T.c.id)
+                )
+            }
+        mine = [r for r in stale if r.id in claimed]
+        return sorted(mine, key=lambda r: (-r.priority, r.created_at))
+
+    def unclaim_publish(self, run_id: str, published_at: dt.datetime | None) -> None:
+        """Give back a claim to publish (``claim_stale``, ``claim_publish``) that was not
+        used: the run's publish time as it was, so another process publishes it."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.state.in_(run_states.values(WAITING)))
+                .values(published_at=published_at)
+            )
+
+    def claim_publish(self, run_id: str, now: dt.datetime | None = None) -> bool:
+        """Claim a run not yet queued (``mark_unqueued``) for this producer's outbox to send;
+        False if it was sent already (a reconciler did) or no longer waits."""
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    T.update()
+                    .where(
+                        T.c.id == run_id,
+                        T.c.state.in_(run_states.values(WAITING)),
+                        T.c.published_at.is_(None),
+                    )
+                    .values(published_at=now or utcnow())
+                ).rowcount
+            )
+
+    def mark_unqueued(self, run_ids: Sequence[str], waiting: dict[str, Any]) -> None:
+        """The broker could not take these new runs: they wait, recorded and not yet queued
+        (no publish time, so the reconciler sees them at once), saying why."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                T.update()
+                .where(T.c.id.in_(list(run_ids)), T.c.state.in_(run_states.values(WAITING)))
+                .values(published_at=None, waiting=waiting)
+            )
+
+    def mark_queued(self, run_id: str) -> None:
+        """A run the outbox has sent waits no more for the broker (``waiting`` cleared)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.state.in_(run_states.values(WAITING)))
+                .values(waiting=sa.null())
+            )
+
+    def discard_unqueued(self, run_ids: Sequence[str]) -> None:
+        """Remove new runs the broker could not take, for a producer that asked to have its
+        runs queued or nothing (``require_queued``): no record is left behind."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                T.delete().where(
+                    T.c.id.in_(list(run_ids)),
+                    T.c.state == RunState.PENDING.value,
+                    T.c.attempts == 0,
+                )
+            )
+
     def mark_waiting(self, run_id: str, dispatch: int | None, waiting: dict[str, Any]) -> bool:
         """Say why a waiting run waits (``RunRecord.waiting``), if it still waits for the
         message of token ``dispatch`` (any token if ``None``). Off the per-job path: written

@@ -529,7 +529,9 @@ def test_definitions_register_submit_remove(api: httpx.Client, server: ApiServer
     assert_error(api.get(f"/api/v1/definitions/{name}"), 404)
 
 
-def test_broker_down_is_503_and_the_run_is_recorded_failed(shared: Cluster) -> None:
+def test_broker_down_keeps_the_run_not_yet_queued_or_503_with_require_queued(
+    shared: Cluster,
+) -> None:
     with ApiServer(shared, JOBSYS_BROKER_URL="redis://127.0.0.1:1/0") as down:
         with down.client(None) as anonymous:
             ready = anonymous.get("/api/v1/ready")
@@ -537,13 +539,20 @@ def test_broker_down_is_503_and_the_run_is_recorded_failed(shared: Cluster) -> N
         assert ready.json()["database"] == "ok" and ready.json()["broker"] != "ok"
         assert ready.json()["error"]["type"] == "ServiceUnavailable"
         with down.client(ADMIN) as api:
+            # The run is recorded and its id answered at once: not failed, not yet queued.
             resp = api.post("/api/v1/jobs/examples.add/runs", json={"input": {"a": 1, "b": 2}})
+            assert resp.status_code == 202, resp.text
+            run = api.get(f"/api/v1/runs/{resp.json()['run_id']}").json()
+            assert run["state"] == "pending" and run["waiting"]["reason"] == "not_queued", run
+            # Queued or nothing: 503, and no record left behind.
+            resp = api.post(
+                "/api/v1/jobs/examples.add/runs",
+                json={"input": {"a": 1, "b": 2}, "require_queued": True},
+            )
             error = assert_error(resp, 503, "BrokerUnavailable")
             found = re.search(r"run ([0-9a-f]{32})", error["message"])
-            assert found, error
-            run_id = found.group(1)
-            run = api.get(f"/api/v1/runs/{run_id}").json()  # the store is still there
-        assert run["state"] == "failed" and run["error"]["reason"] == "enqueue_error"
+            assert found and "not kept" in error["message"], error
+            assert_error(api.get(f"/api/v1/runs/{found.group(1)}"), 404)
         assert "Traceback" not in down.log()
 
 
