@@ -118,7 +118,10 @@ def test_the_broker_stops_and_comes_back_empty_under_producer_load(hosts: Hosts)
     assert not producer.refused, producer.refused[:3]
     assert len(outage) >= 100, len(outage)  # 10/s for 15 s, give or take the pace
     assert late <= 10, f"a run submitted in the outage ended {late:.1f} s after the broker's return"
-    assert producer.slowest <= 0.5, result.extra  # (the 100 ms aim: see submit_p99_ms)
+    # Each submit returns at once (p99 about 40 ms here), but for the one in flight as the
+    # broker dies, which can wait for the broker connection's timeout (5 s). The bound is
+    # loose for a loaded CI machine; the figures above are the measure.
+    assert took[-2] <= 0.25 and took[-1] <= 6, result.extra
     assert c.processes["n1"].poll() is None and c.processes["n2"].poll() is None
 
 
