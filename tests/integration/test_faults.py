@@ -229,3 +229,21 @@ def test_sigterm_lets_running_jobs_finish_then_the_worker_exits_0(fresh: Cluster
     assert all(fresh.executions(i) == 1 for i in ids)
     assert fresh.queue_length() == 0
     assert fresh.redis.zcard("unacked_index") == 0
+
+
+def test_a_run_requeued_after_its_worker_died_goes_before_later_runs(fresh: Cluster) -> None:
+    """A run whose worker was lost had its turn already: requeued by the reaper, it goes to
+    the front of its queue, ahead of the runs submitted after it (not to the back)."""
+    fresh.start_worker("a", concurrency=1)
+    first = fresh.client.submit("tests.long_first", {"seconds": 30, "then": 0.2})
+    eventually(lambda: all_started(fresh, [first]), 60, what="the first run to start")
+    fresh.kill("a", signal.SIGKILL)
+    later = [fresh.client.submit("examples.sleep", {"seconds": 1}) for _ in range(8)]
+    fresh.start_worker("b", concurrency=1)
+    records = {r.id: r for r in fresh.wait_all([first, *later], timeout=120)}
+    assert all(r.state is RunState.COMPLETED for r in records.values())
+    assert records[first].attempts == 2 and fresh.executions(first) == 2
+    ended_before = [i for i in later if records[i].finished_at < records[first].finished_at]  # type: ignore[operator]
+    # Requeued once its lease ran out (3 s) while the later runs (1 s each) were running: it
+    # ends among the first few of them, not after all eight.
+    assert len(ended_before) <= 5, [records[i].finished_at for i in later]
