@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import shutil
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,8 +115,8 @@ def test_a_bare_rediss_url_verifies_the_server_and_keeps_its_query(tmp_path: Pat
         {"JOBSYS_HOME": str(tmp_path), "JOBSYS_BROKER_URL": "rediss://:pw@h:6380/0"}
     )
     conf = broker.celery_config(bare)
-    assert conf["broker_use_ssl"] == {"ssl_cert_reqs": broker.ssl.CERT_REQUIRED}
-    assert conf["redis_backend_use_ssl"] == {"ssl_cert_reqs": broker.ssl.CERT_REQUIRED}
+    assert conf["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    assert conf["redis_backend_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     given = "rediss://:pw@h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem"
     explicit = config.Settings.from_env({"JOBSYS_HOME": str(tmp_path), "JOBSYS_BROKER_URL": given})
     assert explicit.resolved_result_url() == given.replace("/0?", "/1?")
