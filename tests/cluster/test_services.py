@@ -116,7 +116,8 @@ def test_the_broker_stops_and_comes_back_empty_under_producer_load(hosts: Hosts)
     )
     result.assert_clean()
     assert not producer.refused, producer.refused[:3]
-    assert len(outage) >= 100, len(outage)  # 10/s for 15 s, give or take the pace
+    # 10/s for 15 s, less the pace lost to the one submit that waited as the broker died
+    assert len(outage) >= 90, len(outage)
     assert late <= 10, f"a run submitted in the outage ended {late:.1f} s after the broker's return"
     # Each submit returns at once (p99 about 40 ms here), but for the one in flight as the
     # broker dies, which can wait for the broker connection's timeout (5 s). The bound is
