@@ -132,7 +132,7 @@ def test_the_broker_loses_its_data_mid_drain(hosts: Hosts) -> None:
     c = hosts
     c.start_workers("n1", "n2")
     logged = {node: len(c.log(node)) for node in ("n1", "n2")}
-    ids = c.submit(300, seconds=0)
+    ids = c.submit(500, seconds=0)
     eventually(lambda: ended(c, ids) >= 30 or NotYet(ended(c, ids)), 60, 0.05, what="30 done")
     with redis.Redis.from_url(c.site.broker.url(0)) as r:
         r.flushall()
