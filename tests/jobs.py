@@ -23,7 +23,7 @@ def record_effect(ctx: JobContext, note: str = "") -> None:
     folder = os.environ.get("JOBSYS_TEST_EFFECTS")
     if folder:
         with (Path(folder) / ctx.run_id).open("a") as f:
-            f.write(f"{ctx.attempt} {os.getpid()} {time.time():.3f} {note}\n")
+            f.write(f"{ctx.attempt} {os.getpid()} {time.time():.6f} {note}\n")
 
 
 class Seconds(pydantic.BaseModel):
@@ -39,6 +39,37 @@ def effect(data: Seconds, ctx: JobContext) -> Done:
     """Record one execution, sleep, record the end."""
     record_effect(ctx, "start")
     time.sleep(data.seconds)
+    return Done(pid=os.getpid())
+
+
+@job("tests.urgent", timeout=60, priority=8)
+def urgent(data: Seconds, ctx: JobContext) -> Done:
+    """``tests.effect`` with a priority of its own (8, above the default 5)."""
+    record_effect(ctx, "start")
+    time.sleep(data.seconds)  # (the body's work)
+    return Done(pid=os.getpid())
+
+
+class Gate(pydantic.BaseModel):
+    path: str
+
+
+@job("tests.gated", timeout=120)
+def gated(data: Gate, ctx: JobContext) -> Done:
+    """Keeps its worker busy until the file ``path`` exists (the test opens the gate)."""
+    record_effect(ctx, "start")
+    deadline = time.monotonic() + 110
+    while not Path(data.path).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # (the body's work: waiting for the gate)
+    return Done(pid=os.getpid())
+
+
+@job("tests.fail_once", timeout=60, retry=RetryPolicy(max_attempts=2, initial_backoff=0, jitter=0))
+def fail_once(data: Seconds, ctx: JobContext) -> Done:
+    """Fails its first attempt; retried at once (no backoff)."""
+    record_effect(ctx, "start")
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
     return Done(pid=os.getpid())
 
 

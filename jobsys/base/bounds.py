@@ -1,8 +1,14 @@
-"""The bounds of every duration jobsys takes from a declaration, a definition or a request.
+"""The bounds of every duration jobsys takes from a declaration, a definition or a request,
+and the scale of run priorities.
 
 A duration is a finite number of seconds between its bounds: NaN, infinities and values past
 the maximum are refused where they are given, naming the field, so that no later arithmetic
 (a ``timedelta``, a message's countdown) can overflow in a worker, a beat or a request.
+
+A priority is an integer from ``LOWEST_PRIORITY`` (0) to ``HIGHEST_PRIORITY`` (9), the higher
+taken first; runs of the same priority are taken in the order they were queued. It is the one
+scale of every interface (``@job(priority=...)``, a submit, a schedule, a workflow step); only
+``engine/publishing.py`` turns it into the broker's own numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ MAX_EVERY = 366 * 86400.0
 """A schedule's ``every`` (a year)."""
 LATEST_INSTANT = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 """A schedule's ``at``, ``start_at`` and ``end_at`` come before it."""
+LOWEST_PRIORITY = 0
+HIGHEST_PRIORITY = 9
+DEFAULT_PRIORITY = 5
+"""A job's priority when its declaration names none."""
+PRIORITY_HELP = "0 (lowest) to 9 (highest), taken first; the same priority in the order queued"
+"""The priority scale in the words every interface shows."""
 
 
 def seconds(value: Any, maximum: float, positive: bool = False) -> str | None:
@@ -38,4 +50,14 @@ def seconds(value: Any, maximum: float, positive: bool = False) -> str | None:
     low = "above 0" if positive else "at least 0"
     if value > maximum or value < 0 or (positive and value == 0):
         return f"must be {low} and at most {maximum:g} seconds, got {value:g}"
+    return None
+
+
+def priority(value: Any) -> str | None:
+    """What is wrong with ``value`` as a priority, or ``None`` when it is fine."""
+    scale = f"{LOWEST_PRIORITY} (lowest) to {HIGHEST_PRIORITY} (highest)"
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a whole number from {scale}, got {value!r}"
+    if not LOWEST_PRIORITY <= value <= HIGHEST_PRIORITY:
+        return f"must be from {scale}, got {value}"
     return None

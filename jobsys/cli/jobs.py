@@ -11,7 +11,7 @@ import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobsys.base import errors
+from jobsys.base import bounds, errors
 from jobsys.cli.base import (
     DURATION,
     emit_json,
@@ -104,6 +104,12 @@ def jobs_show(name: str, as_json: bool) -> None:
     default=None,
     help="Not before this long from now: seconds, or 30s, 5m, 1h.",
 )
+@click.option(
+    "--priority",
+    type=click.IntRange(bounds.LOWEST_PRIORITY, bounds.HIGHEST_PRIORITY),
+    default=None,
+    help=f"{bounds.PRIORITY_HELP}. Default: the job's (`jobs show`; 5 unless declared).",
+)
 @click.option("--idempotency-key", default=None)
 @click.option("--tag", "tags", multiple=True)
 @click.option("--depends-on", "depends_on", multiple=True, help="A run id to wait for (repeat).")
@@ -123,6 +129,7 @@ def submit(
     wait: bool,
     timeout: float,
     countdown: float | None,
+    priority: int | None,
     idempotency_key: str | None,
     tags: tuple[str, ...],
     depends_on: tuple[str, ...],
@@ -138,6 +145,7 @@ def submit(
         depends_on=depends_on,
         run_anyway=run_anyway,
         countdown=countdown,
+        priority=priority,
         require_queued=require_queued,
     )
     run_id = c.submit(name, parse_input(input_text), options)

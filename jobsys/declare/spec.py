@@ -101,7 +101,9 @@ class JobSpec:
     )
     hidden: bool = False
     queue: str = "jobs"
-    priority: int = 5
+    priority: int = bounds.DEFAULT_PRIORITY
+    """0 (lowest) to 9 (highest): its runs' priority unless a submit, a schedule or a
+    workflow step gives theirs."""
     access: types.MappingProxyType[str, permissions.Rule] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({})
     )
@@ -142,7 +144,7 @@ def job(
     labels: dict[str, str] | None = None,
     hidden: bool = False,
     queue: str = "jobs",
-    priority: int = 5,
+    priority: int = bounds.DEFAULT_PRIORITY,
     access: Mapping[str, permissions.Rule] | None = None,
     schedule: cadence.ScheduleSpec | None = None,
 ) -> Callable[[Callable[..., Any]], JobSpec]:
@@ -195,7 +197,7 @@ class Job:
     labels: ClassVar[dict[str, str]] = {}
     hidden: ClassVar[bool] = False
     queue: ClassVar[str] = "jobs"
-    priority: ClassVar[int] = 5
+    priority: ClassVar[int] = bounds.DEFAULT_PRIORITY
     access: ClassVar[Mapping[str, permissions.Rule]] = {}
     schedule: ClassVar[cadence.ScheduleSpec | None] = None
     spec: ClassVar[JobSpec]
@@ -261,8 +263,8 @@ def _spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
         found.append(("retry", "must be a jobsys.RetryPolicy"))
     else:
         found.extend(spec.retry.problems())
-    if not 0 <= spec.priority <= 9:
-        found.append(("priority", f"must be between 0 and 9, got {spec.priority}"))
+    if problem := bounds.priority(spec.priority):
+        found.append(("priority", problem))
     if not spec.queue or not NAME_RE.match(spec.queue):
         found.append(("queue", f"must be a plain name, got {spec.queue!r}"))
     if spec.schedule is not None:

@@ -27,8 +27,10 @@ from jobsys.engine import presence
 from jobsys.engine.celery_config import celery_config, tls_config
 from jobsys.engine.publishing import (
     RunFailedResult,
+    broker_priority,
     hold,
     publish,
+    publish_front,
     publish_many,
     republish,
     store_result,
@@ -45,12 +47,14 @@ __all__ = [
     "Runtime",
     "act",
     "advance_workflow",
+    "broker_priority",
     "celery_config",
     "deliver",
     "hold",
     "install_worker_hooks",
     "make_celery",
     "publish",
+    "publish_front",
     "publish_many",
     "release_dependents",
     "republish",
@@ -163,7 +167,9 @@ def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
         soft_time_limit=spec.timeout,
         time_limit=spec.timeout + runtime.settings.hard_timeout_grace_seconds,
         queue=spec.queue,
-        priority=spec.priority,
+        # What Celery sends a message of this task at when nothing else says (``celery
+        # call``, Flower's "apply"): the job's priority, in kombu's numbers.
+        priority=broker_priority(spec.priority),
     )
 
 
@@ -191,15 +197,25 @@ def act(
         return outcome.output
     if kind is execute.Kind.RETRY:
         assert outcome.dispatch is not None
-        publish(app, spec, delivery.run_id, outcome.dispatch, countdown=outcome.delay)
+        publish(
+            app,
+            spec,
+            delivery.run_id,
+            outcome.dispatch,
+            countdown=outcome.delay,
+            priority=outcome.priority,
+        )
         raise Ignore()
     if kind is execute.Kind.HANDED_BACK:
         # The message was taken off the queue when it was received (no acknowledgement
-        # emulation): the run's next message is a new one, with the run's new token. If it
-        # cannot be sent, the reconciler sends it (the run is pending, its message old).
+        # emulation): the run's next message is a new one, with the run's new token, at the
+        # run's priority and at the front of its list (the run had its turn, as one the reaper
+        # requeues). If it cannot be sent, the reconciler sends it (the run is pending, its
+        # message old).
         assert outcome.dispatch is not None
+        priority = spec.priority if outcome.priority is None else outcome.priority
         try:
-            publish(app, spec, delivery.run_id, outcome.dispatch)
+            publish_front(app, spec, delivery.run_id, outcome.dispatch, priority)
         except Exception:
             log.exception("jobsys: run %s handed back, but not published", delivery.run_id)
         raise Ignore()

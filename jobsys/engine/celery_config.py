@@ -41,6 +41,8 @@ def celery_config(settings: config.Settings) -> dict[str, Any]:
             "socket_keepalive": True,
             "health_check_interval": 25,
             "retry_on_timeout": True,
+            # One Redis list per priority, read lowest step first: a run of priority p (0
+            # lowest .. 9 highest) is sent at step 9 - p (``publishing.broker_priority``).
             "queue_order_strategy": "priority",
             "priority_steps": list(range(10)),
         },

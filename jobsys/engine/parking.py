@@ -8,7 +8,8 @@ nothing saying why, until the reconciler published it again minutes later, maybe
 worker. A jobsys worker parks such a message instead:
 
 - **Parking.** The worker's consumer (``Consumer.on_unknown_task``) pushes the message as it
-  came (headers, body and priority kept) onto its job's *parking queue*,
+  came (headers, body and priority kept: kombu's step, so the parking queue's lists are read
+  by priority too) onto its job's *parking queue*,
   ``_jobsys.parked.<job>``, and adds the job's name to the Redis set ``_jobsys.parked``. The
   message left Redis when the worker took it (jobsys runs without emulated acknowledgements),
   so parking moves it; a worker killed between taking and parking it loses it, as it would

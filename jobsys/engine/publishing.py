@@ -1,14 +1,19 @@
 """Publishing runs' messages and storing their results, in Celery's terms (task protocol 2,
-JSON), each in as few broker round trips as it takes."""
+JSON), each in as few broker round trips as it takes.
+
+Every message of a run is built here (``publish``), and this is where a run's priority (0
+lowest to 9 highest, ``base/bounds.py``) becomes the broker's (``broker_priority``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
 
+from jobsys.base import bounds
 from jobsys.declare import jobs
 from jobsys.engine import transport
 from jobsys.store import runs
@@ -37,6 +42,18 @@ def store_result(app: Celery, run_id: str, state: str, result: Any, retry: bool 
     backend.set(backend.get_key_for_task(run_id), backend.encode(meta), **policy)
 
 
+def broker_priority(priority: int) -> int:
+    """kombu's priority for a run's ``priority`` (``bounds``: 0 lowest .. 9 highest).
+
+    kombu's Redis transport keeps one list per priority step next to each queue (``jobs`` for
+    step 0, ``jobs\\x06\\x16N`` for step N) and its consumers take from them in the order of
+    the steps (``BRPOP jobs jobs\\x06\\x161 ... jobs\\x06\\x169``): the lowest step first. So a
+    run of priority p goes to step ``9 - p``: 9 to ``jobs`` itself, the default 5 to step 4, 0
+    to step 9. What moves a message later keeps the step it has (``transport.Channel.push``,
+    ``parking.py``); nothing else reads kombu's numbers."""
+    return bounds.HIGHEST_PRIORITY - priority
+
+
 def publish(
     app: Celery,
     spec: jobs.JobSpec,
@@ -47,9 +64,10 @@ def publish(
     producer: Any = None,
     retry: bool | None = None,
 ) -> None:
-    """Put one run's message on the broker (JSON), in Celery's task protocol 2.
-    ``retry=False``: one try, no waiting for a broker that does not answer (the caller keeps
-    the run for later); ``None``: Celery's publish retry policy.
+    """Put one run's message on the broker (JSON), in Celery's task protocol 2, at
+    ``priority`` (the run's; the job's if ``None``). ``retry=False``: one try, no waiting for
+    a broker that does not answer (the caller keeps the run for later); ``None``: Celery's
+    publish retry policy.
 
     Built and sent with Celery's own message builder and sender (``app.amqp``), as
     ``send_task`` does, without what ``send_task`` adds that jobsys does not use (routers,
@@ -87,7 +105,7 @@ def publish(
             # nothing to declare on Redis, and consumers declare the queues they read.
             queue=spec.queue,
             declare=[],
-            priority=spec.priority if priority is None else priority,
+            priority=broker_priority(spec.priority if priority is None else priority),
             serializer="json",
             retry=retry,
         )
@@ -114,11 +132,16 @@ def publish_many(
                     publish(app, spec, row["id"], 1, countdown, row["priority"], producer=producer)
 
 
-def hold(app: Celery, items: Sequence[tuple[jobs.JobSpec, str]]) -> dict[str, transport.Held]:
+def hold(
+    app: Celery,
+    items: Sequence[tuple[jobs.JobSpec, str]],
+    priorities: Mapping[str, int] | None = None,
+) -> dict[str, transport.Held]:
     """Build the messages of runs to be made soon (a job spec and a run id each), without
-    sending them: ``publish_many`` pushes them once the runs are recorded. Nothing is held
-    when sending a message also announces it (``task_send_sent_event``): the announcement
-    would come early; such messages are built when they are sent."""
+    sending them: ``publish_many`` pushes them once the runs are recorded. ``priorities``:
+    the runs' own, by run id (the job's for a run not in it). Nothing is held when sending a
+    message also announces it (``task_send_sent_event``): the announcement would come early;
+    such messages are built when they are sent."""
     if app.conf.task_send_sent_event:
         return {}
     out: dict[str, transport.Held] = {}
@@ -128,7 +151,8 @@ def hold(app: Celery, items: Sequence[tuple[jobs.JobSpec, str]]) -> dict[str, tr
             return {}
         with channel.holding() as held:
             for spec, run_id in items:
-                publish(app, spec, run_id, 1, priority=spec.priority, producer=producer)
+                priority = (priorities or {}).get(run_id, spec.priority)
+                publish(app, spec, run_id, 1, priority=priority, producer=producer)
                 out[run_id] = held.pop()
     return out
 
@@ -137,21 +161,35 @@ def republish(
     app: Celery, registry: jobs.Registry, records: Sequence[runs.RunRecord], front: bool = True
 ) -> None:
     """Publish stored runs again (reaper, reconciler), in the order given: same input, their
-    current tokens, at the *front* of their queues. A run whose worker was lost, or whose
-    message was, had its turn already: it keeps its place ahead of the runs that came after
-    it instead of going to the back of the line. (``front=False``: at the back, for runs
-    queued for the first time, such as those released by their dependencies.)"""
-    if not records:
+    current tokens, their own priorities, at the *front* of those priorities' lists. A run
+    whose worker was lost, or whose message was, had its turn already: it keeps its place
+    ahead of the runs of its priority that came after it instead of going to the back of the
+    line. (``front=False``: at the back, for runs queued for the first time, such as those
+    released by their dependencies.)"""
+    items = [(registry.scoped(r.tenant).get(r.job), r.id, r.dispatch, r.priority) for r in records]
+    _push(app, items, front)
+
+
+def publish_front(
+    app: Celery, spec: jobs.JobSpec, run_id: str, dispatch: int, priority: int
+) -> None:
+    """Publish a run that had its turn already (handed back by its stopping worker) at the
+    front of its priority's list, as ``republish`` does for the runs the reaper requeues."""
+    _push(app, [(spec, run_id, dispatch, priority)], front=True)
+
+
+def _push(app: Celery, items: Sequence[tuple[jobs.JobSpec, str, int, int]], front: bool) -> None:
+    """Publish runs' messages (spec, run id, token, priority each) in one round trip, at the
+    front of their priority's lists or at the back."""
+    if not items:
         return
     with app.producer_or_acquire() as producer:
         channel = producer.channel
         if not isinstance(channel, transport.Channel):  # (another transport: the back)
-            for r in records:
-                spec = registry.scoped(r.tenant).get(r.job)
-                publish(app, spec, r.id, r.dispatch, priority=r.priority, producer=producer)
+            for spec, run_id, dispatch, priority in items:
+                publish(app, spec, run_id, dispatch, priority=priority, producer=producer)
             return
         with channel.holding() as held:
-            for r in records:
-                spec = registry.scoped(r.tenant).get(r.job)
-                publish(app, spec, r.id, r.dispatch, priority=r.priority, producer=producer)
+            for spec, run_id, dispatch, priority in items:
+                publish(app, spec, run_id, dispatch, priority=priority, producer=producer)
         channel.push(held, front=front)

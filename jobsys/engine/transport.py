@@ -47,7 +47,8 @@ class Channel(kombu_redis.Channel):
 
     def push(self, held: Sequence[Held], front: bool = False) -> None:
         """Send held messages, in one pipelined round trip; ``front``: at the head of their
-        lists (taken next, before what already waits there), in the order given."""
+        lists (taken next, before what already waits there at the same priority), in the
+        order given."""
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
             # Consumers pop from the right of a list (BRPOP): the back of the line is the
             # left; a message pushed on the right is taken first.
@@ -60,6 +61,8 @@ class Channel(kombu_redis.Channel):
         if self._held is None or kwargs.get("_publish_batch"):
             super()._put(queue, message, **kwargs)
             return
+        # The list of the message's priority step, as kombu's ``_put`` picks it (the step
+        # ``publishing.broker_priority`` gave it): pushed later, it keeps its priority.
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         self._held.append((key, dumps(message)))
 

@@ -7,7 +7,8 @@ on SQLite, so each server keeps its answers for ``JOBSYS_STATS_CACHE_SECONDS`` (
 scrape interval however many dashboards ask. Throughput and workers look only at the runs
 created in the last ``RECENT`` (the created-at index).
 Queue depths are Redis ``LLEN``s of each job queue and of the priority lists kombu keeps next
-to it (``<queue>\\x06\\x16<priority>``).
+to it (``<queue>\\x06\\x16<step>``; the queue's own name is step 0), summed: which list holds
+which priority (step 9 - p, ``engine/publishing.py``) does not matter here.
 """
 
 from __future__ import annotations

@@ -36,13 +36,16 @@ class SubmitOptions:
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, Any] | None = None
     countdown: float | None = None
+    """Seconds to wait before the run may start (at most ``MAX_COUNTDOWN_SECONDS``)."""
     depends_on: tuple[str, ...] = ()
     """Runs to wait for: this run starts once they have all completed, with their outputs in
     ``ctx.dependencies``; if one fails it ends failed (reason ``dependency``)..."""
     run_anyway: bool = False
     """...unless this is set: then it runs once they have all ended, whatever their state."""
-    """Seconds to wait before the run may start (at most ``MAX_COUNTDOWN_SECONDS``)."""
     priority: int | None = None
+    """0 (lowest) to 9 (highest): runs of a higher priority are taken first, those of the same
+    priority in the order queued. ``None``: the job's (``@job(priority=...)``, 5 by default).
+    The run keeps it when it is retried, requeued or handed back."""
     parent_id: str | None = None
     require_queued: bool = False
     """Queued on the broker or nothing: if the broker cannot take the run (after Celery's
@@ -254,10 +257,11 @@ class Submitting(Access):
                 ],
                 "options",
             )
-        if options.priority is not None and not 0 <= options.priority <= 9:
+        problem = None if options.priority is None else bounds.priority(options.priority)
+        if problem:
             raise errors.InvalidInput(
                 spec.name,
-                [{"loc": ["priority"], "type": "value_error", "msg": "must be between 0 and 9"}],
+                [{"loc": ["priority"], "type": "value_error", "msg": problem}],
                 "options",
             )
 

@@ -37,7 +37,7 @@ _CLAIM = (
     f"WHERE id = :rid AND dispatch = :dispatch AND state IN {_WAITING} "
     "AND cancel_requested = false "
     "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
-    "workflow_id, timeout, max_attempts, has_dependents"
+    "workflow_id, timeout, max_attempts, has_dependents, priority"
 )
 DIALECTS = ("sqlite", "postgresql")
 POOL_WAIT = 30.0
@@ -117,8 +117,9 @@ class HotPath:
         worker: str,
         pid: int,
     ) -> dict[str, Any] | None:
-        """The new attempt number, the run's metadata, input and principal, and the fire that
-        made it (schedule id, fire time, trigger); ``None`` for a stale message."""
+        """The new attempt number, the run's metadata, input and principal, the fire that
+        made it (schedule id, fire time, trigger), its limits and priority; ``None`` for a
+        stale message."""
         params = {
             "rid": run_id,
             "dispatch": dispatch,
@@ -134,7 +135,7 @@ class HotPath:
         (attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, workflow) = row[
             :9
         ]
-        timeout, max_attempts, has_dependents = row[9:]
+        timeout, max_attempts, has_dependents, priority = row[9:]
         if isinstance(fire_at, str):  # SQLite: naive UTC text
             fire_at = dt.datetime.fromisoformat(fire_at).replace(tzinfo=dt.UTC)
         return {
@@ -150,6 +151,7 @@ class HotPath:
             "timeout": float(timeout),
             "max_attempts": int(max_attempts),
             "has_dependents": bool(has_dependents),
+            "priority": int(priority),
         }
 
     def dependents(self, run_id: str) -> list[str]:

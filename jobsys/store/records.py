@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from jobsys.base import bounds
 from jobsys.store.run_states import TERMINAL, RunState
 
 
@@ -176,6 +177,8 @@ class Claim:
     """The run's own limits (a workflow step may override its job's)."""
     has_dependents: bool = False
     """Runs wait for this one: its end must release them."""
+    priority: int = bounds.DEFAULT_PRIORITY
+    """The run's priority: its next message (a retry, a hand-back) is sent at it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,6 +51,8 @@ class Outcome:
     delay: float = 0.0
     dispatch: int | None = None
     """For ``RETRY`` and ``HANDED_BACK``: the token of the message to publish."""
+    priority: int | None = None
+    """For ``RETRY`` and ``HANDED_BACK``: the run's priority, that message's."""
     workflow_id: str | None = None
     """The workflow run this run is a step of: it moves on once the step's run has ended."""
     has_dependents: bool = False
@@ -88,7 +90,10 @@ def run(
     spec = _own_limits(spec, claim, store)
     outcome = _claimed(claim, spec, store, tracker, limits, policy, sealer)
     return dataclasses.replace(
-        outcome, workflow_id=claim.workflow_id, has_dependents=claim.has_dependents
+        outcome,
+        workflow_id=claim.workflow_id,
+        has_dependents=claim.has_dependents,
+        priority=claim.priority,
     )
 
 

@@ -75,3 +75,10 @@ def test_a_retry_asked_by_a_job_is_bounded_where_it_is_written(value: float) -> 
         errors.Retry("the API said to wait", delay=value)
     assert errors.Retry("later", delay=bounds.MAX_BACKOFF).delay == bounds.MAX_BACKOFF
     assert errors.Retry("later").delay is None
+
+
+def test_a_priority_is_a_whole_number_from_0_to_9() -> None:
+    assert [bounds.priority(p) for p in range(10)] == [None] * 10
+    for bad in (-1, 10, 5.0, "5", True, None):
+        assert bounds.priority(bad) is not None, bad
+    assert bounds.LOWEST_PRIORITY < bounds.DEFAULT_PRIORITY < bounds.HIGHEST_PRIORITY

@@ -53,3 +53,8 @@ def test_a_countdown_past_the_limit_is_refused_before_anything_is_recorded(
         assert c.list() == []
     finally:
         c.close()
+
+
+def test_a_higher_priority_is_a_lower_kombu_step() -> None:
+    """kombu's Redis consumers read the step lists lowest first: priority 9 is step 0."""
+    assert [broker.broker_priority(p) for p in range(10)] == list(range(9, -1, -1))
