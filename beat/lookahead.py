@@ -49,8 +49,9 @@ class Lookahead:
         """The (next fire, id) of the last schedule read."""
         self._covered: dt.datetime | None = None
         """Every schedule due by then was read (as it was when read)."""
-        self.held: dict[str, tuple[jobs.JobSpec, transport.Held]] = {}
-        """The messages built ahead, by run id, with the job spec each was built from."""
+        self.held: dict[str, tuple[jobs.JobSpec, int, transport.Held]] = {}
+        """The messages built ahead, by run id, with the job spec and the priority each was
+        built with."""
 
     def take(self, now: dt.datetime) -> list[ScheduleRecord]:
         """The schedules read ahead that are due by ``now``, no longer kept here."""
@@ -66,12 +67,13 @@ class Lookahead:
         self, items: list[tuple[jobs.JobSpec, dict[str, Any]]]
     ) -> dict[str, transport.Held]:
         """The messages built ahead for these runs (a job spec and a run row each), by run id;
-        not one built from another spec than the run's (its job was redefined meanwhile)."""
+        not one built from another spec than the run's (its job was redefined meanwhile) or
+        at another priority (its schedule's priority changed)."""
         found = {}
         for spec, row in items:
             entry = self.held.get(row["id"])
-            if entry is not None and entry[0] is spec:
-                found[row["id"]] = entry[1]
+            if entry is not None and entry[0] is spec and entry[1] == row["priority"]:
+                found[row["id"]] = entry[2]
         return found
 
     def release(self, records: list[ScheduleRecord]) -> None:
@@ -102,14 +104,20 @@ class Lookahead:
         if len(page) == PAGE:
             self._covered = last.next_fire_at
         self._records.extend(page)
-        specs = {
-            firing.fire_run_id(r.id, r.nominal_at): self.registry.scoped(r.tenant).get(r.job)
-            for r in page
-            if r.job in self.registry.scoped(r.tenant) and r.nominal_at is not None
-        }
+        specs, priorities = {}, {}
+        for r in page:
+            if r.job in self.registry.scoped(r.tenant) and r.nominal_at is not None:
+                run_id = firing.fire_run_id(r.id, r.nominal_at)
+                specs[run_id] = spec = self.registry.scoped(r.tenant).get(r.job)
+                given = r.definition.options.priority
+                priorities[run_id] = spec.priority if given is None else given
         try:
-            built = broker.hold(self.app, [(spec, run_id) for run_id, spec in specs.items()])
-            self.held.update((run_id, (specs[run_id], m)) for run_id, m in built.items())
+            built = broker.hold(
+                self.app, [(spec, run_id) for run_id, spec in specs.items()], priorities
+            )
+            self.held.update(
+                (run_id, (specs[run_id], priorities[run_id], m)) for run_id, m in built.items()
+            )
         except Exception:
             # Not fatal: messages not held are built when they are sent.
             log.exception("jobsys beat: building messages ahead failed")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from jobsys.base import timeparse
+from jobsys.base import bounds, timeparse
 from jobsys.cli.base import (
     DURATION,
     emit_json,
@@ -60,6 +60,11 @@ def _when_options(fn: Any) -> Any:
         ),
         click.option(
             "--grace", type=DURATION, help="How late (seconds, or 5m) still counts as on time."
+        ),
+        click.option(
+            "--priority",
+            type=click.IntRange(bounds.LOWEST_PRIORITY, bounds.HIGHEST_PRIORITY),
+            help=f"Of the runs it makes: {bounds.PRIORITY_HELP}. Default: the job's.",
         ),
         click.option("--description", help="What the schedule is for, in words."),
     ]

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 from rich.tree import Tree
 
-from jobsys.base import errors
+from jobsys.base import bounds, errors
 from jobsys.cli.base import DURATION, emit_json, handle_errors, main, make_client, out, parse_input
 from jobsys.declare import workflows
 from jobsys.service import client as client_mod
@@ -68,12 +68,20 @@ def workflows_list(show_runs: bool, as_json: bool) -> None:
 @click.option(
     "--timeout", type=DURATION, default=600.0, show_default=True, help="Seconds, or 30s, 10m."
 )
+@click.option(
+    "--priority",
+    type=click.IntRange(bounds.LOWEST_PRIORITY, bounds.HIGHEST_PRIORITY),
+    default=None,
+    help=f"Of the steps that set none: {bounds.PRIORITY_HELP}. Default: each step's job's.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the workflow run as JSON.")
 @handle_errors
-def workflows_submit(name: str, input_text: str, wait: bool, timeout: float, as_json: bool) -> None:
+def workflows_submit(
+    name: str, input_text: str, wait: bool, timeout: float, priority: int | None, as_json: bool
+) -> None:
     """Start a run of workflow NAME; prints its id (or, with --wait, its output)."""
     c = make_client()
-    workflow_id = c.workflows.submit(name, parse_input(input_text))
+    workflow_id = c.workflows.submit(name, parse_input(input_text), priority)
     if not wait:
         if as_json:
             emit_json(c.workflows.get(workflow_id).to_json())

@@ -289,6 +289,8 @@ class Options:
     misfire: Misfire = Misfire.RUN_ONCE
     grace: float = 60.0
     """A fire this many seconds late still counts as on time; later it is a misfire."""
+    priority: int | None = None
+    """Of the runs it makes, 0 (lowest) to 9 (highest); ``None``: the job's (or the step's)."""
 
     def __post_init__(self) -> None:
         if self.max_runs is not None and self.max_runs < 1:
@@ -297,15 +299,18 @@ class Options:
             raise errors.InvalidSchedule("jitter", "must be between 0 and 86400 seconds")
         if not 0 <= self.grace <= 86_400 * 7:
             raise errors.InvalidSchedule("grace", "must be between 0 and 604800 seconds")
+        if self.priority is not None and (problem := bounds.priority(self.priority)):
+            raise errors.InvalidSchedule("priority", problem)
 
     def to_json(self) -> dict[str, Any]:
+        # A priority only when set: a definition without one keeps the digest it had before.
         return {
             "max_runs": self.max_runs,
             "jitter": self.jitter,
             "overlap": self.overlap.value,
             "misfire": self.misfire.value,
             "grace": self.grace,
-        }
+        } | ({} if self.priority is None else {"priority": self.priority})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Options:
@@ -316,10 +321,9 @@ class Options:
                 overlap=Overlap(data.get("overlap", "skip")),
                 misfire=Misfire(data.get("misfire", "run_once")),
                 grace=float(data.get("grace", 60.0)),
+                priority=data.get("priority"),
             )
-        except ValueError as exc:
-            if isinstance(exc, errors.InvalidSchedule):
-                raise
+        except ValueError as exc:  # (an InvalidSchedule is not one: it goes through)
             field = "overlap" if "Overlap" in str(exc) else "misfire"
             raise errors.InvalidSchedule(field, str(exc)) from None
 
@@ -361,13 +365,14 @@ def schedule(
     overlap: Overlap | str = Overlap.SKIP,
     misfire: Misfire | str = Misfire.RUN_ONCE,
     grace: float = 60.0,
+    priority: int | None = None,
 ) -> ScheduleSpec:
     """A ``ScheduleSpec``; raises ``errors.InvalidSchedule`` naming the field that is wrong."""
     when = {"at": at, "start_at": start_at, "end_at": end_at}
     data = {"kind": str(kind), "every": every, "cron": cron, "timezone": timezone}
     data.update({k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in when.items()})
     options: dict[str, Any] = {"max_runs": max_runs, "jitter": jitter, "grace": grace}
-    options.update(overlap=str(overlap), misfire=str(misfire))
+    options.update(overlap=str(overlap), misfire=str(misfire), priority=priority)
     return ScheduleSpec(
         Cadence.from_json(data), dict(input or {}), dict(metadata or {}), Options.from_json(options)
     )

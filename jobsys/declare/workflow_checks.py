@@ -46,7 +46,7 @@ def _problems(wf: Workflow, registry: jobs.Registry) -> list[tuple[str, str, str
             found.append((s.name, "job", f"unknown job {s.job!r}"))
         if s.retry is not None:
             found.extend((s.name, f, p) for f, p in s.retry.problems())
-        found.extend(_duration_problems(s))
+        found.extend(_option_problems(s))
     if found:
         return found
     cycle = _cycle(wf)
@@ -71,9 +71,12 @@ def _shape_problems(wf: Workflow) -> list[tuple[str, str, str]]:
     return found
 
 
-def _duration_problems(s: Step) -> list[tuple[str, str, str]]:
-    """A step's delay and timeout: finite, within their bounds (``bounds.py``)."""
+def _option_problems(s: Step) -> list[tuple[str, str, str]]:
+    """A step's delay and timeout: finite, within their bounds (``bounds.py``); and its
+    priority, on the scale of every priority."""
     found = []
+    if s.priority is not None and (problem := bounds.priority(s.priority)):
+        found.append((s.name, "priority", problem))
     problem = bounds.seconds(s.delay, bounds.MAX_STEP_DELAY)
     if problem:
         found.append((s.name, "delay", problem))

@@ -12,7 +12,8 @@ when the workflow is declared (``workflow_checks.py``):
 
 ``for_each`` names a list (by the same references): the step makes one run per item. ``when``
 runs a step if its dependencies all ``succeeded`` (the default), if one ``failed``, or
-``always``; a step whose condition fails is skipped. ``delay`` holds a step's runs back.
+``always``; a step whose condition fails is skipped. ``delay`` holds a step's runs back;
+``priority``, ``retry`` and ``timeout`` replace its job's for the step's runs.
 
 Secrets: a field of the workflow input is secret when its input model says so, or when a
 step passes it (``$input.f``, or the items of ``for_each: $input.xs``) to a secret field of
@@ -67,6 +68,8 @@ class Step:
     """This step's retry policy instead of its job's."""
     timeout: float | None = None
     """This step's timeout instead of its job's (enforced by inline workers)."""
+    priority: int | None = None
+    """This step's priority instead of its job's: 0 (lowest) to 9 (highest)."""
 
     def __init__(
         self,
@@ -79,6 +82,7 @@ class Step:
         delay: float = 0.0,
         retry: jobs.RetryPolicy | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
     ) -> None:
         for field, value in (
             ("name", name),
@@ -90,6 +94,7 @@ class Step:
             ("delay", delay),
             ("retry", retry),
             ("timeout", timeout),
+            ("priority", priority),
         ):
             object.__setattr__(self, field, value)
 
@@ -117,6 +122,17 @@ class Workflow:
 
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
+
+    def at_priority(self, priority: int | None) -> Workflow:
+        """This workflow with ``priority`` for each step that gives none of its own (a
+        workflow run submitted, or a schedule's fire, at a priority); as it is for ``None``."""
+        if priority is None:
+            return self
+        steps = tuple(
+            s if s.priority is not None else dataclasses.replace(s, priority=priority)
+            for s in self.steps
+        )
+        return dataclasses.replace(self, steps=steps)
 
     def upstream(self, name: str) -> set[str]:
         """Every step ``name`` depends on, directly or not."""
@@ -163,6 +179,7 @@ def from_data(data: dict[str, Any]) -> Workflow:
                 delay=float(s.get("delay", 0.0)),
                 retry=jobs.RetryPolicy(**s["retry"]) if s.get("retry") else None,
                 timeout=float(s["timeout"]) if s.get("timeout") else None,
+                priority=_priority_or_none(s.get("priority")),
             )
             for s in data["steps"]
         ]
@@ -183,6 +200,12 @@ def from_data(data: dict[str, Any]) -> Workflow:
         ) from None
 
 
+def _priority_or_none(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"priority must be a whole number from 0 to 9, got {value!r}")
+    return value
+
+
 def _text_or_none(value: Any, field: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{field} must be a reference like '$input.items'")
@@ -201,6 +224,8 @@ def _step_data(s: Step) -> dict[str, Any]:
         out["delay"] = s.delay
     if s.timeout:
         out["timeout"] = s.timeout
+    if s.priority is not None:
+        out["priority"] = s.priority
     if s.retry is not None:
         r = s.retry
         out["retry"] = {

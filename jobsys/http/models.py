@@ -18,6 +18,7 @@ Tag = Annotated[str, Field(min_length=1, max_length=200)]
 RunId = Annotated[str, Field(min_length=1, max_length=64)]
 Seconds = Annotated[DurationSeconds, Field(allow_inf_nan=False)]
 """Seconds: a number, or a duration as people type it (``"30s"``, ``"5m"``, ``"1h30m"``)."""
+Priority = Annotated[int, Field(ge=bounds.LOWEST_PRIORITY, le=bounds.HIGHEST_PRIORITY)]
 
 MAX_WAIT = 300.0
 
@@ -53,7 +54,11 @@ class SubmitBody(Body):
         None, description="Submitting again with the same key returns the first run."
     )
     countdown: Seconds | None = Field(None, description="Seconds before the run may start.")
-    priority: int | None = Field(None, description="0 (lowest) to 9 (highest).")
+    priority: int | None = Field(
+        None,
+        description=f"{bounds.PRIORITY_HELP}. Default: the job's (`priority` in GET "
+        "/api/v1/jobs/{name}; 5 unless declared). Kept when the run is retried or requeued.",
+    )
     depends_on: list[RunId] = Field(default_factory=list, max_length=100)
     run_anyway: bool = Field(False, description="Run once dependencies end, whatever their state.")
     require_queued: bool = Field(
@@ -64,8 +69,15 @@ class SubmitBody(Body):
     )
 
 
+WORKFLOW_PRIORITY = (
+    f"The priority of the runs of the steps that give none of their own: {bounds.PRIORITY_HELP}. "
+    "Default: each step's job's."
+)
+
+
 class WorkflowSubmitBody(Body):
     input: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority | None = Field(None, description=WORKFLOW_PRIORITY)
 
 
 class RetryData(Body):
@@ -87,6 +99,10 @@ class StepData(Body):
     delay: Seconds = Field(0.0, ge=0, le=bounds.MAX_STEP_DELAY)
     retry: RetryData | None = None
     timeout: Seconds | None = Field(None, gt=0, le=bounds.MAX_STEP_TIMEOUT)
+    priority: Priority | None = Field(
+        None,
+        description=f"Of this step's runs, instead of the job's: {bounds.PRIORITY_HELP}.",
+    )
 
 
 class WorkflowData(Body):
@@ -102,9 +118,16 @@ class WorkflowData(Body):
 class AdHocWorkflowBody(Body):
     workflow: WorkflowData
     input: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority | None = Field(None, description=WORKFLOW_PRIORITY)
 
 
 Kind = Literal["interval", "every", "cron", "once", "ongoing"]
+
+
+SCHEDULE_PRIORITY = (
+    f"The priority of the runs it makes: {bounds.PRIORITY_HELP}. Default: the job's (for a "
+    "workflow, each step's own or its job's)."
+)
 
 
 class ScheduleOptions(Body):
@@ -113,6 +136,7 @@ class ScheduleOptions(Body):
     overlap: cadence.Overlap | None = None
     misfire: cadence.Misfire | None = None
     grace: Seconds | None = Field(None, ge=0, le=7 * 86_400)
+    priority: Priority | None = Field(None, description=SCHEDULE_PRIORITY)
 
 
 class ScheduleFields(Body):
@@ -132,8 +156,10 @@ class ScheduleFields(Body):
     overlap: cadence.Overlap | None = None
     misfire: cadence.Misfire | None = None
     grace: Seconds | None = Field(None, ge=0, le=7 * 86_400)
+    priority: Priority | None = Field(None, description=SCHEDULE_PRIORITY)
     options: ScheduleOptions | None = Field(
-        None, description="max_runs, jitter, overlap, misfire, grace (also accepted flat)."
+        None,
+        description="max_runs, jitter, overlap, misfire, grace, priority (also accepted flat).",
     )
 
     def changes(self) -> dict[str, Any]:

@@ -33,14 +33,14 @@ def submit_workflow(
 ) -> dict[str, Any]:
     body = body or WorkflowSubmitBody.model_validate({})
     for_each_inputs(c.registry.workflow(name), body.input)
-    return _started(c.workflows.submit(name, body.input))
+    return _started(c.workflows.submit(name, body.input, body.priority))
 
 
 @router.post("/workflow-runs", status_code=202, summary="Start a run of a workflow given as data")
 def submit_adhoc(body: AdHocWorkflowBody, c: ClientDep) -> dict[str, Any]:
     data = body.workflow.model_dump(mode="json", exclude_none=True)
     for_each_inputs(workflows.from_data(data), body.input)
-    return _started(c.workflows.submit(data, body.input))
+    return _started(c.workflows.submit(data, body.input, body.priority))
 
 
 @router.get("/workflow-runs", summary="Workflow runs, newest first")

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
+from jobsys.base import bounds
 from jobsys.base.timeparse import DurationSeconds
 from jobsys.mcp.answers import InvalidArguments, bad_argument
 from jobsys.service.client import SubmitOptions
@@ -65,7 +66,13 @@ class RunOptions(Args):
     idempotency_key: Short | None = pydantic.Field(
         None, description="Submitting twice with the same key gives the same run."
     )
-    priority: int | None = pydantic.Field(None, ge=0, le=9, description="0 (low) to 9 (high).")
+    priority: int | None = pydantic.Field(
+        None,
+        ge=bounds.LOWEST_PRIORITY,
+        le=bounds.HIGHEST_PRIORITY,
+        description=f"{bounds.PRIORITY_HELP}. Default: the job's (describe_job shows it). For "
+        "a workflow: of its steps that set none; for a schedule (job_create): of each run.",
+    )
     require_queued: bool = pydantic.Field(
         False,
         description="Queued on the broker or nothing: fail and keep no record when the broker "
@@ -180,6 +187,12 @@ class UpdateArgs(When):
     id: Id = pydantic.Field(description="The schedule id (sch_...).")
     input: dict[str, Any] | None = pydantic.Field(None, description="New input of each run.")
     metadata: dict[str, Any] | None = pydantic.Field(None, description="New metadata.")
+    priority: int | None = pydantic.Field(
+        None,
+        ge=bounds.LOWEST_PRIORITY,
+        le=bounds.HIGHEST_PRIORITY,
+        description=f"New priority of each run: {bounds.PRIORITY_HELP}.",
+    )
 
 
 class ResultArgs(IdArgs):

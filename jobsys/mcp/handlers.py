@@ -61,7 +61,7 @@ def _is_workflow(c: Client, name: str) -> bool:
 
 def execute_job(c: Client, a: args.ExecuteArgs) -> dict[str, Any]:
     if _is_workflow(c, a.job):
-        workflow_id = c.workflows.submit(a.job, a.input)
+        workflow_id = c.workflows.submit(a.job, a.input, a.priority)
         if a.mode == "background" or not a.timeout:
             return {"workflow_run_id": workflow_id, "state": "running"}
         try:
@@ -146,13 +146,16 @@ def remove_job(c: Client, a: args.RemoveArgs) -> dict[str, Any]:
 def job_create(c: Client, a: args.CreateArgs) -> dict[str, Any]:
     if a.schedule is None:
         if _is_workflow(c, a.job):
-            return {"kind": "workflow_run", "workflow_run_id": c.workflows.submit(a.job, a.input)}
+            workflow_id = c.workflows.submit(a.job, a.input, a.priority)
+            return {"kind": "workflow_run", "workflow_run_id": workflow_id}
         run_id = c.submit(a.job, a.input, a.submit_options())
         return {"kind": "run", "run_id": run_id, "state": c.status(run_id).state.value}
     changes = a.schedule.changes()
     if "kind" not in changes:
         raise bad_argument("schedule", "give one of every, cron, once, ongoing")
-    definition = cadence.schedule(**changes, input=a.input, metadata=a.metadata or None)
+    definition = cadence.schedule(
+        **changes, input=a.input, metadata=a.metadata or None, priority=a.priority
+    )
     record = c.schedules.create(a.job, definition, name=a.name)
     return {"kind": "schedule", "schedule": schedule_json(record)}
 
@@ -209,6 +212,8 @@ def job_update(c: Client, a: args.UpdateArgs) -> dict[str, Any]:
         changes["input"] = a.input
     if a.metadata is not None:
         changes["metadata"] = a.metadata
+    if a.priority is not None:
+        changes["priority"] = a.priority
     if not changes:
         raise bad_argument("id", "nothing to change: give a cadence, input, metadata or an option")
     return {"schedule": schedule_json(c.schedules.update(_schedule_id(a.id, "updated"), **changes))}

@@ -244,7 +244,8 @@ def _made(
     if s.job in registry:
         spec = registry.get(s.job)
         return Fired(_run_row(s, spec, fire_at, trigger, now, key, published), spec)
-    wf = registry.workflow(s.job)
+    # The steps that give no priority of their own run at the schedule's.
+    wf = registry.workflow(s.job).at_priority(s.definition.options.priority)
     # The id comes from the fire key: one workflow run per fire, whichever beat makes it.
     digest = hashlib.sha256((key or uuid.uuid4().hex).encode()).hexdigest()[:24]
     row = rows.new_workflow_run(
@@ -270,8 +271,9 @@ def _run_row(
     key: str | None,
     published: bool = False,
 ) -> dict[str, Any]:
-    """The run of a fire; until the beat has published it (``published_at`` stamped by
-    ``RunStore.mark_published_many``), the reconciler would publish it if the beat died."""
+    """The run of a fire, at the schedule's priority (the job's if it has none); until the
+    beat has published it (``published_at`` stamped by ``RunStore.mark_published_many``),
+    the reconciler would publish it if the beat died."""
     return rows.new_run(
         spec,
         s.input,
@@ -282,6 +284,7 @@ def _run_row(
         run_id=runs.new_run_id() if key is None else fire_run_id(s.id, fire_at),
         meta=dict(s.meta),
         sealed=s.sealed,
+        priority=s.definition.options.priority,
         published=published,
         fire=rows.Fire(s.id, s.version, fire_at, trigger, key),
     )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys.base import errors
+from jobsys.base import bounds, errors
 from jobsys.declare import jobs, workflow_checks, workflows
 from jobsys.store import runs, workflow_runs
 
@@ -25,16 +25,27 @@ class WorkflowClient:
     def _tenant(self) -> str:
         return self._client.principal.tenant
 
-    def submit(self, name: str | dict[str, Any], input: dict[str, Any] | None = None) -> str:
+    def submit(
+        self,
+        name: str | dict[str, Any],
+        input: dict[str, Any] | None = None,
+        priority: int | None = None,
+    ) -> str:
         """Start a run of workflow ``name`` (of the catalog), or of a workflow given as data
         (``Workflow.to_data``'s shape, checked here); its id. Every step's job must be one
-        this principal may ``execute``."""
+        this principal may ``execute``. ``priority``: of the runs of the steps that give
+        none of their own (0 lowest .. 9 highest; by default each step's job's)."""
+        if priority is not None and (problem := bounds.priority(priority)):
+            field = {"loc": ["priority"], "type": "value_error", "msg": problem}
+            label = name if isinstance(name, str) else str(name.get("name", "workflow"))
+            raise errors.InvalidInput(label, [field], "options")
         if isinstance(name, dict):
             wf = workflows.from_data(name)
             workflow_checks.check(wf, self._client.registry)
             name = wf.name
         else:
             wf = self._client.registry.workflow(name)
+        wf = wf.at_priority(priority)
         try:
             model = wf.input_model.model_validate(input or {})
         except pydantic.ValidationError as exc:

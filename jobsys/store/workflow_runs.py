@@ -251,6 +251,7 @@ class WorkflowStore:
                     sealed=workflows.seal_hidden(sealer, hidden),
                     max_attempts=(s.retry or spec.retry).max_attempts,
                     timeout=s.timeout or spec.timeout,
+                    priority=s.priority,
                     delay=s.delay,
                     idempotency_key=f"{record.id}:{s.name}:{index}",
                     workflow_id=record.id,

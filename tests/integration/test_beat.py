@@ -58,6 +58,31 @@ def test_nothing_is_held_when_sending_also_announces_the_message(fresh: Cluster)
     assert broker.hold(app, [(fresh.registry.get("tests.effect"), uuid.uuid4().hex)]) == {}
 
 
+def test_a_message_read_ahead_is_built_at_its_schedule_s_priority(fresh: Cluster) -> None:
+    """A schedule's priority is its fire's message's (kombu's step 9 - p); a message built at
+    another priority than the run's is not used (its schedule changed since)."""
+    schedules = fresh.store.schedules
+    now = runs.utcnow()
+    at = now + dt.timedelta(seconds=2)
+    urgent = schedules.create("tests.effect", cadence.every(60, start_at=at, priority=9), ALICE)
+    plain = schedules.create("tests.effect", cadence.every(60, start_at=at), ALICE)
+    app = broker.make_celery(fresh.settings, fresh.registry)
+    ahead = lookahead.Lookahead(app, schedules, fresh.registry)
+    ahead.read(now)
+    spec = fresh.registry.get("tests.effect")
+    rows = {
+        s.id: {"id": firing.fire_run_id(s.id, at), "priority": p}
+        for s, p in ((urgent, 9), (plain, spec.priority))
+    }
+    items = [(spec, row) for row in rows.values()]
+    assert set(ahead.messages(items)) == {row["id"] for row in rows.values()}
+    changed = [(spec, {**rows[urgent.id], "priority": 1})]
+    assert ahead.messages(changed) == {}
+    broker.publish_many(app, items, held=ahead.messages(items))
+    lists = {m["headers"]["id"]: key for key, m in drain(fresh.redis)}
+    assert lists == {rows[urgent.id]["id"]: "jobs", rows[plain.id]["id"]: "jobs\x06\x164"}
+
+
 def test_each_schedule_due_within_the_horizon_is_read_once(
     fresh: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -182,3 +182,77 @@ def test_the_three_interfaces_list_and_describe_jobs_alike(
         assert not {"examples.admin_only", "tests.ops_only"} & set(seen["all"])
         assert seen["by tag"] == []
         assert not {"examples.admin_only", "tests.ops_only"} & set(seen["by search text"])
+
+
+FAR = "2100-01-01T00:00:00Z"
+"""A schedule's first fire, far enough never to come during a test."""
+ADD = {"a": 1, "b": 2}
+
+
+def test_the_three_interfaces_set_priorities_alike(interfaces: Interfaces) -> None:
+    """A submit's, a schedule's (created, then changed) and a workflow run's priority, given
+    through the CLI, the HTTP API and MCP, is the one the runs get; out of 0..9 each refuses
+    it, naming the field."""
+    c = interfaces.cluster
+    headers = {"Authorization": f"Bearer {interfaces.tokens[ADMIN.id]}"}
+    api = httpx.Client(base_url=f"{interfaces.serve.url}/api/v1", headers=headers, timeout=60)
+    runs: dict[str, str] = {}
+    schedules: dict[str, str] = {}
+    flows: dict[str, str] = {}
+
+    def cli(*args: str) -> Any:
+        return interfaces.cli(ADMIN, [*args, "--json"]).data
+
+    add = json.dumps(ADD)
+    runs["cli"] = cli("submit", "examples.add", "--input", add, "--priority", "9")["id"]
+    every = ["--every", "1h", "--start", FAR, "--input", add]
+    schedules["cli"] = cli("schedules", "create", "examples.add", *every, "--priority", "2")["id"]
+    cli("schedules", "update", schedules["cli"], "--priority", "3")
+    flows["cli"] = cli("workflows", "submit", "examples.diamond", "--priority", "1")["id"]
+    bad_cli = interfaces.cli(ADMIN, ["submit", "examples.add", "--priority", "10"])
+
+    def post(path: str, body: dict[str, Any]) -> Any:
+        return api.post(path, json=body).json()
+
+    runs["http"] = post("/jobs/examples.add/runs", {"input": ADD, "priority": 9})["run_id"]
+    body = {"job": "examples.add", "kind": "every", "every": 3600, "start_at": FAR, "input": ADD}
+    schedules["http"] = post("/schedules", {**body, "priority": 2})["id"]
+    api.patch(f"/schedules/{schedules['http']}", json={"options": {"priority": 3}})
+    flows["http"] = post("/workflows/examples.diamond/runs", {"priority": 1})["workflow_run_id"]
+    bad_http = api.post("/jobs/examples.add/runs", json={"input": ADD, "priority": 10})
+    bad_schedule = api.post("/schedules", json={**body, "priority": -1})
+
+    bad_mcp: list[Answer] = []
+
+    async def ask_mcp() -> None:
+        async with http_session(f"{interfaces.serve.url}/mcp", interfaces.tokens[ADMIN.id]) as s:
+
+            async def call(tool: str, **arguments: Any) -> Any:
+                return (await interfaces.mcp(s, tool, arguments)).data
+
+            ran = await call(
+                "execute_job", job="examples.add", input=ADD, mode="background", priority=9
+            )
+            runs["mcp"] = ran["run_id"]
+            when = {"every": 3600, "start": FAR}
+            made = await call(
+                "job_create", job="examples.add", input=ADD, schedule=when, priority=2
+            )
+            schedules["mcp"] = made["schedule"]["schedule_id"]
+            await call("job_update", id=schedules["mcp"], priority=3)
+            started = await call("job_create", job="examples.diamond", priority=1)
+            flows["mcp"] = started["workflow_run_id"]
+            bad = {"job": "examples.add", "priority": 10}
+            bad_mcp.append(await interfaces.mcp(s, "execute_job", bad))
+
+    anyio.run(ask_mcp)
+    for how in ("cli", "http", "mcp"):
+        assert c.store.get(runs[how]).priority == 9, how
+        schedule = c.store.schedules.get(schedules[how])
+        assert schedule.version == 2 and schedule.options["priority"] == 3, how
+        (first,) = c.client.workflows.steps(flows[how])["numbers"].runs
+        assert first.priority == 1, how
+    assert bad_cli.code == 2 and "--priority" in str(bad_cli.error)
+    assert bad_http.status_code == 422 and bad_schedule.status_code == 422
+    assert [f["loc"] for f in bad_http.json()["error"]["fields"]] == [["priority"]]
+    assert bad_mcp[0].error == "InvalidArguments"

@@ -14,6 +14,8 @@ from cryptography.fernet import Fernet
 from jobsys import Principal, Registry
 from jobsys.base import errors, sealing
 from jobsys.declare import cadence, jobs
+from jobsys.declare.workflow_checks import check
+from jobsys.declare.workflows import Step, workflow
 from jobsys.scheduling import firing
 from jobsys.store import runs, schedules, schema
 from jobsys.store.schedules import ScheduleState
@@ -201,6 +203,47 @@ def test_updates_are_versioned_and_change_the_cadence(sched: schedules.ScheduleS
     assert sched.versions(s.id)[0]["definition"]["cadence"]["every"] == 10
     (run,) = fire(sched, T0)
     assert run["schedule_version"] == 2
+
+
+def test_a_schedule_gives_its_runs_its_priority(
+    store: runs.RunStore, sched: schedules.ScheduleStore
+) -> None:
+    """A schedule's priority is stored with it (a new version when it changes) and is the
+    priority of every run it makes, fired or triggered; without one, its job's."""
+    urgent = sched.create("tests.effect", cadence.every(10, priority=8), ALICE, now=T0)
+    plain = sched.create("tests.effect", cadence.every(10, overlap="allow"), ALICE, now=T0)
+    assert urgent.options["priority"] == 8 and urgent.definition.options.priority == 8
+    assert "priority" not in plain.options  # (definitions from before stay as they were)
+    made = {run["schedule_id"]: run["priority"] for run in fire(sched, T0)}
+    assert made == {urgent.id: 8, plain.id: test_jobs.effect.priority}
+    again = cadence.every(10, overlap="allow", priority=1)
+    changed = sched.update(plain.id, again, ALICE, now=T0)
+    assert changed.version == 2 and changed.options["priority"] == 1
+    triggered = firing.Firing(sched).trigger(plain.id, REGISTRY, tenant="acme")
+    assert store.get(triggered.id).priority == 1
+    (later,) = fire(sched, T0 + secs(10))  # (urgent's previous run still waits: skipped)
+    assert (later["schedule_id"], later["priority"]) == (plain.id, 1)
+    with pytest.raises(errors.InvalidSchedule) as caught:
+        cadence.every(10, priority=10)
+    assert caught.value.field == "priority"
+
+
+def test_a_schedule_of_a_workflow_gives_its_steps_its_priority(
+    sched: schedules.ScheduleStore,
+) -> None:
+    """A workflow's fire runs the steps that give no priority of their own at the
+    schedule's."""
+    registry = Registry([test_jobs.effect])
+    flow = workflow(
+        "tests.prio_flow",
+        [Step("own", "tests.effect", {"seconds": 0}, priority=9), Step("plain", "tests.effect")],
+    )
+    registry.add_workflow(flow, check)
+    sched.create("tests.prio_flow", cadence.every(10, priority=2), ALICE, now=T0)
+    (fired,) = firing.Firing(sched).fire_due(registry, T0)
+    assert fired.workflow is not None
+    steps = {s["name"]: s.get("priority") for s in fired.workflow["definition"]["steps"]}
+    assert steps == {"own": 9, "plain": 2}
 
 
 def test_pause_resume_delete_and_tenancy(sched: schedules.ScheduleStore) -> None:

@@ -161,6 +161,44 @@ def test_a_workflow_given_as_data_runs_and_cancelling_one_stops_its_steps(
     assert fresh.client.workflows.steps(slow_id)["next"].runs == []
 
 
+def test_steps_run_at_their_own_priority_or_the_workflow_run_s(fresh: Cluster) -> None:
+    """A step's ``priority`` replaces its job's; a workflow run submitted at a priority runs
+    the steps that give none at it, including those started later (by the worker that ends
+    the step before), from the copy of the workflow the run keeps."""
+    fresh.start_worker("w", concurrency=1)
+    steps = [
+        {"name": "own", "job": "examples.add", "input": {"a": 1, "b": 1}, "priority": 8},
+        {"name": "plain", "job": "examples.add", "input": {"a": 1, "b": 2}},
+        {
+            "name": "after",
+            "job": "examples.add",
+            "input": {"a": "$steps.own.output", "b": 1},
+            "depends_on": ["own"],
+        },
+        {
+            "name": "last",
+            "job": "examples.add",
+            "input": {"a": "$steps.after.output", "b": 1},
+            "depends_on": ["after"],
+            "priority": 0,
+        },
+    ]
+    flow = {"name": "adhoc.prio", "steps": steps}
+    job_default = fresh.registry.get("examples.add").priority
+    for given, expected in [
+        (None, {"own": 8, "plain": job_default, "after": job_default, "last": 0}),
+        (2, {"own": 8, "plain": 2, "after": 2, "last": 0}),
+    ]:
+        wf_id = fresh.client.workflows.submit(flow, {}, priority=given)
+        record = fresh.client.workflows.wait(wf_id, timeout=60)
+        assert record.state is WorkflowState.COMPLETED, record.error
+        ran = fresh.client.workflows.steps(wf_id)
+        assert {name: s.runs[0].priority for name, s in ran.items()} == expected
+    with pytest.raises(errors.InvalidInput) as caught:
+        fresh.client.workflows.submit(flow, {}, priority=12)
+    assert caught.value.errors[0]["loc"] == ["priority"]
+
+
 class In(pydantic.BaseModel):
     n: int
     label: str = ""
@@ -214,6 +252,7 @@ REGISTRY = Registry([double])
             ("b", "input.n"),
         ),
         ([Step("a", "wf.t.double", {"n": "$item"})], ("a", "input.n")),
+        ([Step("a", "wf.t.double", {"n": 1}, priority=10)], ("a", "priority")),
     ],
     ids=[
         "unknown job",
@@ -224,6 +263,7 @@ REGISTRY = Registry([double])
         "type mismatch",
         "not upstream",
         "item without for_each",
+        "priority out of range",
     ],
 )
 def test_bad_declarations_name_the_step_and_field(

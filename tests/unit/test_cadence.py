@@ -96,6 +96,8 @@ def test_after_downtime_the_next_fire_is_the_first_one_in_the_future() -> None:
         (lambda: cadence.every(0), "every"),
         (lambda: cadence.every(5, overlap="sometimes"), "overlap"),
         (lambda: cadence.every(5, max_runs=0), "max_runs"),
+        (lambda: cadence.every(5, priority=10), "priority"),
+        (lambda: cadence.every(5, priority="high"), "priority"),
         (
             lambda: cadence.every(5, start_at="2026-12-02T00:00Z", end_at="2026-12-01T00:00Z"),
             "end_at",
@@ -117,6 +119,17 @@ def test_definitions_round_trip_through_json() -> None:
         cadence.Options.from_json(d.options.to_json()),
     )
     assert again == d and again.digest() == d.digest()
+
+
+def test_a_priority_is_kept_with_the_options_only_when_given() -> None:
+    """A definition without a priority is what it was before schedules had one (the digest
+    of a schedule declared in code is unchanged, so upgrading keeps its runtime edits)."""
+    plain = cadence.every(60, input={"x": 1})
+    assert "priority" not in plain.options.to_json()
+    assert plain.digest() == "5233f55a6914aa6bbb81c06c361cc3e8aa56f954d8a02f93c6c4abd31a9a2d3c"
+    urgent = cadence.every(60, input={"x": 1}, priority=9)
+    assert urgent.options.to_json()["priority"] == 9
+    assert cadence.Options.from_json(urgent.options.to_json()).priority == 9
 
 
 # --- previews --------------------------------------------------------------------------------
