@@ -22,7 +22,7 @@ from tests.cluster import ROOT, Database, with_db
 from tests.servers import free_port
 from tests.waiting import eventually
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.interface]
 
 GRACE = 6.0
 

@@ -24,7 +24,7 @@ from tests.integration.mcp_support import http_session
 from tests.servers import Serve
 from tests.waiting import eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 FAR = "2100-01-01T00:00:00+00:00"
 JOB = "tests.operated"

@@ -36,7 +36,7 @@ from tests.integration.test_flower import PASSWORD, USER, Flower, _until_flower_
 from tests.servers import Serve
 from tests.waiting import eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 ADMIN = Principal(id="ada", roles=("admin",), tenant="default")
 DOORS = ("client", "cli", "http", "mcp")
