@@ -27,6 +27,7 @@ import contextlib
 import errno
 import secrets
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 from tornado import netutil
@@ -34,7 +35,9 @@ from tornado import netutil
 from jobsys.base import config, errors
 from jobsys.cli.base import handle_errors, main
 from jobsys.declare import catalog
-from jobsys.engine import broker, celery_api
+
+if TYPE_CHECKING:
+    from jobsys.engine import celery_api
 
 AUTH_ENV = "JOBSYS_FLOWER_BASIC_AUTH"
 PREFIX_ENV = "JOBSYS_FLOWER_URL_PREFIX"
@@ -105,6 +108,8 @@ def make_app(settings: config.Settings) -> celery_api.Celery:
     work per message, which Flower does not send, and Flower's broker page (queue lengths)
     knows brokers by their URL scheme.
     """
+    from jobsys.engine import broker  # (Celery loads when a command needs it: Submitting.app)
+
     app = broker.make_celery(settings, catalog.load_registry(settings.catalog))
     app.conf.broker_transport = None
     # Flower reads results through Celery's current app (its executor threads included).
@@ -150,6 +155,8 @@ def flower(address: str, port: int, url_prefix: str | None, allow_control: bool)
         # At once: Flower's own broadcast comes only 5 s after it starts.
         app.control.enable_events()
     except Exception as exc:
+        from jobsys.engine import celery_api
+
         url = celery_api.sanitize_url(settings.resolved_broker_url())
         raise errors.BrokerUnavailable(
             f"cannot reach the broker {url} ({str(exc).rstrip('.')}): start `jobsys up`, or "

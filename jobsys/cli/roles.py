@@ -14,7 +14,6 @@ import click
 from jobsys.base import config, embedded, private, running
 from jobsys.cli.base import emit_json, err, fail, handle_errors, main, out
 from jobsys.declare import jobs, permissions
-from jobsys.engine import celery_api
 from jobsys.ops import stack
 from jobsys.service import client as client_mod
 
@@ -186,6 +185,8 @@ def _print_http(settings: config.Settings, host: str, port: int) -> None:
 
 
 def _print_up(settings: config.Settings, broker_url: str, n_workers: int, concurrency: int) -> None:
+    from jobsys.engine import celery_api  # (Celery loads on first use: see Submitting.app)
+
     nodes = ", ".join(f"worker{i + 1}" for i in range(n_workers))
     out.print(f"jobsys is up (JOBSYS_HOME={settings.home})")
     out.print(f"  broker   {celery_api.sanitize_url(broker_url)}")
@@ -239,5 +240,7 @@ def _setting_text(f: dataclasses.Field[Any], value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(value)
     if f.name.endswith("_url"):
+        from jobsys.engine import celery_api  # (Celery loads on first use: Submitting.app)
+
         return str(celery_api.sanitize_url(value))
     return str(value)

@@ -15,19 +15,21 @@ import datetime as dt
 import functools
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
 from jobsys.base import config, errors
 from jobsys.declare import catalog, jobs, permissions
-from jobsys.engine import broker, celery_api
 from jobsys.service.admin_client import AdminClient
 from jobsys.service.definition_client import DefinitionClient
 from jobsys.service.schedule_client import ScheduleClient
 from jobsys.service.submitting import MAX_COUNTDOWN_SECONDS, SubmitOptions, Submitting
 from jobsys.service.workflow_client import WorkflowClient
 from jobsys.store import audit, definition_store, run_states, runs, stores, tokens
+
+if TYPE_CHECKING:
+    from jobsys.engine import celery_api
 
 __all__ = ["MAX_COUNTDOWN_SECONDS", "Cancelled", "Client", "SubmitOptions", "waiting_message"]
 
@@ -140,6 +142,8 @@ class Client(Submitting):
     def _wait(
         self, run_id: str, pending: Any, deadline: float, timeout: float, poll: float
     ) -> runs.RunRecord:
+        from jobsys.engine.celery_api import ResultTimeout  # (see ``Submitting.app``)
+
         signalled = False  # Celery's result is in: from now on only the record matters
         while True:
             record = self.status(run_id)
@@ -155,7 +159,7 @@ class Client(Submitting):
                 pending.get(
                     timeout=min(poll, remaining), propagate=False, disable_sync_subtasks=False
                 )
-            except celery_api.ResultTimeout:
+            except ResultTimeout:
                 continue
             signalled = True
 
@@ -241,6 +245,8 @@ class Client(Submitting):
         if record.state is not runs.RunState.CANCELLED:
             return Cancelled(record)
         released = self.store.release_dependents(run_id)  # runs waiting on it fail, or run
+        from jobsys.engine import broker  # (see ``Submitting.app``)
+
         try:
             broker.store_result(self.app, run_id, "REVOKED", None, retry=False)
             broker.republish(self.app, self.registry, released, front=False)

@@ -9,12 +9,15 @@ records.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from jobsys.base import config, errors
 from jobsys.declare import catalog, jobs, permissions
-from jobsys.engine import broker, celery_api
 from jobsys.service import client
 from jobsys.store import stores, tokens
+
+if TYPE_CHECKING:
+    from jobsys.engine import celery_api
 
 
 class Service:
@@ -30,6 +33,8 @@ class Service:
     @property
     def app(self) -> celery_api.Celery:
         if self._app is None:
+            from jobsys.engine import broker  # on first use (``Submitting.app`` says why)
+
             self._app = broker.make_celery(self.settings, self.registry)
         return self._app
 

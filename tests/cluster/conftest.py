@@ -1,7 +1,11 @@
 """Fixtures of the multi-host scenarios: the session's ``Site`` (bridge, Redis, PostgreSQL
 database, forwarder), a ``Hosts`` cluster per test module (its settings: the module's
 ``SETTINGS``), and ``hosts``, that cluster for one scenario. A table of every scenario's
-figures ends the session (also in ``<pytest's base temp>/cluster-report.json``)."""
+figures ends the session (also in ``<pytest's base temp>/cluster-report.json``).
+
+The scenarios share one bridge and so run in one process: with pytest-xdist they form one
+``xdist_group`` (``--dist loadgroup``), and each scenario's figures reach the controlling
+process in its teardown report's ``user_properties``, where the table is printed."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import netns, watch
+from tests.cluster import netns
 from tests.cluster.hosts import Hosts, Site, site
 
 PASSED = pytest.StashKey[bool]()
@@ -32,13 +36,8 @@ def cluster_site(
     reason = netns.unavailable()
     if reason:
         pytest.skip(reason=reason)
-    try:
-        with site(tmp_path_factory.mktemp("site"), database_url) as made:
-            yield made
-    finally:
-        if watch.REPORTS:
-            path = tmp_path_factory.getbasetemp() / "cluster-report.json"
-            path.write_text(json.dumps(watch.REPORTS, indent=2) + "\n")
+    with site(tmp_path_factory.mktemp("site"), database_url) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +64,8 @@ def hosts(module_hosts: Hosts, tmp_path: Path, request: pytest.FixtureRequest) -
     finally:
         passed = request.node.stash.get(PASSED, False)
         for outcome in module_hosts.end():
-            outcome.report(tmp_path, request.node.nodeid, passed)
+            summary = outcome.report(tmp_path, request.node.nodeid, passed)
+            request.node.user_properties.append((REPORT_PROPERTY, summary))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -78,13 +78,38 @@ def pytest_runtest_makereport(
     return report
 
 
+REPORT_PROPERTY = "cluster_report"
+REPORTS: list[dict[str, Any]] = []
+"""Every scenario's figures, gathered in the controlling process (``pytest_runtest_logreport``
+runs there, with or without xdist)."""
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        REPORTS.extend(v for k, v in report.user_properties if k == REPORT_PROPERTY)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.xdist_group("netns"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if REPORTS and factory is not None and not hasattr(session.config, "workerinput"):
+        path = factory.getbasetemp() / "cluster-report.json"
+        path.write_text(json.dumps(REPORTS, indent=2) + "\n")
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not watch.REPORTS:
+    if not REPORTS:
         return
     write = terminalreporter.write_line
     terminalreporter.section("multi-host scenarios")
     write(f"{'scenario':<36} {'runs':>5} {'executions/run':<16} {'recovery s':>10}  result")
-    for r in watch.REPORTS:
+    for r in REPORTS:
         per_run = " ".join(f"{k}x:{v}" for k, v in r["executions_per_run"].items())
         recovery = "-" if r["recovery_s"] is None else f"{r['recovery_s']:.1f}"
         result = "PASS" if r.get("passed") else "FAIL"

@@ -42,9 +42,34 @@ FAST_TIMERS = {
     "JOBSYS_BEAT_INTERVAL": "0.2",
     "JOBSYS_STATS_CACHE_SECONDS": "0",
 }
-_db_numbers = itertools.cycle(range(2, 14, 2))
-"""Redis database pairs of clusters (broker, results); 14 and 15 are the e2e tour's. One
-pytest process at a time per Redis server: two would share these."""
+PAIRS = tuple(range(0, 12, 2))
+"""Redis database pairs of clusters (broker, results); on a shared Redis, 12 and 13 are the
+README test's and ``jobsys up``'s (tests/e2e), 14 and 15 the e2e tour's."""
+_in_use: set[int] = set()
+_turn = itertools.count()
+
+
+def _pairs() -> tuple[int, ...]:
+    """This process's pairs. The embedded Redis is this process's own; a Redis named by
+    ``JOBSYS_TEST_BROKER_URL`` is shared by the pytest-xdist workers, which split the pairs."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not os.environ.get("JOBSYS_TEST_BROKER_URL") or not worker.startswith("gw"):
+        return PAIRS
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return PAIRS[int(worker[2:]) % count :: count]
+
+
+def _take_pair() -> int:
+    """A pair no live cluster of this process holds (in turn, so that a pair is reused as
+    late as possible)."""
+    pairs = _pairs()
+    start = next(_turn)
+    for i in range(len(pairs)):
+        db = pairs[(start + i) % len(pairs)]
+        if db not in _in_use:
+            _in_use.add(db)
+            return db
+    raise RuntimeError(f"all Redis database pairs {pairs} of this test process are in use")
 
 
 def with_db(url: str, db: int) -> str:
@@ -86,7 +111,7 @@ class Database:
 class Cluster:
     def __init__(self, tmp: Path, redis_url: str, database_url: str | None, **env: str) -> None:
         self.tmp = tmp
-        db = next(_db_numbers)
+        db = self._pair = _take_pair()
         self.broker_url, self.result_url = with_db(redis_url, db), with_db(redis_url, db + 1)
         self.redis = redis.Redis.from_url(self.broker_url)
         self.results = redis.Redis.from_url(self.result_url)
@@ -210,6 +235,7 @@ class Cluster:
         self.results.flushdb()
         self.redis.close()
         self.results.close()
+        _in_use.discard(self._pair)
 
     # --- helpers for assertions ---------------------------------------------------------
 

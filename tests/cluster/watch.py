@@ -32,8 +32,6 @@ import sqlalchemy as sa
 from jobsys.store import database, runs
 
 FIELDS = ("state", "attempts", "dispatch", "lost", "worker", "finished_at", "output", "error")
-REPORTS: list[dict[str, Any]] = []
-"""Every scenario's report in this session, for the summary at the end (conftest)."""
 
 
 def _reachable() -> dict[str, set[str]]:
@@ -179,13 +177,13 @@ class Outcome:
             "violations": {k: v[:10] for k, v in self.violations.items()},
         }
 
-    def report(self, folder: Path, test: str, passed: bool) -> None:
+    def report(self, folder: Path, test: str, passed: bool) -> dict[str, Any]:
         """Print the figures and write them to ``folder/cluster-report.json``; ``test``: the
-        test's node id, ``passed``: its result."""
+        test's node id, ``passed``: its result. Returns them."""
         summary = {"test": test, "passed": passed, **self.summary()}
-        REPORTS.append(summary)
         (folder / "cluster-report.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"\n[cluster] {json.dumps(summary)}")
+        return summary
 
     def assert_clean(self) -> None:
         assert not self.violations, f"{self.scenario}: {self.violations}"

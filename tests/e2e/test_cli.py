@@ -22,7 +22,7 @@ from tests.cluster import ROOT, Database, with_db
 from tests.servers import free_port
 from tests.waiting import NotYet, eventually
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.interface]
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("jobsys")
 """The ``jobsys`` command as a shell runs it (a console script, not ``python -m jobsys``: it

@@ -34,6 +34,7 @@ BROWSER_REQUIRED = os.environ.get("JOBSYS_REQUIRE_BROWSER") == "1"
 """Set by ``.ci/run`` (which installs Chromium): there, a missing browser fails the run."""
 
 pytestmark = [
+    pytest.mark.interface,
     pytest.mark.e2e,
     pytest.mark.skipif(
         not CHROMIUM.exists() and not BROWSER_REQUIRED,

@@ -42,7 +42,7 @@ from tests.cluster import ROOT, Database, with_db
 from tests.servers import free_port
 from tests.waiting import NotYet, eventually
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.interface]
 
 README = ROOT / "README.md"
 SHELL = {"sh", "bash", "shell", "console"}

@@ -35,7 +35,7 @@ def test_sigkill_worker_with_20_runs_in_flight_then_new_worker_completes_all(
     fresh.start_worker("a", concurrency=20)
     # Long enough that the first run is still running when the twentieth starts on a loaded
     # machine; the second attempts, on the second worker, need not be long.
-    ids = [fresh.client.submit("tests.long_first", {"seconds": 10, "then": 0.2}) for _ in range(20)]
+    ids = [fresh.client.submit("tests.long_first", {"seconds": 45, "then": 0.2}) for _ in range(20)]
     eventually(lambda: all_started(fresh, ids), 90, what="the 20 runs to start")
     assert all(fresh.store.get(i).state is RunState.RUNNING for i in ids)
     fresh.kill("a", signal.SIGKILL)

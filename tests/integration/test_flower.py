@@ -31,7 +31,7 @@ from jobsys.cli import flower as cli_flower
 from tests.cluster import ROOT, Cluster, cluster
 from tests.waiting import NotYet, eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 USER, PASSWORD = "watcher", f"pw-{uuid.uuid4().hex}"
 

@@ -20,7 +20,7 @@ from tests.cluster import Cluster
 from tests.servers import Serve
 from tests.waiting import NotYet, eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 ADMIN = Principal(id="ada", roles=("admin",), tenant="default")
 VIEWER = Principal(id="vic", roles=("viewer",), tenant="default")

@@ -31,7 +31,7 @@ from jobsys.store import schema
 from tests.cluster import Cluster
 from tests.integration.test_http_api import ADMIN, VIEWER, ApiServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 SEED = int(os.environ.get("JOBSYS_FUZZ_SEED", "72024"))
 """Fixed, so that a failure replays; set JOBSYS_FUZZ_SEED to explore other requests."""

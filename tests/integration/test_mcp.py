@@ -23,7 +23,7 @@ from tests.cluster import Cluster
 from tests.integration.mcp_support import GENERIC_TOOLS, Session, http_session, stdio_session
 from tests.servers import Serve
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 
 async def call(s: Session, tool: str, arguments: dict[str, Any]) -> tuple[bool, Any, str]:

@@ -26,7 +26,7 @@ from jobsys.store import definition_store, runs
 from tests.cluster import Cluster
 from tests.integration.mcp_support import GENERIC_TOOLS, stdio_session
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 SEED = 20260728
 CALLS = 1200

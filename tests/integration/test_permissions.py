@@ -30,7 +30,7 @@ from jobsys.store import runs
 from tests.cluster import ROOT, Cluster
 from tests.security.test_access_matrix import shared_store
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 ADMIN = Principal(id="ada", roles=("admin",), tenant="t1")
 OPS = Principal(id="olga", roles=("ops",), tenant="t1")

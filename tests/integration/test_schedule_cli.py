@@ -1,5 +1,7 @@
-"""Schedules and runs as a user types them, as real ``python -m jobsys`` processes (and the HTTP
-API and MCP tools of a real server) against a cluster with a worker: durations such as
+"""Schedules and runs as a user types them, through the CLI (and the HTTP API and MCP tools of
+a real server) against a cluster with a worker. The CLI runs in-process (click's runner, the
+same commands a ``jobsys`` process runs, less its start-up); the errors a user sees on stderr
+with their exit codes are checked through real ``python -m jobsys`` processes: durations such as
 ``1h30m``, schedules made paused and described, triggered at an older version, listed by name
 and next fire, previewed across a daylight-saving change, cleared by an admin of their tenant
 only; runs listed by the schedule, workflow run and run they came from."""
@@ -10,7 +12,6 @@ import asyncio
 import datetime as dt
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,12 +20,13 @@ import pytest
 
 from jobsys import Principal
 from jobsys.store import tokens
-from tests.cluster import ROOT, Cluster
+from tests import cli_runner
+from tests.cluster import Cluster
 from tests.integration.mcp_support import http_session
 from tests.servers import Serve
 from tests.waiting import eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 FAR = "2100-01-01T00:00:00+00:00"
 JOB = "tests.operated"
@@ -43,17 +45,11 @@ class Cli:
         }
 
     def run(
-        self, *argv: str, who: tuple[str, str] = ("acme", "admin")
+        self, *argv: str, who: tuple[str, str] = ("acme", "admin"), process: bool = False
     ) -> subprocess.CompletedProcess[str]:
+        """One command as ``who``: in-process, or (``process``) a ``python -m jobsys``."""
         env = {k: v for k, v in self.cluster.env.items() if k != "JOBSYS_TOKEN"}
-        return subprocess.run(
-            [sys.executable, "-m", "jobsys", *argv, "--token", self.tokens[who]],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return cli_runner.run(env, [*argv, "--token", self.tokens[who]], process)
 
     def json(self, *argv: str, who: tuple[str, str] = ("acme", "admin")) -> Any:
         done = self.run(*argv, "--json", who=who)
@@ -97,7 +93,7 @@ def test_paused_described_schedule_fires_an_older_version(cli: Cli, shared: Clus
     listed = cli.json("runs", "list", "--schedule", sid)
     assert sorted(r["id"] for r in listed) == sorted([old["run_id"], current["run_id"]])
     assert cli.json("runs", "list", "--schedule", "sch_nothing") == []
-    missing = cli.run("schedules", "trigger", sid, "--version", "3")
+    missing = cli.run("schedules", "trigger", sid, "--version", "3", process=True)
     assert missing.returncode == 2 and "versions 1 to 2" in missing.stderr
 
 
@@ -167,7 +163,7 @@ def test_clear_is_for_admins_and_their_tenant_only(cli: Cli) -> None:
             for _ in range(2)]  # fmt: skip
     theirs = cli.json("schedules", "create", JOB, "--every", "1h", "--start", FAR,
                       "--input", '{"seconds": 0}', who=("globex", "admin"))["id"]  # fmt: skip
-    refused = cli.run("schedules", "clear", who=("acme", "viewer"))
+    refused = cli.run("schedules", "clear", who=("acme", "viewer"), process=True)
     assert refused.returncode == 3 and "permission denied" in refused.stderr
     dry = cli.json("schedules", "clear", "--dry-run")
     named = {s["id"] for s in dry["cleared"]}

@@ -64,7 +64,7 @@ from tests.cluster import ROOT, Cluster
 from tests.integration.mcp_support import Session, http_session, stdio_session
 from tests.servers import Serve
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 ALLOWED, FORBIDDEN, NOT_FOUND, WITHHELD = "allowed", "forbidden", "not_found", "withheld"
 TENANTS = ("acme", "globex")

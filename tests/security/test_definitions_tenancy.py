@@ -31,7 +31,7 @@ from tests.integration.mcp_support import http_session, stdio_session
 from tests.servers import Serve
 from tests.waiting import NotYet, eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 ALICE = permissions.Principal(id="alice", roles=("admin",), tenant="acme")
 ADA = permissions.Principal(id="ada", roles=("admin",), tenant="acme")

@@ -15,8 +15,6 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,13 +28,14 @@ import sqlalchemy as sa
 from jobsys import Principal, RunState
 from jobsys.base import sealing
 from jobsys.declare import cadence
-from tests.cluster import ROOT, Cluster, cluster
+from tests import cli_runner
+from tests.cluster import Cluster, cluster
 from tests.integration.mcp_support import Session, stdio_session
 from tests.integration.test_flower import PASSWORD, USER, Flower, _until_flower_receives
 from tests.servers import Serve
 from tests.waiting import eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interface]
 
 ADMIN = Principal(id="ada", roles=("admin",), tenant="default")
 DOORS = ("client", "cli", "http", "mcp")
@@ -109,14 +108,8 @@ class Harness:
         return value
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "jobsys", *args],
-            env=self.c.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        """A CLI command: the first as a real ``python -m jobsys``, the rest in-process."""
+        done = cli_runner.run(self.c.env, args, process=not self.answers["cli"])
         out = done.stdout + done.stderr
         self.answers["cli"].append(out)
         assert done.returncode == 0, f"jobsys {' '.join(args)} exited {done.returncode}: {out}"

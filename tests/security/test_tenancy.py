@@ -9,7 +9,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from jobsys import Principal, RunState
 from jobsys.base import errors
 from jobsys.service import client
 from jobsys.store import runs
+from tests import cli_runner
 from tests.cluster import ROOT, Cluster
 from tests.integration.mcp_support import Session, http_session, stdio_session
 from tests.servers import Serve
@@ -42,16 +42,12 @@ def as_(c: Cluster, who: Principal) -> client.Client:
     return client.Client(c.settings, c.registry, principal=who, store=c.store, app=c.client.app)
 
 
-def cli(c: Cluster, token: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m jobsys ARGS`` as ``token``'s principal (the local admin for ``None``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "jobsys", *args, *(["--token", token] if token else [])],
-        env=c.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def cli(
+    c: Cluster, token: str | None, *args: str, process: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``jobsys ARGS`` as ``token``'s principal (the local admin for ``None``): in-process,
+    or (``process``) as a real ``python -m jobsys``."""
+    return cli_runner.run(c.env, [*args, *(["--token", token] if token else [])], process)
 
 
 class Server(Serve):
@@ -96,6 +92,7 @@ def test_tenant_admin_cannot_mint_tokens_for_another_tenant_cli(shared: Cluster)
         "admin",
         "--tenant",
         "t2",
+        process=True,
     )
     assert crossed.returncode == 3, crossed.stderr
     assert "own tenant ('t1')" in crossed.stderr and "JOBSYS_SUPERADMIN_ROLES" in crossed.stderr
@@ -306,7 +303,9 @@ def test_an_output_the_database_refuses_fails_the_run_at_once(shared: Cluster) -
 
 def test_nul_in_input_and_options_is_refused_at_the_edge(shared: Cluster) -> None:
     before = shared.store.count()
-    refused = cli(shared, None, "submit", "tests.admin_echo", "--input", '{"text": "a\\u0000b"}')
+    refused = cli(
+        shared, None, "submit", "tests.admin_echo", "--input", '{"text": "a\\u0000b"}', process=True
+    )
     assert refused.returncode == 2, refused.stderr
     assert "text: contains a NUL character" in refused.stderr
     assert "Traceback" not in refused.stderr

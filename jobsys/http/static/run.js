@@ -127,6 +127,20 @@ class LogFeed {
   }
 }
 
+/** A record that says less than the one shown: not ended where the shown one has (the same
+ * attempt), or an earlier attempt. */
+function stale(record, shown) {
+  if (record.attempts < shown.attempts) return true;
+  return record.attempts === shown.attempts && TERMINAL.has(shown.state) && !TERMINAL.has(record.state);
+}
+
+/** Progress reported before the progress shown, in the same attempt. */
+function olderProgress(record, shown) {
+  const a = record.progress && record.progress.at;
+  const b = shown.progress && shown.progress.at;
+  return record.attempts === shown.attempts && Boolean(a && b) && a < b;
+}
+
 export function renderRun(view, runId) {
   const parts = {
     state: h("span"),
@@ -153,7 +167,11 @@ export function renderRun(view, runId) {
   view.append(parts.root);
 
   let run = null;
+  // Records come from the poll, the stream's state events and its progress events, and a
+  // slow poll can answer after a newer event: never show the run going back.
   const show = (record) => {
+    if (run && stale(record, run)) return;
+    if (run && olderProgress(record, run)) record = { ...record, progress: run.progress };
     run = record;
     fill(parts, record);
   };
