@@ -17,9 +17,13 @@ import datetime as dt
 import math
 from typing import Any
 
-MAX_COUNTDOWN = 3600.0
-"""A submit's ``countdown``: a delayed message waits in a worker's memory until it is due
-(later starts are schedules)."""
+MAX_COUNTDOWN = 366 * 86400.0
+"""A submit's ``countdown``, and how far ahead its ``start_at`` may be: a year. (A countdown
+of a Unix time given by mistake is refused instead of starting in 50 years; a run due later
+than ``JOBSYS_DELAY_HORIZON_SECONDS`` waits in the run store, not on the broker.)"""
+START_AT_SLACK = 60.0
+"""How far in the past a submit's ``start_at`` may be (a clock a little behind, a time
+computed a moment ago): the run starts at once. Earlier is refused as a mistake."""
 MAX_STEP_DELAY = 86400.0
 """A workflow step's ``delay``."""
 MAX_BACKOFF = 86400.0

@@ -121,6 +121,16 @@ class Settings:
             "a waiting run whose message is older than this is published again",
         ),
     )
+    delay_horizon_seconds: float = dataclasses.field(
+        default=60.0,
+        metadata=meta(
+            "JOBSYS_DELAY_HORIZON_SECONDS",
+            "a run due later than this (`countdown`, `start_at`) waits in the run store, not on "
+            "the broker; a worker's reaper queues it when it is due within this (keep it above "
+            "`JOBSYS_REAPER_SECONDS`, so that it starts on time)",
+            floor=0.0,
+        ),
+    )
     parked_check_seconds: float = dataclasses.field(
         default=2.0,
         metadata=meta(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from typing import Any
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,6 +17,7 @@ from jobsys.cli.base import (
     DURATION,
     emit_json,
     err,
+    fail,
     handle_errors,
     main,
     make_client,
@@ -25,7 +27,7 @@ from jobsys.cli.base import (
 from jobsys.declare import definitions
 from jobsys.service import client as client_mod
 from jobsys.service import views
-from jobsys.store import runs
+from jobsys.store import rows, runs
 
 
 @main.group("jobs")
@@ -102,7 +104,14 @@ def jobs_show(name: str, as_json: bool) -> None:
     "--countdown",
     type=DURATION,
     default=None,
-    help="Not before this long from now: seconds, or 30s, 5m, 1h.",
+    help="Not before this long from now: seconds, or 30s, 5m, 1h, 3d (up to 366 days).",
+)
+@click.option(
+    "--at",
+    "start_at",
+    default=None,
+    help="Not before this time: ISO 8601 with its offset, e.g. 2026-12-01T09:00:00Z "
+    "(instead of --countdown).",
 )
 @click.option(
     "--priority",
@@ -110,8 +119,16 @@ def jobs_show(name: str, as_json: bool) -> None:
     default=None,
     help=f"{bounds.PRIORITY_HELP}. Default: the job's (`jobs show`; 5 unless declared).",
 )
-@click.option("--idempotency-key", default=None)
-@click.option("--tag", "tags", multiple=True)
+@click.option(
+    "--idempotency-key", default=None, help="Submitting again with it gives the first run."
+)
+@click.option("--tag", "tags", multiple=True, help="A tag of the run (repeat).")
+@click.option(
+    "--metadata",
+    "metadata_items",
+    multiple=True,
+    help="Metadata of the run: KEY=VALUE (a string) or a JSON object (repeat).",
+)
 @click.option("--depends-on", "depends_on", multiple=True, help="A run id to wait for (repeat).")
 @click.option("--run-anyway", is_flag=True, help="Run even if a run it depends on fails.")
 @click.option(
@@ -129,26 +146,35 @@ def submit(
     wait: bool,
     timeout: float,
     countdown: float | None,
+    start_at: str | None,
     priority: int | None,
     idempotency_key: str | None,
     tags: tuple[str, ...],
+    metadata_items: tuple[str, ...],
     depends_on: tuple[str, ...],
     run_anyway: bool,
     require_queued: bool,
     as_json: bool,
 ) -> None:
-    """Submit a run of job NAME; prints the run id (or, with --wait, the output)."""
+    """Submit a run of job NAME; prints the run id (or, with --wait, the output).
+
+    With --countdown or --at, the run starts then, not before: hours or weeks ahead, it waits
+    in the run store (pending; `runs show` says until when) and is queued when due."""
+    if countdown is not None and start_at is not None:
+        fail("--countdown and --at: give one of them", 2)
     c = make_client()
     options = client_mod.SubmitOptions(
         idempotency_key=idempotency_key,
         tags=tags,
+        metadata=parse_metadata(metadata_items),
         depends_on=depends_on,
         run_anyway=run_anyway,
         countdown=countdown,
+        start_at=start_at,
         priority=priority,
         require_queued=require_queued,
     )
-    run_id = c.submit(name, parse_input(input_text), options)
+    run_id = _submit(c, name, parse_input(input_text), options)
     if len(c.outbox) and c.outbox.drain():  # one more try before this process ends
         err.print(
             f"[yellow]run {run_id} is recorded but not yet queued: the broker did not "
@@ -169,6 +195,42 @@ def submit(
         click.echo(json.dumps(record.output))
     if record.state is not runs.RunState.COMPLETED:
         raise errors.RunFailed(run_id, record.state.value, record.error)
+
+
+_OPTIONS = {"start_at": "--at", "countdown": "--countdown", "priority": "--priority"}
+"""The submit options by the names of this command's options."""
+
+
+def _submit(c: client_mod.Client, name: str, input: Any, options: client_mod.SubmitOptions) -> str:
+    """``c.submit``, with the errors of its options named as this command's options."""
+    try:
+        return c.submit(name, input, options)
+    except errors.InvalidInput as exc:
+        if exc.what != "options":
+            raise
+        for e in exc.errors:
+            e["loc"] = [_OPTIONS.get(str(p), p) for p in e["loc"]]
+        raise errors.InvalidInput(exc.job, exc.errors, exc.what) from None
+
+
+def parse_metadata(items: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--metadata`` given as ``KEY=VALUE`` (a string value) or a JSON object, each time
+    merged into one mapping (a later key wins); ``None`` if none was given."""
+    if not items:
+        return None
+    merged: dict[str, Any] = {}
+    for item in items:
+        if item.lstrip().startswith("{"):
+            value = parse_input(item, "--metadata")
+            if not isinstance(value, dict):
+                fail(f"--metadata: {item[:60]!r} is not a JSON object", 2)
+            merged.update(value)
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--metadata: {item[:60]!r} is neither KEY=VALUE nor a JSON object", 2)
+        merged[key.strip()] = value
+    return merged
 
 
 def _wait_with_progress(c: client_mod.Client, run_id: str, timeout: float) -> runs.RunRecord:
@@ -194,6 +256,9 @@ def _wait_with_progress(c: client_mod.Client, run_id: str, timeout: float) -> ru
                 notes.said = waiting
             if waiting:
                 note = f"{record.state.value}: waiting for a worker that runs {record.job}"
+                why = record.waiting or {}
+                if why.get("reason") == rows.DELAYED:
+                    note = f"{record.state.value}: delayed until {why.get('until')}"
             bar.update(task, completed=100 if record.terminal else pct, description=note)
             if record.terminal:
                 return record

@@ -32,6 +32,15 @@ def _short_time(value: dt.datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
+def _state(r: runs.RunRecord) -> str:
+    """A run's state, and until when it waits if it has a start time to come (a delayed
+    run's, or a retrying run's next attempt)."""
+    due = r.next_attempt_at
+    if r.state in runs.WAITING and due is not None and due > runs.utcnow():
+        return f"{r.state.value} until {_short_time(due)}"
+    return r.state.value
+
+
 @runs_group.command("list")
 @click.option("--job", default=None)
 @click.option("--state", default=None, type=click.Choice([s.value for s in runs.RunState]))
@@ -82,7 +91,7 @@ def runs_list(
         table.add_row(
             r.id,
             r.job,
-            r.state.value,
+            _state(r),
             str(r.attempts),
             _short_time(r.created_at),
             f"{r.duration:.2f} s" if r.duration is not None else "",

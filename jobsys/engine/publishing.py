@@ -165,9 +165,21 @@ def republish(
     whose worker was lost, or whose message was, had its turn already: it keeps its place
     ahead of the runs of its priority that came after it instead of going to the back of the
     line. (``front=False``: at the back, for runs queued for the first time, such as those
-    released by their dependencies.)"""
-    items = [(registry.scoped(r.tenant).get(r.job), r.id, r.dispatch, r.priority) for r in records]
+    released by their dependencies or delayed runs now due.) A run not due yet (its
+    ``next_attempt_at`` ahead) is sent with what is left of its delay as the countdown: no
+    run's message lets it start early."""
+    now = runs.utcnow()
+    items = [
+        (registry.scoped(r.tenant).get(r.job), r.id, r.dispatch, r.priority, _left(r, now))
+        for r in records
+    ]
     _push(app, items, front)
+
+
+def _left(record: runs.RunRecord, now: datetime) -> float | None:
+    """Seconds until ``record`` is due, if it is not yet."""
+    due = record.next_attempt_at
+    return (due - now).total_seconds() if due is not None and due > now else None
 
 
 def publish_front(
@@ -175,21 +187,25 @@ def publish_front(
 ) -> None:
     """Publish a run that had its turn already (handed back by its stopping worker) at the
     front of its priority's list, as ``republish`` does for the runs the reaper requeues."""
-    _push(app, [(spec, run_id, dispatch, priority)], front=True)
+    _push(app, [(spec, run_id, dispatch, priority, None)], front=True)
 
 
-def _push(app: Celery, items: Sequence[tuple[jobs.JobSpec, str, int, int]], front: bool) -> None:
-    """Publish runs' messages (spec, run id, token, priority each) in one round trip, at the
-    front of their priority's lists or at the back."""
+Item = tuple[jobs.JobSpec, str, int, int, float | None]
+"""A run's message to publish: spec, run id, token, priority, countdown."""
+
+
+def _push(app: Celery, items: Sequence[Item], front: bool) -> None:
+    """Publish runs' messages in one round trip, at the front of their priority's lists or
+    at the back."""
     if not items:
         return
     with app.producer_or_acquire() as producer:
         channel = producer.channel
         if not isinstance(channel, transport.Channel):  # (another transport: the back)
-            for spec, run_id, dispatch, priority in items:
-                publish(app, spec, run_id, dispatch, priority=priority, producer=producer)
+            for spec, run_id, dispatch, priority, countdown in items:
+                publish(app, spec, run_id, dispatch, countdown, priority, producer=producer)
             return
         with channel.holding() as held:
-            for spec, run_id, dispatch, priority in items:
-                publish(app, spec, run_id, dispatch, priority=priority, producer=producer)
+            for spec, run_id, dispatch, priority, countdown in items:
+                publish(app, spec, run_id, dispatch, countdown, priority, producer=producer)
         channel.push(held, front=front)

@@ -1,9 +1,11 @@
 """What follows the end of a run on a worker (its workflow moved on, the runs that wait for
 it released), and the reaper: the thread of each worker's main process that recovers runs
-whose worker is gone and publishes again the messages that were lost."""
+whose worker is gone, queues delayed runs when they are due and publishes again the messages
+that were lost."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Sequence
@@ -23,7 +25,7 @@ def release_dependents(app: Celery, runtime: Runtime, run_id: str) -> None:
     """Runs blocked on ``run_id`` (which just ended) whose dependencies are all done: publish
     them, or fail them if one of their dependencies failed (``release_dependents``)."""
     try:
-        released = runtime.store.release_dependents(run_id)
+        released = runtime.store.release_dependents(run_id, runtime.settings.delay_horizon_seconds)
         republish(app, runtime.registry, released, front=False)
     except Exception:
         # The reaper releases blocked runs on every pass: nothing is lost.
@@ -50,8 +52,8 @@ def advance_workflow(app: Celery, runtime: Runtime, workflow_id: str) -> None:
 
 class Reaper:
     """A thread of each worker's main process: requeues or fails runs whose worker is gone,
-    and publishes again waiting runs whose message was lost. Guarded transitions make many
-    reapers at once harmless."""
+    publishes delayed runs when they are due, and publishes again waiting runs whose message
+    was lost. Guarded transitions make many reapers at once harmless."""
 
     def __init__(self, app: Celery, runtime: Runtime) -> None:
         self.app, self.runtime = app, runtime
@@ -95,7 +97,9 @@ class Reaper:
             store_result(self.app, run_id, states.FAILURE, self.app.backend.prepare_exception(exc))
         for workflow_id in store.workflows.running():
             advance_workflow(self.app, self.runtime, workflow_id)
-        self._publish(store.release_dependents(None), front=False)  # every blocked run
+        released = store.release_dependents(None, s.delay_horizon_seconds)  # every blocked run
+        self._publish(released, front=False)
+        self.publish_due(now)
         # Claimed (stamped published in one guarded statement) before they are sent, so of
         # the reconcilers of every worker passing at once, one sends each. Same token: if the
         # first message still exists, whichever copy comes second is a no-op.
@@ -114,6 +118,30 @@ class Reaper:
                 extra={"action": "reaper_pass"},
             )
         return result
+
+    def publish_due(self, now: dt.datetime) -> list[runs.RunRecord]:
+        """Publish the delayed runs due within the delay horizon, each once however many
+        reapers pass (``claim_due``), at the back of their priority's lists with what is
+        left of their delay as the countdown: a worker holds a message for at most the
+        horizon, and the run starts when due. Returns those published."""
+        claimed = self.runtime.store.claim_due(now, self.runtime.settings.delay_horizon_seconds)
+        known = [r for r in claimed if self._knows(r)]
+        for record in claimed:
+            if not self._knows(record):  # another catalog's job: left for its workers
+                self.runtime.store.unclaim_publish(record.id, None)
+        try:
+            republish(self.app, self.runtime.registry, known, front=False)
+        except Exception:  # (the broker is down) given back: the next pass sends them
+            for record in known:
+                self.runtime.store.unclaim_publish(record.id, None)
+            raise
+        if known:
+            log.info(
+                "jobsys reaper: queued %d delayed runs now due",
+                len(known),
+                extra={"action": "delayed_published"},
+            )
+        return known
 
     def _knows(self, record: runs.RunRecord) -> bool:
         return record.job in self.runtime.registry.scoped(record.tenant)

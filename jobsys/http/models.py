@@ -53,7 +53,17 @@ class SubmitBody(Body):
     idempotency_key: Name | None = Field(
         None, description="Submitting again with the same key returns the first run."
     )
-    countdown: Seconds | None = Field(None, description="Seconds before the run may start.")
+    countdown: Seconds | None = Field(
+        None,
+        description="Seconds (or 30s, 2h, 3d) before the run may start, up to 366 days; a run "
+        "due later than JOBSYS_DELAY_HORIZON_SECONDS waits in the run store (state pending, "
+        "`waiting.reason` delayed) and is queued when due.",
+    )
+    start_at: dt.datetime | None = Field(
+        None,
+        description="When the run may start instead (ISO 8601 with its offset, e.g. "
+        "2026-12-01T09:00:00Z); not with countdown.",
+    )
     priority: int | None = Field(
         None,
         description=f"{bounds.PRIORITY_HELP}. Default: the job's (`priority` in GET "

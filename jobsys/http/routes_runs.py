@@ -74,6 +74,7 @@ def submit(
         tags=tuple(body.tags),
         metadata=body.metadata,
         countdown=body.countdown,
+        start_at=body.start_at,
         depends_on=tuple(body.depends_on),
         run_anyway=body.run_anyway,
         priority=body.priority,

@@ -19,7 +19,7 @@ import mcp.types as types
 
 from jobsys.base import errors
 from jobsys.service.client import Client, waiting_message
-from jobsys.store import runs, schedules, workflow_runs
+from jobsys.store import run_states, runs, schedules, workflow_runs
 
 log = logging.getLogger("jobsys.mcp")
 
@@ -137,8 +137,10 @@ def run_status(c: Client, r: runs.RunRecord, n_logs: int = 10) -> dict[str, Any]
         "workflow_id": r.workflow_id,
     }
     waiting = waiting_message(r)
-    if waiting:  # why it has not started (no live worker knows its job)
+    if waiting:  # why it has not started (no live worker knows its job, a start time)
         out["waiting"] = waiting
+    if r.next_attempt_at is not None and r.state in run_states.WAITING:
+        out["not_before"] = r.next_attempt_at.isoformat()
     if n_logs:
         lines = c.store.logs(r.id)[-n_logs:]
         out["logs"] = [

@@ -78,6 +78,16 @@ class RunOptions(Args):
         description="Queued on the broker or nothing: fail and keep no record when the broker "
         "cannot take the run (by default it is kept and sent when the broker is back).",
     )
+    countdown: Seconds | None = pydantic.Field(
+        None,
+        description="One run of a job: seconds (or 30s, 2h, 3d) before it may start, up to 366 "
+        "days. It waits, pending, its `waiting` saying until when; cancel it to drop it.",
+    )
+    start_at: Short | None = pydantic.Field(
+        None,
+        description="One run of a job: when it may start instead of countdown, an ISO 8601 "
+        "time with its offset (2026-12-01T09:00:00Z).",
+    )
 
     def submit_options(self) -> SubmitOptions:
         return SubmitOptions(
@@ -86,7 +96,15 @@ class RunOptions(Args):
             metadata=self.metadata,
             priority=self.priority,
             require_queued=self.require_queued,
+            countdown=self.countdown,
+            start_at=self.start_at,
         )
+
+    def no_start(self, what: str) -> None:
+        """Refuse a countdown or start time given for ``what`` (they are for one run)."""
+        for field in ("countdown", "start_at"):
+            if getattr(self, field) is not None:
+                raise bad_argument(field, f"is for one run of a job, not {what}")
 
 
 class ExecuteArgs(RunOptions):

@@ -61,6 +61,7 @@ def _is_workflow(c: Client, name: str) -> bool:
 
 def execute_job(c: Client, a: args.ExecuteArgs) -> dict[str, Any]:
     if _is_workflow(c, a.job):
+        a.no_start("a workflow")
         workflow_id = c.workflows.submit(a.job, a.input, a.priority)
         if a.mode == "background" or not a.timeout:
             return {"workflow_run_id": workflow_id, "state": "running"}
@@ -146,10 +147,12 @@ def remove_job(c: Client, a: args.RemoveArgs) -> dict[str, Any]:
 def job_create(c: Client, a: args.CreateArgs) -> dict[str, Any]:
     if a.schedule is None:
         if _is_workflow(c, a.job):
+            a.no_start("a workflow")
             workflow_id = c.workflows.submit(a.job, a.input, a.priority)
             return {"kind": "workflow_run", "workflow_run_id": workflow_id}
         run_id = c.submit(a.job, a.input, a.submit_options())
         return {"kind": "run", "run_id": run_id, "state": c.status(run_id).state.value}
+    a.no_start("a schedule (give the schedule a `start`)")
     changes = a.schedule.changes()
     if "kind" not in changes:
         raise bad_argument("schedule", "give one of every, cron, once, ongoing")

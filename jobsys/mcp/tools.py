@@ -164,7 +164,8 @@ TOOLS: tuple[ToolDef, ...] = (
     ),
     ToolDef(
         "job_create",
-        "Create durable work: one background run of a job (no `schedule`), or a schedule of "
+        "Create durable work: one background run of a job (no `schedule`; `countdown` or "
+        "`start_at` to start it later, hours or weeks ahead), or a schedule of "
         "it: `schedule` with one of every (seconds), cron (+ timezone), once (ISO time), "
         "ongoing (seconds, until the job says done). Returns the run id or the schedule.",
         CreateArgs,

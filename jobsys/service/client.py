@@ -244,7 +244,8 @@ class Client(Submitting):
         self.audit.record(self.principal, "cancel", run_id, "allowed", f"job {record.job}")
         if record.state is not runs.RunState.CANCELLED:
             return Cancelled(record)
-        released = self.store.release_dependents(run_id)  # runs waiting on it fail, or run
+        # the runs waiting on it fail, or run
+        released = self.store.release_dependents(run_id, self.settings.delay_horizon_seconds)
         from jobsys.engine import broker  # (see ``Submitting.app``)
 
         try:
@@ -273,7 +274,9 @@ class Client(Submitting):
 
 
 def waiting_message(record: runs.RunRecord) -> str | None:
-    """Why a waiting run waits, when a worker said (``RunRecord.waiting``)."""
+    """Why a waiting run waits, when known (``RunRecord.waiting``): a worker said (no live
+    worker knows its job), its producer did (the broker did not answer), or it is delayed
+    (kept in the store until its start time)."""
     if record.waiting and record.state in run_states.WAITING:
         message = record.waiting.get("message")
         return str(message) if message else None

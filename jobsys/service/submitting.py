@@ -1,59 +1,36 @@
 """``Submitting``: validating, recording and publishing new runs: the second part of
 ``Client``. Input is validated before anything is recorded or queued; the run row
 (``rows.new_run``) is committed before its message is published, so a run lost in transit
-is still visible (and the reconciler publishes it again)."""
+is still visible (and the reconciler publishes it again). A run due later than the delay
+horizon (``submit_options.py``) is only recorded: a worker's reaper publishes it when due."""
 
 from __future__ import annotations
 
-import dataclasses
+import datetime as dt
 import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys.base import bounds, config, errors, sealing
+from jobsys.base import config, errors, sealing
 from jobsys.declare import jobs, permissions
 from jobsys.engine import outbox
+from jobsys.service import submit_options
 from jobsys.service.access import Access
+from jobsys.service.submit_options import MAX_COUNTDOWN_SECONDS, Start, SubmitOptions
 from jobsys.store import rows, runs, stores
 
 if TYPE_CHECKING:
     from jobsys.engine import celery_api
+
+__all__ = ["MAX_COUNTDOWN_SECONDS", "NOT_QUEUED", "SubmitOptions", "Submitting"]
 
 NOT_QUEUED = {
     "reason": "not_queued",
     "message": "recorded, not yet queued: the broker did not answer; queued when it is back",
 }
 """Why a run kept by the outbox waits (``RunRecord.waiting``)."""
-
-MAX_COUNTDOWN_SECONDS = bounds.MAX_COUNTDOWN
-"""A delayed message waits in a worker's memory until it is due; later starts are schedules."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SubmitOptions:
-    """How to submit, kept apart from the job's input."""
-
-    idempotency_key: str | None = None
-    tags: tuple[str, ...] = ()
-    metadata: Mapping[str, Any] | None = None
-    countdown: float | None = None
-    """Seconds to wait before the run may start (at most ``MAX_COUNTDOWN_SECONDS``)."""
-    depends_on: tuple[str, ...] = ()
-    """Runs to wait for: this run starts once they have all completed, with their outputs in
-    ``ctx.dependencies``; if one fails it ends failed (reason ``dependency``)..."""
-    run_anyway: bool = False
-    """...unless this is set: then it runs once they have all ended, whatever their state."""
-    priority: int | None = None
-    """0 (lowest) to 9 (highest): runs of a higher priority are taken first, those of the same
-    priority in the order queued. ``None``: the job's (``@job(priority=...)``, 5 by default).
-    The run keeps it when it is retried, requeued or handed back."""
-    parent_id: str | None = None
-    require_queued: bool = False
-    """Queued on the broker or nothing: if the broker cannot take the run (after Celery's
-    publish retries), raise ``BrokerUnavailable`` and leave no record. By default a run the
-    broker cannot take now is kept, pending and not yet queued, and sent when it is back."""
 
 
 class Submitting(Access):
@@ -95,29 +72,39 @@ class Submitting(Access):
         spec = self._jobs(principal).get(job)
         payload, sealed = self.validate_input(spec, input)
         self.allow("execute", spec, payload, who=principal)
+        now = runs.utcnow()
+        start = self._start(spec, options, now)
         blocked = bool(options.depends_on)
-        row = self._row(spec, payload, sealed, options, principal or self.principal, blocked)
+        who = principal or self.principal
+        row = self._row(spec, payload, sealed, options, who, now, start, blocked)
         app = self.app  # a configuration error must surface before anything is recorded
         if blocked:
-            return self._submit_blocked(spec, row, options)
+            return self._submit_blocked(spec, row, options, start)
         if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
             assert options.idempotency_key is not None
             existing = self.store.find_key(row["tenant"], spec.name, options.idempotency_key)
             assert existing is not None
             return existing.id
-        self._publish(app, spec, row, options.countdown, options.require_queued)
+        if not start.held:  # (a held run waits in the store: a reaper publishes it when due)
+            self._publish(app, spec, row, start.countdown(), options.require_queued)
         return str(row["id"])
 
+    def _start(self, spec: jobs.JobSpec, options: SubmitOptions, now: dt.datetime) -> Start:
+        """When the run may start (``submit_options.check``: bad options are refused)."""
+        return submit_options.check(spec.name, options, now, self.settings.delay_horizon_seconds)
+
     def _submit_blocked(
-        self, spec: jobs.JobSpec, row: dict[str, Any], options: SubmitOptions
+        self, spec: jobs.JobSpec, row: dict[str, Any], options: SubmitOptions, start: Start
     ) -> str:
         for dependency in options.depends_on:
             self.status(dependency)  # exists, in this tenant, readable
         self.store.add_dependencies(row["id"], options.depends_on)
         self.store.insert([row])
-        released = self.store.release(row["id"])  # its dependencies may be done already
+        # Its dependencies may be done already; a run due later than the horizon is then
+        # held in the store instead (``release``).
+        released = self.store.release(row["id"], self.settings.delay_horizon_seconds)
         if released is not None:
-            self._publish(self.app, spec, row, options.countdown)
+            self._publish(self.app, spec, row, start.countdown())
         return str(row["id"])
 
     def submit_many(
@@ -144,12 +131,14 @@ class Submitting(Access):
             )
         spec = self._jobs(principal).get(job)
         who = principal or self.principal
+        now = runs.utcnow()
+        start = self._start(spec, options, now)
         made: list[dict[str, Any]] = []
         for index, value in enumerate(inputs):
             try:
                 payload, sealed = self.validate_input(spec, value)
                 self.allow("execute", spec, payload, who=who)
-                made.append(self._row(spec, payload, sealed, options, who))
+                made.append(self._row(spec, payload, sealed, options, who, now, start))
             except errors.InvalidInput as exc:
                 for e in exc.errors:
                     e["loc"] = [index, *e["loc"]]
@@ -158,9 +147,12 @@ class Submitting(Access):
         from jobsys.engine import broker  # (loaded by ``self.app``: see there)
 
         self.store.insert(made)
+        countdown = start.countdown()
+        if start.held:  # they wait in the store: a reaper publishes them when due
+            return [str(row["id"]) for row in made]
         if options.require_queued:
             try:
-                broker.publish_many(app, [(spec, row) for row in made], options.countdown)
+                broker.publish_many(app, [(spec, row) for row in made], countdown)
             except Exception as exc:
                 self.store.discard_unqueued([row["id"] for row in made])
                 raise errors.BrokerUnavailable(
@@ -171,9 +163,9 @@ class Submitting(Access):
         try:
             if len(self.outbox):
                 raise errors.BrokerUnavailable("runs submitted before wait for the broker")
-            broker.publish_many(app, [(spec, row) for row in made], options.countdown)
+            broker.publish_many(app, [(spec, row) for row in made], countdown)
         except Exception:  # kept, and sent in order when the broker is back
-            self._keep_unqueued(app, spec, made, options.countdown)
+            self._keep_unqueued(app, spec, made, countdown)
         return [str(row["id"]) for row in made]
 
     def _row(
@@ -183,11 +175,12 @@ class Submitting(Access):
         sealed: str | None,
         options: SubmitOptions,
         who: permissions.Principal,
+        now: dt.datetime,
+        start: Start,
         blocked: bool = False,
     ) -> dict[str, Any]:
-        """The new run's row; ``blocked``: it waits for ``options.depends_on`` (named in its
-        metadata, with ``run_anyway``)."""
-        self._check_options(spec, options)
+        """The new run's row, made at ``now``, due at ``start``; ``blocked``: it waits for
+        ``options.depends_on`` (named in its metadata, with ``run_anyway``)."""
         meta = {**spec.metadata, **(options.metadata or {})}
         if blocked:
             meta["depends_on"] = list(options.depends_on)
@@ -199,12 +192,13 @@ class Submitting(Access):
             principal=who.model_dump(mode="json"),
             principal_id=who.id,
             tenant=who.tenant,
-            now=runs.utcnow(),
+            now=now,
             meta=meta,
             tags=options.tags,
             sealed=sealed,
             priority=options.priority,
-            delay=options.countdown,
+            due=start.due,
+            held=start.held,
             blocked=blocked,
             idempotency_key=options.idempotency_key,
             parent_id=options.parent_id,
@@ -243,37 +237,6 @@ class Submitting(Access):
         """A stored input with its secrets back in place (to submit it again). ``under``:
         where the input's secrets are among those sealed (a workflow's: ``("input",)``)."""
         return sealing.merge(input, self.sealer.open(sealed), under) if sealed else input
-
-    def _check_options(self, spec: jobs.JobSpec, options: SubmitOptions) -> None:
-        problems = runs.nul_errors(
-            {
-                "metadata": options.metadata or {},
-                "tags": list(options.tags),
-                "idempotency_key": options.idempotency_key or "",
-            }
-        )
-        if problems:
-            raise errors.InvalidInput(spec.name, problems, "options")
-        limit = MAX_COUNTDOWN_SECONDS
-        if options.countdown is not None and not 0 <= options.countdown <= limit:
-            raise errors.InvalidInput(
-                spec.name,
-                [
-                    {
-                        "loc": ["countdown"],
-                        "type": "value_error",
-                        "msg": f"must be between 0 and {limit:g} s (a schedule starts runs later)",
-                    }
-                ],
-                "options",
-            )
-        problem = None if options.priority is None else bounds.priority(options.priority)
-        if problem:
-            raise errors.InvalidInput(
-                spec.name,
-                [{"loc": ["priority"], "type": "value_error", "msg": problem}],
-                "options",
-            )
 
     def publish_row(
         self, spec: jobs.JobSpec, row: dict[str, Any], countdown: float | None = None

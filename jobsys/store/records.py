@@ -123,6 +123,8 @@ class RunRecord:
     lease_expires_at: dt.datetime | None
     deadline_at: dt.datetime | None
     next_attempt_at: dt.datetime | None
+    """Not before this: the next attempt of a retrying run, or the start of a run submitted
+    with a ``countdown`` or ``start_at``. Cleared when an attempt starts."""
     schedule_version: int | None = None
     fire_at: dt.datetime | None = None
     """For a run a schedule made: the fire it belongs to (the cadence's time, UTC)."""
@@ -131,9 +133,11 @@ class RunRecord:
     fire_key: str | None = None
     has_dependents: bool | None = None
     waiting: dict[str, Any] | None = None
-    """Why a waiting run waits, when a worker found out: ``reason`` (``no_worker``: no live
-    worker knows its job; ``parked``: the worker that took its message does not know the job,
-    others do), ``message``, ``worker`` and ``since``. Cleared when the run starts or ends."""
+    """Why a waiting run waits, when known: ``reason`` (``no_worker``: no live worker knows
+    its job; ``parked``: the worker that took its message does not know the job, others do;
+    ``not_queued``: the broker did not answer its producer; ``delayed``: it is kept in the
+    store until its start, ``until``, an ISO time in UTC), ``message``, ``since`` and (a
+    worker's) ``worker``. Cleared when the run starts or ends."""
     withheld: str | None = None
     """Set (saying why) when the reader may list this run but not read it: its input, output,
     error and progress are left out (``Client.shown``); never stored."""

@@ -27,6 +27,8 @@ from jobsys.store.run_states import RunState
 
 MAX_TRACEBACK_CHARS = 20_000
 _PENDING, _BLOCKED = RunState.PENDING.value, RunState.BLOCKED.value
+DELAYED = "delayed"
+"""``waiting["reason"]`` of a run kept in the store until it is due (``delayed``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,8 @@ def new_run(
     max_attempts: int | None = None,
     timeout: float | None = None,
     delay: float | None = None,
+    due: dt.datetime | None = None,
+    held: bool = False,
     blocked: bool = False,
     published: bool = True,
     idempotency_key: str | None = None,
@@ -70,9 +74,12 @@ def new_run(
     for the runs it depends on).
 
     ``priority``, ``max_attempts`` and ``timeout`` default to the job's; ``tags`` are added to
-    the job's; ``delay``: seconds before it may start (the reconciler does not count it lost
-    before then); ``published``: its message is sent right after the insert (otherwise
-    ``published_at`` stays empty until it is, and the reconciler sends it if no one does).
+    the job's; ``delay`` or ``due``: seconds before it may start, or when (the reconciler does
+    not count it lost before then); ``held``: it is due later than the delay horizon, so it
+    waits in the store, unpublished, its ``waiting`` saying until when, and a worker's reaper
+    publishes it when it is due (``RunStore.claim_due``); ``published``: its message is sent
+    right after the insert (otherwise ``published_at`` stays empty until it is, and the
+    reconciler sends it if no one does).
     A run a schedule's ``fire`` makes carries the fire; any other carries its idempotency
     key, parent and delay, and a workflow step its ``workflow_id``."""
     row: dict[str, Any] = {
@@ -96,7 +103,7 @@ def new_run(
         "sealed": sealed,
         "cancel_requested": False,
         "created_at": now,
-        "published_at": now if published and not blocked else None,
+        "published_at": now if published and not blocked and not held else None,
     }
     if fire is not None:
         row["schedule_id"] = fire.schedule_id
@@ -107,10 +114,27 @@ def new_run(
         return row
     row["idempotency_key"] = idempotency_key
     row["parent_id"] = parent_id
-    row["next_attempt_at"] = now + dt.timedelta(seconds=delay) if delay else None
+    if due is None and delay:
+        due = now + dt.timedelta(seconds=delay)
+    row["next_attempt_at"] = due
+    if held and not blocked:  # (a blocked run says so when it is released: ``release``)
+        row["waiting"] = delayed(due or now, now)
     if workflow_id is not None:
         row["workflow_id"] = workflow_id
     return row
+
+
+def delayed(due: dt.datetime, since: dt.datetime) -> dict[str, Any]:
+    """Why a run kept in the store until it is due waits (``RunRecord.waiting``): ``until``
+    its start, an ISO time in UTC."""
+    at = due.astimezone(dt.UTC)
+    return {
+        "reason": DELAYED,
+        "message": f"delayed until {at:%Y-%m-%d %H:%M:%S} UTC: kept in the run store, queued "
+        "when it is due",
+        "until": at.isoformat(),
+        "since": since.astimezone(dt.UTC).isoformat(),
+    }
 
 
 def defaults(now: dt.datetime) -> dict[str, Any]:

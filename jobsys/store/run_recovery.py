@@ -1,22 +1,43 @@
 """``Recovery``: the moves of runs that their worker did not make: runs released when the
-runs they depend on end, runs handed back by a stopping worker, runs whose worker was lost
-(the reaper). A part of ``RunStore``; every terminal state is written by ``terminal.py``."""
+runs they depend on end, delayed runs queued when they are due, runs handed back by a
+stopping worker, runs whose worker was lost (the reaper). A part of ``RunStore``; every
+terminal state is written by ``terminal.py``."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
 from jobsys.store import schema
 from jobsys.store.records import ReapResult, RunRecord, record, utcnow
-from jobsys.store.rows import run_error
+from jobsys.store.rows import delayed, run_error
 from jobsys.store.run_reads import RunReads
 from jobsys.store.run_states import TERMINAL, RunState
 
 T = schema.runs
 D = schema.run_deps
+_DELAYED = (
+    T.c.state == sa.literal_column(f"'{RunState.PENDING.value}'"),  # (a literal: see below)
+    T.c.published_at.is_(None),
+    T.c.next_attempt_at.is_not(None),
+)
+"""A delayed run not yet published: the rows of the partial index ``ix_jobsys_runs_due``
+(``schema.py``), in the index's own words (the state a literal, not a bound parameter), so
+that PostgreSQL's planner sees that a query with these conditions may use it."""
+_DUE_ON_SQLITE = (
+    sa.text(
+        "SELECT id FROM jobsys_runs INDEXED BY ix_jobsys_runs_due WHERE state = 'pending' "
+        "AND published_at IS NULL AND next_attempt_at IS NOT NULL "
+        "AND next_attempt_at <= :until ORDER BY next_attempt_at LIMIT :limit"
+    )
+    .bindparams(sa.bindparam("until", type_=schema.UTCDateTime), sa.bindparam("limit"))
+    .columns(T.c.id)
+)
+"""``claim_due``'s choice on SQLite, which has no statistics to tell that the partial index
+holds a few rows and ``state = 'pending'`` many: named (``INDEXED BY``), not guessed."""
 
 
 class Recovery(RunReads):
@@ -41,18 +62,23 @@ class Recovery(RunReads):
         with self.engine.connect() as conn:
             return [str(r.id) for r in conn.execute(query)]
 
-    def release_dependents(self, run_id: str | None) -> list[RunRecord]:
+    def release_dependents(self, run_id: str | None, horizon: float) -> list[RunRecord]:
         """Release the blocked runs that wait for ``run_id``, which ended (``None``: every
         blocked run, the reaper's pass): each whose dependencies have all ended starts
         (``release``). Returns those now pending, for the caller to publish. The one path
         by which runs are released: when a run ends on a worker, when a run is cancelled,
         and on every reaper pass."""
         waiting = self.blocked() if run_id is None else self.dependents(run_id)
-        return [r for d in waiting if (r := self.release(d)) is not None]
+        return [r for d in waiting if (r := self.release(d, horizon)) is not None]
 
-    def release(self, run_id: str, now: dt.datetime | None = None) -> RunRecord | None:
+    def release(
+        self, run_id: str, horizon: float, now: dt.datetime | None = None
+    ) -> RunRecord | None:
         """A blocked run whose dependencies have all ended: pending (returned, to publish) if
-        they completed or it runs anyway; failed with reason ``dependency`` otherwise."""
+        they completed or it runs anyway, unless it is due more than ``horizon`` seconds
+        from now (its ``countdown`` or ``start_at``): then it waits in the store, delayed,
+        for a reaper to publish when due (``claim_due``), and ``None`` is returned. Failed
+        with reason ``dependency`` if one did not complete."""
         with self.engine.connect() as conn:
             state = conn.execute(sa.select(T.c.state).where(T.c.id == run_id)).scalar()
             if state != RunState.BLOCKED.value:
@@ -71,13 +97,52 @@ class Recovery(RunReads):
             error = run_error("dependency", "DependencyFailed", message)
             self._end.finish(run_id, None, RunState.FAILED, {"error": error}, now=now)
             return None
+        now = now or utcnow()
+        due = current.next_attempt_at
+        held = due is not None and due > now + dt.timedelta(seconds=horizon)
+        values: dict[str, Any] = {"state": RunState.PENDING.value, "published_at": now}
+        if held:
+            assert due is not None
+            values.update(published_at=None, waiting=delayed(due, now))
         with self.engine.begin() as conn:
             moved = conn.execute(
                 T.update()
                 .where(T.c.id == run_id, T.c.state == RunState.BLOCKED.value)
-                .values(state=RunState.PENDING.value, published_at=now or utcnow())
+                .values(**values)
             ).rowcount
-        return self.get(run_id) if moved == 1 else None
+        return self.get(run_id) if moved == 1 and not held else None
+
+    # --- delayed runs -----------------------------------------------------------------------
+
+    def claim_due(self, now: dt.datetime, horizon: float, limit: int = 500) -> list[RunRecord]:
+        """Claim the delayed runs due within ``horizon`` seconds of ``now`` (pending, never
+        published, with a start time) for this reaper to publish, earliest first. Each is
+        stamped published by the one guarded statement that picks it (on PostgreSQL the
+        rows another reaper is claiming are skipped, ``SKIP LOCKED``, and a row it just
+        claimed fails the guard; SQLite has one writer at a time), so of the reapers of
+        every worker passing at once, one claims each. The caller publishes them with what
+        is left of their delay as the countdown, and gives back (``unclaim_publish``) the
+        ones it cannot publish. Indexed by ``ix_jobsys_runs_due``, which holds these rows
+        only: the cost of a pass does not grow with the runs queued."""
+        until = now + dt.timedelta(seconds=horizon)
+        due: Any = (
+            sa.select(T.c.id)
+            .where(*_DELAYED, T.c.next_attempt_at <= until)
+            .order_by(T.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if self.engine.dialect.name == "sqlite":  # (no statistics: it would scan by state)
+            due = _DUE_ON_SQLITE.bindparams(until=until, limit=limit)
+        query = (
+            T.update()
+            .where(T.c.id.in_(due), T.c.published_at.is_(None))
+            .values(published_at=now)
+            .returning(*T.c)
+        )
+        with self.engine.begin() as conn:
+            claimed = [record(r) for r in conn.execute(query)]
+        return sorted(claimed, key=lambda r: (r.next_attempt_at or now, -r.priority))
 
     # --- a stopping worker ------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import search
 
-REVISION = "0013"
+REVISION = "0014"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -329,6 +329,10 @@ PARTIAL_INDEXES = (
     "(workflow_id, created_at) WHERE workflow_id IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_parent ON jobsys_runs "
     "(parent_id, created_at) WHERE parent_id IS NOT NULL",
+    # Added by revision 0014: delayed runs not yet published, by due time (``claim_due``). A
+    # run without a start time, or once published, costs no write in it.
+    "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_due ON jobsys_runs (next_attempt_at) "
+    "WHERE state = 'pending' AND published_at IS NULL AND next_attempt_at IS NOT NULL",
 )
 
 

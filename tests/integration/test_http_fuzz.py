@@ -205,6 +205,7 @@ class Generator:
             "metadata": {"m": 1},
             "idempotency_key": None,
             "countdown": None,
+            "start_at": None,
             "priority": None,
             "depends_on": [],
             "run_anyway": False,

@@ -46,6 +46,7 @@ RELEASED = {
     "0011": "e21858dc5d8144407c4ec9c99c80f135ba07c92a98141f3d86885e4b7ef625a5",
     "0012": "dba547dfaeb9d93f7d8ea150eabee2bcee32a4678cb59fb7c7aee5a9f7a1d062",
     "0013": "8f77c84809069b38b3758f2f759b1bf41361b55cd36dc66c987239d5303045bc",
+    "0014": "948cf90db55744234b63aa594d0868733a05727f283133f665d4bb86e94d5728",
 }
 """The SHA-256 of each released revision file. A released revision never changes (a database
 that ran it would not run it again): change the schema with a new revision, and add its hash

@@ -102,6 +102,7 @@ def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
         "JOBSYS_HEARTBEAT_SECONDS": "2",
         "JOBSYS_REAPER_SECONDS": "3",
         "JOBSYS_RECONCILE_SECONDS": "4",
+        "JOBSYS_DELAY_HORIZON_SECONDS": "5",
         "JOBSYS_PARKED_CHECK_SECONDS": "0.5",
         "JOBSYS_BEAT_INTERVAL": "6",
         "JOBSYS_TOKEN": "tok",

@@ -54,6 +54,21 @@ def test_a_submitted_run_s_row() -> None:
     assert blocked.keys() == row.keys()
 
 
+def test_a_delayed_run_s_row_waits_in_the_store_until_it_is_due() -> None:
+    due = NOW + dt.timedelta(days=2)
+    row = rows.new_run(_spec(), {}, **OWNER, tenant="acme", now=NOW, due=due, held=True)
+    assert row["state"] == "pending" and row["published_at"] is None
+    assert row["next_attempt_at"] == due and set(row) <= set(schema.runs.c.keys())
+    assert row["waiting"]["reason"] == rows.DELAYED == "delayed"
+    assert dt.datetime.fromisoformat(row["waiting"]["until"]) == due
+    assert row["waiting"]["message"].startswith("delayed until ")
+    soon = rows.new_run(_spec(), {}, **OWNER, tenant="acme", now=NOW, due=due)  # published
+    assert soon["published_at"] == NOW and "waiting" not in soon
+    blocked = rows.new_run(_spec(), {}, **OWNER, tenant="acme", now=NOW, due=due, held=True,
+                           blocked=True)  # fmt: skip
+    assert blocked["state"] == "blocked" and "waiting" not in blocked  # said when released
+
+
 def test_a_fire_s_row_and_a_step_s_row() -> None:
     fire = rows.Fire("sch_1", 2, NOW, "scheduled", "sch_1@x")
     fired = rows.new_run(_spec(), {}, **OWNER, tenant="acme", now=NOW, published=False, fire=fire)
