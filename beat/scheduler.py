@@ -39,6 +39,9 @@ IDLE_PAUSE = 0.02
 """Seconds beat pauses when the next fire is past due but is not one it can make."""
 LOCKED_PAUSE = 0.1
 """Seconds beat pauses when what is due is held by another beat's fire transaction."""
+STARTUP_WAIT = 120.0
+"""Seconds beat keeps trying to reach the run store when it starts, before it exits (and its
+supervisor, ``jobsys up`` or the container's, starts it again)."""
 
 
 class StoreScheduler(beat.Scheduler):
@@ -53,7 +56,7 @@ class StoreScheduler(beat.Scheduler):
         **kwargs: Any,
     ) -> None:
         self.settings, self.registry = settings, registry
-        self.store = stores.Store.open(settings.database_url)
+        self.store = stores.Store.open(settings.database_url, wait=STARTUP_WAIT)
         registry.attach(definition_store.source(settings, self.store.engine))
         self.schedules = self.store.schedules
         self.firing = firing.Firing(self.schedules)

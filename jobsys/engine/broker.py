@@ -65,6 +65,8 @@ __all__ = [
 log = logging.getLogger("jobsys.broker")
 
 ENDED = (execute.Kind.COMPLETED, execute.Kind.FAILED, execute.Kind.CANCELLED)
+STARTUP_WAIT = 120.0
+"""Seconds a starting worker keeps trying to reach the run store before it gives up."""
 
 
 def make_celery(
@@ -273,7 +275,9 @@ def install_worker_hooks(app: Celery, runtime: Runtime) -> Reaper:
         runtime.tracker.install_cancel_handler()
 
     def ready(**_: Any) -> None:
-        runtime.store.count()  # open and migrate the store once, before children use it
+        # Open and migrate the store once, before children use it; a database still starting
+        # (or cut off for a moment) is waited for.
+        runtime.open_store(wait=STARTUP_WAIT).count()
         reaper.start()
         # The start-up objects (modules, Celery's and SQLAlchemy's tables) live as long as
         # the process: move them out of the collector's sight, so that full collections

@@ -31,8 +31,13 @@ class Runtime:
 
     @property
     def store(self) -> stores.Store:
+        return self.open_store()
+
+    def open_store(self, wait: float = 0.0) -> stores.Store:
+        """This process's store, opened on first use; ``wait``: seconds to keep trying while
+        the database cannot be reached (``RunStore.open``)."""
         if self._store is None:
-            self._store = stores.Store.open(self.settings.database_url)
+            self._store = stores.Store.open(self.settings.database_url, wait)
             if self.node:
                 self._store.worker_name = self.node
             self.registry.attach(definition_store.source(self.settings, self._store.engine))

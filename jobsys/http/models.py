@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from jobsys.base import bounds
 from jobsys.base.timeparse import DurationSeconds
@@ -18,7 +18,7 @@ Tag = Annotated[str, Field(min_length=1, max_length=200)]
 RunId = Annotated[str, Field(min_length=1, max_length=64)]
 Seconds = Annotated[DurationSeconds, Field(allow_inf_nan=False)]
 """Seconds: a number, or a duration as people type it (``"30s"``, ``"5m"``, ``"1h30m"``)."""
-Priority = Annotated[int, Field(ge=bounds.LOWEST_PRIORITY, le=bounds.HIGHEST_PRIORITY)]
+Priority = Annotated[StrictInt, Field(ge=bounds.LOWEST_PRIORITY, le=bounds.HIGHEST_PRIORITY)]
 
 MAX_WAIT = 300.0
 
@@ -64,10 +64,10 @@ class SubmitBody(Body):
         description="When the run may start instead (ISO 8601 with its offset, e.g. "
         "2026-12-01T09:00:00Z); not with countdown.",
     )
-    priority: int | None = Field(
+    priority: StrictInt | None = Field(
         None,
-        description=f"{bounds.PRIORITY_HELP}. Default: the job's (`priority` in GET "
-        "/api/v1/jobs/{name}; 5 unless declared). Kept when the run is retried or requeued.",
+        description=f"{bounds.PRIORITY_HELP}, an integer. Default: the job's (`priority` in "
+        "GET /api/v1/jobs/{name}; 5 unless declared). Kept when the run is retried or requeued.",
     )
     depends_on: list[RunId] = Field(default_factory=list, max_length=100)
     run_anyway: bool = Field(False, description="Run once dependencies end, whatever their state.")

@@ -256,14 +256,20 @@ class Client(Submitting):
         return Cancelled(record)
 
     def retry(self, run_id: str) -> str:
-        """Submit a failed or cancelled run again, as a new run whose parent is the old one."""
+        """Submit a failed or cancelled run again, as a new run whose parent is the old one
+        (same input, tags, metadata and priority)."""
         record = self.status(run_id)
         if record.state not in (runs.RunState.FAILED, runs.RunState.CANCELLED):
             raise errors.InvalidTransition(run_id, record.state.value, "retry")
         return self.submit(
             record.job,
             self.revealed(record.input, record.sealed),
-            SubmitOptions(tags=tuple(record.tags), metadata=record.meta, parent_id=record.id),
+            SubmitOptions(
+                tags=tuple(record.tags),
+                metadata=record.meta,
+                parent_id=record.id,
+                priority=record.priority,
+            ),
         )
 
     def close(self) -> None:

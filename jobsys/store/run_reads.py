@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -17,6 +19,7 @@ from jobsys.store.records import LogLine, RunFilter, RunRecord, record
 from jobsys.store.run_states import RunState
 
 T = schema.runs
+log = logging.getLogger("jobsys.store")
 
 
 class RunReads:
@@ -31,10 +34,27 @@ class RunReads:
         self._has_tag = _has_tag(engine.dialect.name)
 
     @classmethod
-    def open(cls, url: str) -> Self:
+    def open(cls, url: str, wait: float = 0.0) -> Self:
+        """The store at ``url``, migrated. ``wait``: seconds to keep trying while the
+        database cannot be reached (a long-running process starting beside a database that is
+        starting too, or cut off for a moment), with a warning each time; then it raises."""
         engine = database.make_engine(url)
-        migrations.migrate(engine)
-        return cls(engine)
+        deadline, delay = time.monotonic() + wait, 0.5
+        while True:
+            try:
+                migrations.migrate(engine)
+                return cls(engine)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                if time.monotonic() + delay > deadline:
+                    engine.dispose()
+                    raise
+                log.warning(
+                    "jobsys: the run store cannot be reached (%s); trying again in %.1f s",
+                    str(exc).splitlines()[0],
+                    delay,
+                )
+                time.sleep(delay)  # (backoff between attempts to reach the database)
+                delay = min(delay * 2, 5.0)
 
     def close(self) -> None:
         """Close every connection this store holds."""

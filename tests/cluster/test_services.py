@@ -116,8 +116,10 @@ def test_the_broker_stops_and_comes_back_empty_under_producer_load(hosts: Hosts)
     )
     result.assert_clean()
     assert not producer.refused, producer.refused[:3]
-    # 10/s for 15 s, less the pace lost to the one submit that waited as the broker died
-    assert len(outage) >= 90, len(outage)
+    # 10/s for 15 s would be 150; a producer blocked by the outage makes a handful. On a
+    # loaded machine (the CI runs two suites on 2 cores) single submits take up to ~2.5 s
+    # (slow_submits_after_stop_s in the report): 60 still proves it kept going throughout.
+    assert len(outage) >= 60, len(outage)
     assert late <= 10, f"a run submitted in the outage ended {late:.1f} s after the broker's return"
     # Each submit returns at once (p99 about 40 ms here), but for the one in flight as the
     # broker dies, which can wait for the broker connection's timeout (5 s). The bound is

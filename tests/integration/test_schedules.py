@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -14,7 +16,8 @@ import sqlalchemy as sa
 from jobsys import RunState, ScheduleState
 from jobsys.declare import cadence
 from jobsys.store import runs
-from tests.cluster import Cluster
+from tests.cluster import ROOT, Cluster
+from tests.servers import free_port
 from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
@@ -144,3 +147,28 @@ def test_two_beats_fire_each_tick_once_and_survive_one_being_killed(fresh: Clust
         assert len(fires) >= 6
         records = fresh.wait_all([r.id for r in made], timeout=60)
         assert all(fresh.executions(r.id) == 1 for r in records)
+
+
+def test_beat_started_before_its_database_waits_for_it(fresh: Cluster) -> None:
+    """A beat whose PostgreSQL cannot be reached when it starts (starting beside it, or cut
+    off for a moment) keeps trying, saying so, and starts once the database answers."""
+    if fresh.database.admin_url is None:
+        pytest.skip(reason="a SQLite file cannot be unreachable: needs PostgreSQL")
+    port = free_port()
+    url = sa.engine.make_url(fresh.database.url).set(host="127.0.0.1", port=port)
+    env = {"JOBSYS_DATABASE_URL": url.render_as_string(hide_password=False)}
+    beat = fresh._spawn("beat", ["beat"], env=env)
+    fresh.wait_for_log("beat", "the run store cannot be reached", timeout=60)
+    assert beat.poll() is None
+    target = sa.engine.make_url(fresh.database.url)
+    forward = subprocess.Popen(
+        [sys.executable, "-m", "tests.cluster.forward", "127.0.0.1", str(port),
+         target.host or "127.0.0.1", str(target.port or 5432)],
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        fresh.wait_for_log("beat", "beat: Starting", timeout=60)
+        assert beat.poll() is None
+    finally:
+        forward.kill()
+        forward.wait()
