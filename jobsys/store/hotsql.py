@@ -47,6 +47,14 @@ _CLAIM = (
     "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
     "workflow_id, timeout, max_attempts, has_dependents, priority"
 )
+_CLAIMED = (
+    "SELECT attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
+    "workflow_id, timeout, max_attempts, has_dependents, priority FROM jobsys_runs "
+    "WHERE id = :rid AND dispatch = :dispatch AND state = 'running' AND worker = :worker "
+    "AND worker_pid = :pid AND lease_expires_at = :lease_at"
+)
+"""This claim's own row: after a connection lost while waiting for the claim's answer (the
+claim may have been made), the lease time it wrote tells it apart from anyone else's."""
 DIALECTS = ("sqlite", "postgresql")
 POOL_WAIT = 30.0
 """Seconds a thread waits for one of the store's per-job connections before failing."""
@@ -86,6 +94,7 @@ class HotPath:
 
             self._json: Any = Jsonb
             self._claim = _pyformat(_CLAIM)
+            self._claimed = _pyformat(_CLAIMED)
             self._autocommit = True
         else:
             self._json = _sqlite_json
@@ -96,6 +105,7 @@ class HotPath:
                 sa.exc.InterfaceError,
             )
             self._claim = _CLAIM
+            self._claimed = _CLAIMED
             self._autocommit = False
 
     def insert(self, rows: list[dict[str, Any]]) -> None:
@@ -139,7 +149,9 @@ class HotPath:
             "worker": worker,
             "pid": pid,
         }
-        row, _ = self._execute(self._claim, params, fetch=True)
+        row, _, retried = self._execute(self._claim, params, fetch=True)
+        if row is None and retried:  # the first try may have claimed it: ours if so
+            row, _, _ = self._execute(self._claimed, params, fetch=True)
         if row is None:
             return None
         (attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, workflow) = row[
@@ -168,17 +180,23 @@ class HotPath:
         sql = "SELECT run_id FROM jobsys_run_deps WHERE depends_on = :rid"
         if self.dialect == "postgresql":
             sql = _pyformat(sql)
-        rows, _ = self._execute(sql, {"rid": run_id}, fetch=True, fetch_all=True)
+        rows, _, _ = self._execute(sql, {"rid": run_id}, fetch=True, fetch_all=True)
         return [str(r[0]) for r in rows]
 
     def statement(self, sql: str) -> str:
         """``sql``, written with ``:name`` parameters, as this dialect's driver takes it."""
         return _pyformat(sql) if self.dialect == "postgresql" else sql
 
-    def write(self, sql: str, params: dict[str, Any]) -> int:
+    def write(self, sql: str, params: dict[str, Any], confirm: str | None = None) -> int:
         """Run one statement prepared by ``statement`` and commit; the rows it changed.
-        Values are bound as they are: convert JSON and times with ``json`` and ``time``."""
-        _, count = self._execute(sql, params, fetch=False)
+        Values are bound as they are: convert JSON and times with ``json`` and ``time``.
+        ``confirm``: a query (same parameters) that finds the row this statement writes, for
+        when a lost connection made it run twice and the second changed nothing because the
+        first had: then it counts as one row changed."""
+        _, count, retried = self._execute(sql, params, fetch=False)
+        if count == 0 and retried and confirm is not None:
+            row, _, _ = self._execute(confirm, params, fetch=True)
+            return 0 if row is None else 1
         return int(count)
 
     def json(self, value: Any) -> Any:
@@ -191,11 +209,13 @@ class HotPath:
 
     def _execute(
         self, sql: str, params: Any, fetch: bool, many: bool = False, fetch_all: bool = False
-    ) -> tuple[Any, int]:
-        """Run one statement and commit, on a connection of this store's own few. A
+    ) -> tuple[Any, int, bool]:
+        """Run one statement and commit, on a connection of this store's own few; returns
+        the row(s) fetched, the rows changed, and whether it was run a second time. A
         connection the server dropped (a restart, an idle timeout) is replaced once and the
-        statement run again: a statement that failed that way changed nothing, and if its
-        commit was lost in flight the guards of both statements make the second run a no-op."""
+        statement run again. Either the first run changed nothing, or its answer (or commit)
+        was lost in flight after it took effect: then the guards of every statement here make
+        the second run change nothing, and ``claim`` and ``write`` confirm by reading."""
         for last in (False, True):
             conn = self._acquire()
             try:
@@ -221,7 +241,7 @@ class HotPath:
                 self._discard(conn)  # its state is unknown: never reuse it
                 raise
             self._release(conn)
-            return row, count
+            return row, count, last
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager

@@ -34,6 +34,12 @@ _COMPLETE = (
     "duration = {since}, lease_expires_at = NULL "
     "WHERE id = :rid AND attempts = :attempt AND state = 'running'"
 )
+_COMPLETED = (
+    "SELECT 1 FROM jobsys_runs WHERE id = :rid AND attempts = :attempt "
+    "AND state = 'completed' AND finished_at = :now"
+)
+"""This completion's own row (its finish time tells it apart), read when the connection was
+lost while ``_COMPLETE`` ran and a second run of it changed nothing."""
 _SINCE = {
     "sqlite": "(julianday(:now) - julianday(started_at)) * 86400.0",
     "postgresql": "EXTRACT(EPOCH FROM (:now - started_at))",
@@ -50,6 +56,7 @@ class TerminalWriter:
         self.engine = engine
         self._hot = hot
         self._complete = hot.statement(_COMPLETE.format(since=_SINCE[hot.dialect]))
+        self._completed = hot.statement(_COMPLETED)
 
     def complete(self, run_id: str, attempt: int, output: Any, now: dt.datetime) -> bool:
         """running -> completed with ``output``, for the attempt that holds the run."""
@@ -59,7 +66,7 @@ class TerminalWriter:
             "output": self._hot.json(output),
             "now": self._hot.time(now),
         }
-        return self._hot.write(self._complete, params) == 1
+        return self._hot.write(self._complete, params, confirm=self._completed) == 1
 
     def finish(
         self,

@@ -415,3 +415,63 @@ def test_a_run_asked_to_cancel_is_not_handed_back_but_cancelled(store: runs.RunS
     record = store.hand_back(r.id, 1, "handed back")
     assert record is not None and record.state is RunState.CANCELLED
     assert record.error is not None and record.error["reason"] == "cancelled"
+
+
+class LostAnswer(Exception):
+    """A connection dropped after the server took the statement, before its answer came."""
+
+
+class AnswerLostOnce:
+    """A hot-path connection whose next statement takes effect (and is committed), then
+    raises ``LostAnswer`` as if the connection had dropped before the answer arrived."""
+
+    def __init__(self, conn: Any, armed: list[bool]) -> None:
+        self.conn, self.armed = conn, armed
+
+    def cursor(self) -> Any:
+        cursor, armed, conn = self.conn.cursor(), self.armed, self.conn
+
+        class Cursor:
+            def execute(self, sql: str, params: Any) -> None:
+                cursor.execute(sql, params)
+                if armed[0]:
+                    armed[0] = False
+                    if cursor.description:  # (SQLite commits once RETURNING rows are read)
+                        cursor.fetchall()
+                    conn.commit()
+                    raise LostAnswer()
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(cursor, name)
+
+        return Cursor()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_claim_or_completion_whose_answer_was_lost_is_still_ours(
+    store: runs.RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after the claim (or the completion) took effect: the hot path
+    runs it again on a new connection, which changes nothing, and reads back that the row is
+    this claim's (or completion's), instead of taking its own work for a stale message."""
+    hot = store._hot
+    armed = [False]
+    acquire = hot._acquire
+    monkeypatch.setattr(hot, "_disconnects", (LostAnswer,))
+    monkeypatch.setattr(hot, "_acquire", lambda: AnswerLostOnce(acquire(), armed))
+    monkeypatch.setattr(hot, "_discard", lambda conn: hot._release(conn.conn))
+    r = make_run(store)
+    armed[0] = True
+    claim = store.claim(r.id, dispatch=1, lease=5, timeout=10)
+    assert not armed[0], "the answer was not lost: nothing tested"
+    assert claim is not None and claim.attempt == 1 and claim.input == {"x": 1}
+    assert store.claim(r.id, dispatch=1, lease=5, timeout=10) is None  # a true duplicate
+    armed[0] = True
+    assert store.complete(r.id, 1, {"y": 2})
+    assert not armed[0]
+    record = store.get(r.id)
+    assert record.state is RunState.COMPLETED and record.attempts == 1
+    assert record.output == {"y": 2}
+    assert not store.complete(r.id, 1, {"y": 3})  # a late duplicate still changes nothing
