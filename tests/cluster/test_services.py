@@ -122,9 +122,10 @@ def test_the_broker_stops_and_comes_back_empty_under_producer_load(hosts: Hosts)
     assert len(outage) >= 60, len(outage)
     assert late <= 10, f"a run submitted in the outage ended {late:.1f} s after the broker's return"
     # Each submit returns at once (p99 about 40 ms here), but for the one in flight as the
-    # broker dies, which can wait for the broker connection's timeout (5 s). The bound is
-    # loose for a loaded CI machine; the figures above are the measure.
-    assert took[-2] <= 0.25 and took[-1] <= 6, result.extra
+    # broker dies, which can wait for the broker connection's timeout (5 s): none other
+    # waits for that timeout. The bound is loose for a loaded CI machine (the CI runs two
+    # suites on 2 cores: 0.39 s was seen); the figures above are the measure.
+    assert took[-2] <= 1.0 and took[-1] <= 6, result.extra
     assert c.processes["n1"].poll() is None and c.processes["n2"].poll() is None
 
 
