@@ -28,6 +28,7 @@ from jobsys.service.client import waiting_message
 from jobsys.store import runs, stores
 from tests.cluster import ROOT, Cluster, cluster
 from tests.integration.mcp_support import http_session
+from tests.integration.test_store import run_row
 from tests.servers import Serve
 from tests.waiting import NotYet, eventually
 
@@ -175,16 +176,8 @@ def test_reapers_racing_claim_each_due_run_once(store: runs.RunStore) -> None:
     ids = [
         store.create(
             {
-                "id": runs.new_run_id(),
-                "job": "t.job",
-                "job_version": "1",
-                "queue": "jobs",
-                "priority": 5,
-                "input": {},
+                **run_row(),
                 "max_attempts": 1,
-                "timeout": 10,
-                "principal": {},
-                "principal_id": "p",
                 "tenant": "t",
                 "published_at": None,
                 "next_attempt_at": now,

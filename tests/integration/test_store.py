@@ -168,11 +168,12 @@ def test_cancel_waiting_run_at_once_and_flag_a_running_one(store: runs.RunStore)
 
 def test_idempotency_key_is_unique_per_tenant(store: runs.RunStore) -> None:
     make_run(store, idempotency_key="k1")
-    assert store.create({**_row(), "idempotency_key": "k1"}) is None
-    assert store.create({**_row(), "idempotency_key": "k1", "tenant": "other"}) is not None
+    assert store.create({**run_row(), "idempotency_key": "k1"}) is None
+    assert store.create({**run_row(), "idempotency_key": "k1", "tenant": "other"}) is not None
 
 
-def _row() -> dict[str, Any]:
+def run_row() -> dict[str, Any]:
+    """A new run row with every column a run must have (tests of the store)."""
     return {
         "id": runs.new_run_id(),
         "job": "t.job",
