@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,10 @@ from jobsys.engine.runtime import Runtime
 from jobsys.store import runs
 
 log = logging.getLogger("jobsys.broker")
+
+FOREIGN_SECONDS = 300.0
+"""How long a reaper leaves out of its passes the runs of a job it found it does not run
+(another catalog's, during a rolling deploy), before it looks at them again."""
 
 
 def release_dependents(app: Celery, runtime: Runtime, run_id: str) -> None:
@@ -57,6 +62,9 @@ class Reaper:
 
     def __init__(self, app: Celery, runtime: Runtime) -> None:
         self.app, self.runtime = app, runtime
+        self._foreign: dict[str, float] = {}
+        """Jobs of runs this reaper found it does not run (another catalog's), each until
+        when (``time.monotonic``) its runs are left out of its passes."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="jobsys-reaper", daemon=True)
 
@@ -103,11 +111,12 @@ class Reaper:
         # Claimed (stamped published in one guarded statement) before they are sent, so of
         # the reconcilers of every worker passing at once, one sends each. Same token: if the
         # first message still exists, whichever copy comes second is a no-op.
-        stale = store.claim_stale(now, s.reconcile_seconds)
+        stale = store.claim_stale(now, s.reconcile_seconds, skip_jobs=self._skipped())
         known = [r for r in stale if self._knows(r)]
         for record in stale:
             if not self._knows(record):  # another catalog's job: left for its workers
                 store.unclaim_publish(record.id, record.published_at)
+                self._skip(record.job)
         if known:
             republish(self.app, self.runtime.registry, known)
         if result.requeued or result.failed:
@@ -124,11 +133,14 @@ class Reaper:
         reapers pass (``claim_due``), at the back of their priority's lists with what is
         left of their delay as the countdown: a worker holds a message for at most the
         horizon, and the run starts when due. Returns those published."""
-        claimed = self.runtime.store.claim_due(now, self.runtime.settings.delay_horizon_seconds)
+        claimed = self.runtime.store.claim_due(
+            now, self.runtime.settings.delay_horizon_seconds, skip_jobs=self._skipped()
+        )
         known = [r for r in claimed if self._knows(r)]
         for record in claimed:
             if not self._knows(record):  # another catalog's job: left for its workers
                 self.runtime.store.unclaim_publish(record.id, None)
+                self._skip(record.job)
         try:
             republish(self.app, self.runtime.registry, known, front=False)
         except Exception:  # (the broker is down) given back: the next pass sends them
@@ -142,6 +154,17 @@ class Reaper:
                 extra={"action": "delayed_published"},
             )
         return known
+
+    def _skip(self, job: str) -> None:
+        self._foreign[job] = time.monotonic() + FOREIGN_SECONDS
+
+    def _skipped(self) -> list[str]:
+        """The jobs to leave out of this pass: without it, more runs of jobs this worker
+        does not run than a pass takes (500) would fill every pass, given back each time,
+        and the due runs of its own jobs behind them would never be published."""
+        now = time.monotonic()
+        self._foreign = {job: until for job, until in self._foreign.items() if until > now}
+        return sorted(self._foreign)
 
     def _knows(self, record: runs.RunRecord) -> bool:
         return record.job in self.runtime.registry.scoped(record.tenant)

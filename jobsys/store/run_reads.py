@@ -8,7 +8,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Self
 
 import sqlalchemy as sa
@@ -159,9 +159,14 @@ class RunReads:
             return [record(r) for r in conn.execute(query)]
 
     def stale_waiting(
-        self, now: dt.datetime, older_than: float, limit: int = 500
+        self,
+        now: dt.datetime,
+        older_than: float,
+        limit: int = 500,
+        skip_jobs: Collection[str] = (),
     ) -> list[RunRecord]:
-        """Waiting runs whose message may be lost: never published, or published long ago."""
+        """Waiting runs whose message may be lost: never published, or published long ago;
+        none of ``skip_jobs``."""
         cutoff = now - dt.timedelta(seconds=older_than)
         query = (
             sa.select(T)
@@ -172,6 +177,7 @@ class RunReads:
                 # not: ``mark_unqueued``)
                 sa.or_(T.c.created_at < cutoff, T.c.waiting["reason"].as_string() == "not_queued"),
                 sa.or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at < cutoff),
+                T.c.job.not_in(sorted(skip_jobs)),
             )
             .limit(limit)
         )

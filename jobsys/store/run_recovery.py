@@ -6,7 +6,7 @@ terminal state is written by ``terminal.py``."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,9 +31,14 @@ _DUE_ON_SQLITE = (
     sa.text(
         "SELECT id FROM jobsys_runs INDEXED BY ix_jobsys_runs_due WHERE state = 'pending' "
         "AND published_at IS NULL AND next_attempt_at IS NOT NULL "
-        "AND next_attempt_at <= :until ORDER BY next_attempt_at LIMIT :limit"
+        "AND next_attempt_at <= :until AND job NOT IN :skip "
+        "ORDER BY next_attempt_at LIMIT :limit"
     )
-    .bindparams(sa.bindparam("until", type_=schema.UTCDateTime), sa.bindparam("limit"))
+    .bindparams(
+        sa.bindparam("until", type_=schema.UTCDateTime),
+        sa.bindparam("skip", expanding=True),
+        sa.bindparam("limit"),
+    )
     .columns(T.c.id)
 )
 """``claim_due``'s choice on SQLite, which has no statistics to tell that the partial index
@@ -114,7 +119,13 @@ class Recovery(RunReads):
 
     # --- delayed runs -----------------------------------------------------------------------
 
-    def claim_due(self, now: dt.datetime, horizon: float, limit: int = 500) -> list[RunRecord]:
+    def claim_due(
+        self,
+        now: dt.datetime,
+        horizon: float,
+        limit: int = 500,
+        skip_jobs: Collection[str] = (),
+    ) -> list[RunRecord]:
         """Claim the delayed runs due within ``horizon`` seconds of ``now`` (pending, never
         published, with a start time) for this reaper to publish, earliest first. Each is
         stamped published by the one guarded statement that picks it (on PostgreSQL the
@@ -123,20 +134,27 @@ class Recovery(RunReads):
         every worker passing at once, one claims each. The caller publishes them with what
         is left of their delay as the countdown, and gives back (``unclaim_publish``) the
         ones it cannot publish. Indexed by ``ix_jobsys_runs_due``, which holds these rows
-        only: the cost of a pass does not grow with the runs queued."""
+        only: the cost of a pass does not grow with the runs queued. Runs of ``skip_jobs``
+        (jobs this reaper found it does not run) are left out, so that a backlog of another
+        catalog's runs cannot fill every pass's ``limit``."""
         until = now + dt.timedelta(seconds=horizon)
+        skip = sorted(skip_jobs)
         due: Any = (
             sa.select(T.c.id)
-            .where(*_DELAYED, T.c.next_attempt_at <= until)
+            .where(*_DELAYED, T.c.next_attempt_at <= until, T.c.job.not_in(skip))
             .order_by(T.c.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         if self.engine.dialect.name == "sqlite":  # (no statistics: it would scan by state)
-            due = _DUE_ON_SQLITE.bindparams(until=until, limit=limit)
+            picked: Any = T.c.id.in_(_DUE_ON_SQLITE.bindparams(until=until, skip=skip, limit=limit))
+        else:  # ``= ANY(ARRAY(...))``: the pick is made once. As ``IN (SELECT ... LIMIT)``,
+            # PostgreSQL may run the subquery again for each row it updates (a nested-loop
+            # semi-join), each time picking rows past those already taken: up to all of them.
+            picked = T.c.id == sa.any_(sa.func.array(due.scalar_subquery()))
         query = (
             T.update()
-            .where(T.c.id.in_(due), T.c.published_at.is_(None))
+            .where(picked, T.c.published_at.is_(None))
             .values(published_at=now)
             .returning(*T.c)
         )

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -130,13 +130,19 @@ class RunStore(Recovery):
             with self.engine.begin() as conn:  # one statement, executed for every run at once
                 conn.execute(_MARK_PUBLISHED, [{"rid": i, "at": at} for i, at in sent])
 
-    def claim_stale(self, now: dt.datetime, older_than: float, limit: int = 500) -> list[RunRecord]:
+    def claim_stale(
+        self,
+        now: dt.datetime,
+        older_than: float,
+        limit: int = 500,
+        skip_jobs: Collection[str] = (),
+    ) -> list[RunRecord]:
         """Claim the waiting runs whose message may be lost (never published, or published
         more than ``older_than`` seconds ago) for this reconciler to publish: each is stamped
         published in the same statement, guarded by that staleness, so of many reconcilers
         passing at once one claims it (PostgreSQL re-checks the guard of a row another
         transaction just changed). Oldest first, by priority."""
-        stale = self.stale_waiting(now, older_than, limit)
+        stale = self.stale_waiting(now, older_than, limit, skip_jobs)
         if not stale:
             return []
         cutoff = now - dt.timedelta(seconds=older_than)

@@ -209,6 +209,35 @@ def test_reapers_racing_claim_each_due_run_once(store: runs.RunStore) -> None:
     assert sum(1 for mine in claimed if mine) >= 2, [len(m) for m in claimed]
 
 
+def test_runs_of_jobs_a_reaper_does_not_run_cannot_crowd_out_its_own(
+    store: runs.RunStore,
+) -> None:
+    """More due (or stale) runs of another catalog's job than a pass takes: a reaper that
+    leaves that job out (``skip_jobs``, as it does once it met one of its runs) still gets
+    to its own due runs behind them."""
+    now = runs.utcnow()
+    past = now - dt.timedelta(minutes=10)
+
+    def make(job: str, **values: Any) -> str:
+        row = {**run_row(), "job": job, "max_attempts": 1, "tenant": "t", **values}
+        record = store.create(row)
+        assert record is not None
+        return record.id
+
+    for _ in range(6):
+        make("other.catalog_job", published_at=None, next_attempt_at=now - dt.timedelta(hours=1))
+    mine = {make("examples.add", published_at=None, next_attempt_at=now) for _ in range(2)}
+    assert {r.job for r in store.claim_due(now, 0, limit=4)} == {"other.catalog_job"}
+    due = store.claim_due(now, 0, limit=4, skip_jobs=["other.catalog_job"])
+    assert {r.id for r in due} == mine
+
+    for _ in range(6):
+        make("other.catalog_job", published_at=past, created_at=past)
+    lost = make("examples.add", published_at=past, created_at=past)
+    stale = store.claim_stale(now, 60, limit=4, skip_jobs=["other.catalog_job"])
+    assert [r.id for r in stale] == [lost]
+
+
 def test_every_interface_takes_a_countdown_and_a_start_time(fresh: Cluster) -> None:
     """The CLI's --countdown / --at (with --metadata, --tag, --idempotency-key), the HTTP
     API's and the MCP tools' countdown / start_at; bad values are refused naming the field."""
