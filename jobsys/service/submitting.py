@@ -81,13 +81,17 @@ class Submitting(Access):
         if blocked:
             return self._submit_blocked(spec, row, options, start)
         if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
-            assert options.idempotency_key is not None
-            existing = self.store.find_key(row["tenant"], spec.name, options.idempotency_key)
-            assert existing is not None
-            return existing.id
+            return self._existing(spec, row, options)
         if not start.held:  # (a held run waits in the store: a reaper publishes it when due)
             self._publish(app, spec, row, start.countdown(), options.require_queued)
         return str(row["id"])
+
+    def _existing(self, spec: jobs.JobSpec, row: dict[str, Any], options: SubmitOptions) -> str:
+        """The run already recorded under this submit's idempotency key."""
+        assert options.idempotency_key is not None
+        existing = self.store.find_key(row["tenant"], spec.name, options.idempotency_key)
+        assert existing is not None
+        return existing.id
 
     def _start(self, spec: jobs.JobSpec, options: SubmitOptions, now: dt.datetime) -> Start:
         """When the run may start (``submit_options.check``: bad options are refused)."""
@@ -99,7 +103,9 @@ class Submitting(Access):
         for dependency in options.depends_on:
             self.status(dependency)  # exists, in this tenant, readable
         self.store.add_dependencies(row["id"], options.depends_on)
-        self.store.insert([row])
+        if not self.store.insert([row]):  # the idempotency key is taken: that run is the answer
+            self.store.drop_dependencies(row["id"])
+            return self._existing(spec, row, options)
         # Its dependencies may be done already; a run due later than the horizon is then
         # held in the store instead (``release``).
         released = self.store.release(row["id"], self.settings.delay_horizon_seconds)

@@ -57,6 +57,13 @@ class Recovery(RunReads):
             conn.execute(D.insert(), [{"run_id": run_id, "depends_on": d} for d in depends_on])
             conn.execute(T.update().where(T.c.id.in_(depends_on)).values(has_dependents=True))
 
+    def drop_dependencies(self, run_id: str) -> None:
+        """Forget what ``run_id`` was to wait for: the run was not recorded after all (its
+        idempotency key was taken). The runs it named keep their mark, which costs only a
+        look for dependents when they end."""
+        with self.engine.begin() as conn:
+            conn.execute(D.delete().where(D.c.run_id == run_id))
+
     def dependents(self, run_id: str) -> list[str]:
         """The runs that wait for ``run_id`` (one indexed read when a run ends)."""
         return self._hot.dependents(run_id)

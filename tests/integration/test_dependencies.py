@@ -72,3 +72,17 @@ def test_depends_on_from_the_cli(fresh: Cluster) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert f'"{first}": 2' in done.stdout
+
+
+def test_an_idempotent_submit_with_dependencies_answers_the_recorded_run(fresh: Cluster) -> None:
+    """A second submit under the same idempotency key, waiting for the same runs, answers
+    the run recorded first (not an id that was never recorded), and leaves no dependency
+    rows of its own behind."""
+    c = fresh.client
+    first = c.submit("examples.add", {"a": 1, "b": 1})
+    options = SubmitOptions(depends_on=[first], idempotency_key="after-first")
+    one = c.submit("examples.add", {"a": 2, "b": 2}, options)
+    again = c.submit("examples.add", {"a": 2, "b": 2}, options)
+    assert again == one
+    assert c.status(again).state is RunState.BLOCKED
+    assert fresh.store.dependents(first) == [one]
