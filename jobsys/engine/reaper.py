@@ -21,6 +21,11 @@ from jobsys.store import runs
 
 log = logging.getLogger("jobsys.broker")
 
+DUE_BATCH = 500
+"""Delayed runs claimed (and published) by one statement of a reaper's pass."""
+DUE_BATCHES = 20
+"""At most this many batches a pass: 10,000 runs due at once are queued by one pass."""
+
 FOREIGN_SECONDS = 300.0
 """How long a reaper leaves out of its passes the runs of a job it found it does not run
 (another catalog's, during a rolling deploy), before it looks at them again."""
@@ -132,9 +137,25 @@ class Reaper:
         """Publish the delayed runs due within the delay horizon, each once however many
         reapers pass (``claim_due``), at the back of their priority's lists with what is
         left of their delay as the countdown: a worker holds a message for at most the
-        horizon, and the run starts when due. Returns those published."""
+        horizon, and the run starts when due. Returns those published.
+
+        A pass takes ``DUE_BATCH`` runs at a time, and takes more while batches come full (at
+        most ``DUE_BATCHES``), so that a burst of runs due at once (a campaign, thousands
+        started at 9:00) is queued in one pass, not 500 per pass."""
+        published: list[runs.RunRecord] = []
+        for _ in range(DUE_BATCHES):
+            batch, claimed = self._publish_due_batch(now)
+            published += batch
+            if claimed < DUE_BATCH:
+                break
+        return published
+
+    def _publish_due_batch(self, now: dt.datetime) -> tuple[list[runs.RunRecord], int]:
         claimed = self.runtime.store.claim_due(
-            now, self.runtime.settings.delay_horizon_seconds, skip_jobs=self._skipped()
+            now,
+            self.runtime.settings.delay_horizon_seconds,
+            limit=DUE_BATCH,
+            skip_jobs=self._skipped(),
         )
         known = [r for r in claimed if self._knows(r)]
         for record in claimed:
@@ -153,7 +174,7 @@ class Reaper:
                 len(known),
                 extra={"action": "delayed_published"},
             )
-        return known
+        return known, len(claimed)
 
     def _skip(self, job: str) -> None:
         self._foreign[job] = time.monotonic() + FOREIGN_SECONDS

@@ -32,7 +32,7 @@ _DUE_ON_SQLITE = (
         "SELECT id FROM jobsys_runs INDEXED BY ix_jobsys_runs_due WHERE state = 'pending' "
         "AND published_at IS NULL AND next_attempt_at IS NOT NULL "
         "AND next_attempt_at <= :until AND job NOT IN :skip "
-        "ORDER BY next_attempt_at LIMIT :limit"
+        "ORDER BY next_attempt_at, priority DESC LIMIT :limit"
     )
     .bindparams(
         sa.bindparam("until", type_=schema.UTCDateTime),
@@ -149,7 +149,7 @@ class Recovery(RunReads):
         due: Any = (
             sa.select(T.c.id)
             .where(*_DELAYED, T.c.next_attempt_at <= until, T.c.job.not_in(skip))
-            .order_by(T.c.next_attempt_at)
+            .order_by(T.c.next_attempt_at, T.c.priority.desc())
             .limit(limit)
             .with_for_update(skip_locked=True)
         )

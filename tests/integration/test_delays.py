@@ -238,6 +238,34 @@ def test_runs_of_jobs_a_reaper_does_not_run_cannot_crowd_out_its_own(
     assert [r.id for r in stale] == [lost]
 
 
+def test_a_burst_of_due_runs_is_queued_by_one_reaper_pass(fresh: Cluster) -> None:
+    """More runs due at once than one statement takes (``DUE_BATCH``): one pass of a reaper
+    (in this process, on the cluster's Redis and store) queues them all, the higher
+    priorities of those due at the same time first."""
+    from jobsys.engine import broker, reaper
+    from jobsys.engine.runtime import Runtime
+
+    now = runs.utcnow()
+    due = now - dt.timedelta(seconds=5)
+    rows = [
+        {**run_row(), "job": "examples.add", "max_attempts": 1, "tenant": "default",
+         "published_at": None, "next_attempt_at": due, "priority": i % 10}
+        for i in range(reaper.DUE_BATCH * 2 + 50)
+    ]  # fmt: skip
+    assert fresh.store.insert(rows)
+    runtime = Runtime(fresh.settings, fresh.registry)
+    app = broker.make_celery(fresh.settings, fresh.registry)
+    try:
+        published = reaper.Reaper(app, runtime).publish_due(now)
+    finally:
+        runtime.store.close()
+    assert len(published) == len(rows)
+    first = [r.priority for r in published[: reaper.DUE_BATCH]]
+    assert min(first) >= 4, first  # the first batch took the highest priorities
+    left = fresh.store.claim_due(now, 0)
+    assert left == []
+
+
 def test_every_interface_takes_a_countdown_and_a_start_time(fresh: Cluster) -> None:
     """The CLI's --countdown / --at (with --metadata, --tag, --idempotency-key), the HTTP
     API's and the MCP tools' countdown / start_at; bad values are refused naming the field."""
