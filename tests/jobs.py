@@ -73,6 +73,29 @@ def fail_once(data: Seconds, ctx: JobContext) -> Done:
     return Done(pid=os.getpid())
 
 
+class Noted(pydantic.BaseModel):
+    earlier: list[str]
+    """The log lines of the attempts before this one, as ``ctx.logs()`` read them."""
+
+
+@job(
+    "tests.flaky_twice",
+    timeout=60,
+    retry=RetryPolicy(max_attempts=3, initial_backoff=0, jitter=0),
+)
+def flaky_twice(data: Seconds, ctx: JobContext) -> Noted:
+    """Fails its first two attempts, each with its own error; the third reads back what the
+    attempts before it logged and completes."""
+    record_effect(ctx, "start")
+    ctx.log(f"attempt {ctx.attempt} begins")
+    time.sleep(data.seconds)  # (the body's work)
+    if ctx.attempt == 1:
+        raise ConnectionError("upstream refused the first attempt")
+    if ctx.attempt == 2:
+        raise TimeoutError("upstream too slow on the second attempt")
+    return Noted(earlier=[line.message for line in ctx.logs() if line.attempt < ctx.attempt])
+
+
 class LongFirst(pydantic.BaseModel):
     seconds: float = 0.0
     then: float = 0.0

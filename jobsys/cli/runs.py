@@ -152,6 +152,44 @@ def runs_logs(run_id: str, follow: bool, as_json: bool) -> None:
         time.sleep(0.5)
 
 
+@runs_group.command("events")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print {run_id, events, attempts}.")
+@handle_errors
+def runs_events(run_id: str, as_json: bool) -> None:
+    """Print a run's history: each change of state, each attempt with its error and timing,
+    and who cancelled or retried it."""
+    history = make_client().events(run_id)
+    if as_json:
+        emit_json(history.to_json())
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("at", "attempt", "change", "worker", "by", "error"):
+        table.add_column(column)
+    for e in history.events:
+        if e.kind == "action":
+            change = str((e.detail or {}).get("action", "action"))
+            if (e.detail or {}).get("run_id"):
+                change += f" as {e.detail['run_id']}"  # type: ignore[index]
+        elif e.kind == "created":
+            change = f"created ({e.to_state})"
+        else:
+            change = f"{e.from_state} -> {e.to_state}"
+        error = f"{e.error.get('type') or ''}: {e.error.get('message') or ''}" if e.error else ""
+        table.add_row(
+            e.at.isoformat(timespec="milliseconds"),
+            str(e.attempt),
+            change,
+            e.worker or "",
+            e.actor or "",
+            error,
+        )
+    out.print(table)
+    for a in history.attempts:
+        took = f"{a.duration:.3f} s" if a.duration is not None else "running"
+        out.print(f"attempt {a.attempt}: {a.outcome or 'running'} after {took} on {a.worker}")
+
+
 @runs_group.command("result")
 @click.argument("run_id")
 @click.option(

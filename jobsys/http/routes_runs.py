@@ -1,5 +1,5 @@
-"""Runs: submit (background or waited for), list, filter, search, show, logs (also streamed),
-result, cancel, retry."""
+"""Runs: submit (background or waited for), list, filter, search, show, history (events), logs
+(also streamed), result, cancel, retry."""
 
 from __future__ import annotations
 
@@ -147,6 +147,13 @@ def list_runs(
 @router.get("/runs/{run_id}", summary="One run: input, output, progress, attempts, error")
 def show_run(run_id: RunIdPath, c: ClientDep) -> dict[str, Any]:
     return c.status(run_id).to_json()
+
+
+@router.get("/runs/{run_id}/events", summary="The run's history: state changes and attempts")
+def run_events(run_id: RunIdPath, c: ClientDep) -> dict[str, Any]:
+    """Every change of the run's state (from, to, attempt, worker, error), who cancelled or
+    retried it, and its attempts with their timings and errors, oldest first."""
+    return c.events(run_id).to_json()
 
 
 @router.get("/runs/{run_id}/logs", summary="The run's log lines after a line id")

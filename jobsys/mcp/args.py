@@ -123,6 +123,10 @@ class StatusArgs(Args):
     logs: int = pydantic.Field(10, ge=0, le=200, description="How many of the last log lines.")
 
 
+class RunArgs(Args):
+    run_id: Id = pydantic.Field(description="A run id.")
+
+
 class RemoveArgs(Args):
     name: Name = pydantic.Field(description="The runtime-registered job to remove.")
 

@@ -105,6 +105,10 @@ def get_job_status(c: Client, a: args.StatusArgs) -> dict[str, Any]:
     return run_status(c, c.status(a.run_id), a.logs)
 
 
+def get_job_events(c: Client, a: args.RunArgs) -> dict[str, Any]:
+    return c.events(a.run_id).to_json()
+
+
 def definition_schema() -> dict[str, Any]:
     """The input schema of ``register_job``: the fields of every kind of definition."""
     properties: dict[str, Any] = {}

@@ -4,7 +4,8 @@ Generic tools (the names agents and the issue use), each a ``ToolDef`` of ``TOOL
 input schema is its argument model's (``args.py``) and whose work is done in ``handlers.py``:
 
 * ``list_jobs``, ``describe_job``, ``execute_job`` (inline or background), ``get_job_status``,
-  ``register_job``, ``remove_job`` (runtime job definitions, ``jobsys.declare.definitions``);
+  ``get_job_events`` (a run's history), ``register_job``, ``remove_job`` (runtime job
+  definitions, ``jobsys.declare.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``;
 * the cluster: ``list_workers`` (admin roles).
@@ -49,6 +50,7 @@ from jobsys.mcp.args import (
     NoArgs,
     RemoveArgs,
     ResultArgs,
+    RunArgs,
     SearchArgs,
     StatusArgs,
     UpdateArgs,
@@ -58,6 +60,7 @@ from jobsys.mcp.handlers import (
     definition_schema,
     describe_job,
     execute_job,
+    get_job_events,
     get_job_status,
     job_cancel,
     job_create,
@@ -220,6 +223,14 @@ TOOLS: tuple[ToolDef, ...] = (
         "`finished: false` if it is still going.",
         ResultArgs,
         job_result,
+        read_only=True,
+    ),
+    ToolDef(
+        "get_job_events",
+        "The history of a run: each change of its state (from, to, attempt, worker, error), "
+        "who cancelled or retried it, and its attempts with their timings and errors.",
+        RunArgs,
+        get_job_events,
         read_only=True,
     ),
     ToolDef(

@@ -27,6 +27,7 @@ from jobsys.service.schedule_client import ScheduleClient
 from jobsys.service.submitting import MAX_COUNTDOWN_SECONDS, SubmitOptions, Submitting
 from jobsys.service.workflow_client import WorkflowClient
 from jobsys.store import audit, definition_store, run_states, runs, stores, tokens
+from jobsys.store import events as run_events
 
 if TYPE_CHECKING:
     from jobsys.engine import celery_api
@@ -50,6 +51,22 @@ class Cancelled:
         if self.warning:
             data["warning"] = self.warning
         return data
+
+
+@dataclasses.dataclass(frozen=True)
+class RunHistory:
+    """A run's events, oldest first, and its attempts read off them."""
+
+    run_id: str
+    events: list[run_events.RunEvent]
+    attempts: list[run_events.Attempt]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "events": [e.to_json() for e in self.events],
+            "attempts": [a.to_json() for a in self.attempts],
+        }
 
 
 class Client(Submitting):
@@ -190,6 +207,23 @@ class Client(Submitting):
         self.status(run_id)
         return self.store.logs(run_id, after_id)
 
+    def events(self, run_id: str) -> RunHistory:
+        """The run's history: every change of state and every attempt (``events.py``), read
+        under the rules of ``status``: a run whose job this principal may not read shows its
+        changes without their errors, and tracebacks are for admins."""
+        record = self.status(run_id)
+        history = self.store.events(run_id)
+        if record.withheld:
+            history = [dataclasses.replace(e, error=None) for e in history]
+        elif not self.policy.is_admin(self.principal):
+            history = [
+                dataclasses.replace(e, error={**e.error, "traceback": None})
+                if e.error and e.error.get("traceback")
+                else e
+                for e in history
+            ]
+        return RunHistory(run_id, history, run_events.attempts(history))
+
     def list(
         self,
         job: str | None = None,
@@ -240,7 +274,9 @@ class Client(Submitting):
         the broker cannot be reached the run is cancelled all the same, and the answer
         carries a warning saying what is left to happen."""
         self.allow("update", self.status(run_id).job, target=run_id)
-        record = self.shown(self.store.request_cancel(run_id, self.principal.tenant))
+        record = self.shown(
+            self.store.request_cancel(run_id, self.principal.tenant, self.principal.id)
+        )
         self.audit.record(self.principal, "cancel", run_id, "allowed", f"job {record.job}")
         if record.state is not runs.RunState.CANCELLED:
             return Cancelled(record)
@@ -261,7 +297,7 @@ class Client(Submitting):
         record = self.status(run_id)
         if record.state not in (runs.RunState.FAILED, runs.RunState.CANCELLED):
             raise errors.InvalidTransition(run_id, record.state.value, "retry")
-        return self.submit(
+        new_id = self.submit(
             record.job,
             self.revealed(record.input, record.sealed),
             SubmitOptions(
@@ -271,6 +307,10 @@ class Client(Submitting):
                 priority=record.priority,
             ),
         )
+        self.store.record_action(
+            run_id, record.attempts, self.principal.id, {"action": "retried", "run_id": new_id}
+        )
+        return new_id
 
     def close(self) -> None:
         """Release the connections of this client (database pool, broker, result backend)."""

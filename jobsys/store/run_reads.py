@@ -14,7 +14,16 @@ from typing import Any, Self
 import sqlalchemy as sa
 
 from jobsys.base import errors
-from jobsys.store import database, hotsql, migrations, run_states, schema, search, terminal
+from jobsys.store import (
+    database,
+    events,
+    hotsql,
+    migrations,
+    run_states,
+    schema,
+    search,
+    terminal,
+)
 from jobsys.store.records import LogLine, RunFilter, RunRecord, record
 from jobsys.store.run_states import RunState
 
@@ -140,6 +149,11 @@ class RunReads:
         query = sa.select(L).where(L.c.run_id == run_id, L.c.id > after_id).order_by(L.c.id)
         with self.engine.connect() as conn:
             return [LogLine(**r._asdict()) for r in conn.execute(query)]
+
+    def events(self, run_id: str) -> list[events.RunEvent]:
+        """The run's history, oldest first (``events.py``)."""
+        with self.engine.connect() as conn:
+            return events.read(conn, run_id)
 
     def outputs(self, run_ids: Sequence[str]) -> dict[str, Any]:
         with self.engine.connect() as conn:

@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobsys.base import errors
-from jobsys.store import run_states, schema, search
+from jobsys.store import events, run_states, schema, search
 from jobsys.store.records import (
     NUL_MESSAGE,
     Claim,
@@ -356,12 +356,22 @@ class RunStore(Recovery):
 
     # --- control ---------------------------------------------------------------------------
 
-    def request_cancel(self, run_id: str, tenant: str | None = None) -> RunRecord:
-        """Cancel a run not started yet at once; flag a running one for its worker to stop."""
+    def record_action(self, run_id: str, attempt: int, actor: str, detail: dict[str, Any]) -> None:
+        """Keep in the run's history what someone did to it (``detail["action"]``)."""
+        with self.engine.begin() as conn:
+            events.action(conn, run_id, attempt, actor, detail)
+
+    def request_cancel(
+        self, run_id: str, tenant: str | None = None, actor: str | None = None
+    ) -> RunRecord:
+        """Cancel a run not started yet at once; flag a running one for its worker to stop.
+        ``actor``: who asked, kept in the run's history."""
         current = self.get(run_id, tenant)
         if current.terminal:
             raise errors.InvalidTransition(run_id, current.state.value, "cancel")
         with self.engine.begin() as conn:
+            if actor is not None:
+                events.action(conn, run_id, current.attempts, actor, {"action": "cancel_requested"})
             if not self._end.cancel_waiting(conn, run_id, utcnow()):
                 conn.execute(
                     T.update()

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import search
 
-REVISION = "0014"
+REVISION = "0015"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -317,6 +317,26 @@ workers = sa.Table(
 )
 
 
+# Added by revision 0015: the history of each run (``events.py``), written by triggers on
+# ``jobsys_runs`` (``events.create_triggers``) in the transaction of each change.
+run_events = sa.Table(
+    "jobsys_run_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("from_state", sa.String(16)),
+    sa.Column("to_state", sa.String(16)),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("worker", sa.String(255)),
+    sa.Column("actor", sa.String(200)),
+    sa.Column("error", JSON),
+    sa.Column("detail", JSON),
+    sa.Index("ix_jobsys_run_events_run", "run_id", "id"),
+)
+
+
 PARTIAL_INDEXES = (
     # A run without the key (most runs) costs no write in these.
     "CREATE UNIQUE INDEX IF NOT EXISTS ix_jobsys_runs_job_idempotency ON jobsys_runs "
@@ -343,3 +363,6 @@ def create_all(conn: sa.Connection) -> None:
     for sql in PARTIAL_INDEXES:
         conn.execute(sa.text(sql))
     search.create(conn)
+    from jobsys.store import events  # (it reads the tables above)
+
+    events.create_triggers(conn)

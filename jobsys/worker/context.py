@@ -66,6 +66,15 @@ class JobContext:
         if self._tracker is not None:
             self._tracker.add_log(line)
 
+    def logs(self) -> list[runs.LogLine]:
+        """This run's log lines so far, of every attempt, oldest first: what ``jobsys runs
+        logs`` shows, with the lines this attempt logged until now (they are written first).
+        A resumed or retried attempt reads what the ones before it noted."""
+        if self._tracker is None:
+            return []
+        self._tracker.flush()
+        return self._tracker.store.logs(self.run_id)
+
     def progress(self, pct: float, total: float | None = None, message: str | None = None) -> None:
         """Report progress: ``pct`` from 0 to 100, optionally of ``total`` items, with a note."""
         value = {

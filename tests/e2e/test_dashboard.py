@@ -292,6 +292,15 @@ def test_a_completed_run_labels_an_earlier_attempts_error(
     expect(ui.by("run-error")).to_have_attribute("data-earlier", "true")
     expect(ui.by("run-error")).to_contain_text("An earlier attempt failed")
     expect(ui.page.locator(".error-box")).to_have_count(0)
+    # The history: both attempts, the first with its error, and each change of state.
+    attempts = ui.page.get_by_test_id("run-attempt")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(0)).to_have_attribute("data-outcome", "retrying")
+    expect(attempts.nth(0)).to_contain_text(record.error["message"])
+    expect(attempts.nth(1)).to_have_attribute("data-outcome", "completed")
+    changes = ui.page.get_by_test_id("history-event")
+    expect(changes).to_have_count(len(ui_cluster.client.events(run_id).events))
+    expect(changes.last).to_have_attribute("data-to", "completed")
     ui.assert_clean()
 
 

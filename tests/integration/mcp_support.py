@@ -20,6 +20,7 @@ GENERIC_TOOLS = (
     "describe_job",
     "execute_job",
     "get_job_status",
+    "get_job_events",
     "register_job",
     "remove_job",
     "job_create",

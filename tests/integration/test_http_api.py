@@ -118,6 +118,7 @@ def test_health_ready_and_openapi(server: ApiServer) -> None:
         ("/api/v1/jobs/{name}/runs", "post"),
         ("/api/v1/runs", "get"),
         ("/api/v1/runs/{run_id}", "get"),
+        ("/api/v1/runs/{run_id}/events", "get"),
         ("/api/v1/runs/{run_id}/logs", "get"),
         ("/api/v1/runs/{run_id}/logs/stream", "get"),
         ("/api/v1/runs/{run_id}/result", "get"),
@@ -388,6 +389,14 @@ def test_cancel_and_retry(api: httpx.Client) -> None:
     assert again["parent_id"] == run_id and again["input"] == {"seconds": 60.0}
     assert api.post(f"/api/v1/runs/{new_id}/cancel").status_code == 200
     assert wait_run(api, new_id)["state"] == "cancelled"
+    # Its history says who cancelled it and as which run it was retried.
+    history = api.get(f"/api/v1/runs/{run_id}/events").json()
+    actions = [e["detail"] for e in history["events"] if e["kind"] == "action"]
+    assert actions == [{"action": "cancel_requested"}, {"action": "retried", "run_id": new_id}]
+    assert {e["actor"] for e in history["events"] if e["kind"] == "action"} == {ADMIN.id}
+    [attempt] = history["attempts"]
+    assert attempt["outcome"] == "cancelled" and attempt["error"]["reason"] == "cancelled"
+    assert_error(api.get("/api/v1/runs/nope/events"), 404, "RunNotFound")
     done = api.post("/api/v1/jobs/examples.add/runs", json={"input": {"a": 1, "b": 2}, "wait": 60})
     assert_error(api.post(f"/api/v1/runs/{done.json()['run_id']}/retry"), 409, "InvalidTransition")
 

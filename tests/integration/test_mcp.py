@@ -99,6 +99,10 @@ async def exercise(s: Session, c: Cluster, worker: str, transport: str) -> None:
     assert status["progress"]["pct"] == 100
     assert status["output"]["slept"] >= 1
     assert any("done" in line["message"] for line in status["logs"])
+    history = await answer(s, "get_job_events", {"run_id": run_id})
+    assert [a["outcome"] for a in history["attempts"]] == ["completed"]
+    assert history["attempts"][0]["duration"] >= 1
+    assert [e["to_state"] for e in history["events"]] == ["pending", "running", "completed"]
 
     await register_and_remove(s, c, worker, suffix)
     await names_and_deprecated_names(s, suffix)

@@ -93,7 +93,18 @@ def describe(engine: sa.Engine) -> dict[str, Any]:
             ),
             "indexes": indexes,
         }
+    tables["(triggers)"] = _triggers(engine)
     return tables
+
+
+def _triggers(engine: sa.Engine) -> list[str]:
+    """The names of the triggers on the database's tables (the run events' writers)."""
+    if engine.dialect.name == "postgresql":
+        sql = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY tgname"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+    with engine.connect() as conn:
+        return [str(name) for name in conn.exec_driver_sql(sql).scalars()]
 
 
 NewDatabase = Callable[[], sa.Engine]

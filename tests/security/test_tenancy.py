@@ -425,6 +425,12 @@ def test_tracebacks_are_shown_to_admins_only(shared: Cluster, server: Server) ->
         assert "Traceback" not in listed.text and str(ROOT) not in listed.text
         full = admin.get(f"/api/v1/runs/{run_id}").json()["error"]
         assert "Traceback" in full["traceback"]
+        # The run's history too: its errors without their tracebacks for a viewer.
+        events = viewer.get(f"/api/v1/runs/{run_id}/events").json()
+        assert events["attempts"][-1]["error"]["type"] == "Fatal"
+        assert "Traceback" not in json.dumps(events) and str(ROOT) not in json.dumps(events)
+        admin_events = admin.get(f"/api/v1/runs/{run_id}/events").json()
+        assert "Traceback" in admin_events["attempts"][-1]["error"]["traceback"]
     shown = cli(shared, token, "runs", "show", run_id, "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["error"]["traceback"] is None

@@ -1,4 +1,5 @@
-// One run: its record, progress, live logs (server-sent events), cancel and retry.
+// One run: its record, its history (attempts and changes), progress, live logs (server-sent
+// events), cancel and retry.
 
 import { get, logStreamUrl, post, query, seg } from "./api.js";
 import { badge, button, facts, fmtDuration, fmtJson, fmtTime, h, progressBar, replace, runPct } from "./dom.js";
@@ -53,6 +54,57 @@ function errorBlock(error, state) {
     error.reason ? h("p", { className: "muted" }, `reason: ${error.reason}`) : null,
     error.traceback ? h("details", null, h("summary", null, "traceback"), h("pre", null, error.traceback)) : null,
   );
+}
+
+/** What an event changed, in words. */
+function change(event) {
+  if (event.kind === "created") return `created (${event.to_state})`;
+  if (event.kind === "action") {
+    const detail = event.detail || {};
+    return detail.run_id ? `${detail.action} as ${detail.run_id}` : detail.action || "action";
+  }
+  return `${event.from_state} → ${event.to_state}`;
+}
+
+/** The run's history: its attempts (timing, worker, how each ended) and every change. */
+function historyBlock(history) {
+  const attempts = h(
+    "ol",
+    { className: "attempts", testid: "run-attempts" },
+    history.attempts.map((a) =>
+      h(
+        "li",
+        { testid: "run-attempt", "data-attempt": String(a.attempt), "data-outcome": a.outcome || "running" },
+        h("strong", null, `attempt ${a.attempt}`),
+        ` ${a.outcome || "running"}`,
+        a.duration !== null ? ` after ${fmtDuration(a.duration)}` : "",
+        a.worker ? ` on ${a.worker}` : "",
+        a.error ? h("span", { className: "attempt-error" }, ` — ${a.error.type || "Error"}: ${a.error.message || ""}`) : null,
+      ),
+    ),
+  );
+  const table = h(
+    "table",
+    { className: "grid", testid: "run-history" },
+    h("thead", null, h("tr", null, ["at", "attempt", "change", "worker", "by", "error"].map((c) => h("th", null, c)))),
+    h(
+      "tbody",
+      null,
+      history.events.map((e) =>
+        h(
+          "tr",
+          { testid: "history-event", "data-kind": e.kind, "data-to": e.to_state || "" },
+          h("td", null, fmtTime(e.at)),
+          h("td", null, String(e.attempt)),
+          h("td", null, change(e)),
+          h("td", null, e.worker || ""),
+          h("td", null, e.actor || ""),
+          h("td", null, e.error ? `${e.error.type || "Error"}: ${e.error.message || ""}` : ""),
+        ),
+      ),
+    ),
+  );
+  return [attempts, table];
 }
 
 function section(title, ...body) {
@@ -149,6 +201,7 @@ export function renderRun(view, runId) {
     input: h("div"),
     output: h("div"),
     error: h("div"),
+    history: h("div"),
     cancel: button("Cancel", () => cancel(), { testid: "run-cancel", className: "danger" }),
     retry: button("Retry", () => retry(), { testid: "run-retry" }),
   };
@@ -162,6 +215,7 @@ export function renderRun(view, runId) {
     parts.facts,
     h("div", { className: "columns" }, section("Input", parts.input), section("Output", parts.output)),
     section("Error", parts.error),
+    section("History", parts.history),
     section("Logs", logs),
   );
   view.append(parts.root);
@@ -175,7 +229,19 @@ export function renderRun(view, runId) {
     run = record;
     fill(parts, record);
   };
-  const refresh = async () => show(await get(`/runs/${seg(runId)}`));
+  // The history is read again when the run changes (its state or its attempt).
+  let seen = "";
+  const showHistory = async (record) => {
+    const mark = `${record.state}/${record.attempts}/${record.cancel_requested}`;
+    if (mark === seen) return;
+    seen = mark;
+    replace(parts.history, ...historyBlock(await get(`/runs/${seg(runId)}/events`)));
+  };
+  const refresh = async () => {
+    const record = await get(`/runs/${seg(runId)}`);
+    show(record);
+    await showHistory(run);
+  };
 
   async function cancel() {
     const record = await act(parts.cancel, () => post(`/runs/${seg(runId)}/cancel`));
