@@ -12,7 +12,7 @@ from pathlib import Path
 import pydantic
 
 from jobsys import BackOff, JobContext, RetryPolicy, job
-from tests.jobs import Done, record_effect
+from tests.jobs import Done, Gate, record_effect
 
 
 class Work(pydantic.BaseModel):
@@ -79,4 +79,14 @@ def backs_off(data: Told, ctx: JobContext) -> Done:
     if not marker.exists():
         marker.write_text("told")
         raise BackOff(data.seconds, reason="the API said 429, retry after")
+    return Done(pid=os.getpid())
+
+
+@job("tests.gated_solo", timeout=120, max_concurrency=1)
+def gated_solo(data: Gate, ctx: JobContext) -> Done:
+    """One at a time, each holding its slot until the file ``path`` exists."""
+    record_effect(ctx, "start")
+    deadline = time.monotonic() + 110
+    while not Path(data.path).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # (the body's work: waiting for the gate)
     return Done(pid=os.getpid())

@@ -5,15 +5,24 @@ and 400 runs) are in tests/benchmarks/limits.py; these are the small, fast versi
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from jobsys import RunState
+from jobsys import Principal, RunState
 from jobsys.service.client import waiting_message
-from tests.cluster import CATALOG, Cluster, cluster
+from tests.cluster import CATALOG, ROOT, Cluster, cluster
+from tests.integration.mcp_support import http_session
+from tests.servers import Serve
 from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
@@ -155,3 +164,72 @@ def test_a_killed_workers_slot_frees_within_its_lease(
         # Free within the lease (and the reaper's pass that sees it expired, and a start).
         assert next_start - killed_at <= lease + reaper + 2.0
         assert most_at_once([(s, e) for _, s, e in spans(c, [held, queued])]) == 1
+
+
+def test_every_interface_shows_the_limits_and_why_a_run_waits(two: Cluster) -> None:
+    """``jobs show``, the HTTP job route, MCP's ``describe_job`` show a job's limits;
+    ``runs show``/``runs list``, the HTTP run, MCP's ``get_job_status`` and the
+    ``jobsys_runs_waiting_on_limit`` gauge show a run waiting for a slot."""
+    gate = two.tmp / "open-solo"
+    holder = two.client.submit("tests.gated_solo", {"path": str(gate)})
+    queued = two.client.submit("tests.gated_solo", {"path": str(gate)})
+    try:
+        eventually(lambda: two.executions(holder) > 0, 30, what="the first run to start")
+
+        def waits() -> bool | NotYet:
+            r = two.store.get(queued)
+            return r.gate == "concurrency" or NotYet((r.state.value, r.waiting))
+
+        eventually(waits, 20, interval=0.05, what="the second run to wait for the slot")
+
+        def cli(*argv: str) -> Any:
+            done = subprocess.run(
+                [sys.executable, "-m", "jobsys", *argv],
+                env={**two.env, "COLUMNS": "250"},
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        declared = {"max_concurrency": 1}
+        assert json.loads(cli("jobs", "show", "tests.gated_solo", "--json"))["limits"] == declared
+        keyed = json.loads(cli("jobs", "show", "tests.per_customer", "--json"))["limits"]
+        assert keyed == {"concurrency_key": "customer", "per_key": 1}
+        shown = json.loads(cli("runs", "show", queued, "--json"))
+        assert shown["state"] == "pending" and shown["waiting"]["reason"] == "concurrency_limit"
+        assert "pending (concurrency_limit)" in cli("runs", "list", "--job", "tests.gated_solo")
+
+        with Serve(two) as server:
+            token = two.client.admin.create_token(
+                Principal(id="ops", roles=("admin",), tenant="default")
+            )[1]
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+                job = http.get("/api/v1/jobs/tests.gated_solo").json()
+                assert job["limits"] == declared
+                run = http.get(f"/api/v1/runs/{queued}").json()
+                assert run["waiting"]["reason"] == "concurrency_limit", run
+                metrics = text_string_to_metric_families(http.get("/metrics").text)
+                gauge = {
+                    s.labels["reason"]: s.value
+                    for f in metrics
+                    if f.name == "jobsys_runs_waiting_on_limit"
+                    for s in f.samples
+                }
+                assert gauge["concurrency_limit"] >= 1, gauge
+            mcp = asyncio.run(_through_mcp(server.url, token, queued))
+        assert mcp["job"]["limits"] == declared
+        assert mcp["status"]["waiting_reason"] == "concurrency_limit", mcp["status"]
+    finally:
+        gate.write_text("open")
+    assert {r.state for r in two.wait_all([holder, queued], 60)} == {RunState.COMPLETED}
+
+
+async def _through_mcp(url: str, token: str, run_id: str) -> dict[str, Any]:
+    async with http_session(f"{url}/mcp", token) as s:
+        job = await s.call_tool("describe_job", {"job": "tests.gated_solo"})
+        status = await s.call_tool("get_job_status", {"run_id": run_id})
+    return {"job": job.structured_content, "status": status.structured_content}
