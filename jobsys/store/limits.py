@@ -233,6 +233,7 @@ def claim(
 def wake(
     engine: sa.Engine,
     job: str,
+    limits: FlowLimits | None,
     key: str | None,
     count: int,
     now: dt.datetime,
@@ -241,7 +242,11 @@ def wake(
     """Take up to ``count`` runs of ``job`` (with ``key``, unless ``None``) off the wait for a
     slot, highest priority first, then oldest: each is stamped published (its ``gate`` and
     ``waiting`` cleared) by one statement guarded by its message token, so that of two
-    processes waking it one gets it. Returns those this call took, for it to publish."""
+    processes waking it one gets it. Returns those this call took, for it to publish.
+
+    Done under the lock a claim of such a run takes (``limits``: the job's), so that a claim
+    that found no free slot just before a run ended has made its run wait by then, and is
+    woken here: no wake-up is lost between the two."""
     if count < 1:
         return []
     where = [T.c.gate.is_not(None), T.c.job == job, T.c.state.in_(_WAITING)]
@@ -256,7 +261,8 @@ def wake(
         .limit(count)
     )
     woken: list[str] = []
-    with engine.begin() as conn:
+    lock = _lock_name(job, limits, key) if limits is not None else f"jobsys-slot:{job}"
+    with _locked(engine, lock) as conn:
         for run_id, dispatch in conn.execute(query).all():
             moved = conn.execute(
                 T.update()

@@ -225,7 +225,8 @@ def _rate_ident(spec: jobs.JobSpec, claimed: runs.Claim) -> str:
 
 def wake_after(store: stores.Store, spec: jobs.JobSpec, run_id: str) -> list[runs.RunRecord]:
     """A run of ``spec`` that held a slot ended (or went back to pending): take the next
-    waiting ones of its key and of its job off their wait, for the caller to publish."""
+    waiting one of its key, and the next of its job, off their wait, for the caller to
+    publish (one of them may find the slot taken and wait again: no slot stays unused)."""
     if spec.flow is None or not spec.flow.concurrency:
         return []
     found = limits.key_of_run(store.engine, run_id)
@@ -235,9 +236,9 @@ def wake_after(store: stores.Store, spec: jobs.JobSpec, run_id: str) -> list[run
     now = runs.utcnow()
     woken: list[runs.RunRecord] = []
     if spec.flow.slots() is not None:
-        woken += limits.wake(store.engine, spec.name, key or "", 1, now, tenant)
-    if spec.flow.max_concurrency is not None and not woken:
-        woken += limits.wake(store.engine, spec.name, None, 1, now, tenant)
+        woken += limits.wake(store.engine, spec.name, spec.flow, key or "", 1, now, tenant)
+    if spec.flow.max_concurrency is not None:  # (the oldest of every key: none starves)
+        woken += limits.wake(store.engine, spec.name, spec.flow, None, 1, now, tenant)
     return woken
 
 
@@ -253,12 +254,11 @@ def wake_free(store: stores.Store, registry: jobs.Registry) -> list[runs.RunReco
         except errors.UnknownJob:
             continue
         if spec.flow is None or not spec.flow.concurrency:  # its limit was removed
-            woken += limits.wake(store.engine, job, key, 1000, now, tenant)
+            woken += limits.wake(store.engine, job, None, key, 1000, now, tenant)
             continue
         count = limits.free_slots(store.engine, job, spec.flow, key, now)
-        woken += limits.wake(
-            store.engine, job, key if spec.flow.slots() is not None else None, count, now, tenant
-        )
+        keyed = key if spec.flow.slots() is not None else None
+        woken += limits.wake(store.engine, job, spec.flow, keyed, count, now, tenant)
     return woken
 
 
