@@ -282,7 +282,7 @@ def gated_groups(engine: sa.Engine, limit: int = 200) -> list[tuple[str, str, st
     """(job, tenant, key) of the runs waiting for a slot: what a reaper's pass looks at."""
     query = (
         sa.select(T.c.job, T.c.tenant, T.c.limit_key)
-        .where(T.c.gate.is_not(None))
+        .where(T.c.gate.is_not(None), T.c.state == _PENDING)
         .distinct()
         .limit(limit)
     )
