@@ -12,6 +12,7 @@ whose input leaves the field out (or null) shares the key ``""`` with every such
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any
 
@@ -90,6 +91,7 @@ def declare(
     return FlowLimits(max_concurrency, concurrency_key, per_key, rate, rate_key)
 
 
+@functools.lru_cache(maxsize=512)
 def parse_rate(job: str, rate: Any) -> Any:
     """``rate`` as a ``limits.RateLimitItem``; ``JobDeclarationError`` naming ``rate``."""
     import limits  # (loaded only by jobs that declare a rate)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import math
 import time
 from typing import Any
 
@@ -31,6 +30,18 @@ RATE_UNREACHABLE_WAIT = 5.0
 """Seconds a run of a rate-limited job waits when the rate cannot be read (Redis down): a
 rate that cannot be checked is not granted (fail closed)."""
 PREFIX = "jobsys-rate"
+MARGIN = 0.25
+"""Of an interval (window / amount): how much after its place in line a run comes back, so
+that the start it waits for has left the window when it does."""
+_LINE = """
+local now, first, interval, window = tonumber(ARGV[1]), tonumber(ARGV[2]),
+    tonumber(ARGV[3]), tonumber(ARGV[4])
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(first, last + interval)
+redis.call('SET', KEYS[1], tostring(slot), 'PX', math.ceil((slot - now + window) * 1000))
+return tostring(slot)
+"""
+"""The place in line of a run over its rate (a Lua script: atomic across processes)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +58,21 @@ class Wait:
 class Rates:
     """The rate limits of one worker process: a moving window per job (and key) in the
     broker's Redis (``limits.strategies.MovingWindowRateLimiter``: never more starts than the
-    rate allows in any window, bursts up to it allowed), and a count of the runs already told
-    to wait, so that a backlog is spread over the windows ahead instead of all coming back at
-    the next free moment."""
+    rate allows in any window, bursts up to it allowed), and a line of the runs told to wait:
+    each is given the first free moment or one interval (window / amount) after the run
+    before it, so that a backlog comes back at the rate instead of all at the next free
+    moment (where all but one would be told to wait again)."""
 
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
         self._limiter: Any = None
         self._redis: Any = None
+        self._script: Any = None
+
+    def _line(self) -> Any:
+        if self._script is None:
+            self._script = self._redis.register_script(_LINE)
+        return self._script
 
     def _open(self) -> Any:
         if self._limiter is None:
@@ -78,19 +96,15 @@ class Rates:
             if limiter.hit(item, spec.name, ident):
                 return 0.0
             reset = limiter.get_window_stats(item, spec.name, ident).reset_time
+            now = time.time()
             window = float(item.get_expiry())
-            first = max(0.05, reset - time.time())
-            # Runs told to wait so far: the n-th waits n // amount windows more.
-            queue = f"{PREFIX}:queue:{spec.name}:{ident}"
-            with self._redis.pipeline() as pipe:
-                pipe.incr(queue)
-                pipe.pttl(queue)
-                position, ttl = pipe.execute()
-            delay = first + window * ((int(position) - 1) // item.amount)
-            keep = math.ceil((delay + window) * 1000)
-            if ttl is None or int(ttl) < keep:
-                self._redis.pexpire(queue, keep)
-            return delay
+            # A place in line: the first free moment, or one interval (window / amount)
+            # after the place given last, whichever is later.
+            slot = self._line()(
+                keys=[f"{PREFIX}:line:{spec.name}:{ident}"],
+                args=[now, max(reset, now + 0.05), window / item.amount, window],
+            )
+            return float(slot) - now + MARGIN * window / item.amount
         except Exception as exc:  # fail closed: a rate not checked is not granted
             log.warning(
                 "jobsys: rate of %s not checked (%s); the run waits %g s",
