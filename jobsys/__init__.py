@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jobsys.base.config import Settings
     from jobsys.base.errors import (
+        BackOff,
         Fatal,
         InvalidInput,
         JobDeclarationError,
@@ -50,6 +51,7 @@ _WHERE = {
     "SubmitOptions": "service.submitting",
     "Settings": "base.config",
     "JobContext": "worker.context",
+    "BackOff": "base.errors",
     "Fatal": "base.errors",
     "InvalidInput": "base.errors",
     "JobDeclarationError": "base.errors",
@@ -71,6 +73,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "BackOff",
     "Client",
     "Fatal",
     "InvalidInput",

@@ -197,6 +197,20 @@ class Fatal(JobError):
     """Fail the run now, whatever the retry policy says."""
 
 
+class BackOff(JobError):
+    """Raised from a job body when the service it calls said to wait (a 429 with
+    ``Retry-After``): the run goes back to pending for ``seconds`` without using an attempt
+    (its attempt number stays), and says why it waits (``waiting`` reason ``backoff``).
+    ``seconds`` from 0 to 366 days; anything else is refused where it is written."""
+
+    def __init__(self, seconds: float, reason: str | None = None) -> None:
+        problem = bounds.seconds(seconds, bounds.MAX_COUNTDOWN)
+        if problem:  # refused where it is written: the attempt fails saying so
+            raise ValueError(f"BackOff(seconds) {problem}")
+        self.seconds, self.reason = float(seconds), reason
+        super().__init__(reason or f"backing off for {float(seconds):g} s")
+
+
 class RunCancelled(JobError):
     """The run was cancelled; raised inside the job body by ``ctx.check_cancelled()``."""
 

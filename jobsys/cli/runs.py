@@ -34,11 +34,17 @@ def _short_time(value: dt.datetime | None) -> str:
 
 def _state(r: runs.RunRecord) -> str:
     """A run's state, and until when it waits if it has a start time to come (a delayed
-    run's, or a retrying run's next attempt)."""
+    run's, or a retrying run's next attempt), and the limit it waits on if it does
+    (``pending (concurrency_limit)``)."""
     due = r.next_attempt_at
+    reason = (r.waiting or {}).get("reason") if r.state in runs.WAITING else None
+    limit = f" ({reason})" if reason in _LIMITS else ""
     if r.state in runs.WAITING and due is not None and due > runs.utcnow():
-        return f"{r.state.value} until {_short_time(due)}"
-    return r.state.value
+        return f"{r.state.value} until {_short_time(due)}{limit}"
+    return r.state.value + limit
+
+
+_LIMITS = ("concurrency_limit", "rate_limit", "backoff")
 
 
 @runs_group.command("list")

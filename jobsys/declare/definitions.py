@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from jobsys.base import errors, sealing
-from jobsys.declare import jobs, workflow_checks, workflows
+from jobsys.declare import flow, jobs, workflow_checks, workflows
 
 log = logging.getLogger("jobsys.definitions")
 
@@ -59,7 +59,26 @@ class _Base(pydantic.BaseModel):
     labels: dict[Tag, Annotated[str, pydantic.StringConstraints(max_length=200)]] = {}
 
 
-class AliasDefinition(_Base):
+class _Limits(pydantic.BaseModel):
+    """A definition's flow limits (``flow.declare`` checks them when it is built); an alias
+    without any keeps its target's."""
+
+    max_concurrency: int | None = None
+    concurrency_key: str | None = None
+    per_key: int | None = None
+    rate: str | None = None
+    rate_key: str | None = None
+
+    def flow_limits(
+        self, name: str, model: type[pydantic.BaseModel], inherited: flow.FlowLimits | None
+    ) -> flow.FlowLimits | None:
+        given = (self.max_concurrency, self.concurrency_key, self.per_key, self.rate)
+        if all(v is None for v in (*given, self.rate_key)):
+            return inherited
+        return flow.declare(name, model, *given, self.rate_key)
+
+
+class AliasDefinition(_Base, _Limits):
     kind: Literal["alias"]
     target: Name
     """A job of the catalog."""
@@ -81,7 +100,7 @@ MAX_HTTP_TIMEOUT = 3600.0
 """The longest an HTTP job's call may take, in seconds."""
 
 
-class HttpDefinition(_Base):
+class HttpDefinition(_Base, _Limits):
     kind: Literal["http"]
     url: Annotated[str, pydantic.StringConstraints(max_length=2000)]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
@@ -172,6 +191,7 @@ def build_alias(d: AliasDefinition, registry: jobs.Registry) -> jobs.JobSpec:
             "module": MODULE,
             "schedule": None,
             "task": DYNAMIC_TASK,
+            "flow": d.flow_limits(d.name, model, target.flow),
         }
     )
 

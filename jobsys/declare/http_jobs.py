@@ -182,6 +182,7 @@ def build_http(
         queue=d.queue,
         module=definitions.MODULE,
         task=definitions.DYNAMIC_TASK,
+        flow=d.flow_limits(d.name, call_input(d), None),
     )
 
 

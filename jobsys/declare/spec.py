@@ -17,7 +17,8 @@ from typing import Any, ClassVar, get_type_hints
 import pydantic
 
 from jobsys.base import bounds, errors, keywords
-from jobsys.declare import cadence, permissions
+from jobsys.declare import cadence, flow, permissions
+from jobsys.declare.flow import FlowLimits
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 DEFAULT_TIMEOUT = 300.0
@@ -117,6 +118,9 @@ class JobSpec:
         default_factory=lambda: types.MappingProxyType({})
     )
     """Metadata every run of the job starts with (a run's own metadata wins)."""
+    flow: FlowLimits | None = None
+    """Its concurrency and rate limits (``flow.py``); ``None``: none, and its runs take the
+    claim that costs nothing more."""
     task: str = ""
     """The Celery task its runs are published to, when not the job's own name (jobs
     registered at runtime share ``definitions.DYNAMIC_TASK``)."""
@@ -147,15 +151,25 @@ def job(
     priority: int = bounds.DEFAULT_PRIORITY,
     access: Mapping[str, permissions.Rule] | None = None,
     schedule: cadence.ScheduleSpec | None = None,
+    max_concurrency: int | None = None,
+    concurrency_key: str | None = None,
+    per_key: int | None = None,
+    rate: str | None = None,
+    rate_key: str | None = None,
 ) -> Callable[[Callable[..., Any]], JobSpec]:
     """Declare a job from a function ``fn(input)`` or ``fn(input, ctx)``.
 
     The input and output models come from the arguments or, failing that, from the function's
     type hints (first parameter and return type). The decorated name is a ``JobSpec``.
+    ``max_concurrency``, ``concurrency_key``, ``per_key``, ``rate``, ``rate_key``: its flow
+    limits (``flow.FlowLimits``).
     """
 
     def declare(fn: Callable[..., Any]) -> JobSpec:
         in_model, out_model, wants_ctx = _signature(name, fn, input, output)
+        limits = flow.declare(
+            name, in_model, max_concurrency, concurrency_key, per_key, rate, rate_key
+        )
         return make_spec(
             name=name,
             fn=fn,
@@ -174,6 +188,7 @@ def job(
             wants_context=wants_ctx,
             module=fn.__module__,
             schedule=schedule,
+            flow=limits,
         )
 
     return declare
@@ -200,6 +215,11 @@ class Job:
     priority: ClassVar[int] = bounds.DEFAULT_PRIORITY
     access: ClassVar[Mapping[str, permissions.Rule]] = {}
     schedule: ClassVar[cadence.ScheduleSpec | None] = None
+    max_concurrency: ClassVar[int | None] = None
+    concurrency_key: ClassVar[str | None] = None
+    per_key: ClassVar[int | None] = None
+    rate: ClassVar[str | None] = None
+    rate_key: ClassVar[str | None] = None
     spec: ClassVar[JobSpec]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -213,6 +233,15 @@ class Job:
                     "must be a pydantic BaseModel subclass (input and output are required)",
                 )
         instance = cls()
+        limits = flow.declare(
+            name,
+            cls.Input,
+            cls.max_concurrency,
+            cls.concurrency_key,
+            cls.per_key,
+            cls.rate,
+            cls.rate_key,
+        )
         cls.spec = make_spec(
             name=name,
             fn=instance.run,
@@ -231,6 +260,7 @@ class Job:
             wants_context=True,
             module=cls.__module__,
             schedule=cls.schedule,
+            flow=limits,
         )
 
     def run(self, input: Any, ctx: Any) -> Any:

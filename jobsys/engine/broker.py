@@ -35,7 +35,13 @@ from jobsys.engine.publishing import (
     republish,
     store_result,
 )
-from jobsys.engine.reaper import Reaper, advance_workflow, release_dependents
+from jobsys.engine.reaper import (
+    Reaper,
+    advance_workflow,
+    frees_slot,
+    release_dependents,
+    wake_waiting,
+)
 from jobsys.engine.runtime import Runtime
 from jobsys.store import rows
 from jobsys.worker import execute
@@ -110,6 +116,8 @@ def deliver(task: Any, spec: jobs.JobSpec, runtime: Runtime, run_id: str, dispat
     finally:
         if outcome.kind is execute.Kind.CANCELLED:
             _revoked_event(task)
+        if spec.flow is not None and frees_slot(outcome):
+            wake_waiting(task.app, runtime, spec, delivery.run_id)
         if outcome.kind in ENDED:
             if outcome.workflow_id:
                 advance_workflow(task.app, runtime, outcome.workflow_id)
@@ -207,6 +215,17 @@ def act(
             countdown=outcome.delay,
             priority=outcome.priority,
         )
+        raise Ignore()
+    if kind is execute.Kind.WAITING:  # on a limit: its message, with the wait as countdown
+        if outcome.dispatch is not None:
+            publish(
+                app,
+                spec,
+                delivery.run_id,
+                outcome.dispatch,
+                countdown=outcome.delay,
+                priority=outcome.priority,
+            )
         raise Ignore()
     if kind is execute.Kind.HANDED_BACK:
         # The message was taken off the queue when it was received (no acknowledgement

@@ -18,6 +18,7 @@ from jobsys.declare import jobs
 from jobsys.engine.publishing import RunFailedResult, publish, republish, store_result
 from jobsys.engine.runtime import Runtime
 from jobsys.store import runs
+from jobsys.worker import execute, gates
 
 log = logging.getLogger("jobsys.broker")
 
@@ -40,6 +41,22 @@ def release_dependents(app: Celery, runtime: Runtime, run_id: str) -> None:
     except Exception:
         # The reaper releases blocked runs on every pass: nothing is lost.
         log.exception("jobsys: releasing the runs that wait for %s failed", run_id)
+
+
+def frees_slot(outcome: execute.Outcome) -> bool:
+    """Whether a run of a job with a concurrency limit let its slot go (it ended, will be
+    retried, was handed back, or backs off): the next runs waiting for one are woken."""
+    if outcome.kind is execute.Kind.WAITING:
+        return outcome.waited == "backoff"
+    return outcome.kind is not execute.Kind.STALE
+
+
+def wake_waiting(app: Celery, runtime: Runtime, spec: jobs.JobSpec, run_id: str) -> None:
+    """Publish the next runs waiting for a slot of ``spec`` (``run_id`` let one go)."""
+    try:
+        republish(app, runtime.registry, gates.wake_after(runtime.store, spec, run_id), False)
+    except Exception:  # a reaper's pass wakes them (``gates.wake_free``): nothing is lost
+        log.exception("jobsys: waking the runs waiting for a slot of %s failed", spec.name)
 
 
 def advance_workflow(app: Celery, runtime: Runtime, workflow_id: str) -> None:
@@ -113,6 +130,10 @@ class Reaper:
         released = store.release_dependents(None, s.delay_horizon_seconds)  # every blocked run
         self._publish(released, front=False)
         self.publish_due(now)
+        try:  # runs waiting for a slot freed by a worker that died
+            self._publish(gates.wake_free(store, self.runtime.registry), front=False)
+        except Exception:
+            log.exception("jobsys reaper: waking runs waiting for a slot failed")
         # Claimed (stamped published in one guarded statement) before they are sent, so of
         # the reconcilers of every worker passing at once, one sends each. Same token: if the
         # first message still exists, whichever copy comes second is a no-op.

@@ -11,7 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from jobsys.base import config, sealing
 from jobsys.declare import jobs, permissions
 from jobsys.store import definition_store, stores
-from jobsys.worker import context, execute
+from jobsys.worker import context, execute, gates
 
 
 @dataclasses.dataclass
@@ -75,7 +75,13 @@ class Runtime:
     @functools.cached_property
     def limits(self) -> execute.Limits:
         grace = self.settings.hard_timeout_grace_seconds if self.inline else None
-        return execute.Limits(self.settings.lease_seconds, (SoftTimeLimitExceeded,), grace)
+        return execute.Limits(
+            self.settings.lease_seconds,
+            (SoftTimeLimitExceeded,),
+            grace,
+            delay_horizon=self.settings.delay_horizon_seconds,
+            rates=gates.Rates(self.settings),
+        )
 
     def after_fork(self) -> None:
         if self._store is not None:

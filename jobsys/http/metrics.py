@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from jobsys.http import stats
 from jobsys.service.process import Service
-from jobsys.store import runs
+from jobsys.store import limits, runs
 
 log = logging.getLogger("jobsys.http")
 
@@ -52,6 +52,7 @@ class StoreCollector(Collector):
         )
         lag.add_metric([], stats.schedule_lag(engine))
         yield lag
+        yield self._waiting_on_limit()
         yield self._workers()
 
     def _runs(self, counts: dict[tuple[str, str], int]) -> Metric:
@@ -72,6 +73,17 @@ class StoreCollector(Collector):
             buckets = [(_bound(b), float(n)) for b, n in h.buckets]
             buckets.append(("+Inf", float(h.count)))
             family.add_metric([h.job], buckets, sum_value=h.total)
+        return family
+
+    def _waiting_on_limit(self) -> Metric:
+        family = GaugeMetricFamily(
+            "jobsys_runs_waiting_on_limit",
+            "Pending runs waiting on a flow limit, by reason (concurrency_limit: no free slot; "
+            "rate_limit: over the job's rate; backoff: the job asked to wait).",
+            labels=["reason"],
+        )
+        for reason, n in limits.waiting_on_limit(self.service.store.engine).items():
+            family.add_metric([reason], float(n))
         return family
 
     def _workers(self) -> Metric:

@@ -139,6 +139,8 @@ def run_status(c: Client, r: runs.RunRecord, n_logs: int = 10) -> dict[str, Any]
     waiting = waiting_message(r)
     if waiting:  # why it has not started (no live worker knows its job, a start time)
         out["waiting"] = waiting
+        if r.waiting and r.waiting.get("reason"):  # (``delayed``, ``concurrency_limit``...)
+            out["waiting_reason"] = r.waiting["reason"]
     if r.next_attempt_at is not None and r.state in run_states.WAITING:
         out["not_before"] = r.next_attempt_at.isoformat()
     if n_logs:

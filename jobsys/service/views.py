@@ -50,6 +50,9 @@ def spec_json(spec: jobs.JobSpec) -> dict[str, Any]:
             "max_backoff": spec.retry.max_backoff,
             "jitter": spec.retry.jitter,
         },
+        # Its flow limits (``max_concurrency``, ``concurrency_key``, ``per_key``, ``rate``,
+        # ``rate_key``), those it declares; empty when it has none.
+        "limits": spec.flow.describe() if spec.flow is not None else {},
         "input_schema": spec.input_schema(),
         "output_schema": spec.output_schema(),
     }

@@ -138,6 +138,10 @@ class RunRecord:
     ``not_queued``: the broker did not answer its producer; ``delayed``: it is kept in the
     store until its start, ``until``, an ISO time in UTC), ``message``, ``since`` and (a
     worker's) ``worker``. Cleared when the run starts or ends."""
+    limit_key: str | None = None
+    """The run's concurrency key (its job's ``concurrency_key``, computed at submit)."""
+    gate: str | None = None
+    """``concurrency`` while the run waits for a free slot of its job or key."""
     withheld: str | None = None
     """Set (saying why) when the reader may list this run but not read it: its input, output,
     error and progress are left out (``Client.shown``); never stored."""

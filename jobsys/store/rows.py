@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from jobsys.declare import jobs, workflows
+from jobsys.declare import flow, jobs, workflows
 from jobsys.store.records import new_run_id, without_nul
 from jobsys.store.run_states import RunState
 
@@ -104,6 +104,9 @@ def new_run(
         "cancel_requested": False,
         "created_at": now,
         "published_at": now if published and not blocked and not held else None,
+        # (always bound, null for most jobs: the rows of one insert, a beat's fires of many
+        # jobs among them, have the same columns)
+        "limit_key": _limit_key(spec, input, principal_id, tenant),
     }
     if fire is not None:
         row["schedule_id"] = fire.schedule_id
@@ -122,6 +125,13 @@ def new_run(
     if workflow_id is not None:
         row["workflow_id"] = workflow_id
     return row
+
+
+def _limit_key(spec: jobs.JobSpec, input: Any, principal_id: str, tenant: str) -> str | None:
+    """The run's concurrency key, for a job that limits its runs per key."""
+    if spec.flow is None or spec.flow.concurrency_key is None:
+        return None
+    return flow.key_of(spec.flow.concurrency_key, input, principal_id, tenant)
 
 
 def delayed(due: dt.datetime, since: dt.datetime) -> dict[str, Any]:

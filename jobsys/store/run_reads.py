@@ -192,6 +192,7 @@ class RunReads:
                 sa.or_(T.c.created_at < cutoff, T.c.waiting["reason"].as_string() == "not_queued"),
                 sa.or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at < cutoff),
                 T.c.job.not_in(sorted(skip_jobs)),
+                T.c.gate.is_(None),  # (waiting for a slot, with no message: ``limits.py``)
             )
             .limit(limit)
         )

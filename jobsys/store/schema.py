@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import search
 
-REVISION = "0015"
+REVISION = "0016"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -153,6 +153,11 @@ runs = sa.Table(
     # Added by revision 0012: why a waiting run waits, when a worker knows (no live worker
     # knows its job: ``parking.py``); cleared when the run is claimed or ends.
     sa.Column("waiting", JSON),
+    # Added by revision 0016 (flow limits): the run's concurrency key (``flow.key_of``, set at
+    # submit for a job with a ``concurrency_key``), and ``concurrency`` while the run waits
+    # for a free slot of its job or key (``limits.py``), else null.
+    sa.Column("limit_key", sa.String(200)),
+    sa.Column("gate", sa.String(16)),
     sa.Index("ix_jobsys_runs_state_job", "state", "job"),
     sa.Index("ix_jobsys_runs_state_created", "state", "created_at"),
     sa.Index("ix_jobsys_runs_job_created", "job", "created_at"),
@@ -353,6 +358,10 @@ PARTIAL_INDEXES = (
     # run without a start time, or once published, costs no write in it.
     "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_due ON jobsys_runs (next_attempt_at) "
     "WHERE state = 'pending' AND published_at IS NULL AND next_attempt_at IS NOT NULL",
+    # Added by revision 0016: runs waiting for a free slot of their job or key, in the order
+    # they take one (``limits.py``). A run that waits for no slot costs no write in it.
+    "CREATE INDEX IF NOT EXISTS ix_jobsys_runs_gated ON jobsys_runs "
+    "(job, limit_key, priority, created_at) WHERE gate IS NOT NULL",
 )
 
 

@@ -18,7 +18,7 @@ import pydantic
 from jobsys.base import errors, sealing
 from jobsys.declare import jobs, permissions
 from jobsys.store import rows, runs, stores
-from jobsys.worker import context, deadline
+from jobsys.worker import context, deadline, gates
 
 log = logging.getLogger("jobsys.execute")
 
@@ -32,6 +32,9 @@ class Kind(enum.StrEnum):
     """The worker is stopping: the run is pending again, for the next worker."""
     STALE = "stale"
     """The message was a duplicate, or the run had moved on: nothing was done."""
+    WAITING = "waiting"
+    """The run waits on a limit (``gates.py``): pending again, its attempt given back; its
+    message (``dispatch``, countdown ``delay``) to publish, if it has one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Outcome:
     """The workflow run this run is a step of: it moves on once the step's run has ended."""
     has_dependents: bool = False
     """Other runs wait for this one: its end releases them."""
+    waited: str | None = None
+    """For ``WAITING``: why (``concurrency_limit``, ``rate_limit``, ``backoff``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,10 @@ class Limits:
     inline_hard_grace: float | None = None
     """Set when jobs run in the consuming process: jobsys enforces the soft limit itself and
     the hard limit (timeout + this grace) by ending the process."""
+    delay_horizon: float = 60.0
+    """A run waiting on a limit longer than this waits in the store, not on the broker."""
+    rates: gates.Rates | None = None
+    """The rate limits of jobs that declare one (``gates.Rates``)."""
 
 
 def run(
@@ -79,7 +88,23 @@ def run(
     sealer: sealing.Sealer | None = None,
 ) -> Outcome:
     """Execute one delivery of a run and record what happened."""
-    claim = store.claim(delivery.run_id, delivery.dispatch, limits.lease, spec.timeout)
+    if spec.flow is None:
+        claim = store.claim(delivery.run_id, delivery.dispatch, limits.lease, spec.timeout)
+    else:  # a job with limits: a slot, a rate (``gates.py``)
+        gated = gates.claim(
+            spec,
+            delivery.run_id,
+            delivery.dispatch,
+            store,
+            limits.lease,
+            limits.delay_horizon,
+            limits.rates,
+        )
+        if isinstance(gated, gates.Wait):
+            return Outcome(
+                Kind.WAITING, delay=gated.delay, dispatch=gated.dispatch, waited=gated.reason
+            )
+        claim = gated
     if claim is None:
         log.info(
             "jobsys: ignored stale or duplicate message for run %s",
@@ -162,6 +187,13 @@ def _claimed(
             raise
         if isinstance(exc, errors.HandBack):
             return _hand_back(ctx, store)
+        if isinstance(exc, errors.BackOff) and not ctx.cancelled:
+            wait = gates.back_off(ctx.run_id, ctx.attempt, exc, store, limits.delay_horizon)
+            if wait is None:
+                return Outcome(Kind.CANCELLED)
+            return Outcome(
+                Kind.WAITING, delay=wait.delay, dispatch=wait.dispatch, waited=wait.reason
+            )
         return _failure(exc, ctx, spec, store, limits, redact)
     return _success(result, ctx, spec, store, redact)
 

@@ -338,6 +338,30 @@ def test_a_waiting_run_says_why_it_has_not_started(ui: Ui, ui_cluster: Cluster, 
     ui.assert_clean()
 
 
+def test_the_job_page_shows_its_limits(ui: Ui, ui_cluster: Cluster, token: str) -> None:
+    """A job's concurrency and rate limits on its page (a job registered at runtime with its
+    own); a job without limits shows none."""
+    ui_cluster.client.definitions.register(
+        {
+            "kind": "alias",
+            "name": "ui.limited",
+            "target": "examples.add",
+            "max_concurrency": 2,
+            "rate": "10/s",
+        }
+    )
+    try:
+        ui.login(token, "submit/ui.limited")
+        expect(ui.by("submit-form")).to_have_attribute("data-ready", "true")
+        expect(ui.by("job-limits")).to_have_text("Limits: max_concurrency 2 · rate 10/s")
+        ui.open("submit/examples.add")
+        expect(ui.by("submit-form")).to_have_attribute("data-ready", "true")
+        expect(ui.by("job-limits")).to_be_hidden()
+    finally:
+        ui_cluster.client.definitions.remove("ui.limited")
+    ui.assert_clean()
+
+
 def test_schedules_pause_resume_and_trigger(ui: Ui, ui_cluster: Cluster, token: str) -> None:
     schedules = ui_cluster.client.schedules
     sched = schedules.create("tests.effect", cadence.every(3600, input={"seconds": 0}), "ui-hourly")

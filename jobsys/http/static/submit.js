@@ -52,7 +52,8 @@ function jobForm(view, name) {
   const options = optionsBlock();
   const form = h("form", { className: "submit-form", testid: "submit-form", "data-job": name, novalidate: true }, fields, options.block, submit, error);
   const description = h("p", { className: "muted", testid: "job-description" });
-  view.append(h("h1", null, "Submit ", h("code", null, name)), description, form, h("a", { href: "#/submit" }, "other jobs"));
+  const limits = h("p", { className: "muted", testid: "job-limits", hidden: true });
+  view.append(h("h1", null, "Submit ", h("code", null, name)), description, limits, form, h("a", { href: "#/submit" }, "other jobs"));
 
   let schemaForm = null;
   const showError = wireSubmit(form, submit, error, () => schemaForm, async (value) => {
@@ -63,6 +64,12 @@ function jobForm(view, name) {
   get(`/jobs/${seg(name)}`)
     .then((spec) => {
       description.textContent = (spec.description || "").replace(/``/g, "");
+      const declared = Object.entries(spec.limits || {});
+      if (declared.length) {
+        // Its flow limits, as declared: "max_concurrency 2 · rate 5/s"
+        limits.textContent = "Limits: " + declared.map(([k, v]) => `${k} ${v}`).join(" · ");
+        limits.hidden = false;
+      }
       schemaForm = buildSchemaForm(fields, spec.input_schema);
       form.dataset.ready = "true";
     })

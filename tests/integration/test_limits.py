@@ -1,0 +1,233 @@
+"""Concurrency limits, rate limits and ``BackOff`` on real worker processes (the jobs of
+``tests/limit_jobs.py``). What ran at once, and when each run started, is read from the job
+bodies' own records (``$JOBSYS_TEST_EFFECTS``). The big figures (3 nodes x 4 processes, 60
+and 400 runs) are in tests/benchmarks/limits.py; these are the small, fast versions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from jobsys import Principal, RunState
+from jobsys.service.client import waiting_message
+from tests.cluster import CATALOG, ROOT, Cluster, cluster
+from tests.integration.mcp_support import http_session
+from tests.servers import Serve
+from tests.waiting import NotYet, eventually
+
+pytestmark = pytest.mark.integration
+
+LIMITED = f"{CATALOG},tests.limit_jobs"
+
+
+@pytest.fixture(scope="module")
+def two(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str | None
+) -> Iterator[Cluster]:
+    """Two worker nodes of 2 processes each, shared by the module."""
+    tmp = tmp_path_factory.mktemp("limits")
+    with cluster(tmp, redis_url, database_url, JOBSYS_CATALOG=LIMITED) as c:
+        c.start_worker("w1", concurrency=2)
+        c.start_worker("w2", concurrency=2)
+        yield c
+
+
+def spans(c: Cluster, run_ids: list[str]) -> list[tuple[str, float, float]]:
+    """(run id, start, end) of every execution of the runs' bodies."""
+    out = []
+    for run_id in run_ids:
+        started = None
+        for line in (c.effects / run_id).read_text().splitlines():
+            _, _, at, note = line.split(" ", 3)
+            if note.strip() == "start":
+                started = float(at)
+            elif note.strip() == "end" and started is not None:
+                out.append((run_id, started, float(at)))
+                started = None
+    return out
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    now = peak = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_max_concurrency_holds_across_processes_and_nodes(two: Cluster) -> None:
+    ids = [two.client.submit("tests.limited", {"seconds": 0.4}) for _ in range(8)]
+
+    def a_run_waits() -> str | NotYet:
+        for run_id in ids:
+            r = two.store.get(run_id)
+            if r.waiting and r.waiting.get("reason") == "concurrency_limit":
+                return waiting_message(r) or ""
+        return NotYet([two.store.get(i).state.value for i in ids])
+
+    message = eventually(a_run_waits, 20, interval=0.05, what="a run waiting for a slot")
+    assert "max_concurrency is 2" in message
+    records = two.wait_all(ids, 60)
+    assert {r.state for r in records} == {RunState.COMPLETED}
+    assert all(r.attempts == 1 for r in records)  # waiting used no attempt
+    ran = spans(two, ids)
+    assert len(ran) == 8  # each body ran once
+    assert most_at_once([(s, e) for _, s, e in ran]) == 2  # never 3, though 4 processes
+
+
+def test_per_key_one_run_per_customer(two: Cluster) -> None:
+    customers = ["acme", "globex", "initech"]
+    ids = {
+        two.client.submit("tests.per_customer", {"seconds": 0.3, "customer": who}): who
+        for who in customers * 3
+    }
+    records = two.wait_all(list(ids), 60)
+    assert {r.state for r in records} == {RunState.COMPLETED}
+    assert {r.limit_key for r in records} == set(customers)
+    ran = spans(two, list(ids))
+    for who in customers:
+        assert most_at_once([(s, e) for i, s, e in ran if ids[i] == who]) == 1
+    assert most_at_once([(s, e) for _, s, e in ran]) >= 2  # other keys were not blocked
+
+
+def test_rate_5_per_second_spreads_the_starts(two: Cluster) -> None:
+    ids = [two.client.submit("tests.rated", {}) for _ in range(12)]
+    records = two.wait_all(ids, 60)
+    assert {r.state for r in records} == {RunState.COMPLETED}
+    assert all(r.attempts == 1 for r in records)  # waiting on the rate used no attempt
+    starts = sorted(s for _, s, _ in spans(two, ids))
+    assert len(starts) == 12
+    # The window is counted when a run is let through, a few ms before its body starts:
+    # 0.9 s windows of body starts stay within the rate.
+    assert max(sum(1 for t in starts if a <= t < a + 0.9) for a in starts) <= 5
+    assert starts[-1] - starts[0] >= 1.5  # 12 runs at 5/s: three windows
+
+
+def test_backoff_waits_without_using_an_attempt(two: Cluster, tmp_path: Path) -> None:
+    marker = tmp_path / "told"
+    run_id = two.client.submit("tests.backs_off", {"seconds": 1.5, "marker": str(marker)})
+
+    def backing_off() -> dict[str, object] | NotYet:
+        r = two.store.get(run_id)
+        if r.state is RunState.PENDING and r.waiting and r.waiting["reason"] == "backoff":
+            return r.waiting
+        return NotYet((r.state.value, r.waiting))
+
+    waiting = eventually(backing_off, 20, interval=0.05, what="the run to back off")
+    assert "the API said 429" in str(waiting["message"])
+    assert two.store.get(run_id).attempts == 0  # given back
+    record = two.wait_state(run_id, RunState.COMPLETED, 30)
+    assert record.attempts == 1 and record.max_attempts == 1  # its only attempt
+    lines = (two.effects / run_id).read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["1", "1"]  # attempt 1 both times
+    first, second = (float(line.split()[2]) for line in lines)
+    assert second - first >= 1.5
+
+
+def test_a_killed_workers_slot_frees_within_its_lease(
+    tmp_path: Path, redis_url: str, database_url: str | None
+) -> None:
+    with cluster(tmp_path, redis_url, database_url, JOBSYS_CATALOG=LIMITED) as c:
+        c.start_worker("doomed", concurrency=1)
+        c.start_worker("other", concurrency=1)
+        held = c.client.submit("tests.solo", {"first_seconds": 60})
+        eventually(lambda: c.executions(held) > 0, 30, what="the first run to start")
+        holder = c.store.get(held).worker or ""
+        queued = c.client.submit("tests.solo", {"seconds": 0.1})
+
+        def waits() -> bool | NotYet:
+            r = c.store.get(queued)
+            return r.gate == "concurrency" or NotYet((r.state.value, r.waiting))
+
+        eventually(waits, 20, interval=0.05, what="the second run to wait for the slot")
+        victim = "doomed" if holder.startswith("doomed") else "other"
+        c.kill(victim)
+        killed_at = time.time()
+        if victim == "other":
+            c.start_worker("other2", concurrency=1)
+        records = c.wait_all([held, queued], 60)
+        assert {r.state for r in records} == {RunState.COMPLETED}
+        next_start = min(s for _, s, _ in spans(c, [held, queued]))
+        lease = float(c.env["JOBSYS_LEASE_SECONDS"])
+        reaper = float(c.env["JOBSYS_REAPER_SECONDS"])
+        # Free within the lease (and the reaper's pass that sees it expired, and a start).
+        assert next_start - killed_at <= lease + reaper + 2.0
+        assert most_at_once([(s, e) for _, s, e in spans(c, [held, queued])]) == 1
+
+
+def test_every_interface_shows_the_limits_and_why_a_run_waits(two: Cluster) -> None:
+    """``jobs show``, the HTTP job route, MCP's ``describe_job`` show a job's limits;
+    ``runs show``/``runs list``, the HTTP run, MCP's ``get_job_status`` and the
+    ``jobsys_runs_waiting_on_limit`` gauge show a run waiting for a slot."""
+    gate = two.tmp / "open-solo"
+    holder = two.client.submit("tests.gated_solo", {"path": str(gate)})
+    queued = two.client.submit("tests.gated_solo", {"path": str(gate)})
+    try:
+        eventually(lambda: two.executions(holder) > 0, 30, what="the first run to start")
+
+        def waits() -> bool | NotYet:
+            r = two.store.get(queued)
+            return r.gate == "concurrency" or NotYet((r.state.value, r.waiting))
+
+        eventually(waits, 20, interval=0.05, what="the second run to wait for the slot")
+
+        def cli(*argv: str) -> Any:
+            done = subprocess.run(
+                [sys.executable, "-m", "jobsys", *argv],
+                env={**two.env, "COLUMNS": "250"},
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        declared = {"max_concurrency": 1}
+        assert json.loads(cli("jobs", "show", "tests.gated_solo", "--json"))["limits"] == declared
+        shown = json.loads(cli("runs", "show", queued, "--json"))
+        assert shown["state"] == "pending" and shown["waiting"]["reason"] == "concurrency_limit"
+        assert "pending (concurrency_limit)" in cli("runs", "list", "--job", "tests.gated_solo")
+
+        with Serve(two) as server:
+            token = two.client.admin.create_token(
+                Principal(id="ops", roles=("admin",), tenant="default")
+            )[1]
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+                job = http.get("/api/v1/jobs/tests.gated_solo").json()
+                assert job["limits"] == declared
+                run = http.get(f"/api/v1/runs/{queued}").json()
+                assert run["waiting"]["reason"] == "concurrency_limit", run
+                metrics = text_string_to_metric_families(http.get("/metrics").text)
+                gauge = {
+                    s.labels["reason"]: s.value
+                    for f in metrics
+                    if f.name == "jobsys_runs_waiting_on_limit"
+                    for s in f.samples
+                }
+                assert gauge["concurrency_limit"] >= 1, gauge
+            mcp = asyncio.run(_through_mcp(server.url, token, queued))
+        assert mcp["job"]["limits"] == declared
+        assert mcp["status"]["waiting_reason"] == "concurrency_limit", mcp["status"]
+    finally:
+        gate.write_text("open")
+    assert {r.state for r in two.wait_all([holder, queued], 60)} == {RunState.COMPLETED}
+
+
+async def _through_mcp(url: str, token: str, run_id: str) -> dict[str, Any]:
+    async with http_session(f"{url}/mcp", token) as s:
+        job = await s.call_tool("describe_job", {"job": "tests.gated_solo"})
+        status = await s.call_tool("get_job_status", {"run_id": run_id})
+    return {"job": job.structured_content, "status": status.structured_content}
