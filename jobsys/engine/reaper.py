@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, states
 
 from jobsys.declare import jobs
+from jobsys.engine import pausing
 from jobsys.engine.publishing import RunFailedResult, publish, republish, store_result
 from jobsys.engine.runtime import Runtime
 from jobsys.store import runs
@@ -113,6 +114,7 @@ class Reaper:
         released = store.release_dependents(None, s.delay_horizon_seconds)  # every blocked run
         self._publish(released, front=False)
         self.publish_due(now)
+        pausing.release(self.app, self.runtime.registry, store, knows=self._knows)
         # Claimed (stamped published in one guarded statement) before they are sent, so of
         # the reconcilers of every worker passing at once, one sends each. Same token: if the
         # first message still exists, whichever copy comes second is a no-op.

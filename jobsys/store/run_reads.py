@@ -178,6 +178,8 @@ class RunReads:
                 sa.or_(T.c.created_at < cutoff, T.c.waiting["reason"].as_string() == "not_queued"),
                 sa.or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at < cutoff),
                 T.c.job.not_in(sorted(skip_jobs)),
+                # (a paused run has no message: resuming publishes it, ``pauses.py``)
+                sa.func.coalesce(T.c.waiting["reason"].as_string(), "") != "paused",
             )
             .limit(limit)
         )

@@ -32,6 +32,8 @@ class Kind(enum.StrEnum):
     """The worker is stopping: the run is pending again, for the next worker."""
     STALE = "stale"
     """The message was a duplicate, or the run had moved on: nothing was done."""
+    PAUSED = "paused"
+    """A pause holds the run: it waits, parked, until resumed (``store.pauses``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +83,16 @@ def run(
     """Execute one delivery of a run and record what happened."""
     claim = store.claim(delivery.run_id, delivery.dispatch, limits.lease, spec.timeout)
     if claim is None:
+        # Off the per-job path: only a message whose claim changed nothing gets here.
+        pause = store.pauses.park(delivery.run_id, delivery.dispatch)
+        if pause is not None:
+            log.info(
+                "jobsys: run %s parked: %s",
+                delivery.run_id,
+                pause.describe(),
+                extra={"action": "run_paused", "run_id": delivery.run_id},
+            )
+            return Outcome(Kind.PAUSED)
         log.info(
             "jobsys: ignored stale or duplicate message for run %s",
             delivery.run_id,
