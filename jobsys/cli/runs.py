@@ -36,6 +36,8 @@ def _state(r: runs.RunRecord) -> str:
     """A run's state, and until when it waits if it has a start time to come (a delayed
     run's, or a retrying run's next attempt)."""
     due = r.next_attempt_at
+    if r.state in runs.WAITING and (r.waiting or {}).get("reason") == "paused":
+        return f"{r.state.value} (paused)"  # a pause holds it: ``jobsys queues list``
     if r.state in runs.WAITING and due is not None and due > runs.utcnow():
         return f"{r.state.value} until {_short_time(due)}"
     return r.state.value

@@ -185,7 +185,8 @@ class PauseClient:
 
         client = self._client
         published = pausing.release(client.app, client.registry, client.store, self._seen_tenant)
-        still = [p for p in self.list_pauses() if (p.scope, p.name) == (scope, name) or p.scope == "all"]
+        held = ((scope, name), ("all", ""))
+        still = [p for p in self.list_pauses() if (p.scope, p.name) in held]
         return Resumed(gone, published, still)
 
 
