@@ -4,6 +4,7 @@ import { get, post, seg } from "./api.js";
 import { h } from "./dom.js";
 import { notifyError } from "./shared.js";
 import { buildSchemaForm, wireSubmit } from "./schema_form.js";
+import { pauseBlock } from "./queues.js";
 
 function jobList(view) {
   const list = h("ul", { className: "job-list", testid: "job-list" });
@@ -63,6 +64,7 @@ function jobForm(view, name) {
   get(`/jobs/${seg(name)}`)
     .then((spec) => {
       description.textContent = (spec.description || "").replace(/``/g, "");
+      description.after(pauseBlock(spec));
       schemaForm = buildSchemaForm(fields, spec.input_schema);
       form.dataset.ready = "true";
     })
