@@ -178,13 +178,15 @@ class PauseClient:
         if not checked:
             self._require_admin("resume", target)
         who = self._client.principal
-        gone = self._store.resume(scope, name, None if self._superadmin else who.tenant)
-        detail = ", ".join(f"tenant {p.tenant}" for p in gone) or "(was not paused)"
-        self._client.audit.record(who, "resume", target, "allowed", detail)
         from jobsys.engine import pausing  # (see ``Submitting.app``)
 
         client = self._client
-        published = pausing.release(client.app, client.registry, client.store, self._seen_tenant)
+        owner = None if self._superadmin else who.tenant
+        gone, published = pausing.resume(
+            client.app, client.registry, client.store, (scope, name, owner), self._seen_tenant
+        )
+        detail = ", ".join(f"tenant {p.tenant}" for p in gone) or "(was not paused)"
+        self._client.audit.record(who, "resume", target, "allowed", detail)
         held = ((scope, name), ("all", ""))
         still = [p for p in self.list_pauses() if (p.scope, p.name) in held]
         return Resumed(gone, published, still)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -106,15 +106,28 @@ class PauseStore:
             )
         return Pause(scope, name, tenant, by, now), True
 
-    def resume(self, scope: str, name: str, tenant: str | None) -> list[Pause]:
+    def resume(
+        self,
+        scope: str,
+        name: str,
+        tenant: str | None,
+        knows: Callable[[RunRecord], bool] | None = None,
+        release_tenant: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[Pause], list[RunRecord]]:
         """Delete the pauses of ``scope`` and ``name`` of ``tenant`` (``None``: of every
-        tenant); the pauses deleted."""
+        tenant); the pauses deleted, and (with ``knows``: which runs the caller can publish)
+        the first ``limit`` runs they held, of ``release_tenant`` (``None``: any), taken to
+        publish (``claim_released``) in the same transaction: no reaper takes them first."""
         query = P.delete().where(P.c.scope == scope, P.c.name == name)
         if tenant is not None:
             query = query.where(P.c.tenant == tenant)
         with self.engine.begin() as conn:
-            rows = conn.execute(query.returning(*P.c)).all()
-        return [Pause(**r._asdict()) for r in rows]
+            gone = [Pause(**r._asdict()) for r in conn.execute(query.returning(*P.c)).all()]
+            if not gone or knows is None:
+                return gone, []
+            found = self._released(conn, release_tenant, limit, ())
+            return gone, self._claim(conn, [r for r in found if knows(r)], utcnow())
 
     def find(self, tenant: str | None = None) -> list[Pause]:
         """The pauses that hold runs of ``tenant`` (theirs and every tenant's; ``None``: all)."""
@@ -196,6 +209,24 @@ class PauseStore:
         self, tenant: str | None = None, limit: int = 500, skip_jobs: Collection[str] = ()
     ) -> list[RunRecord]:
         """Parked runs no pause holds any more, highest priority first, then oldest."""
+        with self.engine.connect() as conn:
+            return self._released(conn, tenant, limit, skip_jobs)
+
+    def claim_released(
+        self, found: list[RunRecord], now: dt.datetime | None = None
+    ) -> list[RunRecord]:
+        """Take ``found`` (``released``) to publish: each gets a new message token and is
+        stamped published in one statement, guarded by still being parked and no longer held,
+        so of many resumers and reapers one takes each. The runs taken, in ``found``'s order
+        (priority), with their new tokens."""
+        if not found:
+            return []
+        with self.engine.begin() as conn:
+            return self._claim(conn, found, now or utcnow())
+
+    def _released(
+        self, conn: sa.Connection, tenant: str | None, limit: int, skip_jobs: Collection[str]
+    ) -> list[RunRecord]:
         query = (
             sa.select(T)
             .where(
@@ -211,35 +242,28 @@ class PauseStore:
             query = query.where(T.c.tenant == tenant)
         if skip_jobs:
             query = query.where(T.c.job.not_in(sorted(skip_jobs)))
-        with self.engine.connect() as conn:
-            return [record(r) for r in conn.execute(query)]
+        return [record(r) for r in conn.execute(query)]
 
-    def claim_released(
-        self, found: list[RunRecord], now: dt.datetime | None = None
+    def _claim(
+        self, conn: sa.Connection, found: list[RunRecord], now: dt.datetime
     ) -> list[RunRecord]:
-        """Take ``found`` (``released``) to publish: each gets a new message token and is
-        stamped published in one statement, guarded by still being parked and no longer held,
-        so of many resumers and reapers one takes each. The runs taken, in ``found``'s order
-        (priority), with their new tokens."""
         if not found:
             return []
-        now = now or utcnow()
-        with self.engine.begin() as conn:
-            taken = {
-                str(i): int(d)
-                for i, d in conn.execute(
-                    T.update()
-                    .where(
-                        T.c.id.in_([r.id for r in found]),
-                        T.c.state.in_(run_states.values(run_states.WAITING)),
-                        T.c.published_at.is_(None),
-                        is_parked(),
-                        ~sa.exists(sa.select(P.c.scope).where(_covering())),
-                    )
-                    .values(dispatch=T.c.dispatch + 1, published_at=now, waiting=sa.null())
-                    .returning(T.c.id, T.c.dispatch)
+        taken = {
+            str(i): int(d)
+            for i, d in conn.execute(
+                T.update()
+                .where(
+                    T.c.id.in_([r.id for r in found]),
+                    T.c.state.in_(run_states.values(run_states.WAITING)),
+                    T.c.published_at.is_(None),
+                    is_parked(),
+                    ~sa.exists(sa.select(P.c.scope).where(_covering())),
                 )
-            }
+                .values(dispatch=T.c.dispatch + 1, published_at=now, waiting=sa.null())
+                .returning(T.c.id, T.c.dispatch)
+            )
+        }
         return [
             dataclasses.replace(r, dispatch=taken[r.id], published_at=now, waiting=None)
             for r in found

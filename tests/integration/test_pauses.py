@@ -140,7 +140,7 @@ def test_reapers_publish_parked_runs_whose_pause_is_gone(shared: Cluster) -> Non
     now = c.client.submit("tests.effect", {})
     later = c.client.submit("tests.effect", {}, SubmitOptions(countdown=1.0))
     parked(c, [now, later])
-    assert c.store.pauses.resume("all", "", None)  # deleted, nothing published
+    assert c.store.pauses.resume("all", "", None)[0]  # deleted, nothing published
     records = c.wait_all([now, later], timeout=30)
     assert [(r.state, r.attempts) for r in records] == [(RunState.COMPLETED, 1)] * 2
 
