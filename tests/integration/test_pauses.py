@@ -10,6 +10,7 @@ steer the same pauses; a tenant's admin pauses its own tenant's runs only.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 from collections.abc import Iterator
@@ -24,8 +25,9 @@ from jobsys import Principal
 from jobsys.base import errors
 from jobsys.mcp import tools
 from jobsys.service.client import Client, SubmitOptions
-from jobsys.store import schema
+from jobsys.store import pauses, runs, schema, stores
 from jobsys.store.runs import RunState
+from jobsys.worker import execute
 from tests import cli_runner
 from tests.cluster import Cluster
 from tests.integration.test_http_api import ApiServer
@@ -40,12 +42,15 @@ ACME_VIEWER = Principal(id="val", roles=(), tenant="acme")
 
 
 @pytest.fixture(autouse=True)
-def unpaused(shared: Cluster) -> Iterator[None]:
-    """Each test starts and ends with nothing paused and nothing parked."""
+def unpaused(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test on the cluster ends with nothing paused and nothing parked."""
     yield
-    with shared.store.engine.begin() as conn:
+    if "shared" not in request.fixturenames:
+        return
+    c: Cluster = request.getfixturevalue("shared")
+    with c.store.engine.begin() as conn:
         conn.execute(sa.delete(schema.pauses))
-    shared.client.pauses.resume_all()  # publishes whatever is still parked
+    c.client.pauses.resume_all()  # publishes whatever is still parked
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +234,35 @@ def _gauge(api: httpx.Client, name: str) -> dict[tuple[str, ...], float]:
             for sample in family.samples:
                 found[tuple(sample.labels.values())] = sample.value
     return found
+
+
+def test_a_paused_runs_message_parks_it_and_only_a_resume_sends_it_again(
+    store: stores.Store,
+) -> None:
+    """Without a broker: the claim of a paused run changes nothing and ``execute.run`` parks
+    it (``PAUSED``); neither the reconciler nor the due-run publisher takes it; a stale
+    message of it is still only stale; resuming takes it once, with a new message token."""
+    from tests.integration.test_store import _deliver, make_run
+
+    store.pauses.pause("job", "t.job", pauses.EVERY_TENANT, "ops")
+    now = runs.utcnow()
+    run = make_run(store, input={"x": 2}, next_attempt_at=now - dt.timedelta(seconds=1))
+    _, outcome = _deliver(store, 2, run_id=run.id)
+    assert outcome.kind is execute.Kind.PAUSED
+    held = store.get(run.id)
+    assert held.state is RunState.PENDING and held.attempts == 0
+    assert held.waiting is not None and held.waiting["reason"] == "paused"
+    assert "job 't.job' paused by ops" in held.waiting["message"]
+    assert (held.published_at, held.next_attempt_at) == (None, None)
+    later = now + dt.timedelta(hours=1)
+    assert store.stale_waiting(later, 1.0) == []
+    assert store.claim_due(later, 60.0) == []
+    assert store.pauses.released() == []  # still held
+    _, stale = _deliver(store, 2, dispatch=7, run_id=run.id)
+    assert stale.kind is execute.Kind.STALE
+    gone, taken = store.pauses.resume("job", "t.job", None, lambda r: True)
+    assert [p.name for p in gone] == ["t.job"]
+    assert [(r.id, r.dispatch) for r in taken] == [(run.id, held.dispatch + 1)]
+    assert store.pauses.claim_released([held]) == []  # a second resumer takes nothing
+    _, outcome = _deliver(store, 2, dispatch=held.dispatch + 1, run_id=run.id)
+    assert outcome.kind is execute.Kind.COMPLETED
