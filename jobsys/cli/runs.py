@@ -38,6 +38,8 @@ def _state(r: runs.RunRecord) -> str:
     (``pending (concurrency_limit)``)."""
     due = r.next_attempt_at
     reason = (r.waiting or {}).get("reason") if r.state in runs.WAITING else None
+    if reason == "paused":
+        return f"{r.state.value} (paused)"  # a pause holds it: ``jobsys queues list``
     limit = f" ({reason})" if reason in _LIMITS else ""
     if r.state in runs.WAITING and due is not None and due > runs.utcnow():
         return f"{r.state.value} until {_short_time(due)}{limit}"

@@ -10,7 +10,9 @@ Actions, by what they do to a job's runs and schedules:
 * ``create``, ``update``, ``delete``: create, change (pause, resume) and delete schedules, and
   ``update`` also cancels runs;
 * ``read``: show a run (record, logs, result) or a schedule;
-* ``list``: see the job's runs and schedules in lists.
+* ``list``: see the job's runs and schedules in lists;
+* ``pause``: pause and resume the job (``jobsys jobs pause``); admins only unless the job or
+  the policy sets a rule for it (pausing a queue, or everything, takes an admin role).
 
 A rule allows a principal that has any of its roles or any of its scopes (a rule with neither
 allows everyone) and for which its guard, if any, returns true. An action a job sets no rule
@@ -35,7 +37,7 @@ from jobsys.base import errors
 if TYPE_CHECKING:
     from jobsys.declare.jobs import JobSpec
 
-ACTIONS = ("create", "read", "update", "delete", "execute", "list")
+ACTIONS = ("create", "read", "update", "delete", "execute", "list", "pause")
 INPUT_ACTIONS = ("create", "execute")
 """The actions whose guard sees the input."""
 
@@ -89,6 +91,10 @@ class Rule:
 
 
 ANYONE = Rule()
+ADMINS_ONLY = Rule(guard=lambda who, spec, input: False)
+"""The rule of an action nobody but an admin may take unless a rule says otherwise."""
+ADMIN_ACTIONS = frozenset({"pause"})
+"""The actions whose rule, where neither the job nor the policy sets one, is ``ADMINS_ONLY``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +143,11 @@ class Policy:
             raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
         if self.is_admin(who):
             return True
-        rule = spec.access.get(action) or self.defaults.get(action) or ANYONE
-        return rule.allows(who, spec, input)
+        return self._rule(action, spec).allows(who, spec, input)
+
+    def _rule(self, action: str, spec: JobSpec) -> Rule:
+        fallback = ADMINS_ONLY if action in ADMIN_ACTIONS else ANYONE
+        return spec.access.get(action) or self.defaults.get(action) or fallback
 
     def may(self, who: Principal, action: str, spec: JobSpec) -> bool:
         """Whether ``who`` may ``action`` the job as far as can be told without an input: a
@@ -146,7 +155,7 @@ class Policy:
         the actions that take an input (``execute``, ``create``) the rule's guard is not asked,
         so a rule with a guard counts as allowing here."""
         if action in INPUT_ACTIONS and not self.is_admin(who):
-            rule = spec.access.get(action) or self.defaults.get(action) or ANYONE
+            rule = self._rule(action, spec)
             return Rule(rule.roles, rule.scopes).allows(who, spec)
         return self.allows(who, action, spec)
 

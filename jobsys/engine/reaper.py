@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, states
 
 from jobsys.declare import jobs
+from jobsys.engine import pausing
 from jobsys.engine.publishing import RunFailedResult, publish, republish, store_result
 from jobsys.engine.runtime import Runtime
 from jobsys.store import runs
@@ -134,6 +135,7 @@ class Reaper:
             self._publish(gates.wake_free(store, self.runtime.registry), front=False)
         except Exception:
             log.exception("jobsys reaper: waking runs waiting for a slot failed")
+        pausing.release(self.app, self.runtime.registry, store, knows=self._knows)
         # Claimed (stamped published in one guarded statement) before they are sent, so of
         # the reconcilers of every worker passing at once, one sends each. Same token: if the
         # first message still exists, whichever copy comes second is a no-op.

@@ -27,6 +27,7 @@ from jobsys.http import (
     guard,
     metrics,
     routes_jobs,
+    routes_queues,
     routes_runs,
     routes_schedules,
     routes_system,
@@ -88,6 +89,7 @@ def create_app(
     for module in (
         routes_system,
         routes_jobs,
+        routes_queues,
         routes_runs,
         routes_schedules,
         routes_workflows,

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from jobsys.http import stats
 from jobsys.service.process import Service
-from jobsys.store import limits, runs
+from jobsys.store import limits, pauses, runs
 
 log = logging.getLogger("jobsys.http")
 
@@ -46,6 +46,7 @@ class StoreCollector(Collector):
         for name, depth in sorted((depths or {}).items()):
             queue.add_metric([name], float(depth))
         yield queue
+        yield self._paused()
         lag = GaugeMetricFamily(
             "jobsys_schedule_lag_seconds",
             "How late the most overdue active schedule is (0: none is overdue).",
@@ -54,6 +55,17 @@ class StoreCollector(Collector):
         yield lag
         yield self._waiting_on_limit()
         yield self._workers()
+
+    def _paused(self) -> Metric:
+        family = GaugeMetricFamily(
+            "jobsys_runs_paused",
+            "Waiting runs a pause holds (``jobsys queues pause``, ``jobsys jobs pause``).",
+            labels=["queue"],
+        )
+        counts = pauses.PauseStore(self.service.store.engine).waiting_by_queue()
+        for name, (_, parked) in sorted(counts.items()):
+            family.add_metric([name], float(parked))
+        return family
 
     def _runs(self, counts: dict[tuple[str, str], int]) -> Metric:
         family = GaugeMetricFamily(

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from jobsys.base import config
 from jobsys.declare import jobs
-from jobsys.store import runs, schema
+from jobsys.store import pauses, runs, schema
 
 T = TypeVar("T")
 R = schema.runs
@@ -292,5 +292,8 @@ def summary(
             for name, at in sorted(seen.items())
         ],
         "schedule_lag_seconds": round(schedule_lag(engine, scope.tenant), 3),
+        # what pauses hold: their runs (pending, not started), and the pauses themselves
+        "paused_runs": pauses.PauseStore(engine).count_parked(scope.tenant),
+        "pauses": [p.to_json() for p in pauses.PauseStore(engine).find(scope.tenant)],
         "at": now.isoformat(),
     }

@@ -273,3 +273,19 @@ def _check_text(tool: str, text: str, loc: list[Any]) -> None:
     if UNSTORABLE.search(text):
         problem = "holds a NUL character or a lone surrogate, which cannot be stored; remove it"
         raise InvalidArguments(tool, [_field(loc[:8], problem, "string_unstorable")])
+
+
+class PauseArgs(Args):
+    """``job_pause``, ``job_resume``: a schedule by id, or a job by name."""
+
+    id: Id | None = pydantic.Field(None, description="A schedule id (sch_...).")
+    job: Name | None = pydantic.Field(
+        None, description="A job's name: none of its runs starts while it is paused."
+    )
+
+
+class QueueArgs(Args):
+    """``queue_pause``, ``queue_resume``: a queue by name, or everything."""
+
+    name: Name | None = pydantic.Field(None, description="The queue's name (see queue_list).")
+    all: bool = pydantic.Field(False, description="Every queue (everything), instead of one.")

@@ -19,7 +19,7 @@ from typing import Any
 
 from jobsys.base import errors
 from jobsys.declare import cadence, definitions, jobs, workflows
-from jobsys.mcp import args
+from jobsys.mcp import args, queue_handlers
 from jobsys.mcp.answers import bad_argument, run_status, run_summary, schedule_json, workflow_status
 from jobsys.mcp.names import tool_name
 from jobsys.service import views
@@ -226,12 +226,23 @@ def job_update(c: Client, a: args.UpdateArgs) -> dict[str, Any]:
     return {"schedule": schedule_json(c.schedules.update(_schedule_id(a.id, "updated"), **changes))}
 
 
-def job_pause(c: Client, a: args.IdArgs) -> dict[str, Any]:
-    return {"schedule": schedule_json(c.schedules.pause(_schedule_id(a.id, "paused")))}
+def job_pause(c: Client, a: args.PauseArgs) -> dict[str, Any]:
+    if _paused_job(a) is not None:
+        return queue_handlers.pause_job(c, str(a.job))
+    return {"schedule": schedule_json(c.schedules.pause(_schedule_id(str(a.id), "paused")))}
 
 
-def job_resume(c: Client, a: args.IdArgs) -> dict[str, Any]:
-    return {"schedule": schedule_json(c.schedules.resume(_schedule_id(a.id, "resumed")))}
+def job_resume(c: Client, a: args.PauseArgs) -> dict[str, Any]:
+    if _paused_job(a) is not None:
+        return queue_handlers.resume_job(c, str(a.job))
+    return {"schedule": schedule_json(c.schedules.resume(_schedule_id(str(a.id), "resumed")))}
+
+
+def _paused_job(a: args.PauseArgs) -> str | None:
+    """The job named (``job``), or ``None`` for a schedule (``id``); exactly one is given."""
+    if (a.id is None) == (a.job is None):
+        raise bad_argument("id", "give a schedule's id (sch_...) or a job's name (job), not both")
+    return a.job
 
 
 def job_cancel(c: Client, a: args.IdArgs) -> dict[str, Any]:

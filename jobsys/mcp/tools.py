@@ -8,7 +8,8 @@ input schema is its argument model's (``args.py``) and whose work is done in ``h
   definitions, ``jobsys.declare.definitions``);
 * durable work: ``job_create`` (a background run, or a schedule), ``job_list``, ``job_show``,
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``;
-* the cluster: ``list_workers`` (admin roles).
+* the cluster: ``list_workers`` (admin roles); the queues: ``queue_list``, ``queue_pause``,
+  ``queue_resume`` (``job_pause`` and ``job_resume`` also pause a job by name).
 
 Besides them, one tool per job the caller may execute, ``run__<job>`` (``names.tool_name``:
 ``run__examples__add`` for ``examples.add``), whose input schema is the job's input JSON
@@ -48,6 +49,8 @@ from jobsys.mcp.args import (
     ListArgs,
     ListJobsArgs,
     NoArgs,
+    PauseArgs,
+    QueueArgs,
     RemoveArgs,
     ResultArgs,
     RunArgs,
@@ -85,6 +88,7 @@ from jobsys.mcp.names import (
     legacy_tool_name,
     tool_name,
 )
+from jobsys.mcp.queue_handlers import queue_list, queue_pause, queue_resume
 from jobsys.service.client import Client
 
 log = logging.getLogger("jobsys.mcp")
@@ -198,16 +202,41 @@ TOOLS: tuple[ToolDef, ...] = (
     ),
     ToolDef(
         "job_pause",
-        "Pause a schedule (sch_...): it stops firing until job_resume.",
-        IdArgs,
+        "Pause a schedule (`id`: sch_...): it stops firing until job_resume. Or pause a job "
+        "(`job`: its name; admin roles unless its rules say otherwise): none of its runs starts "
+        "until job_resume; they stay pending, running ones finish.",
+        PauseArgs,
         job_pause,
     ),
     ToolDef(
         "job_resume",
-        "Resume a paused schedule (sch_...): it fires again from now (missed fires are not "
-        "replayed).",
-        IdArgs,
+        "Resume a paused schedule (`id`: sch_...): it fires again from now (missed fires are "
+        "not replayed). Or resume a paused job (`job`): its runs are queued, highest priority "
+        "first.",
+        PauseArgs,
         job_resume,
+    ),
+    ToolDef(
+        "queue_list",
+        "List the queues the jobs use: paused or not (by whom, since when), runs waiting and "
+        "how many of them a pause holds; and every pause (queues, jobs, everything).",
+        NoArgs,
+        queue_list,
+        read_only=True,
+    ),
+    ToolDef(
+        "queue_pause",
+        "Pause a queue (`name`), or everything (`all: true`) (admin roles): none of its runs "
+        "starts until queue_resume; they stay pending, running ones finish.",
+        QueueArgs,
+        queue_pause,
+    ),
+    ToolDef(
+        "queue_resume",
+        "Resume a paused queue (`name`), or everything (`all: true`): the runs it held are "
+        "queued, highest priority first.",
+        QueueArgs,
+        queue_resume,
     ),
     ToolDef(
         "job_cancel",

@@ -23,6 +23,7 @@ from jobsys.base import config, errors
 from jobsys.declare import catalog, jobs, permissions
 from jobsys.service.admin_client import AdminClient
 from jobsys.service.definition_client import DefinitionClient
+from jobsys.service.pause_client import PauseClient
 from jobsys.service.schedule_client import ScheduleClient
 from jobsys.service.submitting import MAX_COUNTDOWN_SECONDS, SubmitOptions, Submitting
 from jobsys.service.workflow_client import WorkflowClient
@@ -131,6 +132,11 @@ class Client(Submitting):
     def schedules(self) -> ScheduleClient:
         """Create and steer schedules (see ``jobsys.every``, ``cron``, ``once``, ``ongoing``)."""
         return ScheduleClient(self)
+
+    @functools.cached_property
+    def pauses(self) -> PauseClient:
+        """Pause and resume queues, jobs or everything; the queues, paused or not."""
+        return PauseClient(self)
 
     def execute(
         self,

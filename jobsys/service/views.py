@@ -26,7 +26,7 @@ from jobsys.base import errors, keywords
 from jobsys.declare import definitions, jobs, workflows
 from jobsys.service.client import Client
 
-MAY = ("execute", "create", "update", "delete")
+MAY = ("execute", "create", "update", "delete", "pause")
 """The actions a job's view says the caller may do (``may``: a hint, the checks still decide)."""
 
 
@@ -158,4 +158,6 @@ def listing_json(c: Client, listing: JobListing) -> dict[str, Any]:
 def describe_job(c: Client, name: str) -> dict[str, Any]:
     """One job as ``c``'s principal is shown it (``UnknownJob``; ``PermissionDenied`` unless
     its ``list`` rule allows the principal, recorded in the audit log)."""
-    return job_json(c.job_spec(name), c)
+    spec = c.job_spec(name)
+    # the pauses that hold its runs (its own, its queue's, everything's): ``Client.pauses``
+    return {**job_json(spec, c), "paused": [p.to_json() for p in c.pauses.job(spec.name)]}

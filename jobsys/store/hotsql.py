@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys.store import run_states, schema
+from jobsys.store import pauses, run_states, schema
 
 _WAITING = run_states.sql_list(run_states.WAITING)
 """The states a run is claimed from (``run_states.WAITING``, which a test checks against the
@@ -44,6 +44,7 @@ _CLAIM = (
     "waiting = NULL "
     f"WHERE id = :rid AND dispatch = :dispatch AND state IN {_WAITING} "
     "AND cancel_requested = false "
+    f"AND {pauses.NOT_PAUSED} "  # a paused run is parked instead (``pauses.py``)
     "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
     "workflow_id, timeout, max_attempts, has_dependents, priority"
 )

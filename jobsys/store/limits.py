@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobsys.declare.flow import FlowLimits
-from jobsys.store import run_states, schema
+from jobsys.store import pauses, run_states, schema
 from jobsys.store.records import RunRecord, record
 
 T = schema.runs
@@ -179,6 +179,7 @@ def claim(
         T.c.dispatch == dispatch,
         T.c.state.in_(_WAITING),
         T.c.cancel_requested.is_(False),
+        sa.text(pauses.NOT_PAUSED),  # a paused run is parked instead (``pauses.py``)
     )
     with _locked(engine, _lock_name(job, limits, key)) as conn:
         why = full(conn, job, limits, key, now)

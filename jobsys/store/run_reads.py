@@ -193,6 +193,8 @@ class RunReads:
                 sa.or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at < cutoff),
                 T.c.job.not_in(sorted(skip_jobs)),
                 T.c.gate.is_(None),  # (waiting for a slot, with no message: ``limits.py``)
+                # (a paused run has no message: resuming publishes it, ``pauses.py``)
+                sa.func.coalesce(T.c.waiting["reason"].as_string(), "") != "paused",
             )
             .limit(limit)
         )

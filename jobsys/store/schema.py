@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import search
 
-REVISION = "0016"
+REVISION = "0017"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -319,6 +319,18 @@ workers = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("last_seen", UTCDateTime, nullable=False),
     sa.Index("ix_jobsys_workers_last_seen", "last_seen"),
+)
+
+# Added by revision 0017: paused work (``pauses.py``): a queue, a job or everything, of one
+# tenant or of every tenant ("*"). The claim of a run reads it (``pauses.NOT_PAUSED``).
+pauses = sa.Table(
+    "jobsys_pauses",
+    metadata,
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("tenant", sa.String(200), primary_key=True),
+    sa.Column("paused_by", sa.String(200), nullable=False),
+    sa.Column("paused_at", UTCDateTime, nullable=False),
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from jobsys.store import runs, schedules, workflow_runs
+from jobsys.store import pauses, runs, schedules, workflow_runs
 
 
 class Store(runs.RunStore):
@@ -25,3 +25,8 @@ class Store(runs.RunStore):
     def schedules(self) -> schedules.ScheduleStore:
         """The schedules in the same database."""
         return schedules.ScheduleStore(self.engine)
+
+    @functools.cached_property
+    def pauses(self) -> pauses.PauseStore:
+        """The paused queues and jobs in the same database, and the runs they hold."""
+        return pauses.PauseStore(self.engine)

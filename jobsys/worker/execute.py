@@ -35,6 +35,8 @@ class Kind(enum.StrEnum):
     WAITING = "waiting"
     """The run waits on a limit (``gates.py``): pending again, its attempt given back; its
     message (``dispatch``, countdown ``delay``) to publish, if it has one."""
+    PAUSED = "paused"
+    """A pause holds the run: it waits, parked, until resumed (``store.pauses``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +108,16 @@ def run(
             )
         claim = gated
     if claim is None:
+        # Off the per-job path: only a message whose claim changed nothing gets here.
+        pause = store.pauses.park(delivery.run_id, delivery.dispatch)
+        if pause is not None:
+            log.info(
+                "jobsys: run %s parked: %s",
+                delivery.run_id,
+                pause.describe(),
+                extra={"action": "run_paused", "run_id": delivery.run_id},
+            )
+            return Outcome(Kind.PAUSED)
         log.info(
             "jobsys: ignored stale or duplicate message for run %s",
             delivery.run_id,

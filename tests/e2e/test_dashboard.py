@@ -621,3 +621,36 @@ def test_the_workers_page_flags_a_node_with_another_catalog_and_a_lost_one(
     ui.by("run-cancel").click()
     ui.expect_run_state("cancelled")
     ui.assert_clean()
+
+
+def test_queues_and_a_jobs_pauses_are_shown_and_steered(
+    ui: Ui, ui_cluster: Cluster, token: str
+) -> None:
+    pauses = ui_cluster.client.pauses
+    try:
+        ui.login(token, "queues")
+        row = ui.page.locator('[data-testid="queue-row"][data-queue="jobs"]')
+        expect(row).to_have_attribute("data-paused", "false")
+        row.get_by_test_id("queue-pause").click()
+        expect(row).to_have_attribute("data-paused", "true")
+        expect(row.get_by_test_id("queue-paused-by")).to_contain_text(f"queue by {ADMIN.id}")
+        assert [(p.scope, p.name) for p in pauses.list_pauses()] == [("queue", "jobs")]
+        row.get_by_test_id("queue-resume").click()
+        expect(row).to_have_attribute("data-paused", "false")
+        assert pauses.list_pauses() == []
+
+        ui.open_form("tests.urgent")  # a job's page says what pauses it, with its button
+        block = ui.by("job-pause")
+        expect(block).to_have_attribute("data-paused", "false")
+        ui.by("job-pause-button").click()
+        expect(block).to_have_attribute("data-paused", "true")
+        expect(ui.by("job-pause-state")).to_contain_text(f"job by {ADMIN.id}")
+        assert [(p.scope, p.name) for p in pauses.list_pauses()] == [("job", "tests.urgent")]
+        ui.by("job-resume").click()
+        expect(block).to_have_attribute("data-paused", "false")
+        assert pauses.list_pauses() == []
+    finally:
+        pauses.resume_all()
+        pauses.resume_queue("jobs")
+        pauses.resume_job("tests.urgent")
+    ui.assert_clean()

@@ -281,9 +281,12 @@ def test_viewer_is_denied_admin_only_job(server: ApiServer, api: httpx.Client) -
         assert_error(viewer.get("/metrics"), 403, "PermissionDenied")
         # each job says what the caller may do to it: a hint; the server still checks
         may = {j["name"]: j["may"] for j in viewer.get("/api/v1/jobs").json()["jobs"]}
-        assert may["examples.add"] == dict.fromkeys(("execute", "create", "update", "delete"), True)
+        assert may["examples.add"] == {
+            **dict.fromkeys(("execute", "create", "update", "delete"), True),
+            "pause": False,  # admins only, unless a rule says otherwise
+        }
         assert may["tests.operated"] == dict.fromkeys(
-            ("execute", "create", "update", "delete"), False
+            ("execute", "create", "update", "delete", "pause"), False
         )
         assert viewer.get("/api/v1/jobs/tests.operated").json()["may"]["delete"] is False
         # a guard that decides on the input is not asked without one

@@ -8,6 +8,7 @@ import { renderSubmit } from "./submit.js";
 import { renderSchedules } from "./schedules.js";
 import { renderWorkflows, renderWorkflowRun } from "./workflows.js";
 import { renderWorkers } from "./workers.js";
+import { renderQueues } from "./queues.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -22,6 +23,7 @@ const routes = [
   [/^workflows$/, () => renderWorkflows],
   [/^workflows\/(.+)$/, () => renderWorkflowRun],
   [/^workers$/, () => renderWorkers],
+  [/^queues$/, () => renderQueues],
 ];
 
 /** "#/runs/abc?job=x" -> {path: "runs/abc", params: URLSearchParams} */

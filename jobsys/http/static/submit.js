@@ -4,6 +4,7 @@ import { get, post, seg } from "./api.js";
 import { h } from "./dom.js";
 import { notifyError } from "./shared.js";
 import { buildSchemaForm, wireSubmit } from "./schema_form.js";
+import { pauseBlock } from "./queues.js";
 
 function jobList(view) {
   const list = h("ul", { className: "job-list", testid: "job-list" });
@@ -70,6 +71,7 @@ function jobForm(view, name) {
         limits.textContent = "Limits: " + declared.map(([k, v]) => `${k} ${v}`).join(" · ");
         limits.hidden = false;
       }
+      description.after(pauseBlock(spec));
       schemaForm = buildSchemaForm(fields, spec.input_schema);
       form.dataset.ready = "true";
     })
