@@ -231,3 +231,24 @@ async def _through_mcp(url: str, token: str, run_id: str) -> dict[str, Any]:
         job = await s.call_tool("describe_job", {"job": "tests.gated_solo"})
         status = await s.call_tool("get_job_status", {"run_id": run_id})
     return {"job": job.structured_content, "status": status.structured_content}
+
+
+def test_a_pause_holds_a_limited_jobs_runs_too(two: Cluster) -> None:
+    """A job with a concurrency limit is claimed by a statement of its own (``limits.claim``):
+    a pause of the job holds its runs all the same, and resuming releases every one."""
+    c = two
+    c.client.pauses.pause_job("tests.limited")
+    try:
+        ids = [c.client.submit("tests.limited", {"seconds": 0.05}) for _ in range(4)]
+
+        def all_parked() -> bool | NotYet:
+            waiting = [(c.store.get(r).waiting or {}).get("reason") for r in ids]
+            return waiting == ["paused"] * 4 or NotYet(waiting)
+
+        eventually(all_parked, 30, what="the paused limited job's runs to be parked")
+        assert [(c.effects / r).exists() for r in ids] == [False] * 4  # none started
+    finally:
+        resumed = c.client.pauses.resume_job("tests.limited")
+    assert resumed.published == 4
+    assert {r.state for r in c.wait_all(ids, timeout=60)} == {RunState.COMPLETED}
+    assert sorted(r for r, _, _ in spans(c, ids)) == sorted(ids)  # each ran once
