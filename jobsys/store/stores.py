@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from jobsys.store import runs, schedules, workflow_runs
+from jobsys.store import bulk, runs, schedules, workflow_runs
 
 
 class Store(runs.RunStore):
@@ -25,3 +25,8 @@ class Store(runs.RunStore):
     def schedules(self) -> schedules.ScheduleStore:
         """The schedules in the same database."""
         return schedules.ScheduleStore(self.engine)
+
+    @functools.cached_property
+    def bulk(self) -> bulk.BulkStore:
+        """Runs matched by a filter, and the batched writes of bulk actions."""
+        return bulk.BulkStore(self.engine, self._end)
