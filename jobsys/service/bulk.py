@@ -286,7 +286,8 @@ class BulkClient:
         if not dry_run:
             denied = result.skipped["permission"]
             outcome = "denied" if denied and not result.done else "allowed"
-            detail = {k: v for k, v in result.to_json().items() if k not in ("sample", "retries", "warning")}
+            left_out = ("sample", "retries", "warning")
+            detail = {k: v for k, v in result.to_json().items() if k not in left_out}
             c.audit.record(c.principal, f"bulk_{action}", "runs", outcome, json.dumps(detail))
         return result
 
