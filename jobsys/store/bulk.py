@@ -122,10 +122,12 @@ class BulkStore:
         self._end = end
 
     def batches(
-        self, where: BulkFilter, tenant: str, cutoff: dt.datetime, size: int = BATCH
+        self, where: BulkFilter, tenant: str, cutoff: dt.datetime, size: int | None = None
     ) -> Iterator[list[RunRecord]]:
         """The runs of ``tenant`` that match ``where`` and were made by ``cutoff``, ``size``
-        at a time, by id. Each page is read when the one before has been dealt with."""
+        (``BATCH``) at a time, by id. Each page is read when the one before has been dealt
+        with."""
+        size = size or BATCH
         base = [
             T.c.tenant == tenant,
             T.c.created_at <= cutoff,
