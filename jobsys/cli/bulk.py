@@ -56,18 +56,23 @@ def run_bulk(action: bulk.Action, where: Sequence[str], dry_run: bool, as_json: 
     click.echo(summary(result))
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 def summary(result: bulk.BulkResult) -> str:
     """The lines a person reads: how many matched, were acted on, skipped and why."""
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skipped.items()) if n)
     if result.dry_run:
+        verb = "matches" if result.matched == 1 else "match"
         lines = [
-            f"{result.matched} runs match; {result.done} would be {PAST[result.action]}"
+            f"{_runs(result.matched)} {verb}; {result.done} would be {PAST[result.action]}"
             + (f", {sum(result.skipped.values())} skipped ({skipped})" if skipped else "")
             + " (dry run: nothing changed)"
         ]
     else:
         lines = [
-            f"{result.matched} runs matched: {result.done} {PAST[result.action]}"
+            f"{_runs(result.matched)} matched: {result.done} {PAST[result.action]}"
             + (f" ({result.stopping} running, asked to stop)" if result.stopping else "")
             + (f", {sum(result.skipped.values())} skipped ({skipped})" if skipped else "")
         ]
