@@ -1,7 +1,8 @@
 """Replaying the dead letters by one filter, measured: N runs that ended failed with all their
 attempts used are inserted through the store, then ``Client.bulk.retry`` with the filter
 ``state=failed, exhausted=true`` (dry run first) retries them on a real ``jobsys worker``.
-Prints the dry run's count and time, the retry's, and how long until every retry completed.
+Prints the dry run's count and time, the retry's, how long until every retry completed, and
+then the time to delete them all (the dead letters and their retries) by the same tag.
 
     python -m tests.benchmarks.bulk_replay --runs 500
     python -m tests.benchmarks.bulk_replay --runs 500 \\
@@ -88,6 +89,14 @@ def measure(tmp: Path, broker: str, database: str | None, n: int, concurrency: i
         print(f"  retry:    matched {done.matched}, retried {done.done}: {t2 - t1:.2f} s")
         print(f"  drained:  {len(completed)} completed {t3 - t2:.2f} s after the retry returned")
         assert dry.done == done.done == len(completed) == n
+        t4 = time.perf_counter()
+        counted = c.client.bulk.delete([f"tag={tag}"], dry_run=True)
+        t5 = time.perf_counter()
+        gone = c.client.bulk.delete([f"tag={tag}"])
+        t6 = time.perf_counter()
+        print(f"  delete:   dry run {counted.done} in {t5 - t4:.2f} s; deleted {gone.done} (the")
+        print(f"            dead letters and their retries, with logs) in {t6 - t5:.2f} s")
+        assert counted.done == gone.done == 2 * n
 
 
 if __name__ == "__main__":
