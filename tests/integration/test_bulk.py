@@ -5,6 +5,7 @@ module's shared cluster do not meet each other's runs."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
@@ -86,6 +87,20 @@ def test_the_dead_letters_are_listed_and_replayed_by_one_filter_all_ending_compl
     listed = c.list(state="failed", exhausted=True, tag=tag, limit=1000)
     assert {r.id for r in listed} == dead
     assert {r.id for r in c.list(state="failed", exhausted=False, tag=tag)}.isdisjoint(dead)
+
+    every_key = [
+        f"tag={tag}",
+        "job=examples.add",
+        "state=failed,cancelled",
+        "since=1h",
+        f"until={(runs.utcnow() + dt.timedelta(minutes=1)).isoformat()}",
+        "error=CARD DECLINED #",  # any case, % and _ taken as they are
+        "priority=5",
+        "principal=local",
+    ]
+    assert c.bulk.retry(every_key, dry_run=True).matched == N + 3
+    assert c.bulk.retry([*every_key[:5], "error=50%_off"], dry_run=True).matched == 0
+    assert c.bulk.retry([f"tag={tag}", "since=2030-01-01T00:00:00Z"], dry_run=True).matched == 0
 
     where = [f"tag={tag}", "state=failed", "exhausted=true"]
     dry = c.bulk.retry(where, dry_run=True)
