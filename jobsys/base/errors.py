@@ -50,6 +50,16 @@ class InvalidInput(JobsysError):
         super().__init__(f"invalid {what} for job {job!r}: " + "; ".join(parts))
 
 
+class InvalidFilter(InvalidInput):
+    """A filter that cannot be used (an unknown key, a bad value, or none at all where one is
+    required); ``errors`` names each bad key under ``loc``."""
+
+    def __init__(self, what: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(what, errors, "filter")
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in errors]
+        self.args = (f"invalid filter for {what}: " + "; ".join(parts),)
+
+
 def choice(enum_type: Any, value: str | None, where: str) -> Any:
     """``enum_type(value)``, or ``None`` for no value; ``InvalidInput`` naming the choices."""
     if not value:

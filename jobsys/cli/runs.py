@@ -9,6 +9,7 @@ import time
 import click
 from rich.table import Table
 
+from jobsys.cli import bulk as cli_bulk
 from jobsys.cli import workflows as cli_workflows
 from jobsys.cli.base import (
     DURATION,
@@ -63,6 +64,12 @@ _LIMITS = ("concurrency_limit", "rate_limit", "backoff")
 @click.option("--schedule", "schedule_id", default=None, help="Only runs this schedule made.")
 @click.option("--workflow", "workflow_id", default=None, help="Only steps of this workflow run.")
 @click.option("--parent", "parent_id", default=None, help="Only runs made from this run.")
+@click.option(
+    "--exhausted/--not-exhausted",
+    default=None,
+    help="Only runs that used all their attempts (or that did not); with --state failed: "
+    "the dead-letter view.",
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -75,6 +82,7 @@ def runs_list(
     schedule_id: str | None,
     workflow_id: str | None,
     parent_id: str | None,
+    exhausted: bool | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -89,6 +97,7 @@ def runs_list(
         schedule_id=schedule_id,
         workflow_id=workflow_id,
         parent_id=parent_id,
+        exhausted=exhausted,
     )
     if as_json:
         emit_json([r.to_json() for r in records])
@@ -219,11 +228,17 @@ def runs_result(run_id: str, wait_seconds: float, as_json: bool) -> None:
 
 
 @runs_group.command("cancel")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@cli_bulk.where_option
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def runs_cancel(run_id: str, as_json: bool) -> None:
-    """Cancel a run: a waiting one never starts, a running one is stopped."""
+def runs_cancel(run_id: str | None, where: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Cancel a run (or every run --where matches): a waiting one never starts, a running one
+    is stopped."""
+    if cli_bulk.check_target("cancel", run_id, where, dry_run):
+        cli_bulk.run_bulk("cancel", where, dry_run, as_json)
+        return
+    assert run_id is not None
     done = make_client().cancel(run_id)
     record = done.record
     if done.warning:
@@ -237,17 +252,26 @@ def runs_cancel(run_id: str, as_json: bool) -> None:
 
 
 @runs_group.command("retry")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@cli_bulk.where_option
 @click.option("--json", "as_json", is_flag=True, help="Print the new run's record as JSON.")
 @handle_errors
-def runs_retry(run_id: str, as_json: bool) -> None:
-    """Submit a failed or cancelled run again; prints the new run id."""
+def runs_retry(run_id: str | None, where: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Submit a failed or cancelled run again (or every one --where matches); prints the new
+    run id."""
+    if cli_bulk.check_target("retry", run_id, where, dry_run):
+        cli_bulk.run_bulk("retry", where, dry_run, as_json)
+        return
+    assert run_id is not None
     c = make_client()
     new_id = c.retry(run_id)
     if as_json:
         emit_json({**c.status(new_id).to_json(), "retry_of": run_id})
         return
     click.echo(new_id)
+
+
+cli_bulk.delete_command(runs_group)
 
 
 # --- bench ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from jobsys.http import (
     errors,
     guard,
     metrics,
+    routes_bulk,
     routes_jobs,
     routes_queues,
     routes_runs,
@@ -89,6 +90,7 @@ def create_app(
     for module in (
         routes_system,
         routes_jobs,
+        routes_bulk,  # (before routes_runs: see there)
         routes_queues,
         routes_runs,
         routes_schedules,

@@ -126,6 +126,10 @@ def list_runs(
     parent: Annotated[
         str | None, Query(max_length=64, description="Only runs made from this run.")
     ] = None,
+    exhausted: Annotated[
+        bool | None,
+        Query(description="Only runs that used all their attempts (true) or not (false)."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     found = c.list(
@@ -140,6 +144,7 @@ def list_runs(
         schedule_id=schedule or None,
         workflow_id=workflow or None,
         parent_id=parent or None,
+        exhausted=exhausted,
     )
     return {"runs": [r.to_json() for r in found]}
 

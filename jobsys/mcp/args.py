@@ -198,6 +198,11 @@ class ListArgs(Args):
         None, description="Only steps of this workflow run (wf_...)."
     )
     parent: Id | None = pydantic.Field(None, description="Only runs made from this run.")
+    exhausted: bool | None = pydantic.Field(
+        None,
+        description="Only runs that used all their attempts (true) or not (false); with "
+        "state failed: the dead letters.",
+    )
     limit: Limit = 20
 
 

@@ -178,6 +178,7 @@ def job_list(c: Client, a: args.ListArgs) -> dict[str, Any]:
             schedule_id=a.schedule,
             workflow_id=a.workflow,
             parent_id=a.parent,
+            exhausted=a.exhausted,
         )
         out["runs"] = [run_summary(r) for r in found]
     if a.what in ("all", "schedules"):

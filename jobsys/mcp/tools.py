@@ -10,6 +10,8 @@ input schema is its argument model's (``args.py``) and whose work is done in ``h
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``;
 * the cluster: ``list_workers`` (admin roles); the queues: ``queue_list``, ``queue_pause``,
   ``queue_resume`` (``job_pause`` and ``job_resume`` also pause a job by name).
+* bulk actions on the runs a filter matches (``mcp/bulk.py``): ``runs_bulk_cancel``,
+  ``runs_bulk_retry``, ``runs_bulk_delete``, each with a ``dry_run``.
 
 Besides them, one tool per job the caller may execute, ``run__<job>`` (``names.tool_name``:
 ``run__examples__add`` for ``examples.add``), whose input schema is the job's input JSON
@@ -39,6 +41,7 @@ import pydantic
 from jobsys.base import errors
 from jobsys.base.errors import ToolError
 from jobsys.declare import definitions, jobs
+from jobsys.mcp import bulk
 from jobsys.mcp.answers import InvalidArguments
 from jobsys.mcp.args import (
     Args,
@@ -278,6 +281,14 @@ TOOLS: tuple[ToolDef, ...] = (
         NoArgs,
         list_workers,
         read_only=True,
+    ),
+    *(
+        ToolDef(name, bulk.DESCRIPTIONS[name], bulk.BulkArgs, run)
+        for name, run in (
+            ("runs_bulk_cancel", bulk.runs_bulk_cancel),
+            ("runs_bulk_retry", bulk.runs_bulk_retry),
+            ("runs_bulk_delete", bulk.runs_bulk_delete),
+        )
     ),
 )
 BY_NAME = {t.name: t for t in TOOLS}

@@ -22,6 +22,7 @@ import pydantic
 from jobsys.base import config, errors
 from jobsys.declare import catalog, jobs, permissions
 from jobsys.service.admin_client import AdminClient
+from jobsys.service.bulk import BulkClient
 from jobsys.service.definition_client import DefinitionClient
 from jobsys.service.pause_client import PauseClient
 from jobsys.service.schedule_client import ScheduleClient
@@ -117,6 +118,11 @@ class Client(Submitting):
     def admin(self) -> AdminClient:
         """API tokens and the audit log (admin roles only)."""
         return AdminClient(self)
+
+    @functools.cached_property
+    def bulk(self) -> BulkClient:
+        """Cancel, retry or delete the runs matching a filter, or count them (a dry run)."""
+        return BulkClient(self)
 
     @functools.cached_property
     def definitions(self) -> DefinitionClient:
@@ -243,11 +249,14 @@ class Client(Submitting):
         schedule_id: str | None = None,
         workflow_id: str | None = None,
         parent_id: str | None = None,
+        exhausted: bool | None = None,
     ) -> list[runs.RunRecord]:
         """Runs of this principal's tenant, newest first. ``search`` keeps the runs whose
         error or logs hold all its keywords, or whose job's name, description or tags do;
         ``schedule_id``, ``workflow_id`` and ``parent_id`` the runs a schedule made, the steps
-        of a workflow run, the runs made from a run (its retries)."""
+        of a workflow run, the runs made from a run (its retries); ``exhausted`` the runs
+        that used all their attempts (``True``) or did not (``False``): with
+        ``state="failed"``, the dead-letter view."""
         run_state = errors.choice(runs.RunState, state, "runs.list")
         found = self.store.select(
             runs.RunFilter(
@@ -261,6 +270,7 @@ class Client(Submitting):
                 schedule_id=schedule_id,
                 workflow_id=workflow_id,
                 parent_id=parent_id,
+                exhausted=exhausted,
                 text=search,
                 text_jobs=self.registry.matching(search) if search else (),
                 jobs=self.visible_jobs(),

@@ -204,6 +204,8 @@ class RunFilter:
     """Only the steps of this workflow run (``wf_...``)."""
     parent_id: str | None = None
     """Only the runs made from this one (its retries)."""
+    exhausted: bool | None = None
+    """``True``: only runs that used all their attempts; ``False``: only runs that did not."""
     text: str | None = None
     """Keywords: runs whose error or logs hold all of them (``search.py``)..."""
     text_jobs: tuple[str, ...] = ()

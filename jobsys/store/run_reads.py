@@ -123,6 +123,9 @@ class RunReads:
             query = query.where(T.c.created_at >= f.since)
         if f.until is not None:
             query = query.where(T.c.created_at < f.until)
+        if f.exhausted is not None:
+            used = T.c.attempts >= T.c.max_attempts
+            query = query.where(used if f.exhausted else sa.not_(used))
         if f.tag is not None:  # in SQL, so that the limit counts tagged runs only
             query = query.where(self._has_tag).params(tag_json=json.dumps([f.tag]))
         if f.text is not None:

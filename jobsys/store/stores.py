@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from jobsys.store import pauses, runs, schedules, workflow_runs
+from jobsys.store import bulk, pauses, runs, schedules, workflow_runs
 
 
 class Store(runs.RunStore):
@@ -30,3 +30,8 @@ class Store(runs.RunStore):
     def pauses(self) -> pauses.PauseStore:
         """The paused queues and jobs in the same database, and the runs they hold."""
         return pauses.PauseStore(self.engine)
+
+    @functools.cached_property
+    def bulk(self) -> bulk.BulkStore:
+        """Runs matched by a filter, and the batched writes of bulk actions."""
+        return bulk.BulkStore(self.engine, self._end)

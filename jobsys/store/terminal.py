@@ -18,6 +18,7 @@ transaction.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -109,20 +110,33 @@ class TerminalWriter:
     def cancel_waiting(self, conn: sa.Connection, run_id: str, now: dt.datetime) -> bool:
         """A run not started yet (waiting or blocked) -> cancelled, in the caller's
         transaction; ``False`` if it had started or ended."""
-        done = conn.execute(
-            T.update()
-            .where(T.c.id == run_id, T.c.state.in_(run_states.values(run_states.CANCEL_AT_ONCE)))
-            .values(
-                state=RunState.CANCELLED.value,
-                cancel_requested=True,
-                finished_at=now,
-                error=CANCELLED_WAITING,
-                waiting=None,
+        return bool(self.cancel_waiting_many(conn, [run_id], now))
+
+    def cancel_waiting_many(
+        self, conn: sa.Connection, run_ids: Sequence[str], now: dt.datetime
+    ) -> list[str]:
+        """``cancel_waiting`` for many runs in one statement (a bulk cancel); returns the
+        ids of those cancelled."""
+        done = [
+            str(i)
+            for (i,) in conn.execute(
+                T.update()
+                .where(
+                    T.c.id.in_(list(run_ids)),
+                    T.c.state.in_(run_states.values(run_states.CANCEL_AT_ONCE)),
+                )
+                .values(
+                    state=RunState.CANCELLED.value,
+                    cancel_requested=True,
+                    finished_at=now,
+                    error=CANCELLED_WAITING,
+                    waiting=None,
+                )
+                .returning(T.c.id)
             )
-        ).rowcount
-        if done:
-            search.index(conn, [(run_id, search.error_text(CANCELLED_WAITING))])
-        return bool(done)
+        ]
+        search.index(conn, [(i, search.error_text(CANCELLED_WAITING)) for i in done])
+        return done
 
 
 def _epoch(column: Any, engine: sa.Engine) -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from jobsys import SubmitOptions
 from jobsys.declare import cadence, permissions
 from jobsys.store import runs
 from tests.cluster import Cluster, cluster
@@ -276,6 +277,36 @@ def test_a_failed_run_is_retried_with_the_button(ui: Ui, ui_cluster: Cluster, to
     ui.expect_run_state("failed")
     assert ui_cluster.store.get(new_id).parent_id == failed_id
     assert ui_cluster.executions(new_id) == 1
+    ui.assert_clean()
+
+
+def test_the_runs_a_filter_selects_are_retried_in_bulk_after_a_count(
+    ui: Ui, ui_cluster: Cluster, token: str
+) -> None:
+    tag = "ui-bulk-7"
+    options = SubmitOptions(tags=(tag,))
+    failed = [ui_cluster.client.submit("ui.fail", {"reason": "bulk"}, options) for _ in range(3)]
+    ui_cluster.wait_all(failed, timeout=60)
+
+    ui.login(token, f"runs?tag={tag}&state=failed&exhausted=true")
+    expect(ui.by("runs-filter-exhausted")).to_be_checked()
+    expect(ui.by("run-row")).to_have_count(3)
+    ui.by("runs-bulk-retry").click()
+    expect(ui.by("runs-bulk-question")).to_have_text("3 runs match — retry them?")
+    ui.by("runs-bulk-keep").click()  # nothing yet
+    expect(ui.by("runs-bulk-panel")).to_be_hidden()
+    assert ui_cluster.client.list(tag=tag, limit=10) and not [
+        r for r in ui_cluster.client.list(tag=tag, limit=10) if r.parent_id
+    ]
+    ui.by("runs-bulk-retry").click()
+    ui.by("runs-bulk-go").click()
+    expect(ui.by("runs-bulk-result")).to_have_text("3 of 3 runs retried.")
+    retries = [r for r in ui_cluster.client.list(tag=tag, limit=10) if r.parent_id]
+    assert sorted(r.parent_id or "" for r in retries) == sorted(failed)
+
+    ui.by("runs-filter-search").fill("bulk")  # keyword search: no bulk action
+    ui.by("runs-filter-apply").click()
+    expect(ui.by("runs-bulk-delete")).to_be_disabled()
     ui.assert_clean()
 
 

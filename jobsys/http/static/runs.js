@@ -1,11 +1,12 @@
 // The runs table: filters, keyword search, live state and progress (polled every second).
 
 import { get, query, seg } from "./api.js";
+import { bulkBar } from "./bulk.js";
 import { badge, fmtDuration, fmtTime, h, progressBar, replace, runPct, shortId } from "./dom.js";
 import { poll } from "./shared.js";
 
 export const STATES = ["pending", "blocked", "running", "retrying", "completed", "failed", "cancelled"];
-const FILTERS = ["job", "state", "tag", "q"];
+const FILTERS = ["job", "state", "tag", "q", "exhausted"];
 
 async function loadJobNames() {
   const data = await get("/jobs");
@@ -26,15 +27,19 @@ function filterForm(params, onChange) {
   const state = select("runs-filter-state", "state", "state", STATES, params.get("state") || "");
   const tag = h("input", { testid: "runs-filter-tag", name: "tag", placeholder: "tag", value: params.get("tag") || "" });
   const q = h("input", { testid: "runs-filter-search", name: "q", type: "search", placeholder: "search errors, logs, jobs", value: params.get("q") || "" });
-  const form = h("form", { className: "filters", testid: "runs-filters" }, job, state, tag, q,
+  const exhausted = h("input", { type: "checkbox", testid: "runs-filter-exhausted", name: "exhausted", checked: params.get("exhausted") === "true" });
+  const dead = h("label", { title: "Runs that used all their attempts (with state failed: the dead letters)" }, exhausted, " attempts used up");
+  const form = h("form", { className: "filters", testid: "runs-filters" }, job, state, tag, q, dead,
     h("button", { type: "submit", testid: "runs-filter-apply" }, "Apply"));
-  const values = () => Object.fromEntries(FILTERS.map((k) => [k, form.elements[k].value.trim()]));
+  const value = (k) => (k === "exhausted" ? (exhausted.checked ? "true" : "") : form.elements[k].value.trim());
+  const values = () => Object.fromEntries(FILTERS.map((k) => [k, value(k)]));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     onChange(values());
   });
   job.addEventListener("change", () => onChange(values()));
   state.addEventListener("change", () => onChange(values()));
+  exhausted.addEventListener("change", () => onChange(values()));
   loadJobNames()
     .then((names) => {
       const current = params.get("job") || "";
@@ -100,13 +105,14 @@ export function renderRuns(view, _arg, params) {
     h("thead", null, h("tr", null, ["run", "job", "state", "progress", "attempts", "worker", "created", "duration", "tags"].map((c) => h("th", null, c)))),
     tbody,
   );
-  view.append(h("h1", null, "Runs ", count), filterForm(params, onChange), table, empty);
   const rows = new Map();
-  return poll(async () => {
+  let refresh = () => {};
+  view.append(h("h1", null, "Runs ", count), filterForm(params, onChange), bulkBar(filters, () => refresh()), table, empty);
+  return poll((refresh = async () => {
     const data = await get(`/runs${query({ ...filters, limit: 100 })}`);
     const runs = data.runs || [];
     updateRows(tbody, runs, rows);
     empty.hidden = runs.length > 0;
     count.textContent = `(${runs.length}${runs.length >= 100 ? "+" : ""})`;
-  });
+  }));
 }
