@@ -165,7 +165,12 @@ class BulkClient:
             result._did(r.id for r in allowed)
             result.stopping += sum(1 for r in allowed if r.state is RunState.RUNNING)
             return
-        cancelled, stopping = self._c.store.bulk.cancel([r.id for r in allowed], runs.utcnow())
+        cancelled, stopping = self._c.store.bulk.cancel(
+            [r.id for r in allowed],
+            runs.utcnow(),
+            actor=self._c.principal.id,
+            attempts={r.id: r.attempts for r in allowed},
+        )
         result.skipped["state"] += len(allowed) - len(cancelled) - len(stopping)
         result._did([*cancelled, *stopping])
         result.stopping += len(stopping)
@@ -234,6 +239,10 @@ class BulkClient:
             return
         if made:
             c.store.insert([row for _, row, _ in made])
+            attempts = {r.id: r.attempts for r in ended}
+            c.store.bulk.record_retries(
+                {old: (attempts[old], str(row["id"])) for _, row, old in made}, c.principal.id
+            )
             self._publish([(spec, row) for spec, row, _ in made])
         result._did(old for _, _, old in made)
         for _, row, old in made[: max(0, SAMPLE - len(result.retries))]:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys.store import run_states, schema, search
+from jobsys.store import events, run_states, schema, search
 from jobsys.store.records import RunRecord, record
 from jobsys.store.run_states import RunState
 from jobsys.store.terminal import TerminalWriter
@@ -166,13 +166,25 @@ class BulkStore:
         with self.engine.connect() as conn:
             return {str(i) for (i,) in conn.execute(query)}
 
-    def cancel(self, run_ids: Sequence[str], now: dt.datetime) -> tuple[list[str], list[str]]:
+    def cancel(
+        self,
+        run_ids: Sequence[str],
+        now: dt.datetime,
+        actor: str | None = None,
+        attempts: Mapping[str, int] | None = None,
+    ) -> tuple[list[str], list[str]]:
         """Cancel runs in one transaction: those not started end cancelled at once, running
         ones are asked to stop. Returns (cancelled, asked to stop); a run that ended
-        meanwhile is in neither."""
+        meanwhile is in neither. ``actor``: who asked, kept in each run's history (with the
+        run's attempt from ``attempts``)."""
         if not run_ids:
             return [], []
         with self.engine.begin() as conn:
+            if actor is not None:
+                detail = {"action": "cancel_requested", "bulk": True}
+                events.actions(
+                    conn, [(i, (attempts or {}).get(i, 0), detail) for i in run_ids], actor
+                )
             cancelled = self._end.cancel_waiting_many(conn, run_ids, now)
             rest = [i for i in run_ids if i not in set(cancelled)]
             stopping = (
@@ -189,6 +201,19 @@ class BulkStore:
                 else []
             )
         return cancelled, stopping
+
+    def record_retries(self, retried: Mapping[str, tuple[int, str]], actor: str) -> None:
+        """Keep in each old run's history that ``actor`` retried it, as which new run
+        (``{old id: (its attempt, new id)}``)."""
+        with self.engine.begin() as conn:
+            events.actions(
+                conn,
+                [
+                    (old, attempt, {"action": "retried", "run_id": new, "bulk": True})
+                    for old, (attempt, new) in retried.items()
+                ],
+                actor,
+            )
 
     def delete(self, run_ids: Sequence[str]) -> list[str]:
         """Remove ended runs with their log lines, search entries and dependency rows, in

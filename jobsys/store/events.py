@@ -198,6 +198,28 @@ def action(
     )
 
 
+def actions(conn: sa.Connection, done: list[tuple[str, int, dict[str, Any]]], actor: str) -> None:
+    """Record what ``actor`` did to many runs at once (a bulk action): ``(run id, attempt,
+    detail)`` each, in the caller's transaction, one statement."""
+    if not done:
+        return
+    at = dt.datetime.now(dt.UTC).timestamp()
+    conn.execute(
+        E.insert(),
+        [
+            {
+                "run_id": run_id,
+                "at": at,
+                "kind": "action",
+                "attempt": attempt,
+                "actor": actor,
+                "detail": detail,
+            }
+            for run_id, attempt, detail in done
+        ],
+    )
+
+
 def _event(row: Any) -> RunEvent:
     return RunEvent(
         id=int(row.id),

@@ -119,6 +119,13 @@ def test_the_dead_letters_are_listed_and_replayed_by_one_filter_all_ending_compl
     retries = [r for r in tagged(shared, tag) if r.parent_id]
     assert {r.parent_id for r in retries} == dead and len(retries) == N
     assert {r.output for r in retries} == {i + 1 for i in range(N)}  # each its own input
+    one = retries[0]
+    assert one.parent_id is not None
+    [replayed] = [e for e in c.events(one.parent_id).events if e.kind == "action"]
+    assert (replayed.actor, replayed.detail) == (
+        c.principal.id,
+        {"action": "retried", "run_id": one.id, "bulk": True},
+    )
 
     again = c.bulk.retry(where)  # a second replay does not run them twice
     assert (again.matched, again.done, again.to_json()["skipped"]) == (
@@ -171,6 +178,11 @@ def test_cancel_by_filter_stops_waiting_and_running_runs_and_skips_ended_ones(
     single = c.cancel(c.submit("examples.add", {"a": 1, "b": 1}, options)).record
     bulk_one = c.status(later[0])
     assert (bulk_one.error, bulk_one.cancel_requested) == (single.error, single.cancel_requested)
+    # and each run's history says who asked, as a single cancel's does
+    asked = [e for e in c.events(later[0]).events if e.kind == "action"]
+    assert [(e.actor, (e.detail or {}).get("action")) for e in asked] == [
+        (c.principal.id, "cancel_requested")
+    ]
 
 
 def test_delete_by_filter_removes_ended_runs_with_their_logs_and_keeps_the_others(
@@ -196,6 +208,7 @@ def test_delete_by_filter_removes_ended_runs_with_their_logs_and_keeps_the_other
     with pytest.raises(errors.RunNotFound):
         c.status(logged)
     assert shared.store.logs(logged) == []
+    assert shared.store.events(logged) == []  # its history went with it
     assert c.list(search="gone soon", tag=tag) == []
     c.cancel(waiting)
 
