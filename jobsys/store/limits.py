@@ -86,12 +86,23 @@ def _lock_name(job: str, limits: FlowLimits, key: str | None) -> str:
     return f"jobsys-slot:{job}\x00{key}"
 
 
+_HELD = (
+    T.c.state == _RUNNING,
+    T.c.job == sa.bindparam("p_job"),
+    T.c.lease_expires_at > sa.bindparam("p_now", type_=schema.UTCDateTime),
+)
+_COUNT_JOB = sa.select(sa.func.count()).where(*_HELD)
+_COUNT_KEY = sa.select(sa.func.count()).where(*_HELD, T.c.limit_key == sa.bindparam("p_key"))
+"""Slots held: running runs of the job (and key) whose lease holds. Built once: building a
+statement per claim cost more than running it."""
+
+
 def _running(conn: sa.Connection, job: str, key: str | None, now: dt.datetime) -> int:
     """Slots held: running runs of ``job`` (with ``key``, unless ``None``) whose lease holds."""
-    where = [T.c.state == _RUNNING, T.c.job == job, T.c.lease_expires_at > now]
-    if key is not None:
-        where.append(T.c.limit_key == key)
-    return int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar() or 0)
+    if key is None:
+        return int(conn.execute(_COUNT_JOB, {"p_job": job, "p_now": now}).scalar() or 0)
+    found = conn.execute(_COUNT_KEY, {"p_job": job, "p_now": now, "p_key": key}).scalar()
+    return int(found or 0)
 
 
 def full(
@@ -140,6 +151,23 @@ def waiting_for_slot(message: str, key: str | None, now: dt.datetime) -> dict[st
     return out
 
 
+_OURS = (
+    T.c.id == sa.bindparam("p_rid"),
+    T.c.dispatch == sa.bindparam("p_dispatch"),
+    T.c.state.in_(_WAITING),
+    T.c.cancel_requested.is_(False),
+)
+_KEY = sa.select(T.c.limit_key).where(T.c.id == sa.bindparam("p_rid"))
+_GATE = (
+    T.update()
+    .where(*_OURS)
+    .values(
+        gate=CONCURRENCY,
+        dispatch=T.c.dispatch + 1,
+        published_at=sa.bindparam("p_now", type_=schema.UTCDateTime),
+        waiting=sa.bindparam("p_waiting", type_=schema.JSON),
+    )
+)
 _CLAIMED = (
     T.c.attempts,
     T.c.meta,
@@ -155,6 +183,28 @@ _CLAIMED = (
     T.c.has_dependents,
     T.c.priority,
 )
+
+
+_CLAIM = (
+    T.update()
+    .where(*_OURS)
+    .values(
+        state=_RUNNING,
+        attempts=T.c.attempts + 1,
+        started_at=sa.func.coalesce(
+            T.c.started_at, sa.bindparam("p_now", type_=schema.UTCDateTime)
+        ),
+        lease_expires_at=sa.bindparam("p_lease", type_=schema.UTCDateTime),
+        deadline_at=sa.bindparam("p_deadline", type_=schema.UTCDateTime),
+        worker=sa.bindparam("p_worker"),
+        worker_pid=sa.bindparam("p_pid"),
+        next_attempt_at=None,
+        waiting=sa.null(),
+        gate=None,
+    )
+    .returning(*_CLAIMED)
+)
+"""``hotsql``'s claim, with the same values back, for a run that took a slot."""
 
 
 def claim(
@@ -173,43 +223,24 @@ def claim(
     ``hotsql.claim`` does (the same values back); ``FULL`` if none is: the run is pending
     again, waiting for one (``gate``), its message used up; ``None`` for a stale message."""
     with engine.connect() as conn:
-        key = conn.execute(sa.select(T.c.limit_key).where(T.c.id == run_id)).scalar()
-    ours = (
-        T.c.id == run_id,
-        T.c.dispatch == dispatch,
-        T.c.state.in_(_WAITING),
-        T.c.cancel_requested.is_(False),
-    )
+        key = conn.execute(_KEY, {"p_rid": run_id}).scalar()
+    ours = {"p_rid": run_id, "p_dispatch": dispatch}
     with _locked(engine, _lock_name(job, limits, key)) as conn:
         why = full(conn, job, limits, key, now)
         if why is not None:
-            moved = conn.execute(
-                T.update()
-                .where(*ours)
-                .values(
-                    gate=CONCURRENCY,
-                    dispatch=T.c.dispatch + 1,
-                    published_at=now,
-                    waiting=waiting_for_slot(why, key, now),
-                )
-            ).rowcount
+            waiting = waiting_for_slot(why, key, now)
+            moved = conn.execute(_GATE, {**ours, "p_now": now, "p_waiting": waiting}).rowcount
             return FULL if moved else None
         row = conn.execute(
-            T.update()
-            .where(*ours)
-            .values(
-                state=_RUNNING,
-                attempts=T.c.attempts + 1,
-                started_at=sa.func.coalesce(T.c.started_at, sa.literal(now, schema.UTCDateTime)),
-                lease_expires_at=lease_at,
-                deadline_at=deadline,
-                worker=worker,
-                worker_pid=pid,
-                next_attempt_at=None,
-                waiting=sa.null(),
-                gate=None,
-            )
-            .returning(*_CLAIMED)
+            _CLAIM,
+            {
+                **ours,
+                "p_now": now,
+                "p_lease": lease_at,
+                "p_deadline": deadline,
+                "p_worker": worker,
+                "p_pid": pid,
+            },
         ).first()
     if row is None:
         return None
