@@ -261,7 +261,9 @@ def runs_cancel(run_id: str | None, where: tuple[str, ...], dry_run: bool, as_js
 @runs_group.command("retry")
 @click.argument("run_id", required=False)
 @cli_bulk.where_option
-@click.option("--json", "as_json", is_flag=True, help="Print the new run's record as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the new run's record (--where: the counts)."
+)
 @handle_errors
 def runs_retry(run_id: str | None, where: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
     """Submit a failed or cancelled run again (or every one --where matches); prints the new
