@@ -218,6 +218,14 @@ def test_every_interface_shows_the_limits_and_why_a_run_waits(two: Cluster) -> N
                     for s in f.samples
                 }
                 assert gauge["concurrency_limit"] >= 1, gauge
+                bad = {"kind": "alias", "name": "team.bad", "target": "examples.add"}
+                for body, field in (
+                    ({**bad, "rate": "lots"}, "rate"),
+                    ({**bad, "max_concurrency": 0}, "max_concurrency"),
+                    ({**bad, "concurrency_key": "nope"}, "concurrency_key"),
+                ):
+                    refused = http.post("/api/v1/definitions", json=body)
+                    assert refused.status_code == 422 and field in refused.text, refused.text
             mcp = asyncio.run(_through_mcp(server.url, token, queued))
         assert mcp["job"]["limits"] == declared
         assert mcp["status"]["waiting_reason"] == "concurrency_limit", mcp["status"]
@@ -230,4 +238,7 @@ async def _through_mcp(url: str, token: str, run_id: str) -> dict[str, Any]:
     async with http_session(f"{url}/mcp", token) as s:
         job = await s.call_tool("describe_job", {"job": "tests.gated_solo"})
         status = await s.call_tool("get_job_status", {"run_id": run_id})
+        bad = {"kind": "alias", "name": "team.bad", "target": "examples.add", "rate": "lots"}
+        refused = await s.call_tool("register_job", bad)
+    assert refused.is_error and "rate" in str(refused.content[0].text), refused.content  # type: ignore[union-attr]
     return {"job": job.structured_content, "status": status.structured_content}
