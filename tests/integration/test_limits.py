@@ -181,6 +181,9 @@ def test_every_interface_shows_the_limits_and_why_a_run_waits(two: Cluster) -> N
             return r.gate == "concurrency" or NotYet((r.state.value, r.waiting))
 
         eventually(waits, 20, interval=0.05, what="the second run to wait for the slot")
+        # Other jobs' runs are not held up by a run waiting for a slot (nor by its worker).
+        sums = [two.client.execute("examples.add", {"a": i, "b": 1}) for i in range(4)]
+        assert sums == [1, 2, 3, 4]
 
         def cli(*argv: str) -> Any:
             done = subprocess.run(
@@ -229,6 +232,13 @@ def test_every_interface_shows_the_limits_and_why_a_run_waits(two: Cluster) -> N
             mcp = asyncio.run(_through_mcp(server.url, token, queued))
         assert mcp["job"]["limits"] == declared
         assert mcp["status"]["waiting_reason"] == "concurrency_limit", mcp["status"]
+        third = two.client.submit("tests.gated_solo", {"path": str(gate)})
+        eventually(lambda: two.store.get(third).gate == "concurrency", 20, interval=0.05)
+        two.client.cancel(third)  # cancelled while it waits: no longer waiting for a slot
+        assert (two.store.get(third).state, two.store.get(third).gate) == (
+            RunState.CANCELLED,
+            None,
+        )
     finally:
         gate.write_text("open")
     assert {r.state for r in two.wait_all([holder, queued], 60)} == {RunState.COMPLETED}
