@@ -171,16 +171,18 @@ def test_every_interface_shows_the_limits_and_why_a_run_waits(two: Cluster) -> N
     ``runs show``/``runs list``, the HTTP run, MCP's ``get_job_status`` and the
     ``jobsys_runs_waiting_on_limit`` gauge show a run waiting for a slot."""
     gate = two.tmp / "open-solo"
-    holder = two.client.submit("tests.gated_solo", {"path": str(gate)})
-    queued = two.client.submit("tests.gated_solo", {"path": str(gate)})
+    both = [two.client.submit("tests.gated_solo", {"path": str(gate)}) for _ in range(2)]
     try:
-        eventually(lambda: two.executions(holder) > 0, 30, what="the first run to start")
 
-        def waits() -> bool | NotYet:
-            r = two.store.get(queued)
-            return r.gate == "concurrency" or NotYet((r.state.value, r.waiting))
+        def one_runs_one_waits() -> tuple[str, str] | NotYet:
+            found = {r.id: r for r in map(two.store.get, both)}
+            running = [i for i, r in found.items() if r.state is RunState.RUNNING]
+            gated = [i for i, r in found.items() if r.gate == "concurrency"]
+            return (running[0], gated[0]) if running and gated else NotYet(found)
 
-        eventually(waits, 20, interval=0.05, what="the second run to wait for the slot")
+        holder, queued = eventually(
+            one_runs_one_waits, 30, interval=0.05, what="one run to hold the slot, one to wait"
+        )
         # Other jobs' runs are not held up by a run waiting for a slot (nor by its worker).
         sums = [two.client.execute("examples.add", {"a": i, "b": 1}) for i in range(4)]
         assert sums == [1, 2, 3, 4]
