@@ -298,6 +298,7 @@ ANSWERS: dict[type[JobsysError], Answer] = {
     JobError: Answer(1, 400),
     Retry: Answer(1, 400),
     Fatal: Answer(1, 400),
+    BackOff: Answer(1, 400),
     RunCancelled: Answer(1, 400),
     JobTimeout: Answer(1, 400),
     ToolError: Answer(2, 404),
