@@ -315,15 +315,22 @@ def _spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
         found.append(("queue", f"must be a plain name, got {spec.queue!r}"))
     if spec.schedule is not None:
         found.extend(_schedule_problems(spec))
-    if spec.lease is not None:
-        if not spec.external:
-            found.append(("lease", "is for external jobs only (external=True)"))
-        elif problem := bounds.seconds(spec.lease, bounds.MAX_BACKOFF, positive=True):
-            found.append(("lease", problem))
-    if spec.external and spec.flow is not None:
-        found.append(("external", "an external job takes no concurrency or rate limits"))
+    found.extend(_external_problems(spec))
     found.extend(permissions.check_access(spec.access))
     return found
+
+
+def _external_problems(spec: JobSpec) -> list[tuple[str, str]]:
+    """What is wrong with an external job's options (``external``, ``lease``)."""
+    if spec.lease is not None and not spec.external:
+        return [("lease", "is for external jobs only (external=True)")]
+    if spec.lease is not None and (
+        problem := bounds.seconds(spec.lease, bounds.MAX_BACKOFF, positive=True)
+    ):
+        return [("lease", problem)]
+    if spec.external and spec.flow is not None:
+        return [("external", "an external job takes no concurrency or rate limits")]
+    return []
 
 
 def _schedule_problems(spec: JobSpec) -> list[tuple[str, str]]:

@@ -195,7 +195,7 @@ class ActorClient:
     def complete(self, run_id: str, token: str, output: Any) -> runs.RunRecord:
         """running -> completed with ``output``, checked against the job's output model: a
         bad one is refused (``InvalidInput`` naming the field) and the run stays running."""
-        held, spec, actor = self._holder(run_id, token)
+        held, spec, _ = self._holder(run_id, token)
         try:
             model = spec.output_model.model_validate(output)
         except pydantic.ValidationError as exc:

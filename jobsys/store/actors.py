@@ -159,8 +159,10 @@ class ActorStore:
         with self.engine.connect() as conn:
             kept = conn.execute(sa.select(K).where(K.c.run_id == run_id)).first()
             row = conn.execute(sa.select(T).where(T.c.id == run_id)).first()
-        if kept is None or row is None or not hmac.compare_digest(
-            kept.secret_hash, _digest(secret)
+        if (
+            kept is None
+            or row is None
+            or not hmac.compare_digest(kept.secret_hash, _digest(secret))
         ):
             raise errors.Unauthenticated(
                 "unknown or superseded run token: take the run again for a new one"

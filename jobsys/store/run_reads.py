@@ -198,9 +198,7 @@ class RunReads:
                 T.c.gate.is_(None),  # (waiting for a slot, with no message: ``limits.py``)
                 # (a paused run has no message: resuming publishes it, ``pauses.py``)
                 # (nor has a run waiting for an outside actor to take it: ``actors.py``)
-                sa.func.coalesce(T.c.waiting["reason"].as_string(), "").not_in(
-                    ("paused", "actor")
-                ),
+                sa.func.coalesce(T.c.waiting["reason"].as_string(), "").not_in(("paused", "actor")),
             )
             .limit(limit)
         )
