@@ -7,7 +7,7 @@ from typing import Literal
 
 import pydantic
 
-from jobsys import RetryPolicy, job
+from jobsys import RetryPolicy, Rule, job
 
 
 class Document(pydantic.BaseModel):
@@ -33,4 +33,14 @@ def review(doc: Document) -> Review:
 @job("actors.once", external=True, lease=1, retry=RetryPolicy(max_attempts=1))
 def once(doc: Document) -> Review:
     """One attempt: an actor silent past its lease fails it, timed out."""
+    raise NotImplementedError
+
+
+@job(
+    "actors.restricted",
+    external=True,
+    access={"execute": Rule(roles=["reviewer"]), "read": Rule(roles=["reviewer"])},
+)
+def restricted(doc: Document) -> Review:
+    """Only reviewers may take (and read) its runs."""
     raise NotImplementedError

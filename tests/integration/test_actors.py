@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from jobsys import Principal
+from tests import cli_runner
 from tests.cluster import CATALOG, Cluster, cluster
 from tests.integration.mcp_support import http_session
 from tests.servers import Serve
@@ -209,3 +210,27 @@ def test_an_agent_completes_a_run_over_mcp(server: Server, tmp_path: Path) -> No
     done = run(server, run_id)
     assert done["output"] == {"verdict": "reject", "score": 2}
     assert done["progress"]["pct"] == 40.0
+
+
+def test_a_person_does_a_run_from_the_shell(server: Server) -> None:
+    run_id = submit(server, url="shell")
+    env = {**server.cluster.env, "JOBSYS_TOKEN": server.tokens[AGENT.id]}
+    taken = cli_runner.run(env, ["runs", "take", "actors.review", "--json"])
+    assert taken.returncode == 0, taken.stderr
+    t = json.loads(taken.stdout)
+    assert t["run_id"] == run_id
+    env["JOBSYS_RUN_TOKEN"] = t["run_token"]
+    note = ["runs", "report", run_id, "--progress", "20", "--note", "halfway through"]
+    assert cli_runner.run(env, note).returncode == 0
+    handed = cli_runner.run(env, ["runs", "fail", run_id, "--error", "out of time", "--retry"])
+    assert handed.returncode == 0, handed.stderr
+    assert "state: pending" in handed.stdout  # for the next actor (retry backoff 0 s)
+    again = cli_runner.run(env, ["runs", "take", run_id])
+    assert again.returncode == 0, again.stderr
+    assert "note (attempt 1): halfway through" in again.stdout
+    env["JOBSYS_RUN_TOKEN"] = again.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    bad = cli_runner.run(env, ["runs", "complete", run_id, "--output", '{"verdict": "approve"}'])
+    assert bad.returncode == 2 and "score" in bad.stderr, bad.stderr
+    good = ["runs", "complete", run_id, "--output", '{"verdict": "approve", "score": 7}']
+    done = cli_runner.run(env, good)
+    assert done.returncode == 0 and "state: completed" in done.stdout, done.stderr
