@@ -6,6 +6,7 @@ A real cluster (one worker, whose reaper watches the leases), a real ``jobsys se
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,3 +235,27 @@ def test_a_person_does_a_run_from_the_shell(server: Server) -> None:
     good = ["runs", "complete", run_id, "--output", '{"verdict": "approve", "score": 7}']
     done = cli_runner.run(env, good)
     assert done.returncode == 0 and "state: completed" in done.stdout, done.stderr
+
+
+def test_actors_taking_at_once_never_take_the_same_run(server: Server) -> None:
+    with server.client(ADMIN) as api:
+        shown = api.get("/api/v1/jobs/actors.review").json()
+    assert shown["kind"] == "external" and shown["lease"] == 2
+    made = {submit(server, url=f"many-{i}") for i in range(6)}
+
+    def take_all() -> list[dict[str, Any]]:
+        got = []
+        with server.client(AGENT) as agent:
+            while (r := agent.post("/api/v1/jobs/actors.review/take")).status_code == 200:
+                got.append(r.json())
+            assert r.status_code == 404 and r.json()["error"]["type"] == "NothingToTake"
+        return got
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        taken = [t for got in pool.map(lambda _: take_all(), range(3)) for t in got]
+    ids = [t["run_id"] for t in taken]
+    assert sorted(ids) == sorted(made)  # each once: none taken twice, none left
+    for t in taken:
+        with server.client(token=t["run_token"]) as actor:
+            r = actor.post(f"/api/v1/runs/{t['run_id']}/fail", json={"error": "done"})
+            assert r.status_code == 200, r.text
