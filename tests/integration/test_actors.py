@@ -168,14 +168,25 @@ def test_a_silent_actor_loses_the_run_and_the_next_one_sees_its_notes(server: Se
 
 
 def test_a_worker_never_runs_an_external_run(server: Server) -> None:
+    c = server.cluster
     run_id = submit(server, job="actors.once")
-    # The worker of the cluster runs, and its reconciler passes; the run stays pending.
-    record = server.cluster.client.status(run_id)
-    assert record.state.value == "pending" and record.published_at is not None
+    # A message forged for it (none is ever published) reaches the worker, which drops it
+    # and leaves the run to an actor.
+    c.client.app.send_task(
+        "actors.once", kwargs={"run_id": run_id, "dispatch": 1}, queue="jobs", priority=0
+    )
+
+    def dropped() -> bool | NotYet:
+        return f"message for run {run_id}" in c.log("w1") or NotYet(c.log("w1")[-2000:])
+
+    eventually(dropped, timeout=20)
+    record = c.store.get(run_id)
+    assert record.state.value == "pending" and record.attempts == 0
+    assert record.waiting is not None and record.waiting["reason"] == "actor"
     with server.client(AGENT) as agent:
         assert agent.post(f"/api/v1/runs/{run_id}/take").status_code == 200
 
-    def ended() -> dict[str, Any] | NotYet:
+    def ended() -> dict[str, Any] | NotYet:  # one attempt, silent past its 1 s lease
         now = run(server, run_id)
         return now if now["state"] == "failed" else NotYet(now["state"])
 
