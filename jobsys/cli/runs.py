@@ -9,6 +9,7 @@ import time
 import click
 from rich.table import Table
 
+from jobsys.cli import actors as cli_actors
 from jobsys.cli import bulk as cli_bulk
 from jobsys.cli import workflows as cli_workflows
 from jobsys.cli.base import (
@@ -281,6 +282,7 @@ def runs_retry(run_id: str | None, where: tuple[str, ...], dry_run: bool, as_jso
 
 
 cli_bulk.delete_command(runs_group)
+cli_actors.add_commands(runs_group)
 
 
 # --- bench ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from jobsys.http import (
     errors,
     guard,
     metrics,
+    routes_actors,
     routes_bulk,
     routes_jobs,
     routes_queues,
@@ -91,6 +92,7 @@ def create_app(
         routes_system,
         routes_jobs,
         routes_bulk,  # (before routes_runs: see there)
+        routes_actors,
         routes_queues,
         routes_runs,
         routes_schedules,
