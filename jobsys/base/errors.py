@@ -302,6 +302,7 @@ ANSWERS: dict[type[JobsysError], Answer] = {
     JobDeclarationError: BAD_INPUT,
     UnknownJob: NOT_FOUND,
     InvalidInput: BAD_INPUT,
+    InvalidFilter: BAD_INPUT,
     RunNotFound: NOT_FOUND,
     WorkflowDeclarationError: BAD_INPUT,
     WorkflowNotFound: NOT_FOUND,

@@ -27,60 +27,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobsys.store import schema
+from jobsys.store.event_triggers import TABLE, create_triggers
 
-TABLE = "jobsys_run_events"
-ERROR_STATES = ("retrying", "failed", "cancelled")
-"""A run that went to one of these states has an error: its event keeps it."""
-
-_ERROR_STATES_SQL = ", ".join(f"'{s}'" for s in ERROR_STATES)
-_COLUMNS = "run_id, at, kind, from_state, to_state, attempt, worker, actor, error"
-
-SQLITE_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS jobsys_run_events_created AFTER INSERT ON jobsys_runs "
-    f"BEGIN INSERT INTO {TABLE} ({_COLUMNS}) VALUES (NEW.id, "
-    "(julianday('now') - 2440587.5) * 86400.0, 'created', NULL, NEW.state, NEW.attempts, "
-    "NULL, NEW.principal_id, NULL); END",
-    "CREATE TRIGGER IF NOT EXISTS jobsys_run_events_state AFTER UPDATE OF state ON jobsys_runs "
-    f"WHEN OLD.state IS NOT NEW.state BEGIN INSERT INTO {TABLE} ({_COLUMNS}) VALUES (NEW.id, "
-    "(julianday('now') - 2440587.5) * 86400.0, 'state', OLD.state, NEW.state, NEW.attempts, "
-    f"NEW.worker, NULL, CASE WHEN NEW.state IN ({_ERROR_STATES_SQL}) THEN NEW.error END); END",
-    "CREATE TRIGGER IF NOT EXISTS jobsys_run_events_deleted AFTER DELETE ON jobsys_runs "
-    f"BEGIN DELETE FROM {TABLE} WHERE run_id = OLD.id; END",
-)
-
-POSTGRESQL_TRIGGERS = (
-    "CREATE OR REPLACE FUNCTION jobsys_run_event() RETURNS trigger LANGUAGE plpgsql AS $$ "
-    "BEGIN "
-    "IF TG_OP = 'DELETE' THEN "
-    f"DELETE FROM {TABLE} WHERE run_id = OLD.id; "
-    "ELSIF TG_OP = 'INSERT' THEN "
-    f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (NEW.id, extract(epoch FROM clock_timestamp()), "
-    "'created', NULL, NEW.state, NEW.attempts, NULL, NEW.principal_id, NULL); "
-    "ELSE "
-    f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (NEW.id, extract(epoch FROM clock_timestamp()), "
-    "'state', OLD.state, NEW.state, NEW.attempts, NEW.worker, NULL, "
-    f"CASE WHEN NEW.state IN ({_ERROR_STATES_SQL}) THEN NEW.error END); "
-    "END IF; "
-    "RETURN NULL; "
-    "END $$",
-    "DROP TRIGGER IF EXISTS jobsys_run_events_created ON jobsys_runs",
-    "CREATE TRIGGER jobsys_run_events_created AFTER INSERT ON jobsys_runs "
-    "FOR EACH ROW EXECUTE FUNCTION jobsys_run_event()",
-    "DROP TRIGGER IF EXISTS jobsys_run_events_state ON jobsys_runs",
-    "CREATE TRIGGER jobsys_run_events_state AFTER UPDATE OF state ON jobsys_runs "
-    "FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) "
-    "EXECUTE FUNCTION jobsys_run_event()",
-    "DROP TRIGGER IF EXISTS jobsys_run_events_deleted ON jobsys_runs",
-    "CREATE TRIGGER jobsys_run_events_deleted AFTER DELETE ON jobsys_runs "
-    "FOR EACH ROW EXECUTE FUNCTION jobsys_run_event()",
-)
-
-
-def create_triggers(conn: sa.Connection) -> None:
-    """Install the triggers that write the events (a new database; revision 0015 for others)."""
-    ddl = POSTGRESQL_TRIGGERS if conn.dialect.name == "postgresql" else SQLITE_TRIGGERS
-    for sql in ddl:
-        conn.exec_driver_sql(sql)
+__all__ = [
+    "TABLE",
+    "Attempt",
+    "RunEvent",
+    "action",
+    "actions",
+    "attempts",
+    "create_triggers",
+    "read",
+]
 
 
 @dataclasses.dataclass(frozen=True)

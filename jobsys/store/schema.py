@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys.store import search
+from jobsys.store import event_triggers, search
 
 REVISION = "0018"
 """The migration whose schema the tables below describe: the head of
@@ -395,6 +395,4 @@ def create_all(conn: sa.Connection) -> None:
     for sql in PARTIAL_INDEXES:
         conn.execute(sa.text(sql))
     search.create(conn)
-    from jobsys.store import events  # (it reads the tables above)
-
-    events.create_triggers(conn)
+    event_triggers.create_triggers(conn)

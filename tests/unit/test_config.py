@@ -73,6 +73,9 @@ NOT_SETTINGS = {
     "JOBSYS_REQUIRE_BROWSER",
     # docker-compose.yml's, for its Redis
     "JOBSYS_REDIS_PASSWORD",
+    # an outside actor's run token for `jobsys runs report|complete|fail` (`--run-token`): the
+    # credential of one run's commands, read by those commands only, never a process setting
+    "JOBSYS_RUN_TOKEN",
 }
 
 
