@@ -70,6 +70,11 @@ _LIMITS = ("concurrency_limit", "rate_limit", "backoff")
     help="Only runs that used all their attempts (or that did not); with --state failed: "
     "the dead-letter view.",
 )
+@click.option(
+    "--paused/--not-paused",
+    default=None,
+    help="Only the waiting runs a pause holds (or all but those): see `jobsys queues list`.",
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -83,6 +88,7 @@ def runs_list(
     workflow_id: str | None,
     parent_id: str | None,
     exhausted: bool | None,
+    paused: bool | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -98,6 +104,7 @@ def runs_list(
         workflow_id=workflow_id,
         parent_id=parent_id,
         exhausted=exhausted,
+        paused=paused,
     )
     if as_json:
         emit_json([r.to_json() for r in records])

@@ -18,7 +18,7 @@ from typing import Any
 
 import pydantic
 
-from jobsys.base import errors
+from jobsys.base import errors, sealing
 
 WHO = ("principal", "tenant")
 """Keys taken from who submitted the run, not from its input."""
@@ -139,6 +139,13 @@ def _check_key(
             option,
             f"{key!r} is not a field of the input model {input_model.__name__} (its fields: "
             f"{fields}); or use 'principal' or 'tenant'",
+        )
+    if (key,) in {tuple(p) for p in sealing.secret_paths(input_model)}:
+        raise errors.JobDeclarationError(
+            job,
+            option,
+            f"{key!r} is a secret field: its value is never kept in the clear, so it cannot "
+            "name a key; use another field",
         )
 
 

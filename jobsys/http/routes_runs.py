@@ -130,6 +130,10 @@ def list_runs(
         bool | None,
         Query(description="Only runs that used all their attempts (true) or not (false)."),
     ] = None,
+    paused: Annotated[
+        bool | None,
+        Query(description="Only the waiting runs a pause holds (true), or all but those."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     found = c.list(
@@ -145,6 +149,7 @@ def list_runs(
         workflow_id=workflow or None,
         parent_id=parent or None,
         exhausted=exhausted,
+        paused=paused,
     )
     return {"runs": [r.to_json() for r in found]}
 

@@ -203,6 +203,9 @@ class ListArgs(Args):
         description="Only runs that used all their attempts (true) or not (false); with "
         "state failed: the dead letters.",
     )
+    paused: bool | None = pydantic.Field(
+        None, description="Only the waiting runs a pause holds (true), or all but those (false)."
+    )
     limit: Limit = 20
 
 

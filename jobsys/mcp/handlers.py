@@ -179,6 +179,7 @@ def job_list(c: Client, a: args.ListArgs) -> dict[str, Any]:
             workflow_id=a.workflow,
             parent_id=a.parent,
             exhausted=a.exhausted,
+            paused=a.paused,
         )
         out["runs"] = [run_summary(r) for r in found]
     if a.what in ("all", "schedules"):

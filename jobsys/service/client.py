@@ -250,13 +250,15 @@ class Client(Submitting):
         workflow_id: str | None = None,
         parent_id: str | None = None,
         exhausted: bool | None = None,
+        paused: bool | None = None,
     ) -> list[runs.RunRecord]:
         """Runs of this principal's tenant, newest first. ``search`` keeps the runs whose
         error or logs hold all its keywords, or whose job's name, description or tags do;
         ``schedule_id``, ``workflow_id`` and ``parent_id`` the runs a schedule made, the steps
         of a workflow run, the runs made from a run (its retries); ``exhausted`` the runs
         that used all their attempts (``True``) or did not (``False``): with
-        ``state="failed"``, the dead-letter view."""
+        ``state="failed"``, the dead-letter view; ``paused`` the waiting runs a pause holds
+        (``True``) or all but those (``False``)."""
         run_state = errors.choice(runs.RunState, state, "runs.list")
         found = self.store.select(
             runs.RunFilter(
@@ -271,6 +273,7 @@ class Client(Submitting):
                 workflow_id=workflow_id,
                 parent_id=parent_id,
                 exhausted=exhausted,
+                paused=paused,
                 text=search,
                 text_jobs=self.registry.matching(search) if search else (),
                 jobs=self.visible_jobs(),

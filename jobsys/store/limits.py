@@ -79,27 +79,53 @@ def _locked(engine: sa.Engine, name: str) -> Iterator[sa.Connection]:
         conn.exec_driver_sql("COMMIT")
 
 
-def _lock_name(job: str, limits: FlowLimits, key: str | None) -> str:
+def _lock_name(job: str, limits: FlowLimits, key: str | None, tenant: str | None) -> str:
     """One lock per job when the job has a limit of its own, else one per job and key."""
+    name = f"jobsys-slot:{job}" if tenant is None else f"jobsys-slot:{tenant}\x00{job}"
     if limits.max_concurrency is not None or key is None:
-        return f"jobsys-slot:{job}"
-    return f"jobsys-slot:{job}\x00{key}"
+        return name
+    return f"{name}\x00{key}"
 
 
-def _running(conn: sa.Connection, job: str, key: str | None, now: dt.datetime) -> int:
-    """Slots held: running runs of ``job`` (with ``key``, unless ``None``) whose lease holds."""
-    where = [T.c.state == _RUNNING, T.c.job == job, T.c.lease_expires_at > now]
-    if key is not None:
-        where.append(T.c.limit_key == key)
-    return int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar() or 0)
+_HELD = (
+    T.c.state == _RUNNING,
+    T.c.job == sa.bindparam("p_job"),
+    T.c.lease_expires_at > sa.bindparam("p_now", type_=schema.UTCDateTime),
+)
+_BY_KEY = T.c.limit_key == sa.bindparam("p_key")
+_BY_TENANT = T.c.tenant == sa.bindparam("p_tenant")
+_COUNTS = {
+    (keyed, tenanted): sa.select(sa.func.count()).where(
+        *_HELD, *([_BY_KEY] if keyed else []), *([_BY_TENANT] if tenanted else [])
+    )
+    for keyed in (False, True)
+    for tenanted in (False, True)
+}
+"""Slots held: running runs of the job (and key, and tenant) whose lease holds. Built once:
+building a statement per claim cost more than running it."""
+
+
+def _running(
+    conn: sa.Connection, job: str, key: str | None, now: dt.datetime, tenant: str | None
+) -> int:
+    """Slots held: running runs of ``job`` (with ``key``, unless ``None``; of ``tenant``,
+    unless ``None``: a job registered at runtime is its tenant's) whose lease holds."""
+    query = _COUNTS[(key is not None, tenant is not None)]
+    params = {"p_job": job, "p_now": now, "p_key": key, "p_tenant": tenant}
+    return int(conn.execute(query, params).scalar() or 0)
 
 
 def full(
-    conn: sa.Connection, job: str, limits: FlowLimits, key: str | None, now: dt.datetime
+    conn: sa.Connection,
+    job: str,
+    limits: FlowLimits,
+    key: str | None,
+    now: dt.datetime,
+    tenant: str | None = None,
 ) -> str | None:
     """Why no slot is free for a run of ``job`` with ``key`` (``None``: one is)."""
     if limits.max_concurrency is not None:
-        held = _running(conn, job, None, now)
+        held = _running(conn, job, None, now, tenant)
         if held >= limits.max_concurrency:
             return (
                 f"waiting for a free slot: {held} runs of {job} are running, its "
@@ -107,7 +133,7 @@ def full(
             )
     slots = limits.slots()
     if slots is not None:
-        held = _running(conn, job, key or "", now)
+        held = _running(conn, job, key or "", now, tenant)
         if held >= slots:
             return (
                 f"waiting for a free slot: {held} runs of {job} with {limits.concurrency_key} "
@@ -117,15 +143,20 @@ def full(
 
 
 def free(
-    conn: sa.Connection, job: str, limits: FlowLimits, key: str | None, now: dt.datetime
+    conn: sa.Connection,
+    job: str,
+    limits: FlowLimits,
+    key: str | None,
+    now: dt.datetime,
+    tenant: str | None = None,
 ) -> int:
     """Free slots for a run of ``job`` with ``key``."""
     left = []
     if limits.max_concurrency is not None:
-        left.append(limits.max_concurrency - _running(conn, job, None, now))
+        left.append(limits.max_concurrency - _running(conn, job, None, now, tenant))
     slots = limits.slots()
     if slots is not None:
-        left.append(slots - _running(conn, job, key or "", now))
+        left.append(slots - _running(conn, job, key or "", now, tenant))
     return max(0, min(left)) if left else 0
 
 
@@ -140,6 +171,24 @@ def waiting_for_slot(message: str, key: str | None, now: dt.datetime) -> dict[st
     return out
 
 
+_OURS = (
+    T.c.id == sa.bindparam("p_rid"),
+    T.c.dispatch == sa.bindparam("p_dispatch"),
+    T.c.state.in_(_WAITING),
+    T.c.cancel_requested.is_(False),
+    sa.text(pauses.NOT_PAUSED),  # a paused run is parked instead (``pauses.py``)
+)
+_KEY = sa.select(T.c.limit_key).where(T.c.id == sa.bindparam("p_rid"))
+_GATE = (
+    T.update()
+    .where(*_OURS)
+    .values(
+        gate=CONCURRENCY,
+        dispatch=T.c.dispatch + 1,
+        published_at=sa.bindparam("p_now", type_=schema.UTCDateTime),
+        waiting=sa.bindparam("p_waiting", type_=schema.JSON),
+    )
+)
 _CLAIMED = (
     T.c.attempts,
     T.c.meta,
@@ -157,6 +206,28 @@ _CLAIMED = (
 )
 
 
+_CLAIM = (
+    T.update()
+    .where(*_OURS)
+    .values(
+        state=_RUNNING,
+        attempts=T.c.attempts + 1,
+        started_at=sa.func.coalesce(
+            T.c.started_at, sa.bindparam("p_now", type_=schema.UTCDateTime)
+        ),
+        lease_expires_at=sa.bindparam("p_lease", type_=schema.UTCDateTime),
+        deadline_at=sa.bindparam("p_deadline", type_=schema.UTCDateTime),
+        worker=sa.bindparam("p_worker"),
+        worker_pid=sa.bindparam("p_pid"),
+        next_attempt_at=None,
+        waiting=sa.null(),
+        gate=None,
+    )
+    .returning(*_CLAIMED)
+)
+"""``hotsql``'s claim, with the same values back, for a run that took a slot."""
+
+
 def claim(
     engine: sa.Engine,
     job: str,
@@ -168,49 +239,30 @@ def claim(
     deadline: dt.datetime,
     worker: str,
     pid: int,
+    tenant: str | None = None,
 ) -> dict[str, Any] | str | None:
     """pending/retrying -> running if a slot of the run's job (and key) is free, as
     ``hotsql.claim`` does (the same values back); ``FULL`` if none is: the run is pending
     again, waiting for one (``gate``), its message used up; ``None`` for a stale message."""
     with engine.connect() as conn:
-        key = conn.execute(sa.select(T.c.limit_key).where(T.c.id == run_id)).scalar()
-    ours = (
-        T.c.id == run_id,
-        T.c.dispatch == dispatch,
-        T.c.state.in_(_WAITING),
-        T.c.cancel_requested.is_(False),
-        sa.text(pauses.NOT_PAUSED),  # a paused run is parked instead (``pauses.py``)
-    )
-    with _locked(engine, _lock_name(job, limits, key)) as conn:
-        why = full(conn, job, limits, key, now)
+        key = conn.execute(_KEY, {"p_rid": run_id}).scalar()
+    ours = {"p_rid": run_id, "p_dispatch": dispatch}
+    with _locked(engine, _lock_name(job, limits, key, tenant)) as conn:
+        why = full(conn, job, limits, key, now, tenant)
         if why is not None:
-            moved = conn.execute(
-                T.update()
-                .where(*ours)
-                .values(
-                    gate=CONCURRENCY,
-                    dispatch=T.c.dispatch + 1,
-                    published_at=now,
-                    waiting=waiting_for_slot(why, key, now),
-                )
-            ).rowcount
+            waiting = waiting_for_slot(why, key, now)
+            moved = conn.execute(_GATE, {**ours, "p_now": now, "p_waiting": waiting}).rowcount
             return FULL if moved else None
         row = conn.execute(
-            T.update()
-            .where(*ours)
-            .values(
-                state=_RUNNING,
-                attempts=T.c.attempts + 1,
-                started_at=sa.func.coalesce(T.c.started_at, sa.literal(now, schema.UTCDateTime)),
-                lease_expires_at=lease_at,
-                deadline_at=deadline,
-                worker=worker,
-                worker_pid=pid,
-                next_attempt_at=None,
-                waiting=sa.null(),
-                gate=None,
-            )
-            .returning(*_CLAIMED)
+            _CLAIM,
+            {
+                **ours,
+                "p_now": now,
+                "p_lease": lease_at,
+                "p_deadline": deadline,
+                "p_worker": worker,
+                "p_pid": pid,
+            },
         ).first()
     if row is None:
         return None
@@ -262,7 +314,7 @@ def wake(
         .limit(count)
     )
     woken: list[str] = []
-    lock = _lock_name(job, limits, key) if limits is not None else f"jobsys-slot:{job}"
+    lock = _lock_name(job, limits or FlowLimits(), key, tenant)
     with _locked(engine, lock) as conn:
         for run_id, dispatch in conn.execute(query).all():
             moved = conn.execute(
@@ -292,10 +344,15 @@ def gated_groups(engine: sa.Engine, limit: int = 200) -> list[tuple[str, str, st
 
 
 def free_slots(
-    engine: sa.Engine, job: str, limits: FlowLimits, key: str | None, now: dt.datetime
+    engine: sa.Engine,
+    job: str,
+    limits: FlowLimits,
+    key: str | None,
+    now: dt.datetime,
+    tenant: str | None = None,
 ) -> int:
     with engine.connect() as conn:
-        return free(conn, job, limits, key, now)
+        return free(conn, job, limits, key, now, tenant)
 
 
 def key_of_run(engine: sa.Engine, run_id: str) -> tuple[str | None, str] | None:

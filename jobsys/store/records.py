@@ -206,6 +206,8 @@ class RunFilter:
     """Only the runs made from this one (its retries)."""
     exhausted: bool | None = None
     """``True``: only runs that used all their attempts; ``False``: only runs that did not."""
+    paused: bool | None = None
+    """``True``: only waiting runs a pause holds (``pauses.py``); ``False``: none of those."""
     text: str | None = None
     """Keywords: runs whose error or logs hold all of them (``search.py``)..."""
     text_jobs: tuple[str, ...] = ()

@@ -24,6 +24,7 @@ from jobsys.store import (
     search,
     terminal,
 )
+from jobsys.store.pauses import is_parked
 from jobsys.store.records import LogLine, RunFilter, RunRecord, record
 from jobsys.store.run_states import RunState
 
@@ -126,6 +127,9 @@ class RunReads:
         if f.exhausted is not None:
             used = T.c.attempts >= T.c.max_attempts
             query = query.where(used if f.exhausted else sa.not_(used))
+        if f.paused is not None:
+            held = sa.and_(T.c.state.in_(run_states.values(run_states.WAITING)), is_parked())
+            query = query.where(held if f.paused else sa.not_(held))
         if f.tag is not None:  # in SQL, so that the limit counts tagged runs only
             query = query.where(self._has_tag).params(tag_json=json.dumps([f.tag]))
         if f.text is not None:

@@ -141,6 +141,7 @@ def claim(
             now + dt.timedelta(seconds=spec.timeout),
             store.worker_name,
             _pid(),
+            _scope(spec, store, run_id),
         )
         if got is None:
             return None
@@ -229,12 +230,15 @@ def _until(reason: str, message: str, until: dt.datetime) -> dict[str, Any]:
 
 
 def _rate_ident(spec: jobs.JobSpec, claimed: runs.Claim) -> str:
-    """The rate's identity of a run: the tenant, and the value of its ``rate_key``."""
+    """The rate's identity of a run: the value of its ``rate_key`` (``*`` without one), under
+    its tenant for a job registered at runtime (a tenant's own job); a catalog job's rate is
+    shared by every tenant's runs, as the service it calls is."""
     assert spec.flow is not None
     principal = claimed.principal or {}
     tenant = str(principal.get("tenant", "default"))
     key = flow.key_of(spec.flow.rate_key, claimed.input, str(principal.get("id", "")), tenant)
-    return tenant if key is None else f"{tenant}:{key}"
+    ident = "*" if key is None else key
+    return f"{tenant}/{ident}" if spec.task else ident
 
 
 def wake_after(store: stores.Store, spec: jobs.JobSpec, run_id: str) -> list[runs.RunRecord]:
@@ -247,12 +251,15 @@ def wake_after(store: stores.Store, spec: jobs.JobSpec, run_id: str) -> list[run
     if found is None:
         return []
     key, tenant = found
+    # A catalog job's slots are shared by every tenant's runs; a job registered at runtime
+    # is its tenant's own.
+    scope = tenant if spec.task else None
     now = runs.utcnow()
     woken: list[runs.RunRecord] = []
     if spec.flow.slots() is not None:
-        woken += limits.wake(store.engine, spec.name, spec.flow, key or "", 1, now, tenant)
+        woken += limits.wake(store.engine, spec.name, spec.flow, key or "", 1, now, scope)
     if spec.flow.max_concurrency is not None:  # (the oldest of every key: none starves)
-        woken += limits.wake(store.engine, spec.name, spec.flow, None, 1, now, tenant)
+        woken += limits.wake(store.engine, spec.name, spec.flow, None, 1, now, scope)
     return woken
 
 
@@ -270,10 +277,20 @@ def wake_free(store: stores.Store, registry: jobs.Registry) -> list[runs.RunReco
         if spec.flow is None or not spec.flow.concurrency:  # its limit was removed
             woken += limits.wake(store.engine, job, None, key, 1000, now, tenant)
             continue
-        count = limits.free_slots(store.engine, job, spec.flow, key, now)
+        scope = tenant if spec.task else None
+        count = limits.free_slots(store.engine, job, spec.flow, key, now, scope)
         keyed = key if spec.flow.slots() is not None else None
         woken += limits.wake(store.engine, job, spec.flow, keyed, count, now, tenant)
     return woken
+
+
+def _scope(spec: jobs.JobSpec, store: stores.Store, run_id: str) -> str | None:
+    """The tenant whose runs share the slots of ``spec``: a job registered at runtime is its
+    tenant's own (``None``: a catalog job, whose slots every tenant's runs share)."""
+    if not spec.task:
+        return None
+    found = limits.key_of_run(store.engine, run_id)
+    return None if found is None else found[1]
 
 
 def _pid() -> int:

@@ -193,6 +193,14 @@ def test_every_interface_shows_and_steers_the_same_pauses(
     parked(c, [run_id])
     listed = cli_runner.run(c.env, ["runs", "list", "--job", "tests.effect", "--limit", "1"])
     assert "pending (paused)" in listed.stdout
+    # the paused filter, on every path: only the held run, or every run but it
+    held = json.loads(cli_runner.run(c.env, ["runs", "list", "--paused", "--json"]).stdout)
+    assert [r["id"] for r in held] == [run_id]
+    others = cli_runner.run(c.env, ["runs", "list", "--not-paused", "--json", "--limit", "1000"])
+    assert run_id not in {r["id"] for r in json.loads(others.stdout)}
+    assert [r.id for r in c.client.list(paused=True)] == [run_id]
+    mcp_held = tools.call(c.client, "job_list", {"what": "runs", "paused": True})["runs"]
+    assert [r["run_id"] for r in mcp_held] == [run_id]
     queues = json.loads(cli_runner.run(c.env, ["queues", "list", "--json"]).stdout)
     jobs_queue = next(q for q in queues if q["name"] == "jobs")
     assert jobs_queue["paused"] and jobs_queue["paused_runs"] == 1
@@ -200,6 +208,8 @@ def test_every_interface_shows_and_steers_the_same_pauses(
         seen = api.get("/api/v1/queues").json()
         assert next(q for q in seen["queues"] if q["name"] == "jobs") == jobs_queue
         assert api.get("/api/v1/stats").json()["paused_runs"] == 1
+        by_http = api.get("/api/v1/runs", params={"paused": "true"}).json()["runs"]
+        assert [r["id"] for r in by_http] == [run_id]
         metrics = _gauge(api, "jobsys_runs_paused")
         assert metrics[("jobs",)] == 1.0
         assert api.post("/api/v1/jobs/tests.urgent/pause").json()["scope"] == "job"

@@ -242,12 +242,29 @@ BULK_REASON = (
     "may not act on, never refused as a whole: its permissions and tenancy are checked per "
     "run in test_bulk_access.py"
 )
+PAUSE_REASON = (
+    "a pause made by one cell would hold the runs every other cell acts on: who may pause and "
+    "resume what, and the tenancy of pauses, are checked on every interface in "
+    "test_pause_access.py"
+)
 HTTP_OUT_OF_MATRIX = {
     "/mcp": "the MCP endpoint: its tools are the MCP matrix below",
     "/mcp/": "the MCP endpoint: its tools are the MCP matrix below",
     "/static": "the dashboard's files, the same for everyone",
     **dict.fromkeys(
         (f"POST /api/v1/runs/bulk/{a}" for a in ("cancel", "retry", "delete")), BULK_REASON
+    ),
+    **dict.fromkeys(
+        (
+            "GET /api/v1/queues",
+            "POST /api/v1/queues/pause",
+            "POST /api/v1/queues/resume",
+            "POST /api/v1/queues/{name}/pause",
+            "POST /api/v1/queues/{name}/resume",
+            "POST /api/v1/jobs/{name}/pause",
+            "POST /api/v1/jobs/{name}/resume",
+        ),
+        PAUSE_REASON,
     ),
 }
 
@@ -322,10 +339,15 @@ CLI_OUT_OF_MATRIX = {
     "secret-key": "prints a new random key; reads nothing",
     "config": "prints this process's settings (secrets masked); reads no records",
     "runs delete": BULK_REASON,
+    **dict.fromkeys(
+        ("queues list", "queues pause", "queues resume", "jobs pause", "jobs resume"),
+        PAUSE_REASON,
+    ),
 }
-MCP_OUT_OF_MATRIX = dict.fromkeys(
-    ("runs_bulk_cancel", "runs_bulk_retry", "runs_bulk_delete"), BULK_REASON
-)
+MCP_OUT_OF_MATRIX = {
+    **dict.fromkeys(("runs_bulk_cancel", "runs_bulk_retry", "runs_bulk_delete"), BULK_REASON),
+    **dict.fromkeys(("queue_list", "queue_pause", "queue_resume"), PAUSE_REASON),
+}
 
 FRESH = {
     # Cells that change what they act on get a resource of their own, in this state.

@@ -86,6 +86,20 @@ def test_a_bad_limit_is_refused_naming_the_option(
     assert "tests.flow_declared" in str(caught.value)
 
 
+def test_a_secret_field_cannot_name_a_key() -> None:
+    class Login(pydantic.BaseModel):
+        user: str
+        password: pydantic.SecretStr
+
+    with pytest.raises(JobDeclarationError, match="concurrency_key: 'password' is a secret"):
+
+        @job("tests.flow_secret", input=Login, output=Out, concurrency_key="password")
+        def body(data: Login) -> Out:
+            return Out()
+
+    assert flow.declare("tests.flow_user", Login, concurrency_key="user") is not None
+
+
 def test_rates_read_as_people_write_them() -> None:
     for rate, amount, seconds in (("100/m", 100, 60), ("20/s", 20, 1), ("5/2s", 5, 2)):
         item = flow.parse_rate("j", rate)
