@@ -694,6 +694,8 @@ def test_the_overview_charts_a_live_drain(
 ) -> None:
     """The home page charts the runs of the last hour as they drain: each chart draws the
     figures of ``GET /api/v1/stats/series``; a screenshot is kept (its path is printed)."""
+    console_errors: list[str] = []  # a refused style or script (CSP), a failed request
+    ui.page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     ui.login(token)  # the overview is the home page
     expect(ui.by("nav-overview")).to_have_class(re.compile(r"\bactive\b"))
     expect(ui.by("overview-charts")).to_have_attribute("data-window", "1h")
@@ -743,4 +745,5 @@ def test_the_overview_charts_a_live_drain(
     shot = shots / "dashboard-overview.png"
     ui.page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot of the overview: {shot}")
+    assert console_errors == []
     ui.assert_clean()

@@ -53,10 +53,10 @@ function charts(data) {
       empty: "No run ended in this window." }),
     lineChart({ testid: "chart-queued", title: "Queue depth (messages waiting, all queues)", xs, yLabel: "messages",
       series: [{ name: "queued", label: "queued", values: samples.queued, dropZero: false }], fmt: whole,
-      empty: "No sample yet: this server samples every 15 s." }),
+      empty: `No sample yet: this server samples every ${samples.every_seconds} s.` }),
     lineChart({ testid: "chart-workers", title: "Live workers", xs, yLabel: "workers",
       series: [{ name: "workers", label: "live workers", values: samples.workers, dropZero: false }], fmt: whole,
-      empty: "No sample yet: this server samples every 15 s." }),
+      empty: `No sample yet: this server samples every ${samples.every_seconds} s.` }),
   ];
 }
 
@@ -64,13 +64,14 @@ export function renderOverview(view, _arg, params) {
   const span = params.get("window") in WINDOWS ? params.get("window") : "1h";
   const head = h("p", { className: "muted", testid: "overview-summary" });
   const grid = h("div", { className: "charts", testid: "overview-charts" });
-  const note = h("p", { className: "hint" },
-    "Runs count your tenant and the jobs you may list; queue depth and workers are the whole cluster, as sampled by this server " +
-    `every 15 s since it started (highest sample per bucket). Bucket times are your local time.`);
+  const note = h("p", { className: "hint", testid: "overview-note" });
   view.append(h("div", { className: "actions" }, h("h1", null, "Overview"), toggle(span)), head, grid, note);
   return poll(async () => {
     const data = await get(`/stats/series?window=${span}`);
     head.textContent = summary(data);
+    note.textContent = "Runs count your tenant and the jobs you may list; queue depth and workers are the whole cluster, " +
+      `as this server sampled them every ${data.samples.every_seconds} s since it started (the highest sample per bucket). ` +
+      "Times are your local time.";
     grid.dataset.at = data.at;
     grid.dataset.window = data.window;
     replace(grid, charts(data));
