@@ -9,6 +9,11 @@ index bounds the scan: a run that ended more than a day after it was submitted i
 of the ends (as in the throughput of ``GET /api/v1/stats``). A bucket is ``[start + i *
 bucket, start + (i + 1) * bucket)`` in UTC; epochs are computed by the database
 (``strftime('%s')`` on SQLite, ``extract(epoch)`` on PostgreSQL).
+
+Cost (``tests/benchmarks/overview_series.py``, 200,000 runs over two days, on a busy
+2-CPU machine): the last hour's counts and percentiles 76 + 83 ms on SQLite, 81 + 108 ms on
+PostgreSQL (the day before the window is scanned for ends); the last day's (100,000 runs)
+293 + 364 ms and 369 + 629 ms. The server keeps an answer ``JOBSYS_STATS_CACHE_SECONDS``.
 """
 
 from __future__ import annotations
