@@ -165,6 +165,27 @@ class InvalidTransition(JobsysError):
         super().__init__(f"cannot {action} {kind} {run_id!r}: it is {state}")
 
 
+class NotExternal(JobsysError):
+    """Taking a run of a job that workers run: only external jobs' runs are taken."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        super().__init__(
+            f"job {job!r} is run by workers, not taken by an outside actor: only the runs of "
+            "external jobs (@job(..., external=True)) can be taken"
+        )
+
+
+class NothingToTake(JobsysError):
+    """No run of an external job waits for an actor now."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        super().__init__(
+            f"no run of job {job!r} waits for an actor now: submit one, or try again later"
+        )
+
+
 class WaitTimeout(JobsysError):
     """``wait`` gave up before the run finished; the run goes on, wait again or cancel it."""
 
@@ -292,12 +313,15 @@ ANSWERS: dict[type[JobsysError], Answer] = {
     NotScheduled: Answer(1, 422),
     InvalidSchedule: BAD_INPUT,
     InvalidTransition: WRONG_STATE,
+    NotExternal: WRONG_STATE,
+    NothingToTake: NOT_FOUND,
     WaitTimeout: Answer(1, 409),
     BrokerUnavailable: UNAVAILABLE,
     SchemaTooNew: UNAVAILABLE,
     JobError: Answer(1, 400),
     Retry: Answer(1, 400),
     Fatal: Answer(1, 400),
+    BackOff: Answer(1, 400),
     RunCancelled: Answer(1, 400),
     JobTimeout: Answer(1, 400),
     ToolError: Answer(2, 404),

@@ -9,6 +9,7 @@ import time
 import click
 from rich.table import Table
 
+from jobsys.cli import actors as cli_actors
 from jobsys.cli import bulk as cli_bulk
 from jobsys.cli import workflows as cli_workflows
 from jobsys.cli.base import (
@@ -261,7 +262,9 @@ def runs_cancel(run_id: str | None, where: tuple[str, ...], dry_run: bool, as_js
 @runs_group.command("retry")
 @click.argument("run_id", required=False)
 @cli_bulk.where_option
-@click.option("--json", "as_json", is_flag=True, help="Print the new run's record as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the new run's record (--where: the counts)."
+)
 @handle_errors
 def runs_retry(run_id: str | None, where: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
     """Submit a failed or cancelled run again (or every one --where matches); prints the new
@@ -279,6 +282,7 @@ def runs_retry(run_id: str | None, where: tuple[str, ...], dry_run: bool, as_jso
 
 
 cli_bulk.delete_command(runs_group)
+cli_actors.add_commands(runs_group)
 
 
 # --- bench ----------------------------------------------------------------------------------

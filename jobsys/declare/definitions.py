@@ -155,9 +155,10 @@ def parse(data: Any) -> AliasDefinition | HttpDefinition | WorkflowDefinition:
 
 
 def kind_of(spec: jobs.JobSpec) -> str:
-    """``code`` for a job of the catalog, else the kind of its definition."""
+    """``code`` for a job of the catalog (``external`` for one an outside actor does), else
+    the kind of its definition."""
     if spec.module != MODULE:
-        return "code"
+        return "external" if spec.external else "code"
     return "alias" if "alias_of" in spec.labels else "http"
 
 

@@ -22,6 +22,8 @@ from jobsys.declare.flow import FlowLimits
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 DEFAULT_TIMEOUT = 300.0
+DEFAULT_LEASE = 300.0
+"""Seconds an outside actor may stay silent on a run it took, unless its job says (``lease``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +126,12 @@ class JobSpec:
     task: str = ""
     """The Celery task its runs are published to, when not the job's own name (jobs
     registered at runtime share ``definitions.DYNAMIC_TASK``)."""
+    external: bool = False
+    """Its body is done by an outside actor (an agent, a person, a service) that takes each
+    run (``service/actor_client.py``): its runs are never published to a worker."""
+    lease: float | None = None
+    """An external job's lease, in seconds: an actor that reports nothing for this long loses
+    the run (another attempt, or failed as timed out). ``None``: ``DEFAULT_LEASE``."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -156,8 +164,14 @@ def job(
     per_key: int | None = None,
     rate: str | None = None,
     rate_key: str | None = None,
+    external: bool = False,
+    lease: float | None = None,
 ) -> Callable[[Callable[..., Any]], JobSpec]:
     """Declare a job from a function ``fn(input)`` or ``fn(input, ctx)``.
+
+    ``external=True``: an outside actor does its runs (the function is a stub that gives the
+    models and is never called by a worker); ``lease``: how long, in seconds, that actor may
+    stay silent before it loses the run (default ``DEFAULT_LEASE``).
 
     The input and output models come from the arguments or, failing that, from the function's
     type hints (first parameter and return type). The decorated name is a ``JobSpec``.
@@ -189,6 +203,8 @@ def job(
             module=fn.__module__,
             schedule=schedule,
             flow=limits,
+            external=external,
+            lease=lease,
         )
 
     return declare
@@ -299,8 +315,22 @@ def _spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
         found.append(("queue", f"must be a plain name, got {spec.queue!r}"))
     if spec.schedule is not None:
         found.extend(_schedule_problems(spec))
+    found.extend(_external_problems(spec))
     found.extend(permissions.check_access(spec.access))
     return found
+
+
+def _external_problems(spec: JobSpec) -> list[tuple[str, str]]:
+    """What is wrong with an external job's options (``external``, ``lease``)."""
+    if spec.lease is not None and not spec.external:
+        return [("lease", "is for external jobs only (external=True)")]
+    if spec.lease is not None and (
+        problem := bounds.seconds(spec.lease, bounds.MAX_BACKOFF, positive=True)
+    ):
+        return [("lease", problem)]
+    if spec.external and spec.flow is not None:
+        return [("external", "an external job takes no concurrency or rate limits")]
+    return []
 
 
 def _schedule_problems(spec: JobSpec) -> list[tuple[str, str]]:

@@ -170,9 +170,15 @@ def _register(app: Celery, spec: jobs.JobSpec, runtime: Runtime) -> None:
     def body(task: Any, run_id: str, dispatch: int, **_older: Any) -> Any:
         return deliver(task, spec, runtime, run_id, dispatch)
 
+    def ignored(task: Any, run_id: str, dispatch: int, **_older: Any) -> Any:
+        # An external job's runs are never published: a message forged or left over is
+        # dropped, its run left as it is (pending, for an outside actor to take).
+        log.warning("jobsys: message for run %s of external job %s ignored", run_id, spec.name)
+        return None
+
     _task(
         app,
-        body,
+        ignored if spec.external else body,
         spec.name,
         soft_time_limit=spec.timeout,
         time_limit=spec.timeout + runtime.settings.hard_timeout_grace_seconds,

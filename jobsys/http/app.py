@@ -27,6 +27,7 @@ from jobsys.http import (
     guard,
     metrics,
     overview,
+    routes_actors,
     routes_bulk,
     routes_jobs,
     routes_queues,
@@ -98,6 +99,7 @@ def create_app(
         routes_system,
         routes_jobs,
         routes_bulk,  # (before routes_runs: see there)
+        routes_actors,
         routes_queues,
         routes_runs,
         routes_schedules,

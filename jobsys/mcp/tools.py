@@ -10,6 +10,8 @@ input schema is its argument model's (``args.py``) and whose work is done in ``h
   ``job_update``, ``job_pause``, ``job_resume``, ``job_cancel``, ``job_result``, ``job_search``;
 * the cluster: ``list_workers`` (admin roles); the queues: ``queue_list``, ``queue_pause``,
   ``queue_resume`` (``job_pause`` and ``job_resume`` also pause a job by name).
+* runs driven from outside (``mcp/actors.py``): ``job_take``, ``job_report``,
+  ``job_complete``, ``job_fail``: an agent takes a run of an external job and does it;
 * bulk actions on the runs a filter matches (``mcp/bulk.py``): ``runs_bulk_cancel``,
   ``runs_bulk_retry``, ``runs_bulk_delete``, each with a ``dry_run``.
 
@@ -41,7 +43,7 @@ import pydantic
 from jobsys.base import errors
 from jobsys.base.errors import ToolError
 from jobsys.declare import definitions, jobs
-from jobsys.mcp import bulk
+from jobsys.mcp import actors, bulk
 from jobsys.mcp.answers import InvalidArguments
 from jobsys.mcp.args import (
     Args,
@@ -282,6 +284,7 @@ TOOLS: tuple[ToolDef, ...] = (
         list_workers,
         read_only=True,
     ),
+    *(ToolDef(name, about, args, run) for name, (about, args, run) in actors.TOOLS.items()),
     *(
         ToolDef(name, bulk.DESCRIPTIONS[name], bulk.BulkArgs, run)
         for name, run in (

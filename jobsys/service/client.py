@@ -21,6 +21,7 @@ import pydantic
 
 from jobsys.base import config, errors
 from jobsys.declare import catalog, jobs, permissions
+from jobsys.service.actor_client import ActorClient
 from jobsys.service.admin_client import AdminClient
 from jobsys.service.bulk import BulkClient
 from jobsys.service.definition_client import DefinitionClient
@@ -113,6 +114,11 @@ class Client(Submitting):
                 store.close()
                 raise
         return cls(settings, registry, principal=who, store=store)
+
+    @functools.cached_property
+    def actors(self) -> ActorClient:
+        """Take runs of external jobs and report on them (agents, people, services)."""
+        return ActorClient(self)
 
     @functools.cached_property
     def admin(self) -> AdminClient:

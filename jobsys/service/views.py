@@ -24,6 +24,7 @@ from typing import Any
 
 from jobsys.base import errors, keywords
 from jobsys.declare import definitions, jobs, workflows
+from jobsys.declare.spec import DEFAULT_LEASE
 from jobsys.service.client import Client
 
 MAY = ("execute", "create", "update", "delete", "pause")
@@ -53,6 +54,8 @@ def spec_json(spec: jobs.JobSpec) -> dict[str, Any]:
         # Its flow limits (``max_concurrency``, ``concurrency_key``, ``per_key``, ``rate``,
         # ``rate_key``), those it declares; empty when it has none.
         "limits": spec.flow.describe() if spec.flow is not None else {},
+        # An external job's lease: how long the actor that took a run may stay silent.
+        **({"lease": spec.lease or DEFAULT_LEASE} if spec.external else {}),
         "input_schema": spec.input_schema(),
         "output_schema": spec.output_schema(),
     }

@@ -28,6 +28,7 @@ from jobsys.store.run_states import RunState
 MAX_TRACEBACK_CHARS = 20_000
 _PENDING, _BLOCKED = RunState.PENDING.value, RunState.BLOCKED.value
 DELAYED = "delayed"
+ACTOR = "actor"
 """``waiting["reason"]`` of a run kept in the store until it is due (``delayed``)."""
 
 
@@ -122,6 +123,8 @@ def new_run(
     row["next_attempt_at"] = due
     if held and not blocked:  # (a blocked run says so when it is released: ``release``)
         row["waiting"] = delayed(due or now, now)
+    elif spec.external and not blocked:  # (no worker runs it: ``actors.py``)
+        row["waiting"] = actor_waiting(now)
     if workflow_id is not None:
         row["workflow_id"] = workflow_id
     return row
@@ -132,6 +135,17 @@ def _limit_key(spec: jobs.JobSpec, input: Any, principal_id: str, tenant: str) -
     if spec.flow is None or spec.flow.concurrency_key is None:
         return None
     return flow.key_of(spec.flow.concurrency_key, input, principal_id, tenant)
+
+
+def actor_waiting(since: dt.datetime) -> dict[str, Any]:
+    """Why a run of an external job waits (``RunRecord.waiting``): for an outside actor to
+    take it (``actors.py``)."""
+    return {
+        "reason": ACTOR,
+        "message": "waiting for an outside actor to take it (POST /api/v1/runs/{id}/take, the "
+        "MCP tool job_take or `jobsys runs take`)",
+        "since": since.astimezone(dt.UTC).isoformat(),
+    }
 
 
 def delayed(due: dt.datetime, since: dt.datetime) -> dict[str, Any]:

@@ -201,7 +201,8 @@ class RunReads:
                 T.c.job.not_in(sorted(skip_jobs)),
                 T.c.gate.is_(None),  # (waiting for a slot, with no message: ``limits.py``)
                 # (a paused run has no message: resuming publishes it, ``pauses.py``)
-                sa.func.coalesce(T.c.waiting["reason"].as_string(), "") != "paused",
+                # (nor has a run waiting for an outside actor to take it: ``actors.py``)
+                sa.func.coalesce(T.c.waiting["reason"].as_string(), "").not_in(("paused", "actor")),
             )
             .limit(limit)
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys.store import schema
+from jobsys.store import actors, schema
 from jobsys.store.records import ReapResult, RunRecord, record, utcnow
 from jobsys.store.rows import delayed, run_error
 from jobsys.store.run_reads import RunReads
@@ -233,11 +233,19 @@ class Recovery(RunReads):
     def _reap_one(
         self, r: RunRecord, now: dt.datetime, max_deliveries: int, hard_grace: float
     ) -> bool | None:
-        reason = None
+        reason, actor_run = None, False
         if r.deadline_at is not None and now >= r.deadline_at + dt.timedelta(seconds=hard_grace):
             reason = ("timeout", "JobTimeout", f"killed after its {r.timeout:g} s timeout")
         elif r.cancel_requested:
             reason = ("cancelled", "RunCancelled", "cancelled; its worker was lost")
+        elif actor_run := (r.worker or "").startswith(actors.ACTOR_PREFIX):
+            if r.attempts >= r.max_attempts:  # a silent actor: its attempts are used up
+                reason = (
+                    "timeout",
+                    "JobTimeout",
+                    f"{r.worker} sent no report within its lease on attempt {r.attempts} "
+                    f"of {r.max_attempts}",
+                )
         elif r.attempts >= r.max_attempts or r.lost + 1 >= max_deliveries:
             reason = (
                 "worker_lost",
@@ -265,7 +273,9 @@ class Recovery(RunReads):
                     dispatch=T.c.dispatch + 1,
                     lost=T.c.lost + 1,
                     lease_expires_at=None,
-                    published_at=None,
+                    # (an outside actor's run waits for the next actor, with no message)
+                    published_at=now if actor_run else None,
+                    **({"waiting": actors.waiting(now)} if actor_run else {}),
                 )
             ).rowcount
         return True if n else None

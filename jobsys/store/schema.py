@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import search
 
-REVISION = "0017"
+REVISION = "0018"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -333,6 +333,17 @@ pauses = sa.Table(
     sa.Column("paused_at", UTCDateTime, nullable=False),
 )
 
+# Added by revision 0018: the run token of the outside actor that took a run (``actors.py``),
+# one per run, for the attempt it holds; only the SHA-256 of its secret is kept.
+run_tokens = sa.Table(
+    "jobsys_run_tokens",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("actor", JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
 
 # Added by revision 0015: the history of each run (``events.py``), written by triggers on
 # ``jobsys_runs`` (``events.create_triggers``) in the transaction of each change.

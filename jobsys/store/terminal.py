@@ -131,6 +131,7 @@ class TerminalWriter:
                     finished_at=now,
                     error=CANCELLED_WAITING,
                     waiting=None,
+                    gate=None,  # (no longer waiting for a slot: out of ``ix_jobsys_runs_gated``)
                 )
                 .returning(T.c.id)
             )

@@ -104,7 +104,11 @@ def run(
         )
         if isinstance(gated, gates.Wait):
             return Outcome(
-                Kind.WAITING, delay=gated.delay, dispatch=gated.dispatch, waited=gated.reason
+                Kind.WAITING,
+                delay=gated.delay,
+                dispatch=gated.dispatch,
+                waited=gated.reason,
+                priority=gated.priority,
             )
         claim = gated
     if claim is None:

@@ -53,6 +53,8 @@ class Wait:
     reason: str
     dispatch: int | None = None
     delay: float = 0.0
+    priority: int | None = None
+    """The run's priority, its message's (``None``: the job's)."""
 
 
 class Rates:
@@ -171,7 +173,8 @@ def claim(
     if spec.flow.rate_key is not None:
         message += f" for {spec.flow.rate_key} {ident!r}"
     waiting = _until("rate_limit", f"{message}: starts at {until:%H:%M:%S.%f} UTC", until)
-    return _defer(claimed, store, until, waiting, horizon, delay)
+    wait = _defer(claimed, store, until, waiting, horizon, delay)
+    return None if wait is None else dataclasses.replace(wait, priority=claimed.priority)
 
 
 def back_off(

@@ -29,6 +29,7 @@ from celery.exceptions import DuplicateTaskNameWarning
 
 from jobsys.base import config, embedded
 from jobsys.ops import bench
+from jobsys.store import stores
 from tests.benchmarks import harness, report
 from tests.benchmarks.celery_systems import BareCelery, Jobsys
 from tests.benchmarks.harness import System
@@ -36,6 +37,9 @@ from tests.benchmarks.rival_systems import Dramatiq, Huey
 from tests.cluster import Database, with_db
 
 SYSTEMS = ("jobsys-sqlite", "jobsys-pg", "celery-prefork", "celery-solo", "dramatiq", "huey")
+WITHOUT_HISTORY = ("jobsys-sqlite-nohistory", "jobsys-pg-nohistory")
+"""jobsys on a run store whose history triggers are dropped (``jobsys/store/events.py``): not
+a setting of jobsys, only what the history costs, measured beside the same store with it."""
 SCENARIOS = ("throughput", "latency", "batch")
 PROCESSES = (1, 2)
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -51,7 +55,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per drain and batch")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (medians)")
     parser.add_argument("--roundtrips", type=int, default=500, help="round trips per rep")
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument(
+        "--systems", nargs="+", choices=SYSTEMS + WITHOUT_HISTORY, default=list(SYSTEMS)
+    )
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--pg-url", default=default_pg_url(), help="PostgreSQL server (admin)")
     parser.add_argument("--dramatiq-threads", type=int, default=8, help="threads per process")
@@ -78,28 +84,57 @@ def make_systems(
     run-store databases made here, for the caller to drop."""
     made: dict[str, System] = {}
     for name in args.systems:
-        if name == "jobsys-sqlite":
-            url = f"sqlite:///{work / 'runs.db'}"
-            settings = jobsys_settings(work, name, with_db(base, 2), with_db(base, 3), url)
-            made[name] = Jobsys(name, "jobsys, SQLite", settings)
-        elif name == "jobsys-pg":
+        if name.startswith("jobsys-sqlite"):
+            bare = name.endswith("-nohistory")
+            url = f"sqlite:///{work / ('runs-bare.db' if bare else 'runs.db')}"
+            redis_db = 12 if bare else 2
+            settings = jobsys_settings(
+                work, name, with_db(base, redis_db), with_db(base, redis_db + 1), url
+            )
+            title = "jobsys, SQLite" + (", no history" if bare else "")
+            made[name] = Jobsys(name, title, settings)
+        elif name.startswith("jobsys-pg"):
+            bare = name.endswith("-nohistory")
             try:
-                database = Database(work, args.pg_url)
+                database = Database(work / name, args.pg_url)
             except (sa.exc.SQLAlchemyError, ImportError) as e:
-                print(f"jobsys-pg left out: {args.pg_url} unreachable ({e})", file=sys.stderr)
+                print(f"{name} left out: {args.pg_url} unreachable ({e})", file=sys.stderr)
                 continue
             databases.append(database)
-            settings = jobsys_settings(work, name, with_db(base, 4), with_db(base, 5), database.url)
-            made[name] = Jobsys(name, "jobsys, PostgreSQL", settings)
-        elif name == "celery-prefork":
-            made[name] = BareCelery(with_db(base, 6), with_db(base, 7), pool="prefork")
-        elif name == "celery-solo":
-            made[name] = BareCelery(with_db(base, 8), with_db(base, 9), pool="solo")
-        elif name == "dramatiq":
-            made[name] = Dramatiq(with_db(base, 10), threads=args.dramatiq_threads)
-        elif name == "huey":
-            made[name] = Huey(with_db(base, 11))
+            redis_db = 14 if bare else 4
+            settings = jobsys_settings(
+                work, name, with_db(base, redis_db), with_db(base, redis_db + 1), database.url
+            )
+            title = "jobsys, PostgreSQL" + (", no history" if bare else "")
+            made[name] = Jobsys(name, title, settings)
+        else:
+            made.update(rival(name, base, args))
+        if name in WITHOUT_HISTORY:
+            drop_history(made[name].settings.database_url)  # type: ignore[attr-defined]
     return made
+
+
+def drop_history(url: str) -> None:
+    """Make the run store at ``url`` (migrated) and drop its history triggers."""
+    store = stores.Store.open(url)
+    try:
+        with store.engine.begin() as conn:
+            for trigger in ("created", "state", "deleted"):
+                on = " ON jobsys_runs" if conn.dialect.name == "postgresql" else ""
+                conn.exec_driver_sql(f"DROP TRIGGER jobsys_run_events_{trigger}{on}")
+    finally:
+        store.close()
+
+
+def rival(name: str, base: str, args: argparse.Namespace) -> dict[str, System]:
+    """One of the other systems, on Redis databases of its own."""
+    if name == "celery-prefork":
+        return {name: BareCelery(with_db(base, 6), with_db(base, 7), pool="prefork")}
+    if name == "celery-solo":
+        return {name: BareCelery(with_db(base, 8), with_db(base, 9), pool="solo")}
+    if name == "dramatiq":
+        return {name: Dramatiq(with_db(base, 10), threads=args.dramatiq_threads)}
+    return {name: Huey(with_db(base, 11))}
 
 
 def measure(

@@ -264,7 +264,7 @@ def test_the_cli_acts_by_filter_and_refuses_what_is_ambiguous(shared: Cluster) -
         assert message in refused.stderr, (args, refused.stderr)
 
 
-def test_http_and_mcp_answer_what_the_client_does(
+def test_the_cli_http_and_mcp_answer_what_the_client_does(
     shared: Cluster, server: tuple[Serve, str]
 ) -> None:
     serve, token = server
@@ -273,6 +273,23 @@ def test_http_and_mcp_answer_what_the_client_does(
     where = {"tag": tag, "state": "failed", "exhausted": True}
     expected = shared.client.bulk.retry(where, dry_run=True).to_json()
     assert expected["matched"] == 3
+    flags = [f"--where={k}={str(v).lower()}" for k, v in where.items()]
+    cli = cli_runner.run(shared.env, ["runs", "retry", *flags, "--dry-run", "--json"])
+    assert json.loads(cli.stdout) == expected
+
+    async def mcp() -> None:
+        async with http_session(f"{serve.url}/mcp/", token) as s:
+            result = await s.call_tool("runs_bulk_retry", {"where": where, "dry_run": True})
+            assert not result.is_error, result.content
+            assert result.structured_content == expected
+            listed = await s.call_tool("job_list", {"what": "runs", "exhausted": True, "tag": tag})
+            assert listed.structured_content is not None
+            assert sorted(r["run_id"] for r in listed.structured_content["runs"]) == sorted(dead)
+            bad = await s.call_tool("runs_bulk_cancel", {"where": {"state": "done"}})
+            assert bad.is_error
+            assert "where.state: 'done' is not a state" in bad.content[0].text  # type: ignore[union-attr]
+
+    anyio.run(mcp)
     http = httpx.Client(base_url=serve.url, headers={"Authorization": f"Bearer {token}"})
     with http:
         answer = http.post("/api/v1/runs/bulk/retry", json={"where": where, "dry_run": True})
@@ -287,18 +304,6 @@ def test_http_and_mcp_answer_what_the_client_does(
         assert empty.status_code == 422 and "no condition" in empty.json()["error"]["message"]
         done = http.post("/api/v1/runs/bulk/delete", json={"where": where}).json()
         assert (done["matched"], done["done"]) == (3, 3)
-
-    async def mcp() -> None:
-        async with http_session(f"{serve.url}/mcp/", token) as s:
-            result = await s.call_tool("runs_bulk_delete", {"where": where, "dry_run": True})
-            assert not result.is_error and result.structured_content is not None
-            assert result.structured_content["matched"] == 0  # deleted above
-            bad = await s.call_tool("runs_bulk_cancel", {"where": {"state": "done"}})
-            assert bad.is_error
-            assert "where.state: 'done' is not a state" in bad.content[0].text  # type: ignore[union-attr]
-
-    anyio.run(mcp)
-    assert shared.store.engine.dialect.name in ("sqlite", "postgresql")
     with shared.store.engine.connect() as conn:  # the rows are gone
         left = conn.execute(schema.runs.select().where(schema.runs.c.id.in_(dead))).all()
     assert left == []

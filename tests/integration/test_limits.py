@@ -171,16 +171,21 @@ def test_every_interface_shows_the_limits_and_why_a_run_waits(two: Cluster) -> N
     ``runs show``/``runs list``, the HTTP run, MCP's ``get_job_status`` and the
     ``jobsys_runs_waiting_on_limit`` gauge show a run waiting for a slot."""
     gate = two.tmp / "open-solo"
-    holder = two.client.submit("tests.gated_solo", {"path": str(gate)})
-    queued = two.client.submit("tests.gated_solo", {"path": str(gate)})
+    both = [two.client.submit("tests.gated_solo", {"path": str(gate)}) for _ in range(2)]
     try:
-        eventually(lambda: two.executions(holder) > 0, 30, what="the first run to start")
 
-        def waits() -> bool | NotYet:
-            r = two.store.get(queued)
-            return r.gate == "concurrency" or NotYet((r.state.value, r.waiting))
+        def one_runs_one_waits() -> tuple[str, str] | NotYet:
+            found = {r.id: r for r in map(two.store.get, both)}
+            running = [i for i, r in found.items() if r.state is RunState.RUNNING]
+            gated = [i for i, r in found.items() if r.gate == "concurrency"]
+            return (running[0], gated[0]) if running and gated else NotYet(found)
 
-        eventually(waits, 20, interval=0.05, what="the second run to wait for the slot")
+        holder, queued = eventually(
+            one_runs_one_waits, 30, interval=0.05, what="one run to hold the slot, one to wait"
+        )
+        # Other jobs' runs are not held up by a run waiting for a slot (nor by its worker).
+        sums = [two.client.execute("examples.add", {"a": i, "b": 1}) for i in range(4)]
+        assert sums == [1, 2, 3, 4]
 
         def cli(*argv: str) -> Any:
             done = subprocess.run(
@@ -218,9 +223,24 @@ def test_every_interface_shows_the_limits_and_why_a_run_waits(two: Cluster) -> N
                     for s in f.samples
                 }
                 assert gauge["concurrency_limit"] >= 1, gauge
+                bad = {"kind": "alias", "name": "team.bad", "target": "examples.add"}
+                for body, field in (
+                    ({**bad, "rate": "lots"}, "rate"),
+                    ({**bad, "max_concurrency": 0}, "max_concurrency"),
+                    ({**bad, "concurrency_key": "nope"}, "concurrency_key"),
+                ):
+                    refused = http.post("/api/v1/definitions", json=body)
+                    assert refused.status_code == 422 and field in refused.text, refused.text
             mcp = asyncio.run(_through_mcp(server.url, token, queued))
         assert mcp["job"]["limits"] == declared
         assert mcp["status"]["waiting_reason"] == "concurrency_limit", mcp["status"]
+        third = two.client.submit("tests.gated_solo", {"path": str(gate)})
+        eventually(lambda: two.store.get(third).gate == "concurrency", 20, interval=0.05)
+        two.client.cancel(third)  # cancelled while it waits: no longer waiting for a slot
+        assert (two.store.get(third).state, two.store.get(third).gate) == (
+            RunState.CANCELLED,
+            None,
+        )
     finally:
         gate.write_text("open")
     assert {r.state for r in two.wait_all([holder, queued], 60)} == {RunState.COMPLETED}
@@ -230,6 +250,9 @@ async def _through_mcp(url: str, token: str, run_id: str) -> dict[str, Any]:
     async with http_session(f"{url}/mcp", token) as s:
         job = await s.call_tool("describe_job", {"job": "tests.gated_solo"})
         status = await s.call_tool("get_job_status", {"run_id": run_id})
+        bad = {"kind": "alias", "name": "team.bad", "target": "examples.add", "rate": "lots"}
+        refused = await s.call_tool("register_job", bad)
+    assert refused.is_error and "rate" in str(refused.content[0].text), refused.content  # type: ignore[union-attr]
     return {"job": job.structured_content, "status": status.structured_content}
 
 

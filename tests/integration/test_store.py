@@ -65,10 +65,17 @@ def test_schema_is_versioned_and_migration_is_idempotent(store: runs.RunStore) -
         migrations.migrate(store.engine)
 
 
+LATER_TABLES = {"jobsys_workers", "jobsys_run_events", "jobsys_pauses", "jobsys_run_tokens"}
+"""Tables made by revisions after 0011 (heartbeats, run history, pauses, run tokens)."""
+
+
 def test_a_store_at_version_11_gets_the_waiting_column(store: runs.RunStore) -> None:
     with store.engine.begin() as conn:  # the tables as version 11 left them
         conn.execute(sa.text("ALTER TABLE jobsys_runs DROP COLUMN waiting"))
-        conn.execute(sa.text("DROP TABLE jobsys_workers"))  # revision 0013
+        # the tables of the revisions after 0011 (0013 on), whose migrations make them again
+        later = set(sa.inspect(conn).get_table_names()) & LATER_TABLES
+        for table in sorted(later):
+            conn.execute(sa.text(f"DROP TABLE {table}"))
         conn.execute(sa.text(f"UPDATE {schema.VERSION_TABLE} SET version_num = '0011'"))
     assert migrations.migrate(store.engine) == 11
     columns = {c["name"] for c in sa.inspect(store.engine).get_columns("jobsys_runs")}

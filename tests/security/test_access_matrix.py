@@ -247,7 +247,23 @@ PAUSE_REASON = (
     "resume what, and the tenancy of pauses, are checked on every interface in "
     "test_pause_access.py"
 )
+ACTOR_REASON = (
+    "runs driven from outside: taking needs `execute` on an external job (no job of the "
+    "matrix is one), and the reports take a run token, not an API token: who may take, with "
+    "which token, and the tenancy of both, are checked on every interface in "
+    "test_actor_access.py"
+)
 HTTP_OUT_OF_MATRIX = {
+    **dict.fromkeys(
+        (
+            "POST /api/v1/jobs/{name}/take",
+            *(
+                f"POST /api/v1/runs/{{run_id}}/{a}"
+                for a in ("take", "heartbeat", "progress", "log", "notes", "complete", "fail")
+            ),
+        ),
+        ACTOR_REASON,
+    ),
     "/mcp": "the MCP endpoint: its tools are the MCP matrix below",
     "/mcp/": "the MCP endpoint: its tools are the MCP matrix below",
     "/static": "the dashboard's files, the same for everyone",
@@ -339,12 +355,14 @@ CLI_OUT_OF_MATRIX = {
     "secret-key": "prints a new random key; reads nothing",
     "config": "prints this process's settings (secrets masked); reads no records",
     "runs delete": BULK_REASON,
+    **dict.fromkeys(("runs take", "runs report", "runs complete", "runs fail"), ACTOR_REASON),
     **dict.fromkeys(
         ("queues list", "queues pause", "queues resume", "jobs pause", "jobs resume"),
         PAUSE_REASON,
     ),
 }
 MCP_OUT_OF_MATRIX = {
+    **dict.fromkeys(("job_take", "job_report", "job_complete", "job_fail"), ACTOR_REASON),
     **dict.fromkeys(("runs_bulk_cancel", "runs_bulk_retry", "runs_bulk_delete"), BULK_REASON),
     **dict.fromkeys(("queue_list", "queue_pause", "queue_resume"), PAUSE_REASON),
 }
