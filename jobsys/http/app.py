@@ -26,6 +26,7 @@ from jobsys.http import (
     errors,
     guard,
     metrics,
+    overview,
     routes_actors,
     routes_bulk,
     routes_jobs,
@@ -86,6 +87,12 @@ def create_app(
     app.state.metrics_registry = metrics.make_registry(service)
     app.state.summaries = stats.TTLCache(service.settings.stats_cache_seconds)
     app.state.scrapes = stats.TTLCache(service.settings.stats_cache_seconds)
+    app.state.series = stats.TTLCache(service.settings.stats_cache_seconds)
+    samples = app.state.samples = overview.Samples()
+    sample = app.state.sample = overview.measure(
+        service.store.engine, service.settings, service.registry
+    )
+    app.state.lifespan_contexts.append(lambda: overview.sampling(samples, sample))
     errors.install(app)
     app.add_middleware(guard.RequestGuard)
     for module in (

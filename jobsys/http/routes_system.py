@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from jobsys.http import metrics, stats
+from jobsys.http import metrics, overview, stats
 from jobsys.http.auth import ClientDep, bearer, header_token, service
 from jobsys.http.errors import ApiError
 from jobsys.http.errors import body as error_body
 from jobsys.service.process import Service
+from jobsys.store import runs
 
 router = APIRouter(tags=["system"])
 
@@ -65,6 +66,33 @@ def get_stats(
     summaries: stats.TTLCache = request.app.state.summaries
     return summaries.get(
         scope, lambda: stats.summary(svc.store.engine, svc.settings, c.registry, scope)
+    )
+
+
+@router.get(
+    "/api/v1/stats/series",
+    summary="Runs per bucket by state, failure rate, p50/p95 duration per job, queue depth "
+    "and live workers over the last hour or day",
+)
+def get_series(
+    request: Request,
+    c: ClientDep,
+    svc: Annotated[Service, Depends(service)],
+    window: Annotated[
+        Literal["1h", "1d"],
+        Query(description="1h: by the minute; 1d: by the quarter hour"),
+    ] = "1h",
+) -> dict[str, Any]:
+    """The dashboard's overview (``http/overview.py``): the run figures count the caller's
+    tenant and the jobs it may list; queue depth and workers, sampled by this server, the
+    cluster."""
+    scope = stats.Scope(tenant=c.principal.tenant, jobs=c.visible_jobs())
+    samples: overview.Samples = request.app.state.samples
+    samples.take(runs.utcnow(), request.app.state.sample)
+    cache: stats.TTLCache = request.app.state.series
+    return cache.get(
+        (scope, window),
+        lambda: overview.series(svc.store.engine, samples, window, scope, runs.utcnow()),
     )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -258,6 +259,7 @@ def test_a_failed_run_is_retried_with_the_button(ui: Ui, ui_cluster: Cluster, to
     ui_cluster.wait_state(failed_id, runs.RunState.FAILED, timeout=60)
 
     ui.login(token)
+    ui.by("nav-runs").click()
     ui.by("runs-filter-state").select_option("failed")
     ui.by("runs-filter-search").fill("planned failure 7")
     ui.by("runs-filter-apply").click()
@@ -618,7 +620,7 @@ def test_logout_and_a_revoked_token_return_to_the_login_form(
 
     record, short_lived = ui_cluster.client.admin.create_token(ADMIN)
     ui.login(short_lived)
-    expect(ui.by("runs-table")).to_be_visible()
+    expect(ui.by("overview-charts")).to_be_visible()  # the home page
     ui_cluster.client.admin.revoke_token(record.id)
     expect(ui.by("login-view")).to_be_visible()  # the next poll gets a 401
     expect(ui.by("login-error")).to_contain_text("session ended")
@@ -684,4 +686,64 @@ def test_queues_and_a_jobs_pauses_are_shown_and_steered(
         pauses.resume_all()
         pauses.resume_queue("jobs")
         pauses.resume_job("tests.urgent")
+    ui.assert_clean()
+
+
+def test_the_overview_charts_a_live_drain(
+    ui: Ui, ui_cluster: Cluster, server: Serve, token: str, tmp_path: Path
+) -> None:
+    """The home page charts the runs of the last hour as they drain: each chart draws the
+    figures of ``GET /api/v1/stats/series``; a screenshot is kept (its path is printed)."""
+    console_errors: list[str] = []  # a refused style or script (CSP), a failed request
+    ui.page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    ui.login(token)  # the overview is the home page
+    expect(ui.by("nav-overview")).to_have_class(re.compile(r"\bactive\b"))
+    expect(ui.by("overview-charts")).to_have_attribute("data-window", "1h")
+    ids = [ui_cluster.client.submit("examples.add", {"a": i, "b": 1}) for i in range(30)]
+    ids += [ui_cluster.client.submit("examples.fail", {"message": "drain"}) for _ in range(10)]
+    ui_cluster.wait_all(ids, timeout=90)
+    headers = {"Authorization": f"Bearer {token}"}
+    api = httpx.get(f"{server.url}/api/v1/stats/series", headers=headers, timeout=30).json()
+    assert api["totals"]["failed"] >= 10 and api["totals"]["completed"] >= 30
+
+    runs_chart = ui.by("chart-runs")
+    for state in ("submitted", "completed", "failed", "cancelled"):
+        series = runs_chart.locator(f'[data-testid="chart-series"][data-series="{state}"]')
+        expect(series).to_have_attribute("data-total", str(api["totals"][state]))
+        drawn = [b for b, n in zip(api["buckets"], api["runs"][state], strict=True) if n]
+        points = series.get_by_test_id("chart-point")
+        expect(points).to_have_count(len(drawn))  # a point per bucket that has runs
+        values = [int(v or 0) for v in points.evaluate_all("ps => ps.map(p => p.dataset.value)")]
+        assert sum(values) == api["totals"][state]
+    rates = ui.by("chart-failure-rate").get_by_test_id("chart-point")
+    expect(rates).to_have_count(sum(1 for r in api["failure_rate"] if r is not None))
+
+    bars = ui.by("chart-durations").get_by_test_id("chart-bar")
+    expect(bars).to_have_count(2 * len(api["durations"]))
+    for d in api["durations"]:
+        for stat in ("p50", "p95"):
+            bar = ui.page.locator(
+                f'[data-testid="chart-bar"][data-job="{d["job"]}"][data-stat="{stat}"]'
+            )
+            assert float(bar.get_attribute("data-value") or "nan") == pytest.approx(d[stat])
+    queued = ui.by("chart-queued").get_by_test_id("chart-point")
+    expect(queued.first).to_be_attached()
+    workers = ui.by("chart-workers").get_by_test_id("chart-point")
+    assert max(int(w or 0) for w in workers.evaluate_all("ps => ps.map(p => p.dataset.value)")) >= 1
+    expect(ui.by("overview-summary")).to_contain_text(f"{api['totals']['failed']} failed")
+
+    ui.by("overview-window-1d").click()  # the day, by the quarter hour
+    expect(ui.by("overview-charts")).to_have_attribute("data-window", "1d")
+    expect(
+        runs_chart.locator('[data-testid="chart-series"][data-series="failed"]')
+    ).to_have_attribute("data-total", str(api["totals"]["failed"]))
+    ui.by("overview-window-1h").click()
+    expect(ui.by("overview-charts")).to_have_attribute("data-window", "1h")
+
+    shots = Path(os.environ.get("JOBSYS_TEST_ARTIFACTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    shot = shots / "dashboard-overview.png"
+    ui.page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot of the overview: {shot}")
+    assert console_errors == []
     ui.assert_clean()

@@ -3,7 +3,9 @@ Redis and the run store, driven with httpx as any producer in any language would
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -627,3 +629,96 @@ def test_stats_and_metrics_count_the_runs(api: httpx.Client, shared: Cluster) ->
     workers = families["jobsys_worker_last_seen_seconds"].samples
     assert any(s.labels["worker"].startswith("w1") and s.value >= 0 for s in workers)
     assert [s.value for s in families["jobsys_schedule_lag_seconds"].samples] == [0.0]
+
+
+def series_from_records(cluster: Cluster, answer: dict[str, Any], tenant: str) -> dict[str, Any]:
+    """What ``GET /api/v1/stats/series`` should say, worked out here from the run records."""
+    start = dt.datetime.fromisoformat(answer["start"])
+    step, count = answer["bucket_seconds"], len(answer["buckets"])
+    runs_: dict[str, list[int]] = {s: [0] * count for s in SERIES}
+    durations: dict[str, list[float]] = {}
+    t = schema.runs
+    query = sa.select(t.c.created_at, t.c.finished_at, t.c.state, t.c.job, t.c.duration)
+    with cluster.store.engine.connect() as conn:
+        rows = conn.execute(query.where(t.c.tenant == tenant)).all()
+    for created, finished, state, job, duration in rows:
+        if 0 <= (i := int((created - start).total_seconds() // step)) < count:
+            runs_["submitted"][i] += 1
+        if finished is None or state not in SERIES:
+            continue
+        if 0 <= (i := int((finished - start).total_seconds() // step)) < count:
+            runs_[state][i] += 1
+            if state in ("completed", "failed") and duration is not None:
+                durations.setdefault(job, []).append(duration)
+    ranks = {
+        job: (
+            len(d),
+            sorted(d)[math.ceil(0.5 * len(d)) - 1],
+            sorted(d)[math.ceil(0.95 * len(d)) - 1],
+        )
+        for job, d in durations.items()
+    }
+    return {"runs": runs_, "durations": ranks}
+
+
+SERIES = ("submitted", "cancelled", "completed", "failed")
+
+
+def test_series_count_runs_by_state_and_bucket_and_each_jobs_percentiles(
+    api: httpx.Client, shared: Cluster
+) -> None:
+    ids = [
+        api.post("/api/v1/jobs/examples.add/runs", json={"input": {"a": i, "b": 1}}).json()[
+            "run_id"
+        ]
+        for i in range(8)
+    ] + [
+        api.post("/api/v1/jobs/examples.fail/runs", json={"input": {}}).json()["run_id"]
+        for _ in range(4)
+    ]
+    for run_id in ids:
+        wait_run(api, run_id)
+
+    def agrees(answer: dict[str, Any]) -> bool:
+        want = series_from_records(shared, answer, "default")
+        got = {d["job"]: (d["count"], d["p50"], d["p95"]) for d in answer["durations"]}
+        return answer["runs"] == want["runs"] and got == want["durations"]
+
+    hour = poll(lambda: api.get("/api/v1/stats/series?window=1h").json(), agrees)
+    assert hour["bucket_seconds"] == 60 and len(hour["buckets"]) == 60
+    assert hour["totals"]["submitted"] >= 12 and hour["totals"]["failed"] >= 4
+    for i, rate in enumerate(hour["failure_rate"]):  # failed / ended, none where none ended
+        ended = sum(hour["runs"][s][i] for s in ("completed", "failed", "cancelled"))
+        assert rate == (pytest.approx(hour["runs"]["failed"][i] / ended) if ended else None)
+    assert {"examples.add", "examples.fail"} <= {d["job"] for d in hour["durations"]}
+    # queue depth and live workers: the server's own samples, at least the one just taken
+    samples = hour["samples"]
+    assert samples["every_seconds"] == 15
+    assert [q for q in samples["queued"] if q is not None] and max(
+        w or 0 for w in samples["workers"]
+    ) >= 1
+
+    day = poll(lambda: api.get("/api/v1/stats/series", params={"window": "1d"}).json(), agrees)
+    assert day["bucket_seconds"] == 900 and len(day["buckets"]) == 96
+    assert day["totals"] == hour["totals"]  # everything here happened in the last hour
+
+
+def test_series_count_only_the_callers_tenant_and_check_the_window(
+    server: ApiServer, api: httpx.Client
+) -> None:
+    wait_run(
+        api,
+        api.post("/api/v1/jobs/examples.add/runs", json={"input": {"a": 1, "b": 2}}).json()[
+            "run_id"
+        ],
+    )
+    ours = api.get("/api/v1/stats/series").json()
+    assert ours["window"] == "1h" and ours["totals"]["submitted"] >= 1 and ours["durations"]
+    with server.client(OTHER_TENANT) as other:
+        theirs = other.get("/api/v1/stats/series").json()
+        assert set(theirs["totals"].values()) == {0}, theirs["totals"]
+        assert theirs["durations"] == [] and set(theirs["failure_rate"]) == {None}
+        error = assert_error(other.get("/api/v1/stats/series?window=2h"), 422)
+        assert any("window" in f["loc"] for f in error["fields"]), error
+    with server.client(None) as anonymous:
+        assert_error(anonymous.get("/api/v1/stats/series"), 401)

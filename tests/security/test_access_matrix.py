@@ -202,6 +202,7 @@ HTTP_ROUTES: dict[str, dict[str, str]] = {
     "GET /api/v1/ready": {"-": "public"},
     "GET /api/v1/me": {"-": "token"},
     "GET /api/v1/stats": {"-": "token"},
+    "GET /api/v1/stats/series": {"-": "token"},
     "GET /metrics": {"-": "admin"},
     "GET /api/v1/workers": {"-": "admin"},
     "GET /api/v1/jobs": each(ALL_JOBS, "list"),

@@ -2,6 +2,7 @@
 
 import { get, onUnauthorized, session } from "./api.js";
 import { notify } from "./shared.js";
+import { renderOverview } from "./overview.js";
 import { renderRuns } from "./runs.js";
 import { renderRun } from "./run.js";
 import { renderSubmit } from "./submit.js";
@@ -16,6 +17,7 @@ let stopView = () => {};
 let loggedIn = false;
 
 const routes = [
+  [/^overview$/, () => renderOverview],
   [/^runs$/, () => renderRuns],
   [/^runs\/(.+)$/, () => renderRun],
   [/^submit(?:\/(.+))?$/, () => renderSubmit],
@@ -30,7 +32,7 @@ const routes = [
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, "");
   const [path, search = ""] = raw.split("?", 2);
-  return { path: path || "runs", params: new URLSearchParams(search) };
+  return { path: path || "overview", params: new URLSearchParams(search) };
 }
 
 function highlightNav(path) {
