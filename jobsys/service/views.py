@@ -53,6 +53,9 @@ def spec_json(spec: jobs.JobSpec) -> dict[str, Any]:
         # Its flow limits (``max_concurrency``, ``concurrency_key``, ``per_key``, ``rate``,
         # ``rate_key``), those it declares; empty when it has none.
         "limits": spec.flow.describe() if spec.flow is not None else {},
+        # Its own retention (``keep_completed`` ...), those it declares; empty: the global
+        # settings (``JOBSYS_KEEP_*``) apply.
+        "retention": spec.retention.to_json() if spec.retention is not None else {},
         "input_schema": spec.input_schema(),
         "output_schema": spec.output_schema(),
     }

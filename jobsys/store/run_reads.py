@@ -132,6 +132,9 @@ class RunReads:
             query = query.where(self._text_clause(f.text, f.text_jobs, f.limit))
         if f.jobs is not None:
             query = query.where(T.c.job.in_(f.jobs))
+        if f.archived is not None:
+            archived = T.c.archived_at.is_not(None)
+            query = query.where(archived if f.archived else sa.not_(archived))
         with self.engine.connect() as conn:
             return [record(r) for r in conn.execute(query)]
 
