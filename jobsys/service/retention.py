@@ -25,6 +25,7 @@ from jobsys.store import retention, runs
 if TYPE_CHECKING:
     from jobsys.service.client import Client
 
+
 class RetentionClient:
     def __init__(self, client: Client) -> None:
         self._c = client

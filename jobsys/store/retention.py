@@ -84,7 +84,11 @@ class PruneResult:
         }
 
 
-AGE_SETTING = {"completed": "keep_completed", "failed": "keep_failed", "cancelled": "keep_cancelled"}
+AGE_SETTING = {
+    "completed": "keep_completed",
+    "failed": "keep_failed",
+    "cancelled": "keep_cancelled",
+}
 """The age option (a setting, a job's ``@job`` option) of each ended state."""
 
 
@@ -188,8 +192,9 @@ class RetentionStore:
                     kept = self._kept(conn, rule, page, thresholds)
                 gone = 0
                 if page and not dry_run:
+                    going = [i for i, *_ in page if i not in kept]
                     with self.engine.begin() as conn:
-                        gone = self._delete(conn, rule.state, [i for i, *_ in page if i not in kept])
+                        gone = self._delete(conn, rule.state, going)
             else:
                 with self.engine.begin() as conn:
                     page = self._candidates(conn, rule, size, tenant, done, after, lock=True)
@@ -339,9 +344,7 @@ class RetentionStore:
                 .limit(size)
             )
             with self.engine.begin() as conn:
-                gone = conn.execute(
-                    W.delete().where(W.c.id.in_(chosen.scalar_subquery()))
-                ).rowcount
+                gone = conn.execute(W.delete().where(W.c.id.in_(chosen.scalar_subquery()))).rowcount
             took = time.monotonic() - t0
             result.workflow_runs += gone
             result.longest_batch = max(result.longest_batch, took)
@@ -378,7 +381,8 @@ class RetentionStore:
         if not ids:
             return []
         where: list[Any] = [table.c.id.in_(list(ids))]
-        where.append(table.c.archived_at.is_(None) if archived else table.c.archived_at.is_not(None))
+        flag = table.c.archived_at
+        where.append(flag.is_(None) if archived else flag.is_not(None))
         if tenant is not None:
             where.append(table.c.tenant == tenant)
         values: dict[str, Any] = {"archived_at": now if archived else None}
