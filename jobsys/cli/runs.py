@@ -70,6 +70,7 @@ _LIMITS = ("concurrency_limit", "rate_limit", "backoff")
     help="Only runs that used all their attempts (or that did not); with --state failed: "
     "the dead-letter view.",
 )
+@click.option("--archived", is_flag=True, help="Only archived runs (default lists leave them out).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -83,10 +84,11 @@ def runs_list(
     workflow_id: str | None,
     parent_id: str | None,
     exhausted: bool | None,
+    archived: bool,
     limit: int,
     as_json: bool,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first (archived ones with --archived only)."""
     records = make_client().list(
         job=job,
         state=state,
@@ -98,6 +100,7 @@ def runs_list(
         workflow_id=workflow_id,
         parent_id=parent_id,
         exhausted=exhausted,
+        archived=archived,
     )
     if as_json:
         emit_json([r.to_json() for r in records])

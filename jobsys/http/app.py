@@ -29,6 +29,7 @@ from jobsys.http import (
     routes_bulk,
     routes_jobs,
     routes_queues,
+    routes_retention,
     routes_runs,
     routes_schedules,
     routes_system,
@@ -91,6 +92,7 @@ def create_app(
         routes_system,
         routes_jobs,
         routes_bulk,  # (before routes_runs: see there)
+        routes_retention,  # (likewise)
         routes_queues,
         routes_runs,
         routes_schedules,

@@ -130,6 +130,9 @@ def list_runs(
         bool | None,
         Query(description="Only runs that used all their attempts (true) or not (false)."),
     ] = None,
+    archived: Annotated[
+        bool, Query(description="Only archived runs (default lists leave them out).")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     found = c.list(
@@ -145,6 +148,7 @@ def list_runs(
         workflow_id=workflow or None,
         parent_id=parent or None,
         exhausted=exhausted,
+        archived=archived,
     )
     return {"runs": [r.to_json() for r in found]}
 

@@ -181,25 +181,24 @@ class RetentionStore:
         stop: threading.Event | None,
         result: PruneResult,
     ) -> None:
-        thresholds: dict[str, dt.datetime | None] = {}
-        done: set[str] = set()  # jobs whose remaining candidates are all among their newest
+        thresholds: dict[tuple[str, str], dt.datetime | None] = {}
         after: tuple[dt.datetime, str] | None = None
         while not (stop is not None and stop.is_set()):
             t0 = time.monotonic()
             if dry_run or self.engine.dialect.name != "postgresql":
                 with self.engine.connect() as conn:
-                    page = self._candidates(conn, rule, size, tenant, done, after, lock=False)
+                    page = self._candidates(conn, rule, size, tenant, after, lock=False)
                     kept = self._kept(conn, rule, page, thresholds)
                 gone = 0
                 if page and not dry_run:
-                    going = [i for i, *_ in page if i not in kept]
+                    going = [p[0] for p in page if p[0] not in kept]
                     with self.engine.begin() as conn:
                         gone = self._delete(conn, rule.state, going)
             else:
                 with self.engine.begin() as conn:
-                    page = self._candidates(conn, rule, size, tenant, done, after, lock=True)
+                    page = self._candidates(conn, rule, size, tenant, after, lock=True)
                     kept = self._kept(conn, rule, page, thresholds)
-                    gone = self._delete(conn, rule.state, [i for i, *_ in page if i not in kept])
+                    gone = self._delete(conn, rule.state, [p[0] for p in page if p[0] not in kept])
             if dry_run:
                 gone = len(page) - len(kept)
             took = time.monotonic() - t0
@@ -209,8 +208,7 @@ class RetentionStore:
             result.longest_batch = max(result.longest_batch, took)
             result.runs += gone
             result.by_state[rule.state] += gone
-            done |= {job for i, job, _ in page if i in kept}
-            after = (page[-1][2], page[-1][0])
+            after = (page[-1][3], page[-1][0])
             if len(page) < size:
                 return
             if not dry_run:
@@ -222,11 +220,10 @@ class RetentionStore:
         rule: Rule,
         size: int,
         tenant: str | None,
-        done: set[str],
         after: tuple[dt.datetime, str] | None,
         lock: bool,
-    ) -> list[tuple[str, str, dt.datetime]]:
-        """The oldest runs ``rule`` may take (id, job, created_at), after ``after``."""
+    ) -> list[tuple[str, str, str, dt.datetime]]:
+        """The oldest runs ``rule`` may take (id, tenant, job, created_at), after ``after``."""
         r = T.alias("r")
         waiter = T.alias("w")
         conditions: list[Any] = [
@@ -249,48 +246,50 @@ class RetentionStore:
         ]
         if rule.job is not None:
             conditions.append(r.c.job == rule.job)
-        left_out = set(rule.others) | done
-        if left_out:
-            conditions.append(r.c.job.not_in(sorted(left_out)))
+        if rule.others:
+            conditions.append(r.c.job.not_in(rule.others))
         if tenant is not None:
             conditions.append(r.c.tenant == tenant)
         if after is not None:
             conditions.append(sa.tuple_(r.c.created_at, r.c.id) > sa.tuple_(*after))
         query = (
-            sa.select(r.c.id, r.c.job, r.c.created_at)
+            sa.select(r.c.id, r.c.tenant, r.c.job, r.c.created_at)
             .where(*conditions)
             .order_by(r.c.created_at, r.c.id)
             .limit(size)
         )
         if lock:
             query = query.with_for_update(skip_locked=True, of=r)
-        return [(str(i), str(j), c) for i, j, c in conn.execute(query)]
+        return [(str(i), str(t), str(j), c) for i, t, j, c in conn.execute(query)]
 
     def _kept(
         self,
         conn: sa.Connection,
         rule: Rule,
-        page: list[tuple[str, str, dt.datetime]],
-        thresholds: dict[str, dt.datetime | None],
+        page: list[tuple[str, str, str, dt.datetime]],
+        thresholds: dict[tuple[str, str], dt.datetime | None],
     ) -> set[str]:
-        """The ids of ``page`` among the newest ``keep_last`` ended runs of their job."""
+        """The ids of ``page`` among the newest ``keep_last`` ended runs of their job (in
+        their tenant)."""
         if rule.keep_last <= 0:
             return set()
         kept = set()
-        for run_id, job, created in page:
-            if job not in thresholds:
-                thresholds[job] = self._newest_kept(conn, job, rule.keep_last)
-            limit = thresholds[job]
+        for run_id, tenant, job, created in page:
+            if (tenant, job) not in thresholds:
+                thresholds[tenant, job] = self._newest_kept(conn, tenant, job, rule.keep_last)
+            limit = thresholds[tenant, job]
             if limit is None or created >= limit:
                 kept.add(run_id)
         return kept
 
-    def _newest_kept(self, conn: sa.Connection, job: str, keep_last: int) -> dt.datetime | None:
-        """When the ``keep_last``-th newest ended run of ``job`` was made (runs made before
-        it may go); ``None``: the job has no more ended runs than that (all stay)."""
+    def _newest_kept(
+        self, conn: sa.Connection, tenant: str, job: str, keep_last: int
+    ) -> dt.datetime | None:
+        """When the ``keep_last``-th newest ended run of ``job`` in ``tenant`` was made (runs
+        made before it may go); ``None``: it has no more ended runs than that (all stay)."""
         query = (
             sa.select(T.c.created_at)
-            .where(T.c.job == job, T.c.state.in_(ENDED))
+            .where(T.c.job == job, T.c.tenant == tenant, T.c.state.in_(ENDED))
             .order_by(T.c.created_at.desc())
             .offset(keep_last - 1)
             .limit(1)
