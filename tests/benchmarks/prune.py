@@ -136,9 +136,8 @@ def measure(tmp: Path, broker: str, database: str | None, a: argparse.Namespace)
         c.start_worker("w1", concurrency=a.concurrency)
         drain(c, 20)  # warm up
         idle = [drain(c, a.drain)[0] for _ in range(2)]
-        print(
-            f"  idle drain:     {statistics.mean(idle):.1f} jobs/s ({', '.join(f'{x:.1f}' for x in idle)})"
-        )
+        each = ", ".join(f"{x:.1f}" for x in idle)
+        print(f"  idle drain:     {statistics.mean(idle):.1f} jobs/s ({each})")
 
         rules = retention.policy_rules(c.settings, c.registry, runs.utcnow())
         result: list[retention.PruneResult] = []
