@@ -283,7 +283,7 @@ class Settings:
         metadata=meta(
             "JOBSYS_KEEP_COMPLETED",
             "completed runs older than this (`7d`, `12h`) are pruned with their logs and "
-            "history, unless their job keeps them longer (`@job(keep_completed=...)`); `never` "
+            "history, unless their job says otherwise (`@job(keep_completed=...)`); `never` "
             'keeps them (see "Retention and archiving")',
             shown="`never`",
             duration=True,

@@ -203,6 +203,9 @@ class ListArgs(Args):
         description="Only runs that used all their attempts (true) or not (false); with "
         "state failed: the dead letters.",
     )
+    archived: bool = pydantic.Field(
+        False, description="Only archived runs and schedules (left out otherwise)."
+    )
     limit: Limit = 20
 
 
