@@ -302,11 +302,15 @@ class RetentionStore:
         dependency rows; their events go by trigger. Returns how many went."""
         if not run_ids:
             return 0
+        # The state checked through a function: left bare, SQLite (no statistics) looked the
+        # rows up by the state's index, every run of the state for each batch (0.8 s for 1,000
+        # of 1,000,000), instead of by id.
+        still = sa.func.coalesce(T.c.state, "") == state
         gone = [
             str(i)
             for (i,) in conn.execute(
                 T.delete()
-                .where(T.c.id.in_(run_ids), T.c.state == state, T.c.archived_at.is_(None))
+                .where(T.c.id.in_(run_ids), still, T.c.archived_at.is_(None))
                 .returning(T.c.id)
             )
         ]
@@ -382,8 +386,8 @@ class RetentionStore:
         where: list[Any] = [table.c.id.in_(list(ids))]
         flag = table.c.archived_at
         where.append(flag.is_(None) if archived else flag.is_not(None))
-        if tenant is not None:
-            where.append(table.c.tenant == tenant)
+        if tenant is not None:  # (through a function: looked up by id, see ``_delete``)
+            where.append(sa.func.coalesce(table.c.tenant, "") == tenant)
         values: dict[str, Any] = {"archived_at": now if archived else None}
         with self.engine.begin() as conn:
             changed = [

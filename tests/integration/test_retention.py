@@ -243,6 +243,9 @@ def test_archived_runs_and_schedules_leave_the_default_lists(
     assert {one, two} <= listed("--archived") and tenant_runs[2] not in listed("--archived")
     again = cli_runner.run(env, ["runs", "archive", one])
     assert again.stdout.strip() == f"{one} already archived"
+    with pytest.raises(errors.RunNotFound):  # another tenant's admin: not found
+        admin_of(kept, "elsewhere").retention.archive([tenant_runs[2]])
+    assert tenant_runs[2] in listed()
 
     schedule = kept.client.schedules.create("tests.effect", cadence.every(3600), name="to-archive")
     archived = cli_runner.run(env, ["schedules", "archive", schedule.id])
