@@ -11,7 +11,7 @@ input schema is its argument model's (``args.py``) and whose work is done in ``h
 * the cluster: ``list_workers`` (admin roles); the queues: ``queue_list``, ``queue_pause``,
   ``queue_resume`` (``job_pause`` and ``job_resume`` also pause a job by name).
 * bulk actions on the runs a filter matches (``mcp/bulk.py``): ``runs_bulk_cancel``,
-  ``runs_bulk_retry``, ``runs_bulk_delete``, each with a ``dry_run``.
+  ``runs_bulk_retry``, ``runs_bulk_delete``, each with a ``dry_run``, and ``runs_prune``.
 
 Besides them, one tool per job the caller may execute, ``run__<job>`` (``names.tool_name``:
 ``run__examples__add`` for ``examples.add``), whose input schema is the job's input JSON
@@ -290,6 +290,7 @@ TOOLS: tuple[ToolDef, ...] = (
             ("runs_bulk_delete", bulk.runs_bulk_delete),
         )
     ),
+    ToolDef("runs_prune", bulk.DESCRIPTIONS["runs_prune"], bulk.PruneArgs, bulk.runs_prune),
 )
 BY_NAME = {t.name: t for t in TOOLS}
 

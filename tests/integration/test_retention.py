@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from jobsys.service.client import Client
 from jobsys.store import retention, rows, runs, schema
 from tests import cli_runner
 from tests.cluster import CATALOG, Cluster, cluster
+from tests.integration.mcp_support import http_session
 from tests.servers import Serve
 from tests.waiting import NotYet, eventually
 
@@ -216,6 +218,17 @@ def test_prune_on_the_cli_and_http(kept: Cluster, http: httpx.Client) -> None:
     bad = cli_runner.run(env, ["runs", "prune", "--older-than", "soon"])
     assert bad.returncode == 2 and "--older-than" in bad.stderr
 
+    async def mcp() -> None:
+        token = http.headers["Authorization"].split(" ", 1)[1]
+        async with http_session(f"{http.base_url}mcp/", token) as session:
+            args = {"job": "retention.short", "dry_run": True}
+            result = await session.call_tool("runs_prune", args)
+            assert not result.is_error and result.structured_content is not None
+            assert result.structured_content["runs"] == 3
+            bad = await session.call_tool("runs_prune", {"older_than": "soon"})
+            assert bad.is_error and "older_than" in bad.content[0].text  # type: ignore[union-attr]
+
+    anyio.run(mcp)
     refused = http.post("/api/v1/runs/prune", json={"older_than": "soon"})
     assert refused.status_code == 422 and "older_than" in refused.text
     answer = http.post("/api/v1/runs/prune", json={"job": "retention.short"})

@@ -332,9 +332,11 @@ CLI_OUT_OF_MATRIX = {
     "config": "prints this process's settings (secrets masked); reads no records",
     "runs delete": BULK_REASON,
 }
-MCP_OUT_OF_MATRIX = dict.fromkeys(
-    ("runs_bulk_cancel", "runs_bulk_retry", "runs_bulk_delete"), BULK_REASON
-)
+MCP_OUT_OF_MATRIX = {
+    **dict.fromkeys(("runs_bulk_cancel", "runs_bulk_retry", "runs_bulk_delete"), BULK_REASON),
+    "runs_prune": "an admin's prune (its tenant's runs only), the same service call as the "
+    "matrix's `runs prune` and `POST /api/v1/runs/prune`; tenancy: test_retention",
+}
 
 FRESH = {
     # Cells that change what they act on get a resource of their own, in this state.
