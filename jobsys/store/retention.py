@@ -182,7 +182,7 @@ class RetentionStore:
         result: PruneResult,
     ) -> None:
         thresholds: dict[tuple[str, str], dt.datetime | None] = {}
-        after: tuple[dt.datetime, str] | None = None
+        after: tuple[dt.datetime, frozenset[str]] | None = None
         while not (stop is not None and stop.is_set()):
             t0 = time.monotonic()
             if dry_run or self.engine.dialect.name != "postgresql":
@@ -208,7 +208,9 @@ class RetentionStore:
             result.longest_batch = max(result.longest_batch, took)
             result.runs += gone
             result.by_state[rule.state] += gone
-            after = (page[-1][3], page[-1][0])
+            last = page[-1][3]
+            at_last = frozenset(p[0] for p in page if p[3] == last)
+            after = (last, after[1] | at_last if after and after[0] == last else at_last)
             if len(page) < size:
                 return
             if not dry_run:
@@ -220,10 +222,16 @@ class RetentionStore:
         rule: Rule,
         size: int,
         tenant: str | None,
-        after: tuple[dt.datetime, str] | None,
+        after: tuple[dt.datetime, frozenset[str]] | None,
         lock: bool,
     ) -> list[tuple[str, str, str, dt.datetime]]:
-        """The oldest runs ``rule`` may take (id, tenant, job, created_at), after ``after``."""
+        """The oldest runs ``rule`` may take (id, tenant, job, created_at), from ``after``
+        (made then or later, but not those ids made then, read before).
+
+        Ordered by ``created_at`` alone, the order of the ``(state, created_at)`` index: the
+        scan starts at ``after`` (past the rows deleted before, dead until vacuumed) and stops
+        at the batch's size. Ordered by ``(created_at, id)``, PostgreSQL read every matching
+        run and sorted them, 1.5 s a batch on 1,000,000 runs."""
         r = T.alias("r")
         waiter = T.alias("w")
         conditions: list[Any] = [
@@ -251,11 +259,13 @@ class RetentionStore:
         if tenant is not None:
             conditions.append(r.c.tenant == tenant)
         if after is not None:
-            conditions.append(sa.tuple_(r.c.created_at, r.c.id) > sa.tuple_(*after))
+            conditions.append(r.c.created_at >= after[0])
+            if after[1]:
+                conditions.append(r.c.id.not_in(sorted(after[1])))
         query = (
             sa.select(r.c.id, r.c.tenant, r.c.job, r.c.created_at)
             .where(*conditions)
-            .order_by(r.c.created_at, r.c.id)
+            .order_by(r.c.created_at)
             .limit(size)
         )
         if lock:
