@@ -18,6 +18,10 @@ day, the newest 10 of each job whatever their age. Then:
    while drains of ``--drain`` runs follow each other; each drain's jobs/s;
 3. after: runs deleted per second, the longest batch, the runs left (must be the recent ones
    and the drains'), and that every drained run completed (none lost or stalled).
+
+Leave ``--broker`` out on a machine where others test: a cluster uses the Redis databases
+0-11 of the Redis it is given (``tests/cluster``), which other test runs share, and their
+workers take (and drop) its messages.
 """
 
 from __future__ import annotations
