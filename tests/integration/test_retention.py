@@ -220,7 +220,7 @@ def test_prune_on_the_cli_and_http(kept: Cluster, http: httpx.Client) -> None:
 
     async def mcp() -> None:
         token = http.headers["Authorization"].split(" ", 1)[1]
-        async with http_session(f"{http.base_url}mcp/", token) as session:
+        async with http_session(f"{str(http.base_url).rstrip('/')}/mcp/", token) as session:
             args = {"job": "retention.short", "dry_run": True}
             result = await session.call_tool("runs_prune", args)
             assert not result.is_error and result.structured_content is not None
