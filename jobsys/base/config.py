@@ -33,6 +33,7 @@ def meta(
     floor: float | None = None,
     maximum: float | None = None,
     lower: bool = False,
+    duration: bool = False,
 ) -> dict[str, Any]:
     """The metadata of one setting's field.
 
@@ -41,7 +42,8 @@ def meta(
     would not say it; ``unset``: the text parsed when the variable is unset (fields without a
     default); ``derive``: the value when unset, from the settings read before it; ``floor``:
     a smaller number is raised to it; ``maximum``: a larger number is refused; ``lower``:
-    items of a list are lower-cased.
+    items of a list are lower-cased; ``duration``: a number of seconds or a duration such as
+    ``7d`` (``never``: none).
     """
     return {
         "env": env,
@@ -52,6 +54,7 @@ def meta(
         "floor": floor,
         "maximum": maximum,
         "lower": lower,
+        "duration": duration,
     }
 
 
@@ -272,6 +275,62 @@ class Settings:
             "JOBSYS_TASK_EVENTS",
             "`1` sends Celery task events all the time; otherwise Flower switches them on "
             "while it watches (each event is a broker round trip per job)",
+        ),
+    )
+
+    keep_completed: float | None = dataclasses.field(
+        default=None,
+        metadata=meta(
+            "JOBSYS_KEEP_COMPLETED",
+            "completed runs older than this (`7d`, `12h`) are pruned with their logs and "
+            "history, unless their job says otherwise (`@job(keep_completed=...)`); `never` "
+            'keeps them (see "Retention and archiving")',
+            shown="`never`",
+            duration=True,
+        ),
+    )
+    keep_failed: float | None = dataclasses.field(
+        default=None,
+        metadata=meta(
+            "JOBSYS_KEEP_FAILED",
+            "failed runs older than this are pruned (`never`: kept)",
+            shown="`never`",
+            duration=True,
+        ),
+    )
+    keep_cancelled: float | None = dataclasses.field(
+        default=None,
+        metadata=meta(
+            "JOBSYS_KEEP_CANCELLED",
+            "cancelled runs older than this are pruned (`never`: kept)",
+            shown="`never`",
+            duration=True,
+        ),
+    )
+    keep_last: int = dataclasses.field(
+        default=10,
+        metadata=meta(
+            "JOBSYS_KEEP_LAST",
+            "the pruner keeps at least the newest this many ended runs of each job, whatever "
+            "their age",
+        ),
+    )
+    prune_seconds: float = dataclasses.field(
+        default=300.0,
+        metadata=meta(
+            "JOBSYS_PRUNE_SECONDS",
+            "how often each worker's pruner applies the retention policies (`0`: never; "
+            "`jobsys runs prune` still does)",
+        ),
+    )
+    prune_batch: int = dataclasses.field(
+        default=1000,
+        metadata=meta(
+            "JOBSYS_PRUNE_BATCH",
+            "runs the pruner deletes per transaction (it pauses between two as long as the "
+            "last one took)",
+            floor=1,
+            maximum=100000,
         ),
     )
 

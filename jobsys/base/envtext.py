@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from jobsys.base import errors
+from jobsys.base import errors, timeparse
 
 
 def _optional(kind: Any) -> Any:
@@ -34,6 +34,8 @@ def parse(f: dataclasses.Field[Any], kind: Any, raw: str) -> Any:
     """The value of ``raw``, the text of ``f``'s variable, by the field's type."""
     name, m = f.metadata["env"], f.metadata
     kind = _optional(kind)
+    if m.get("duration"):
+        return _duration(name, raw)
     if kind is bool:
         text = raw.strip().lower()
         if text in TRUE or text in FALSE:
@@ -51,6 +53,19 @@ def parse(f: dataclasses.Field[Any], kind: Any, raw: str) -> Any:
             items = [i.lower() for i in items]
         return typing.get_origin(kind)(items)
     raise TypeError(f"Settings.{f.name}: no parser for {kind!r}")  # a new type: add it here
+
+
+def _duration(name: str, raw: str) -> float | None:
+    """A duration (``7d``, ``12h``, ``3600``), or ``None`` for ``never``."""
+    if raw.strip().lower() in ("never", "none", "off"):
+        return None
+    try:
+        seconds = timeparse.parse_seconds(raw)
+    except ValueError as exc:
+        raise errors.ConfigError(f"{name}={raw!r}: {exc}, or never") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise errors.ConfigError(f"{name}={raw!r} must be a positive duration, or never")
+    return seconds
 
 
 def _number(f: dataclasses.Field[Any], kind: type[float], raw: str) -> float:

@@ -76,6 +76,7 @@ _LIMITS = ("concurrency_limit", "rate_limit", "backoff")
     default=None,
     help="Only the waiting runs a pause holds (or all but those): see `jobsys queues list`.",
 )
+@click.option("--archived", is_flag=True, help="Only archived runs (default lists leave them out).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -90,10 +91,11 @@ def runs_list(
     parent_id: str | None,
     exhausted: bool | None,
     paused: bool | None,
+    archived: bool,
     limit: int,
     as_json: bool,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first (archived ones with --archived only)."""
     records = make_client().list(
         job=job,
         state=state,
@@ -106,6 +108,7 @@ def runs_list(
         parent_id=parent_id,
         exhausted=exhausted,
         paused=paused,
+        archived=archived,
     )
     if as_json:
         emit_json([r.to_json() for r in records])

@@ -189,6 +189,9 @@ def schedules_update(schedule_id: str, as_json: bool, **given: Any) -> None:
     default=None,
     help="Only those next firing before this: an ISO time, or 30m, 2h, 1d from now.",
 )
+@click.option(
+    "--archived", is_flag=True, help="Only archived schedules (default lists leave them out)."
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -198,10 +201,12 @@ def schedules_list(
     name: str | None,
     next_after: str | None,
     next_before: str | None,
+    archived: bool,
     limit: int,
     as_json: bool,
 ) -> None:
-    """List schedules, newest first, with next fire, run count and last run state."""
+    """List schedules, newest first, with next fire, run count and last run state (archived
+    ones with --archived only)."""
     found = make_client().schedules.list(
         state=state,
         job=job,
@@ -209,6 +214,7 @@ def schedules_list(
         name=name,
         next_after=_future(next_after, "--next-after"),
         next_before=_future(next_before, "--next-before"),
+        archived=archived,
     )
     if as_json:
         emit_json([s.to_json() for s in found])

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, get_type_hints
 import pydantic
 
 from jobsys.base import bounds, errors, keywords
-from jobsys.declare import cadence, flow, permissions
+from jobsys.declare import cadence, flow, permissions, retention
 from jobsys.declare.flow import FlowLimits
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
@@ -123,6 +123,8 @@ class JobSpec:
     flow: FlowLimits | None = None
     """Its concurrency and rate limits (``flow.py``); ``None``: none, and its runs take the
     claim that costs nothing more."""
+    retention: retention.Retention | None = None
+    """How long its ended runs are kept (``retention.py``); ``None``: the global settings."""
     task: str = ""
     """The Celery task its runs are published to, when not the job's own name (jobs
     registered at runtime share ``definitions.DYNAMIC_TASK``)."""
@@ -166,6 +168,10 @@ def job(
     rate_key: str | None = None,
     external: bool = False,
     lease: float | None = None,
+    keep_completed: str | float | None = None,
+    keep_failed: str | float | None = None,
+    keep_cancelled: str | float | None = None,
+    keep_last: int | None = None,
 ) -> Callable[[Callable[..., Any]], JobSpec]:
     """Declare a job from a function ``fn(input)`` or ``fn(input, ctx)``.
 
@@ -176,7 +182,8 @@ def job(
     The input and output models come from the arguments or, failing that, from the function's
     type hints (first parameter and return type). The decorated name is a ``JobSpec``.
     ``max_concurrency``, ``concurrency_key``, ``per_key``, ``rate``, ``rate_key``: its flow
-    limits (``flow.FlowLimits``).
+    limits (``flow.FlowLimits``). ``keep_completed``, ``keep_failed``, ``keep_cancelled``
+    (``"7d"``, ``"never"``) and ``keep_last``: its retention (``retention.Retention``).
     """
 
     def declare(fn: Callable[..., Any]) -> JobSpec:
@@ -184,6 +191,7 @@ def job(
         limits = flow.declare(
             name, in_model, max_concurrency, concurrency_key, per_key, rate, rate_key
         )
+        kept = retention.declare(name, keep_completed, keep_failed, keep_cancelled, keep_last)
         return make_spec(
             name=name,
             fn=fn,
@@ -205,6 +213,7 @@ def job(
             flow=limits,
             external=external,
             lease=lease,
+            retention=kept,
         )
 
     return declare
@@ -236,6 +245,10 @@ class Job:
     per_key: ClassVar[int | None] = None
     rate: ClassVar[str | None] = None
     rate_key: ClassVar[str | None] = None
+    keep_completed: ClassVar[str | float | None] = None
+    keep_failed: ClassVar[str | float | None] = None
+    keep_cancelled: ClassVar[str | float | None] = None
+    keep_last: ClassVar[int | None] = None
     spec: ClassVar[JobSpec]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -277,6 +290,9 @@ class Job:
             module=cls.__module__,
             schedule=cls.schedule,
             flow=limits,
+            retention=retention.declare(
+                name, cls.keep_completed, cls.keep_failed, cls.keep_cancelled, cls.keep_last
+            ),
         )
 
     def run(self, input: Any, ctx: Any) -> Any:

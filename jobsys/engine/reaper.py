@@ -16,6 +16,7 @@ from celery import Celery, states
 
 from jobsys.declare import jobs
 from jobsys.engine import pausing
+from jobsys.engine.pruner import Pruner
 from jobsys.engine.publishing import RunFailedResult, publish, republish, store_result
 from jobsys.engine.runtime import Runtime
 from jobsys.store import runs
@@ -90,12 +91,16 @@ class Reaper:
         when (``time.monotonic``) its runs are left out of its passes."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="jobsys-reaper", daemon=True)
+        self.pruner = Pruner(runtime)
+        """Applies the retention policies, in a thread of its own (``pruner.py``)."""
 
     def start(self) -> None:
         self._thread.start()
+        self.pruner.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.pruner.stop()
 
     def _loop(self) -> None:
         self.announce()

@@ -31,6 +31,7 @@ from jobsys.http import (
     routes_bulk,
     routes_jobs,
     routes_queues,
+    routes_retention,
     routes_runs,
     routes_schedules,
     routes_system,
@@ -100,6 +101,7 @@ def create_app(
         routes_jobs,
         routes_bulk,  # (before routes_runs: see there)
         routes_actors,
+        routes_retention,  # (likewise)
         routes_queues,
         routes_runs,
         routes_schedules,

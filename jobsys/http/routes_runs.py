@@ -134,6 +134,9 @@ def list_runs(
         bool | None,
         Query(description="Only the waiting runs a pause holds (true), or all but those."),
     ] = None,
+    archived: Annotated[
+        bool, Query(description="Only archived runs (default lists leave them out).")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     found = c.list(
@@ -150,6 +153,7 @@ def list_runs(
         parent_id=parent or None,
         exhausted=exhausted,
         paused=paused,
+        archived=archived,
     )
     return {"runs": [r.to_json() for r in found]}
 

@@ -44,6 +44,9 @@ def list_schedules(
         str | None,
         Query(max_length=64, description="Next fire before: ISO time, or 30m/2h/1d from now."),
     ] = None,
+    archived: Annotated[
+        bool, Query(description="Only archived schedules (default lists leave them out).")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> dict[str, Any]:
     found = c.schedules.list(
@@ -53,6 +56,7 @@ def list_schedules(
         name=name or None,
         next_after=parse_instant(next_after, "next_after", ahead=True),
         next_before=parse_instant(next_before, "next_before", ahead=True),
+        archived=archived,
     )
     return {"schedules": [s.to_json() for s in found]}
 

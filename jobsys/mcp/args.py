@@ -206,6 +206,9 @@ class ListArgs(Args):
     paused: bool | None = pydantic.Field(
         None, description="Only the waiting runs a pause holds (true), or all but those (false)."
     )
+    archived: bool = pydantic.Field(
+        False, description="Only archived runs and schedules (left out otherwise)."
+    )
     limit: Limit = 20
 
 

@@ -180,11 +180,12 @@ def job_list(c: Client, a: args.ListArgs) -> dict[str, Any]:
             parent_id=a.parent,
             exhausted=a.exhausted,
             paused=a.paused,
+            archived=a.archived,
         )
         out["runs"] = [run_summary(r) for r in found]
     if a.what in ("all", "schedules"):
         state = a.state if a.what == "schedules" else None
-        found_s = c.schedules.list(state=state, job=a.job, limit=a.limit)
+        found_s = c.schedules.list(state=state, job=a.job, limit=a.limit, archived=a.archived)
         out["schedules"] = [schedule_json(s) for s in found_s]
     if a.what in ("all", "workflow_runs"):
         flows = [w for w in c.workflows.list(limit=a.limit) if a.job in (None, w.workflow)]

@@ -13,7 +13,7 @@ input schema is its argument model's (``args.py``) and whose work is done in ``h
 * runs driven from outside (``mcp/actors.py``): ``job_take``, ``job_report``,
   ``job_complete``, ``job_fail``: an agent takes a run of an external job and does it;
 * bulk actions on the runs a filter matches (``mcp/bulk.py``): ``runs_bulk_cancel``,
-  ``runs_bulk_retry``, ``runs_bulk_delete``, each with a ``dry_run``.
+  ``runs_bulk_retry``, ``runs_bulk_delete``, each with a ``dry_run``, and ``runs_prune``.
 
 Besides them, one tool per job the caller may execute, ``run__<job>`` (``names.tool_name``:
 ``run__examples__add`` for ``examples.add``), whose input schema is the job's input JSON
@@ -293,6 +293,7 @@ TOOLS: tuple[ToolDef, ...] = (
             ("runs_bulk_delete", bulk.runs_bulk_delete),
         )
     ),
+    ToolDef("runs_prune", bulk.DESCRIPTIONS["runs_prune"], bulk.PruneArgs, bulk.runs_prune),
 )
 BY_NAME = {t.name: t for t in TOOLS}
 

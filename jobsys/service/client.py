@@ -26,6 +26,7 @@ from jobsys.service.admin_client import AdminClient
 from jobsys.service.bulk import BulkClient
 from jobsys.service.definition_client import DefinitionClient
 from jobsys.service.pause_client import PauseClient
+from jobsys.service.retention import RetentionClient
 from jobsys.service.schedule_client import ScheduleClient
 from jobsys.service.submitting import MAX_COUNTDOWN_SECONDS, SubmitOptions, Submitting
 from jobsys.service.workflow_client import WorkflowClient
@@ -150,6 +151,12 @@ class Client(Submitting):
         """Pause and resume queues, jobs or everything; the queues, paused or not."""
         return PauseClient(self)
 
+    @functools.cached_property
+    def retention(self) -> RetentionClient:
+        """Prune ended runs by the retention policies; archive and unarchive runs and
+        schedules."""
+        return RetentionClient(self)
+
     def execute(
         self,
         job: str,
@@ -257,6 +264,7 @@ class Client(Submitting):
         parent_id: str | None = None,
         exhausted: bool | None = None,
         paused: bool | None = None,
+        archived: bool | None = False,
     ) -> list[runs.RunRecord]:
         """Runs of this principal's tenant, newest first. ``search`` keeps the runs whose
         error or logs hold all its keywords, or whose job's name, description or tags do;
@@ -264,7 +272,8 @@ class Client(Submitting):
         of a workflow run, the runs made from a run (its retries); ``exhausted`` the runs
         that used all their attempts (``True``) or did not (``False``): with
         ``state="failed"``, the dead-letter view; ``paused`` the waiting runs a pause holds
-        (``True``) or all but those (``False``)."""
+        (``True``) or all but those (``False``). ``archived``: archived runs only (``True``),
+        or both (``None``); by default runs not archived."""
         run_state = errors.choice(runs.RunState, state, "runs.list")
         found = self.store.select(
             runs.RunFilter(
@@ -283,6 +292,7 @@ class Client(Submitting):
                 text=search,
                 text_jobs=self.registry.matching(search) if search else (),
                 jobs=self.visible_jobs(),
+                archived=archived,
                 limit=limit,
             )
         )

@@ -111,10 +111,11 @@ class ScheduleClient:
         name: str | None = None,
         next_after: dt.datetime | None = None,
         next_before: dt.datetime | None = None,
+        archived: bool | None = False,
     ) -> list[schedules.ScheduleRecord]:
         """This tenant's schedules of the jobs this principal may list, newest first;
         ``name``: whose name holds it; ``next_after``/``next_before``: whose next fire is in
-        that range."""
+        that range; ``archived``: archived ones only (``True``), or both (``None``)."""
         chosen = errors.choice(schedules.ScheduleState, state, "schedules.list")
         return self._store.select(
             self._tenant,
@@ -125,6 +126,7 @@ class ScheduleClient:
             name=name,
             next_after=next_after,
             next_before=next_before,
+            archived=archived,
         )
 
     def versions(self, schedule_id: str) -> builtins.list[dict[str, Any]]:

@@ -56,6 +56,9 @@ def spec_json(spec: jobs.JobSpec) -> dict[str, Any]:
         "limits": spec.flow.describe() if spec.flow is not None else {},
         # An external job's lease: how long the actor that took a run may stay silent.
         **({"lease": spec.lease or DEFAULT_LEASE} if spec.external else {}),
+        # Its own retention (``keep_completed`` ...), those it declares; empty: the global
+        # settings (``JOBSYS_KEEP_*``) apply.
+        "retention": spec.retention.to_json() if spec.retention is not None else {},
         "input_schema": spec.input_schema(),
         "output_schema": spec.output_schema(),
     }

@@ -142,6 +142,9 @@ class RunRecord:
     """The run's concurrency key (its job's ``concurrency_key``, computed at submit)."""
     gate: str | None = None
     """``concurrency`` while the run waits for a free slot of its job or key."""
+    archived_at: dt.datetime | None = None
+    """When a person archived the run: it is left out of default lists (``--archived``
+    shows it), kept, and never pruned by the retention policies."""
     withheld: str | None = None
     """Set (saying why) when the reader may list this run but not read it: its input, output,
     error and progress are left out (``Client.shown``); never stored."""
@@ -214,6 +217,9 @@ class RunFilter:
     """...or whose job is one of these (the caller matched names, descriptions and tags)."""
     jobs: tuple[str, ...] | None = None
     """Only runs of these jobs (the ones the principal may list); ``None``: any job."""
+    archived: bool | None = False
+    """``False`` (default lists): runs not archived; ``True``: archived runs only; ``None``:
+    both."""
     limit: int = 50
 
 

@@ -124,12 +124,7 @@ class RunReads:
             query = query.where(T.c.created_at >= f.since)
         if f.until is not None:
             query = query.where(T.c.created_at < f.until)
-        if f.exhausted is not None:
-            used = T.c.attempts >= T.c.max_attempts
-            query = query.where(used if f.exhausted else sa.not_(used))
-        if f.paused is not None:
-            held = sa.and_(T.c.state.in_(run_states.values(run_states.WAITING)), is_parked())
-            query = query.where(held if f.paused else sa.not_(held))
+        query = query.where(*_flags(f))
         if f.tag is not None:  # in SQL, so that the limit counts tagged runs only
             query = query.where(self._has_tag).params(tag_json=json.dumps([f.tag]))
         if f.text is not None:
@@ -222,3 +217,20 @@ def _has_tag(dialect: str) -> sa.TextClause:
         else "EXISTS (SELECT 1 FROM json_each(jobsys_runs.tags) "
         "WHERE json_each.value = json_extract(:tag_json, '$[0]'))"
     )
+
+
+def _flags(f: RunFilter) -> list[Any]:
+    """The conditions of a filter's yes/no choices (``None``: either): runs that used all
+    their attempts, runs a pause holds, archived runs."""
+    found = []
+    for wanted, condition in (
+        (f.exhausted, T.c.attempts >= T.c.max_attempts),
+        (
+            f.paused,
+            sa.and_(T.c.state.in_(run_states.values(run_states.WAITING)), is_parked()),
+        ),
+        (f.archived, T.c.archived_at.is_not(None)),
+    ):
+        if wanted is not None:
+            found.append(condition if wanted else sa.not_(condition))
+    return found

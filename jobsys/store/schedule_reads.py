@@ -58,8 +58,10 @@ class ScheduleReads:
         name: str | None = None,
         next_after: dt.datetime | None = None,
         next_before: dt.datetime | None = None,
+        archived: bool | None = False,
     ) -> list[ScheduleRecord]:
-        """Newest first. ``name``: whose name holds it (any case); ``next_after`` and
+        """Newest first. ``archived``: ``False`` those not archived, ``True`` archived ones
+        only, ``None`` both. ``name``: whose name holds it (any case); ``next_after`` and
         ``next_before``: whose next fire is at or after, and before, these instants (a schedule
         with no next fire, over or cancelled, is then left out)."""
         query = sa.select(S).order_by(S.c.created_at.desc(), S.c.id).limit(limit)
@@ -76,6 +78,10 @@ class ScheduleReads:
                 query = query.where(column == value)
         if state is not None:
             query = query.where(S.c.state == state.value)
+        if archived is not None:
+            query = query.where(
+                S.c.archived_at.is_not(None) if archived else S.c.archived_at.is_(None)
+            )
         with self.engine.connect() as conn:
             return self._with_last_states(conn, list(conn.execute(query)))
 

@@ -56,6 +56,8 @@ class ScheduleRecord:
     """State of the last run it made."""
     description: str | None = None
     """What it is for, in words (``--description``)."""
+    archived_at: dt.datetime | None = None
+    """When a person archived it: paused and left out of default lists until unarchived."""
 
     @property
     def definition(self) -> ScheduleSpec:

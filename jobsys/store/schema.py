@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import event_triggers, search
 
-REVISION = "0018"
+REVISION = "0019"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -158,6 +158,8 @@ runs = sa.Table(
     # for a free slot of its job or key (``limits.py``), else null.
     sa.Column("limit_key", sa.String(200)),
     sa.Column("gate", sa.String(16)),
+    # Added by revision 0019: when a person archived the run (out of default lists, kept).
+    sa.Column("archived_at", UTCDateTime),
     sa.Index("ix_jobsys_runs_state_job", "state", "job"),
     sa.Index("ix_jobsys_runs_state_created", "state", "created_at"),
     sa.Index("ix_jobsys_runs_job_created", "job", "created_at"),
@@ -198,6 +200,8 @@ schedules = sa.Table(
     sa.Column("sealed", sa.Text),
     # Added by revision 0011: what the schedule is for, in words.
     sa.Column("description", sa.Text),
+    # Added by revision 0019: when a person archived the schedule (paused, out of lists).
+    sa.Column("archived_at", UTCDateTime),
     sa.Index("ix_jobsys_schedules_due", "state", "next_fire_at"),
     sa.Index("ix_jobsys_schedules_queued", "state", "queued_fire_at"),
     sa.Index("ix_jobsys_schedules_tenant", "tenant", "created_at"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from jobsys.store import bulk, pauses, runs, schedules, workflow_runs
+from jobsys.store import bulk, pauses, retention, runs, schedules, workflow_runs
 
 
 class Store(runs.RunStore):
@@ -35,3 +35,8 @@ class Store(runs.RunStore):
     def bulk(self) -> bulk.BulkStore:
         """Runs matched by a filter, and the batched writes of bulk actions."""
         return bulk.BulkStore(self.engine, self._end)
+
+    @functools.cached_property
+    def retention(self) -> retention.RetentionStore:
+        """The pruner's batched deletes, and archiving runs and schedules."""
+        return retention.RetentionStore(self.engine)

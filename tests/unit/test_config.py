@@ -125,6 +125,12 @@ def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
         "JOBSYS_FLOWER_BASIC_AUTH": "u:p",
         "JOBSYS_FLOWER_URL_PREFIX": "flower",
         "JOBSYS_TASK_EVENTS": "true",
+        "JOBSYS_KEEP_COMPLETED": "7d",
+        "JOBSYS_KEEP_FAILED": "1h30m",
+        "JOBSYS_KEEP_CANCELLED": "3600",
+        "JOBSYS_KEEP_LAST": "3",
+        "JOBSYS_PRUNE_SECONDS": "60",
+        "JOBSYS_PRUNE_BATCH": "50",
     }
     assert set(env) == set(names), "a new setting: give it a value here"
     s = config.Settings.from_env(env)
@@ -134,6 +140,8 @@ def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
     assert s.home == Path("h").resolve() and s.superadmin_roles == ()
     assert s.http_job_hosts == ("api.example.com:443", "b") and s.metrics_public is True
     assert "tok" not in repr(s) and "u:p" not in repr(s) and "key" not in repr(s)
+    assert (s.keep_completed, s.keep_failed, s.keep_cancelled) == (7 * 86400, 5400, 3600)
+    assert config.Settings.from_env({"JOBSYS_KEEP_FAILED": "never"}).keep_failed is None
 
 
 @pytest.mark.parametrize(
@@ -145,6 +153,8 @@ def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
         ("JOBSYS_MAX_DELIVERIES", "-2", "JOBSYS_MAX_DELIVERIES='-2' must not be negative"),
         ("JOBSYS_HTTP_PORT", "70000", "JOBSYS_HTTP_PORT='70000' must be at most 65535"),
         ("JOBSYS_TASK_EVENTS", "maybe", "JOBSYS_TASK_EVENTS='maybe' is not a boolean"),
+        ("JOBSYS_KEEP_COMPLETED", "a week", "JOBSYS_KEEP_COMPLETED='a week': 'a week' is not"),
+        ("JOBSYS_KEEP_FAILED", "0", "JOBSYS_KEEP_FAILED='0' must be a positive duration"),
     ],
 )
 def test_a_bad_value_is_named_with_its_variable(name: str, raw: str, message: str) -> None:

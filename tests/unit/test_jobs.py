@@ -155,3 +155,23 @@ def test_which_errors_retry() -> None:
     assert policy.should_retry(errors.Retry("again"), 1)
     assert not policy.should_retry(errors.JobTimeout("slow"), 1)
     assert RetryPolicy(retry_on_timeout=True).should_retry(errors.JobTimeout("slow"), 1)
+
+
+def test_a_jobs_retention_is_checked_when_declared_naming_the_option() -> None:
+    from jobsys.declare import retention
+
+    kept = retention.declare("r.ok", keep_completed="7d", keep_failed="never", keep_last=5)
+    assert kept is not None and kept.to_json() == {
+        "keep_completed": "7d",
+        "keep_failed": "never",
+        "keep_last": 5,
+    }
+    assert retention.declare("r.none") is None
+    for option, value, message in (
+        ("keep_failed", "a month", "keep_failed: 'a month' is not a number of seconds"),
+        ("keep_completed", 0, "keep_completed: must be a positive duration"),
+        ("keep_last", -1, "keep_last: must be a whole number of runs"),
+        ("keep_last", "10", "keep_last: must be a whole number of runs"),
+    ):
+        with pytest.raises(JobDeclarationError, match=message):
+            retention.declare("r.bad", **{option: value})  # type: ignore[arg-type]
