@@ -7,10 +7,12 @@ checkpointed by the workers' background thread rather than on the hot path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -137,3 +139,29 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # bounds the WAL when none runs, so that commits on the hot path rarely do it themselves.
     cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     cur.close()
+
+
+@contextlib.contextmanager
+def locked(engine: sa.Engine, key: int) -> Iterator[sa.Connection]:
+    """A connection in a transaction that holds a lock of the whole database, ``key`` on
+    PostgreSQL (an advisory lock of the transaction) or SQLite's write lock, until the block
+    ends: committed then, rolled back if it raises. Two processes in such a block with the same
+    key (any key, on SQLite) run one after the other."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            yield conn
+        return
+    # pysqlite begins its own transactions only before DML, and as DEFERRED: take the write
+    # lock first (waited for by ``_SQLiteCursor``), so that what the block reads and what it
+    # writes are one transaction.
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+        conn.exec_driver_sql("COMMIT")

@@ -20,13 +20,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from jobsys.declare.flow import FlowLimits
-from jobsys.store import pauses, run_states, schema
+from jobsys.store import database, pauses, run_states, schema
 from jobsys.store.records import RunRecord, record
 
 T = schema.runs
@@ -57,26 +56,10 @@ def lock_id(text: str) -> int:
     )
 
 
-@contextlib.contextmanager
-def _locked(engine: sa.Engine, name: str) -> Iterator[sa.Connection]:
+def _locked(engine: sa.Engine, name: str) -> contextlib.AbstractContextManager[sa.Connection]:
     """A transaction holding the lock ``name`` until it ends (committed at the end of the
     block, rolled back if it raises)."""
-    if engine.dialect.name != "sqlite":
-        with engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id(name)})
-            yield conn
-        return
-    # pysqlite begins its transactions as DEFERRED, and only before DML: take the write lock
-    # first (waited for by database._SQLiteCursor), so that the count and the claim are one.
-    with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT")
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.exec_driver_sql("ROLLBACK")
-            raise
-        conn.exec_driver_sql("COMMIT")
+    return database.locked(engine, lock_id(name))
 
 
 def _lock_name(job: str, limits: FlowLimits, key: str | None, tenant: str | None) -> str:

@@ -20,12 +20,11 @@ Alembic, so old and new processes wait for each other); on SQLite the write lock
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import sqlalchemy as sa
 
 from jobsys.base import errors
-from jobsys.store import schema
+from jobsys.store import database, schema
 
 POSTGRES_LOCK = 7214001
 LEGACY_VERSIONS = 12
@@ -39,27 +38,10 @@ def upgrade(engine: sa.Engine, to: str = "head") -> int:
         return _upgrade(conn, to)
 
 
-@contextlib.contextmanager
-def locked(engine: sa.Engine) -> Iterator[sa.Connection]:
+def locked(engine: sa.Engine) -> contextlib.AbstractContextManager[sa.Connection]:
     """A connection in a transaction that holds the database's migration lock; committed at
     the end of the block, rolled back if it raises."""
-    if engine.dialect.name != "sqlite":
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRES_LOCK})
-            yield conn
-        return
-    # pysqlite begins its own transactions only before DML, and as DEFERRED: take the write
-    # lock first (waited for by database._SQLiteCursor), then read and change the schema.
-    with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT")
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.exec_driver_sql("ROLLBACK")
-            raise
-        conn.exec_driver_sql("COMMIT")
+    return database.locked(engine, POSTGRES_LOCK)
 
 
 def _upgrade(conn: sa.Connection, to: str) -> int:
