@@ -21,9 +21,9 @@ import uuid
 from pathlib import Path
 
 from jobsys.base import embedded
-from jobsys.declare import permissions
-from jobsys.store import rows, runs
+from jobsys.store import runs
 from tests.cluster import cluster
+from tests.integration.test_bulk import dead_letters
 
 
 def main() -> None:
@@ -53,22 +53,7 @@ def measure(tmp: Path, broker: str, database: str | None, n: int, concurrency: i
     with cluster(tmp, broker, database) as c:
         c.start_worker("w1", concurrency=concurrency)
         tag = f"replay-{uuid.uuid4().hex[:8]}"
-        spec = c.registry.get("examples.add")
-        now = runs.utcnow()
-        made = []
-        for i in range(n):
-            row = rows.new_run(
-                spec,
-                {"a": i, "b": 1},
-                principal=permissions.LOCAL.model_dump(mode="json"),
-                principal_id="local",
-                tenant="default",
-                now=now,
-                tags=[tag],
-            )
-            row.update(state="failed", attempts=row["max_attempts"], error={"message": "x"})
-            made.append(row)
-        c.store.insert(made)
+        dead_letters(c, tag, n)  # failed, every attempt used (as the suite makes them)
         where = ["state=failed", "exhausted=true", f"tag={tag}"]
         t0 = time.perf_counter()
         dry = c.client.bulk.retry(where, dry_run=True)

@@ -32,6 +32,7 @@ from jobsys.base import embedded
 from jobsys.declare.flow import FlowLimits
 from jobsys.store import limits, rows, runs, schema, stores
 from tests.cluster import CATALOG, Cluster, cluster
+from tests.integration.test_limits import most_at_once
 from tests.waiting import eventually
 
 CATALOG_LIMITS = f"{CATALOG},tests.limit_jobs"
@@ -93,15 +94,6 @@ def spans(c: Cluster, ids: list[str]) -> list[tuple[str, float, float | None]]:
         if started is not None:
             out.append((run_id, started, None))
     return out
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    now = peak = 0
-    for _, step in edges:
-        now += step
-        peak = max(peak, now)
-    return peak
 
 
 def max_concurrency(c: Cluster) -> None:
