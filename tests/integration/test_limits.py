@@ -6,6 +6,7 @@ and 400 runs) are in tests/benchmarks/limits.py; these are the small, fast versi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -254,3 +255,29 @@ async def _through_mcp(url: str, token: str, run_id: str) -> dict[str, Any]:
         refused = await s.call_tool("register_job", bad)
     assert refused.is_error and "rate" in str(refused.content[0].text), refused.content  # type: ignore[union-attr]
     return {"job": job.structured_content, "status": status.structured_content}
+
+
+def test_a_job_registered_at_runtime_with_a_limit(two: Cluster) -> None:
+    """An alias with a limit of its own: its tenant's runs share its slots."""
+    two.client.definitions.register(
+        {
+            "kind": "alias",
+            "name": "team.one_at_a_time",
+            "target": "tests.effect",
+            "max_concurrency": 1,
+        }
+    )
+    try:
+        ids = [two.client.submit("team.one_at_a_time", {"seconds": 0.3}) for _ in range(4)]
+        records = two.wait_all(ids, 60)
+        assert {r.state for r in records} == {RunState.COMPLETED}
+        starts = sorted(
+            float(line.split()[2])
+            for i in ids
+            for line in (two.effects / i).read_text().splitlines()
+        )
+        assert len(starts) == 4
+        # One at a time: each starts after the one before it ended (0.3 s later at least).
+        assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.3
+    finally:
+        two.client.definitions.remove("team.one_at_a_time")
