@@ -6,6 +6,7 @@ and 400 runs) are in tests/benchmarks/limits.py; these are the small, fast versi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -275,3 +276,29 @@ def test_a_pause_holds_a_limited_jobs_runs_too(two: Cluster) -> None:
     assert resumed.published == 4
     assert {r.state for r in c.wait_all(ids, timeout=60)} == {RunState.COMPLETED}
     assert sorted(r for r, _, _ in spans(c, ids)) == sorted(ids)  # each ran once
+
+
+def test_a_job_registered_at_runtime_with_a_limit(two: Cluster) -> None:
+    """An alias with a limit of its own: its tenant's runs share its slots."""
+    two.client.definitions.register(
+        {
+            "kind": "alias",
+            "name": "team.one_at_a_time",
+            "target": "tests.effect",
+            "max_concurrency": 1,
+        }
+    )
+    try:
+        ids = [two.client.submit("team.one_at_a_time", {"seconds": 0.3}) for _ in range(4)]
+        records = two.wait_all(ids, 60)
+        assert {r.state for r in records} == {RunState.COMPLETED}
+        starts = sorted(
+            float(line.split()[2])
+            for i in ids
+            for line in (two.effects / i).read_text().splitlines()
+        )
+        assert len(starts) == 4
+        # One at a time: each starts after the one before it ended (0.3 s later at least).
+        assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.3
+    finally:
+        two.client.definitions.remove("team.one_at_a_time")
