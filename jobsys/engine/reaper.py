@@ -126,7 +126,13 @@ class Reaper:
 
     def reap_once(self) -> runs.ReapResult:
         s, store, now = self.runtime.settings, self.runtime.store, runs.utcnow()
-        result = store.reap(now, s.max_deliveries, s.hard_timeout_grace_seconds)
+        result = store.reap(
+            now,
+            s.max_deliveries,
+            s.hard_timeout_grace_seconds,
+            lease=s.lease_seconds,
+            heartbeat=s.heartbeat_seconds,
+        )
         self._publish(result.requeued)
         for run_id in result.failed:  # wake waiters; the record says why
             exc = RunFailedResult("ended by the reaper (worker lost or past its hard limit)")

@@ -207,13 +207,24 @@ class Recovery(RunReads):
     # --- the reaper -------------------------------------------------------------------------
 
     def reap(
-        self, now: dt.datetime, max_deliveries: int, hard_grace: float, limit: int = 500
+        self,
+        now: dt.datetime,
+        max_deliveries: int,
+        hard_grace: float,
+        limit: int = 500,
+        *,
+        lease: float = 0.0,
+        heartbeat: float = 0.0,
     ) -> ReapResult:
         """Deal with running runs whose lease expired: their worker is gone.
 
-        Past the deadline (timeout + ``hard_grace``): failed with a timeout. Out of attempts or
-        lost ``max_deliveries`` times: failed, worker lost. Otherwise back to pending with a
-        new message token; the caller publishes the returned records.
+        Past the deadline (timeout + ``hard_grace``) with a worker that may still have been
+        alive at the deadline: failed with a timeout. A worker renews a lease of ``lease``
+        seconds every ``heartbeat`` seconds, so one whose last renewal came more than
+        ``heartbeat`` seconds before the deadline died before it: its run was lost, not
+        timed out, however late the reaper looks. Out of attempts or lost ``max_deliveries``
+        times: failed, worker lost. Otherwise back to pending with a new message token; the
+        caller publishes the returned records.
         """
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -223,7 +234,7 @@ class Recovery(RunReads):
             ).all()
         requeued, failed = [], []
         for r in map(record, rows):
-            verdict = self._reap_one(r, now, max_deliveries, hard_grace)
+            verdict = self._reap_one(r, now, max_deliveries, hard_grace, lease, heartbeat)
             if verdict is True:
                 requeued.append(self.get(r.id))
             elif verdict is False:
@@ -231,14 +242,21 @@ class Recovery(RunReads):
         return ReapResult(requeued, failed)
 
     def _reap_one(
-        self, r: RunRecord, now: dt.datetime, max_deliveries: int, hard_grace: float
+        self,
+        r: RunRecord,
+        now: dt.datetime,
+        max_deliveries: int,
+        hard_grace: float,
+        lease: float,
+        heartbeat: float,
     ) -> bool | None:
-        reason, actor_run = None, False
-        if r.deadline_at is not None and now >= r.deadline_at + dt.timedelta(seconds=hard_grace):
+        reason = None
+        actor_run = (r.worker or "").startswith(actors.ACTOR_PREFIX)
+        if _timed_out(r, now, hard_grace, 0.0 if actor_run else heartbeat - lease):
             reason = ("timeout", "JobTimeout", f"killed after its {r.timeout:g} s timeout")
         elif r.cancel_requested:
             reason = ("cancelled", "RunCancelled", "cancelled; its worker was lost")
-        elif actor_run := (r.worker or "").startswith(actors.ACTOR_PREFIX):
+        elif actor_run:
             if r.attempts >= r.max_attempts:  # a silent actor: its attempts are used up
                 reason = (
                     "timeout",
@@ -279,3 +297,15 @@ class Recovery(RunReads):
                 )
             ).rowcount
         return True if n else None
+
+
+def _timed_out(r: RunRecord, now: dt.datetime, hard_grace: float, alive_after: float) -> bool:
+    """Whether ``r`` went past its deadline (plus ``hard_grace``) while its holder may still
+    have been alive: its lease expiry, moved by ``alive_after`` seconds (the heartbeat minus
+    the lease for a worker; 0 for an actor, whose lease never runs past the deadline), is
+    at or after the deadline."""
+    if r.deadline_at is None or now < r.deadline_at + dt.timedelta(seconds=hard_grace):
+        return False
+    if r.lease_expires_at is None:
+        return True
+    return r.lease_expires_at + dt.timedelta(seconds=alive_after) >= r.deadline_at

@@ -159,6 +159,26 @@ def test_reaper_fails_runs_past_their_deadline_as_timeouts(store: runs.RunStore)
     assert store.get(r.id).error["reason"] == "timeout"  # type: ignore[index]
 
 
+def test_reaper_looking_late_calls_a_run_lost_before_its_deadline_lost_not_timed_out(
+    store: runs.RunStore,
+) -> None:
+    """A worker killed 35 s into a 60 s run, reaped 70 s in: the run is retried, not failed
+    as a timeout; one still renewing its lease at the deadline did time out."""
+    lost, overran = make_run(store, timeout=60.0), make_run(store, timeout=60.0)
+    start = NOW - dt.timedelta(seconds=70)
+    for r in (lost, overran):
+        assert store.claim(r.id, 1, lease=30, timeout=60, now=start)
+    store.heartbeat([(lost.id, 1)], lease=30, now=start + dt.timedelta(seconds=30))
+    store.heartbeat([(overran.id, 1)], lease=30, now=start + dt.timedelta(seconds=60))
+    result = store.reap(
+        start + dt.timedelta(seconds=100), max_deliveries=3, hard_grace=1, lease=30, heartbeat=10
+    )
+    assert [r.id for r in result.requeued] == [lost.id]
+    assert result.failed == [overran.id]
+    assert store.get(lost.id).state is RunState.PENDING
+    assert store.get(overran.id).error["reason"] == "timeout"  # type: ignore[index]
+
+
 def test_cancel_waiting_run_at_once_and_flag_a_running_one(store: runs.RunStore) -> None:
     waiting, running = make_run(store), make_run(store)
     assert store.request_cancel(waiting.id).state is RunState.CANCELLED
