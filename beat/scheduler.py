@@ -56,13 +56,19 @@ class StoreScheduler(beat.Scheduler):
         **kwargs: Any,
     ) -> None:
         self.settings, self.registry = settings, registry
+        kwargs["max_interval"] = settings.beat_interval
+        if kwargs.get("lazy"):
+            # Celery's start-up banner makes one to describe it (``info``); the scheduler
+            # that runs, made next, opens the store: opened here too, the banner would wait
+            # for an unreachable store before beat's SIGTERM handler is installed.
+            super().__init__(app, **kwargs)
+            return
         self.store = stores.Store.open(settings.database_url, wait=STARTUP_WAIT)
         registry.attach(definition_store.source(settings, self.store.engine))
         self.schedules = self.store.schedules
         self.firing = firing.Firing(self.schedules)
         self.fired = 0
         self.ticks = 0
-        kwargs["max_interval"] = settings.beat_interval
         self._published: list[tuple[str, dt.datetime]] = []
         self._published_since = 0.0
         self._ticking = self._closed = False

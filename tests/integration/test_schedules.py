@@ -149,6 +149,19 @@ def test_two_beats_fire_each_tick_once_and_survive_one_being_killed(fresh: Clust
         assert all(fresh.executions(r.id) == 1 for r in records)
 
 
+def test_a_beat_waiting_for_its_database_stops_when_asked(fresh: Cluster) -> None:
+    """SIGTERM to a beat still waiting for an unreachable run store ends it at once (it used
+    to wait for the store again inside its signal handler, until killed)."""
+    if fresh.database.admin_url is None:
+        pytest.skip(reason="a SQLite file cannot be unreachable: needs PostgreSQL")
+    url = sa.engine.make_url(fresh.database.url).set(host="127.0.0.1", port=free_port())
+    fresh._spawn("beat", ["beat"], env={"JOBSYS_DATABASE_URL": url.render_as_string(False)})
+    fresh.wait_for_log("beat", "the run store cannot be reached", timeout=60)
+    began = time.monotonic()
+    fresh.stop("beat", timeout=20)
+    assert time.monotonic() - began < 20, "beat ignored SIGTERM and was killed"
+
+
 def test_beat_started_before_its_database_waits_for_it(fresh: Cluster) -> None:
     """A beat whose PostgreSQL cannot be reached when it starts (starting beside it, or cut
     off for a moment) keeps trying, saying so, and starts once the database answers."""
@@ -166,9 +179,13 @@ def test_beat_started_before_its_database_waits_for_it(fresh: Cluster) -> None:
          target.host or "127.0.0.1", str(target.port or 5432)],
         cwd=ROOT,
     )  # fmt: skip
-    try:
-        fresh.wait_for_log("beat", "beat: Starting", timeout=60)
+    try:  # (Celery logs "beat: Starting" before its scheduler opens the store)
+        fresh.wait_for_log("beat", "declared schedule code:tests.declared created", timeout=60)
         assert beat.poll() is None
     finally:
         forward.kill()
         forward.wait()
+    # Cut off again: it still stops at once when asked (its handler makes no scheduler).
+    began = time.monotonic()
+    fresh.stop("beat", timeout=20)
+    assert beat.returncode is not None and time.monotonic() - began < 20
