@@ -55,6 +55,15 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _still_held(held: RunRecord) -> tuple[sa.ColumnElement[bool], ...]:
+    """The conditions under which ``held``'s attempt is still the one running."""
+    return (
+        T.c.id == held.id,
+        T.c.state == RunState.RUNNING.value,
+        T.c.attempts == held.attempts,
+    )
+
+
 def split_token(token: str) -> tuple[str, str]:
     """(run id, secret) of a run token; ``Unauthenticated`` if it is not one."""
     run_id, _, secret = token.removeprefix(PREFIX).rpartition("_")
@@ -185,13 +194,7 @@ class ActorStore:
             until = min(until, held.deadline_at)
         with self.engine.begin() as conn:
             n = conn.execute(
-                T.update()
-                .where(
-                    T.c.id == held.id,
-                    T.c.state == RunState.RUNNING.value,
-                    T.c.attempts == held.attempts,
-                )
-                .values(lease_expires_at=until)
+                T.update().where(*_still_held(held)).values(lease_expires_at=until)
             ).rowcount
         return n == 1
 
@@ -203,11 +206,7 @@ class ActorStore:
         with self.engine.begin() as conn:
             n = conn.execute(
                 T.update()
-                .where(
-                    T.c.id == held.id,
-                    T.c.state == RunState.RUNNING.value,
-                    T.c.attempts == held.attempts,
-                )
+                .where(*_still_held(held))
                 .values(
                     state=RunState.PENDING.value,
                     error=error,
