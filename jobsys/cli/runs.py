@@ -60,7 +60,15 @@ _LIMITS = ("concurrency_limit", "rate_limit", "backoff")
     "--search",
     default=None,
     help="Keywords: runs whose error or logs hold them all, or whose job's name, "
-    "description or tags do.",
+    "description or tags do; or, with --mode semantic or hybrid, words matched by meaning.",
+)
+@click.option(
+    "--mode",
+    default=None,
+    type=click.Choice(["keyword", "semantic", "hybrid"]),
+    help="How --search matches: whole words, meaning (needs JOBSYS_EMBEDDER), or both "
+    "fused; default hybrid when JOBSYS_EMBEDDER is set, else keyword. Ranked modes list "
+    "the best first.",
 )
 @click.option("--schedule", "schedule_id", default=None, help="Only runs this schedule made.")
 @click.option("--workflow", "workflow_id", default=None, help="Only steps of this workflow run.")
@@ -86,6 +94,7 @@ def runs_list(
     since: str | None,
     tag: str | None,
     search: str | None,
+    mode: str | None,
     schedule_id: str | None,
     workflow_id: str | None,
     parent_id: str | None,
@@ -95,7 +104,8 @@ def runs_list(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List runs, newest first (archived ones with --archived only)."""
+    """List runs, newest first (archived ones with --archived only; with --search in a
+    semantic or hybrid mode, best match first)."""
     records = make_client().list(
         job=job,
         state=state,
@@ -109,6 +119,7 @@ def runs_list(
         exhausted=exhausted,
         paused=paused,
         archived=archived,
+        mode=mode,
     )
     if as_json:
         emit_json([r.to_json() for r in records])

@@ -1,0 +1,249 @@
+"""Semantic search: vectors of the indexed texts, and ranking by similarity to a query's.
+
+The indexed texts are those of keyword search (``search.py``: a run's error, each batch of
+its log lines) and each job's name, description and tags. Their vectors live in
+``jobsys_embeddings``, written by the workers' indexer (``jobsys.engine.indexer``), never on
+the per-job path. A vector is stored as float32 bytes of unit length, on both databases: this
+PostgreSQL has no pgvector and this Python's ``sqlite3`` cannot load extensions (sqlite-vec),
+so the ranking is portable: the cosine (a dot product of unit vectors) is computed here, over
+the newest ``WINDOW`` vectors of the runs the caller's filter keeps (its tenant, the jobs it
+may read), as keyword search looks at its newest matching entries.
+
+Many workers index at once safely: the one that holds the lease in ``jobsys_embed_progress``
+takes the next entries (the others skip the pass), and a unique constraint makes writing the
+same vector twice a no-op.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import math
+import operator
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from jobsys.store import schema, search
+
+E = schema.embeddings
+P = schema.embed_progress
+WINDOW = 2000
+"""Vectors compared per query at most: the newest of the runs the filter keeps."""
+MAX_CHARS = 2000
+"""Characters of a text the embedder is given (a long log batch: its beginning)."""
+LEASE_SECONDS = 120.0
+"""How long the indexer's claim of the work lasts unless renewed (each batch renews it)."""
+
+Embed = Callable[[list[str]], list[list[float]]]
+
+
+def pack(vector: Sequence[float]) -> bytes:
+    """``vector`` at unit length (a zero vector stays zero), as little-endian float32."""
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    packed = array.array("f", (x / norm for x in vector))
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack(blob: bytes) -> array.array[float]:
+    out = array.array("f")
+    out.frombytes(blob)
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out
+
+
+def similarity(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cosine of two unit vectors; ``-1`` when their lengths differ (another embedder's)."""
+    if len(a) != len(b):
+        return -1.0
+    return float(sum(map(operator.mul, a, b)))
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class SemanticStore:
+    """The vectors of one database: the indexer's writes, the searches' reads."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._entry_id = "id" if engine.dialect.name == "postgresql" else "rowid"
+
+    # --- the indexer ---------------------------------------------------------------------
+
+    def index_runs(self, embed: Embed, batch: int, holder: str, stop: Any = None) -> int:
+        """Embed the keyword index's entries not embedded yet, ``batch`` per call, while this
+        ``holder`` holds the work; the number embedded (0: none new, or another holds it)."""
+        done = 0
+        try:
+            while stop is None or not stop.is_set():
+                taken = self._take(holder, batch)
+                if taken is None:
+                    return done
+                entries, last = taken
+                vectors = embed([body[:MAX_CHARS] for _, _, body in entries]) if entries else []
+                with self.engine.begin() as conn:
+                    moved = conn.execute(
+                        P.update()
+                        .where(P.c.name == "runs", P.c.holder == holder)
+                        .values(done_to=last)
+                    ).rowcount
+                    if moved:  # (else the lease ran out and another holder took the work)
+                        rows = [
+                            {"kind": "run", "ref": run_id, "source": str(i), "vector": pack(v)}
+                            for (i, run_id, _), v in zip(entries, vectors, strict=True)
+                        ]
+                        self._insert(conn, rows)
+                done += len(entries)
+                if len(entries) < batch:
+                    return done
+            return done
+        finally:
+            self._release(holder)
+
+    def _take(self, holder: str, batch: int) -> tuple[list[tuple[int, str, str]], int] | None:
+        """Claim (or renew) the work and read the next entries: those up to the newest
+        entry seen by the previous pass. ``None``: another holder has it, or nothing is new.
+
+        Why the lag of one pass: PostgreSQL hands out ids when rows are inserted, so an
+        entry can commit after one with a higher id; by the next pass the short
+        transactions that write entries (a run's end, a log flush) have all committed."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            self._ensure_progress(conn)
+            claimed = conn.execute(
+                P.update()
+                .where(P.c.name == "runs", sa.or_(P.c.until < now, P.c.holder == holder))
+                .values(holder=holder, until=now + LEASE_SECONDS)
+            ).rowcount
+            if not claimed:
+                return None
+            done_to, settled_to = conn.execute(
+                sa.select(P.c.done_to, P.c.settled_to).where(P.c.name == "runs")
+            ).one()
+            entries = [
+                (int(i), str(r), str(b))
+                for i, r, b in conn.execute(
+                    sa.text(
+                        f"SELECT {self._entry_id}, run_id, body FROM {search.TABLE} "
+                        f"WHERE {self._entry_id} > :after AND {self._entry_id} <= :upto "
+                        f"ORDER BY {self._entry_id} LIMIT :n"
+                    ),
+                    {"after": done_to, "upto": settled_to, "n": batch},
+                )
+            ]
+            if len(entries) < batch:  # caught up: what is newest now is taken next pass
+                newest = conn.execute(
+                    sa.text(f"SELECT max({self._entry_id}) FROM {search.TABLE}")
+                ).scalar()
+                conn.execute(
+                    P.update()
+                    .where(P.c.name == "runs")
+                    .values(settled_to=max(int(newest or 0), settled_to))
+                )
+        if not entries:
+            return None
+        return entries, entries[-1][0]
+
+    def _ensure_progress(self, conn: sa.Connection) -> None:
+        insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+        conn.execute(
+            insert(P)
+            .values(name="runs", done_to=0, settled_to=0, holder=None, until=0.0)
+            .on_conflict_do_nothing()
+        )
+
+    def _release(self, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                P.update()
+                .where(P.c.name == "runs", P.c.holder == holder)
+                .values(holder=None, until=0.0)
+            )
+
+    def _insert(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+            conn.execute(insert(E).on_conflict_do_nothing(), rows)
+
+    def index_jobs(self, embed: Embed, texts: Mapping[str, str]) -> int:
+        """Embed each job's text (name -> text) whose vector is missing or out of date, and
+        drop the vectors of texts no longer current; the number embedded."""
+        wanted = {name: digest(text) for name, text in texts.items()}
+        with self.engine.connect() as conn:
+            have = {
+                (str(r), str(s))
+                for r, s in conn.execute(sa.select(E.c.ref, E.c.source).where(E.c.kind == "job"))
+            }
+        missing = [n for n, d in wanted.items() if (n, d) not in have]
+        vectors = embed([texts[n][:MAX_CHARS] for n in missing]) if missing else []
+        stale = [(r, s) for r, s in have if wanted.get(r) != s]
+        with self.engine.begin() as conn:
+            self._insert(
+                conn,
+                [
+                    {"kind": "job", "ref": n, "source": wanted[n], "vector": pack(v)}
+                    for n, v in zip(missing, vectors, strict=True)
+                ],
+            )
+            for ref, source in stale:
+                conn.execute(
+                    E.delete().where(E.c.kind == "job", E.c.ref == ref, E.c.source == source)
+                )
+        return len(missing)
+
+    # --- the searches --------------------------------------------------------------------
+
+    def nearest_runs(
+        self, run_ids: Any, vector: Sequence[float], min_score: float, limit: int
+    ) -> list[tuple[str, float]]:
+        """The runs among ``run_ids`` (a subquery of ids) whose texts are most like
+        ``vector``, best first, each with its best text's score, none below ``min_score``."""
+        query = (
+            sa.select(E.c.ref, E.c.vector)
+            .where(E.c.kind == "run", E.c.ref.in_(run_ids))
+            .order_by(E.c.id.desc())
+            .limit(WINDOW)
+        )
+        with self.engine.connect() as conn:
+            return _best(conn.execute(query), vector, min_score, limit)
+
+    def nearest_jobs(
+        self, names: Sequence[str], vector: Sequence[float], min_score: float, limit: int
+    ) -> list[tuple[str, float]]:
+        """The jobs among ``names`` whose text is most like ``vector``, best first."""
+        if not names:
+            return []
+        query = sa.select(E.c.ref, E.c.vector).where(E.c.kind == "job", E.c.ref.in_(names))
+        with self.engine.connect() as conn:
+            return _best(conn.execute(query), vector, min_score, limit)
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(E)).scalar_one())
+
+
+def _best(
+    rows: Any, vector: Sequence[float], min_score: float, limit: int
+) -> list[tuple[str, float]]:
+    query = unpack(pack(vector))
+    best: dict[str, float] = {}
+    for ref, blob in rows:
+        score = similarity(query, unpack(blob))
+        if score >= min_score and score > best.get(ref, -2.0):
+            best[ref] = score
+    return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+
+def delete_runs(conn: sa.Connection, run_ids: Sequence[str]) -> None:
+    """Drop the vectors of runs being deleted, in the caller's transaction."""
+    if run_ids:
+        conn.execute(E.delete().where(E.c.kind == "run", E.c.ref.in_(list(run_ids))))
