@@ -13,10 +13,12 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from jobsys import Client, Principal
+from jobsys import Client, Principal, SubmitOptions
 from jobsys.base import errors
 from jobsys.service.client import Client as ServiceClient
+from jobsys.store import schema
 from tests import cli_runner
 from tests.cluster import CATALOG, Cluster, cluster
 from tests.embedder import FakeEndpoint
@@ -137,6 +139,33 @@ def test_semantic_search_without_an_embedder_says_how_to_turn_it_on(made: Made) 
     with pytest.raises(errors.SemanticSearchOff, match="JOBSYS_EMBEDDER"):
         client.list(search=QUERY, mode="semantic")
     assert ids(client.list(search="refused")) == ids(client.list(search="refused", mode="keyword"))
+    printed = cli_runner.run(
+        {**c.env, "JOBSYS_EMBEDDER": ""}, ["runs", "list", "--search", QUERY, "--mode", "semantic"]
+    )
+    assert printed.returncode == 2 and "set JOBSYS_EMBEDDER" in printed.stderr
+
+
+def test_a_deleted_run_leaves_no_vector_behind(made: Made) -> None:
+    c = made.cluster.client
+    tag = "gone-soon"
+    run_id = c.submit("examples.fail", {"message": "dns unreachable"}, SubmitOptions(tags=(tag,)))
+    made.cluster.wait_all([run_id], timeout=60)
+    eventually(
+        lambda: run_id in ids(c.list(search=QUERY, mode="semantic")) or NotYet("not embedded"),
+        30,
+        what="the run embedded",
+    )
+    assert vectors_of(made, run_id) >= 1
+    assert c.bulk.delete([f"tag={tag}"]).done == 1
+    assert vectors_of(made, run_id) == 0
+    assert run_id not in ids(c.list(search=QUERY, mode="semantic"))
+
+
+def vectors_of(made: Made, run_id: str) -> int:
+    E = schema.embeddings
+    with made.cluster.store.engine.connect() as conn:
+        query = sa.select(sa.func.count()).where(E.c.kind == "run", E.c.ref == run_id)
+        return int(conn.execute(query).scalar_one())
 
 
 def test_cli_http_and_mcp_search_by_mode(made: Made) -> None:
