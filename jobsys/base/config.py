@@ -379,9 +379,8 @@ class Settings:
         default=0.3,
         metadata=meta(
             "JOBSYS_SEMANTIC_MIN_SCORE",
-            "semantic search leaves out what is less similar to the query than this (cosine, "
-            "-1 to 1)",
-            floor=-1.0,
+            "semantic search leaves out what is less similar to the query than this (a "
+            "cosine, 0 to 1)",
             maximum=1.0,
         ),
     )

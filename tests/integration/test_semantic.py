@@ -168,6 +168,7 @@ def vectors_of(made: Made, run_id: str) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+@pytest.mark.interface
 def test_cli_http_and_mcp_search_by_mode(made: Made) -> None:
     c = made.cluster
     printed = cli_runner.run(
