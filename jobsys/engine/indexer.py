@@ -1,7 +1,8 @@
 """The indexer: a thread beside each worker's reaper that embeds, every
 ``JOBSYS_EMBED_SECONDS``, what semantic search ranks (``jobsys.store.semantic``): the new
-entries of the keyword index (runs' errors, batches of log lines) and the jobs' names,
-descriptions and tags. It runs only when ``JOBSYS_EMBEDDER`` is set.
+entries of the keyword index (runs' errors, batches of log lines), the jobs' names,
+descriptions and tags, and the schedules' names and descriptions. It runs only when
+``JOBSYS_EMBEDDER`` is set.
 
 It has a thread of its own, as the pruner has, so that a slow embedder (a remote endpoint, a
 first pass over a large old index) never holds up the reaper, and no job waits for an
@@ -59,6 +60,7 @@ class Indexer:
         store, embed = self.runtime.store, self.embedder.embed
         texts = {s.name: job_text(s.name, s.description, s.tags) for s in self.runtime.registry}
         done = store.semantic.index_jobs(embed, texts)
+        done += store.semantic.index_schedules(embed)
         holder = f"{self.runtime.node or store.worker_name}:{threading.get_native_id()}"
         done += store.semantic.index_runs(
             embed, self.runtime.settings.embed_batch, holder, self._stop

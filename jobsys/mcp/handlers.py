@@ -311,7 +311,27 @@ def job_search(c: Client, a: args.SearchArgs) -> dict[str, Any]:
             for n, score in ranked
         ],
         "runs": [run_summary(r) | {"score": score} for r, score in found],
+        "schedules": _schedules_found(c, a, mode),
     }
+
+
+def _schedules_found(c: Client, a: args.SearchArgs, mode: str) -> list[dict[str, Any]]:
+    """This tenant's schedules (of jobs the principal may list) whose name holds the query
+    (keyword), or whose name and description mean it (semantic), or both fused (hybrid)."""
+    named = {s.id: s for s in c.schedules.list(name=a.query, limit=a.limit)}
+    scores: dict[str, float | None] = dict.fromkeys(named)
+    if mode != "keyword":
+        near = c.schedules.nearest(a.query, a.limit)
+        fused = near if mode == "semantic" else searching.fuse(list(named), [i for i, _ in near])
+        scores = dict(fused[: a.limit])
+    ranked = list(scores.items())
+    out = []
+    for schedule_id, score in ranked:
+        s = named.get(schedule_id) or c.store.schedules.get(schedule_id, c.principal.tenant)
+        out.append(
+            {"id": s.id, "name": s.name, "job": s.job, "state": s.state.value, "score": score}
+        )
+    return out
 
 
 # --- the cluster ---------------------------------------------------------------------------

@@ -326,10 +326,9 @@ class Client(Submitting):
     def nearest_jobs(self, text: str, limit: int = 20) -> JobScores:
         """The jobs this principal may see whose name, description and tags are most like
         ``text`` in meaning, best first, with their scores (needs an embedder)."""
-        searching.resolve("semantic", self.embedder)
         names = [s.name for s in self.job_specs(include_hidden=True)]
         return self.store.semantic.nearest_jobs(
-            names, self._vector(text), self.settings.semantic_min_score, limit
+            names, self.query_vector(text), self.settings.semantic_min_score, limit
         )
 
     @functools.cached_property
@@ -339,7 +338,10 @@ class Client(Submitting):
         s = self.settings
         return embedders.from_setting(s.embedder, s.embedder_model, s.embedder_key)
 
-    def _vector(self, text: str) -> Vector:
+    def query_vector(self, text: str) -> Vector:
+        """The embedder's vector of a query (the last one is kept, for the next search of
+        the same text); ``SemanticSearchOff`` without an embedder."""
+        searching.resolve("semantic", self.embedder)
         last = self.__dict__.get("_last_vector")
         if last is None or last[0] != text:
             assert self.embedder is not None  # (``searching.resolve`` said so)
@@ -356,7 +358,7 @@ class Client(Submitting):
         else:
             near = self.store.nearest(
                 where,
-                self._vector(where.text or ""),
+                self.query_vector(where.text or ""),
                 self.settings.semantic_min_score,
             )
             if resolved == "semantic":
@@ -446,4 +448,3 @@ def _unannounced(run_id: str, exc: Exception, released: bool) -> str:
             "reconciler once the broker is back"
         )
     return text
-

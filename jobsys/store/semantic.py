@@ -1,7 +1,8 @@
 """Semantic search: vectors of the indexed texts, and ranking by similarity to a query's.
 
 The indexed texts are those of keyword search (``search.py``: a run's error, each batch of
-its log lines) and each job's name, description and tags. Their vectors live in
+its log lines), each job's name, description and tags, and each schedule's name and
+description. Their vectors live in
 ``jobsys_embeddings``, written by the workers' indexer (``jobsys.engine.indexer``), never on
 the per-job path. A vector is stored as float32 bytes of unit length, on both databases: this
 PostgreSQL has no pgvector and this Python's ``sqlite3`` cannot load extensions (sqlite-vec),
@@ -36,6 +37,8 @@ WINDOW = 2000
 """Vectors compared per query at most: the newest of the runs the filter keeps."""
 MAX_CHARS = 2000
 """Characters of a text the embedder is given (a long log batch: its beginning)."""
+BATCH = 64
+"""Jobs' or schedules' texts embedded per call."""
 LEASE_SECONDS = 120.0
 """How long the indexer's claim of the work lasts unless renewed (each batch renews it)."""
 
@@ -177,28 +180,48 @@ class SemanticStore:
     def index_jobs(self, embed: Embed, texts: Mapping[str, str]) -> int:
         """Embed each job's text (name -> text) whose vector is missing or out of date, and
         drop the vectors of texts no longer current; the number embedded."""
-        wanted = {name: digest(text) for name, text in texts.items()}
+        return self._index_texts(embed, "job", texts)
+
+    def index_schedules(self, embed: Embed) -> int:
+        """Embed each schedule's name and description (when new or changed), and drop the
+        vectors of schedules gone or changed; the number embedded."""
+        S = schema.schedules
+        query = sa.select(S.c.id, S.c.name, S.c.description, S.c.job)
+        with self.engine.connect() as conn:
+            texts = {
+                str(i): " ".join(p for p in (name, description or "", job) if p)
+                for i, name, description, job in conn.execute(query)
+            }
+        return self._index_texts(embed, "schedule", texts)
+
+    def _index_texts(self, embed: Embed, kind: str, texts: Mapping[str, str]) -> int:
+        wanted = {ref: digest(text) for ref, text in texts.items()}
         with self.engine.connect() as conn:
             have = {
                 (str(r), str(s))
-                for r, s in conn.execute(sa.select(E.c.ref, E.c.source).where(E.c.kind == "job"))
+                for r, s in conn.execute(sa.select(E.c.ref, E.c.source).where(E.c.kind == kind))
             }
-        missing = [n for n, d in wanted.items() if (n, d) not in have]
-        vectors = embed([texts[n][:MAX_CHARS] for n in missing]) if missing else []
+        missing = [r for r, d in wanted.items() if (r, d) not in have]
+        done = 0
+        for start in range(0, len(missing), BATCH):
+            part = missing[start : start + BATCH]
+            vectors = embed([texts[r][:MAX_CHARS] for r in part])
+            with self.engine.begin() as conn:
+                self._insert(
+                    conn,
+                    [
+                        {"kind": kind, "ref": r, "source": wanted[r], "vector": pack(v)}
+                        for r, v in zip(part, vectors, strict=True)
+                    ],
+                )
+            done += len(part)
         stale = [(r, s) for r, s in have if wanted.get(r) != s]
         with self.engine.begin() as conn:
-            self._insert(
-                conn,
-                [
-                    {"kind": "job", "ref": n, "source": wanted[n], "vector": pack(v)}
-                    for n, v in zip(missing, vectors, strict=True)
-                ],
-            )
             for ref, source in stale:
                 conn.execute(
-                    E.delete().where(E.c.kind == "job", E.c.ref == ref, E.c.source == source)
+                    E.delete().where(E.c.kind == kind, E.c.ref == ref, E.c.source == source)
                 )
-        return len(missing)
+        return done
 
     # --- the searches --------------------------------------------------------------------
 
@@ -223,6 +246,29 @@ class SemanticStore:
         if not names:
             return []
         query = sa.select(E.c.ref, E.c.vector).where(E.c.kind == "job", E.c.ref.in_(names))
+        with self.engine.connect() as conn:
+            return _best(conn.execute(query), vector, min_score, limit)
+
+    def nearest_schedules(
+        self,
+        tenant: str,
+        jobs: Sequence[str] | None,
+        vector: Sequence[float],
+        min_score: float,
+        limit: int,
+    ) -> list[tuple[str, float]]:
+        """The ids of ``tenant``'s schedules (not archived; of ``jobs`` unless ``None``) whose
+        name and description are most like ``vector``, best first."""
+        S = schema.schedules
+        ids = sa.select(S.c.id).where(S.c.tenant == tenant, S.c.archived_at.is_(None))
+        if jobs is not None:
+            ids = ids.where(S.c.job.in_(list(jobs)))
+        query = (
+            sa.select(E.c.ref, E.c.vector)
+            .where(E.c.kind == "schedule", E.c.ref.in_(ids))
+            .order_by(E.c.id.desc())
+            .limit(WINDOW)
+        )
         with self.engine.connect() as conn:
             return _best(conn.execute(query), vector, min_score, limit)
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from jobsys import Client, Principal, SubmitOptions
 from jobsys.base import errors
+from jobsys.declare import cadence
 from jobsys.service.client import Client as ServiceClient
 from jobsys.store import schema
 from tests import cli_runner
@@ -36,6 +37,7 @@ ENV = {
 OUTAGE = "connection refused by upstream host"
 """Shares no word with the query "network outage", and means it."""
 QUERY = "network outage"
+LATER = cadence.every(3600, start_at="2100-01-01T00:00:00+00:00", input={"a": 1, "b": 2})
 
 ADMIN = Principal(id="ada", roles=("admin",), tenant="default")
 VIEWER = Principal(id="vic", roles=("viewer",), tenant="default")
@@ -57,6 +59,10 @@ class Made:
     """semantic.logs, completed; a log line about sockets and DNS."""
     elsewhere: str
     """examples.fail in the tenant ``elsewhere``, its error ``OUTAGE``."""
+    cleanup: str
+    """A schedule named "nightly disk cleanup"."""
+    cleanup_elsewhere: str
+    """The same, in the tenant ``elsewhere``."""
 
     def client(self, who: Principal) -> Client:
         c = self.cluster
@@ -81,6 +87,8 @@ def made(
             sealed=c.client.submit("semantic.sealed_fail", {"message": OUTAGE}),
             logged=c.client.submit("semantic.logs", {"message": "socket unreachable, dns down"}),
             elsewhere=other.submit("examples.fail", {"message": OUTAGE}),
+            cleanup=c.client.schedules.create("examples.add", LATER, "nightly disk cleanup").id,
+            cleanup_elsewhere=other.schedules.create("examples.add", LATER, "disk cleanup").id,
         )
         everyone = [m.outage, m.disk, m.sealed, m.logged]
         c.wait_all(everyone, timeout=60)
@@ -92,6 +100,14 @@ def made(
             return want <= found or NotYet(f"found {found}")
 
         eventually(indexed, 30, what="the indexer to embed the runs' errors and logs")
+        eventually(
+            lambda: (
+                [i for i, _ in c.client.schedules.nearest("storage")] == [m.cleanup]
+                or NotYet("schedule not embedded")
+            ),
+            30,
+            what="the indexer to embed the schedules",
+        )
         yield m
 
 
@@ -130,6 +146,11 @@ def test_semantic_search_is_tenant_scoped_and_checks_the_read_right(made: Made) 
         assert made.sealed in found(OPS, mode, text), mode
     listed = made.client(VIEWER).list(job="semantic.sealed_fail")
     assert ids(listed) == [made.sealed] and listed[0].error is None  # listed, withheld
+    # schedules: by their name's meaning, each tenant its own
+    assert [i for i, _ in made.client(OTHER).schedules.nearest("storage quota")] == [
+        made.cleanup_elsewhere
+    ]
+    assert [i for i, _ in made.client(VIEWER).schedules.nearest("storage quota")] == [made.cleanup]
 
 
 def test_semantic_search_without_an_embedder_says_how_to_turn_it_on(made: Made) -> None:
@@ -209,6 +230,13 @@ def test_cli_http_and_mcp_search_by_mode(made: Made) -> None:
                 assert data["mode"] == "semantic"
                 assert {r["run_id"] for r in data["runs"]} == {made.outage, made.logged}
                 assert all(r["score"] > 0.9 for r in data["runs"])
+                assert data["schedules"] == []
+                storage = await s.call_tool("job_search", {"query": "storage", "mode": "semantic"})
+                assert storage.structured_content is not None
+                schedules = storage.structured_content["schedules"]
+                assert [(x["id"], x["name"]) for x in schedules] == [
+                    (made.cleanup, "nightly disk cleanup")
+                ]
                 jobs = await s.call_tool("job_search", {"query": "sum of numbers"})
                 found = jobs.structured_content
                 assert found is not None and found["mode"] == "hybrid"
