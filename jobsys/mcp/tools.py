@@ -272,7 +272,8 @@ TOOLS: tuple[ToolDef, ...] = (
         "Search jobs and runs: by keywords (mode keyword: jobs whose name, description, tags "
         "or labels hold them, runs whose error or logs hold them or whose job matches), by "
         "meaning (mode semantic, when the server has an embedder), or both fused (hybrid); "
-        "each result with its score, best first in the ranked modes.",
+        "also the schedules whose name holds or means it; each result with its score, best "
+        "first in the ranked modes.",
         SearchArgs,
         job_search,
         read_only=True,
