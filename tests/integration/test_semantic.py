@@ -19,8 +19,8 @@ from jobsys import Client, Principal, SubmitOptions
 from jobsys.base import errors
 from jobsys.declare import cadence
 from jobsys.service.client import Client as ServiceClient
-from jobsys.store import schema
-from tests import cli_runner
+from jobsys.store import runs, schema, search, stores
+from tests import cli_runner, embedder
 from tests.cluster import CATALOG, Cluster, cluster
 from tests.embedder import FakeEndpoint
 from tests.integration.mcp_support import http_session
@@ -268,3 +268,28 @@ def test_an_openai_compatible_endpoint_embeds_for_the_workers(
         models = {body["model"] for body, _ in fake.requests}
         keys = {headers["Authorization"] for _, headers in fake.requests}
         assert models == {"tiny-embed"} and keys == {"Bearer sk-semantic"}
+
+
+def test_one_indexer_at_a_time_takes_the_entries_and_keeps_each_vector_once(
+    store: runs.RunStore,
+) -> None:
+    assert isinstance(store, stores.Store)
+    calls: list[int] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        calls.append(len(texts))
+        return embedder.embed(texts)
+
+    with store.engine.begin() as conn:
+        search.index(conn, [(f"r{i}", "connection refused") for i in range(5)])
+    sem = store.semantic
+    # the first pass takes nothing: entries are taken one pass after they are seen
+    assert sem.index_runs(embed, 2, "w1") == 0 and calls == []
+    assert sem._take("w2", 2) is not None  # another worker holds the work
+    assert sem.index_runs(embed, 2, "w1") == 0 and calls == []
+    sem._release("w2")
+    assert sem.index_runs(embed, 2, "w1") == 5 and calls == [2, 2, 1]
+    assert sem.index_runs(embed, 2, "w1") == 0 and sem.count() == 5
+    with store.engine.begin() as conn:  # done again from the start: no vector twice
+        conn.execute(schema.embed_progress.update().values(done_to=0))
+    assert sem.index_runs(embed, 10, "w2") == 5 and sem.count() == 5
