@@ -120,10 +120,15 @@ class RunReads:
     ) -> list[tuple[RunRecord, float]]:
         """Semantic search: the runs ``f`` keeps (its ``text`` aside) whose error or logs are
         most like ``vector``, best first, with their scores (``semantic.py``)."""
-        ids = self._filtered(sa.select(T.c.id), dataclasses.replace(f, text=None))
-        if f.text_readable is not None:
-            ids = ids.where(T.c.job.in_(f.text_readable))
-        found = semantic.SemanticStore(self.engine).nearest_runs(ids, vector, min_score, f.limit)
+        where = dataclasses.replace(f, text=None)
+
+        def kept(query: Any) -> Any:
+            query = self._filtered(query, where)
+            if f.text_readable is not None:
+                query = query.where(T.c.job.in_(f.text_readable))
+            return query
+
+        found = semantic.SemanticStore(self.engine).nearest_runs(kept, vector, min_score, f.limit)
         if not found:
             return []
         with self.engine.connect() as conn:

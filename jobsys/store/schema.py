@@ -381,6 +381,8 @@ embeddings = sa.Table(
     sa.Column("source", sa.String(64), nullable=False),
     sa.Column("vector", sa.LargeBinary, nullable=False),
     sa.UniqueConstraint("kind", "ref", "source", name="uq_jobsys_embeddings"),
+    # (the newest vectors of a kind first: what a search reads)
+    sa.Index("ix_jobsys_embeddings_kind", "kind", "id"),
 )
 
 # Added by revision 0021: how far the indexer got through the keyword index (``done_to``), the

@@ -226,18 +226,24 @@ class SemanticStore:
     # --- the searches --------------------------------------------------------------------
 
     def nearest_runs(
-        self, run_ids: Any, vector: Sequence[float], min_score: float, limit: int
+        self, kept: Callable[[Any], Any], vector: Sequence[float], min_score: float, limit: int
     ) -> list[tuple[str, float]]:
-        """The runs among ``run_ids`` (a subquery of ids) whose texts are most like
-        ``vector``, best first, each with its best text's score, none below ``min_score``."""
-        query = (
+        """The runs ``kept`` keeps (a function adding the caller's conditions on
+        ``jobsys_runs`` to a query) whose texts are most like ``vector``, best first, each
+        with its best text's score, none below ``min_score``.
+
+        A join, newest vector first: the database walks ``ix_jobsys_embeddings_kind``
+        backwards and looks each run up by its key, until it has ``WINDOW`` (``IN (runs
+        of the filter)`` would first list every run of the tenant)."""
+        T = schema.runs
+        query = kept(
             sa.select(E.c.ref, E.c.vector)
-            .where(E.c.kind == "run", E.c.ref.in_(run_ids))
-            .order_by(E.c.id.desc())
-            .limit(WINDOW)
+            .select_from(E.join(T, T.c.id == E.c.ref))
+            .where(E.c.kind == "run")
         )
         with self.engine.connect() as conn:
-            return _best(conn.execute(query), vector, min_score, limit)
+            rows = conn.execute(query.order_by(E.c.id.desc()).limit(WINDOW))
+            return _best(rows, vector, min_score, limit)
 
     def nearest_jobs(
         self, names: Sequence[str], vector: Sequence[float], min_score: float, limit: int

@@ -27,6 +27,7 @@ def upgrade() -> None:
             sa.Column("vector", sa.LargeBinary, nullable=False),
             sa.UniqueConstraint("kind", "ref", "source", name="uq_jobsys_embeddings"),
         )
+        op.create_index("ix_jobsys_embeddings_kind", "jobsys_embeddings", ["kind", "id"])
     if "jobsys_embed_progress" not in tables:
         op.create_table(
             "jobsys_embed_progress",
