@@ -106,7 +106,7 @@ def runs_list(
 ) -> None:
     """List runs, newest first (archived ones with --archived only; with --search in a
     semantic or hybrid mode, best match first)."""
-    records = make_client().list(
+    mode_used, found = make_client().list_scored(
         job=job,
         state=state,
         since=parse_since(since),
@@ -121,12 +121,15 @@ def runs_list(
         archived=archived,
         mode=mode,
     )
+    ranked = mode_used != "keyword"  # (semantic, hybrid: best first, with scores)
     if as_json:
-        emit_json([r.to_json() for r in records])
+        emit_json([r.to_json() | ({"score": s} if ranked else {}) for r, s in found])
         return
     table = Table("id", "job", "state", "attempts", "created (UTC)", "duration")
+    if ranked:
+        table.add_column("score", justify="right")
     table.columns[0].no_wrap = True
-    for r in records:
+    for r, score in found:
         table.add_row(
             r.id,
             r.job,
@@ -134,6 +137,7 @@ def runs_list(
             str(r.attempts),
             _short_time(r.created_at),
             f"{r.duration:.2f} s" if r.duration is not None else "",
+            *([f"{score:.3f}" if score is not None else ""] if ranked else []),
         )
     out.print(table)
 

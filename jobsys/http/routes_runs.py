@@ -146,7 +146,7 @@ def list_runs(
     ] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
-    found = c.list(
+    mode_used, found = c.list_scored(
         job=job or None,
         state=state or None,
         since=parse_instant(since, "since"),
@@ -163,7 +163,13 @@ def list_runs(
         archived=archived,
         mode=mode,
     )
-    return {"runs": [r.to_json() for r in found]}
+    if not q:
+        return {"runs": [r.to_json() for r, _ in found]}
+    # a search says its mode; a ranked one (semantic, hybrid) gives each run its score
+    return {
+        "runs": [r.to_json() | ({} if s is None else {"score": s}) for r, s in found],
+        "mode": mode_used,
+    }
 
 
 @router.get("/runs/{run_id}", summary="One run: input, output, progress, attempts, error")

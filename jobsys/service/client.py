@@ -273,7 +273,47 @@ class Client(Submitting):
         archived: bool | None = False,
         mode: str | None = None,
     ) -> list[runs.RunRecord]:
-        """Runs of this principal's tenant, newest first. ``search`` keeps the runs whose
+        """Runs of this principal's tenant, newest first (``list_scored``: the same, with
+        the search's scores)."""
+        _, found = self.list_scored(
+            job=job,
+            state=state,
+            since=since,
+            until=until,
+            tag=tag,
+            principal_id=principal_id,
+            limit=limit,
+            search=search,
+            schedule_id=schedule_id,
+            workflow_id=workflow_id,
+            parent_id=parent_id,
+            exhausted=exhausted,
+            paused=paused,
+            archived=archived,
+            mode=mode,
+        )
+        return [r for r, _ in found]
+
+    def list_scored(
+        self,
+        job: str | None = None,
+        state: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        tag: str | None = None,
+        principal_id: str | None = None,
+        limit: int = 50,
+        search: str | None = None,
+        schedule_id: str | None = None,
+        workflow_id: str | None = None,
+        parent_id: str | None = None,
+        exhausted: bool | None = None,
+        paused: bool | None = None,
+        archived: bool | None = False,
+        mode: str | None = None,
+    ) -> tuple[str, Scored]:
+        """Runs of this principal's tenant, newest first, each with its search score (none
+        for keyword matches), and the search mode used. ``search`` keeps the runs whose
         error or logs hold all its keywords, or whose job's name, description or tags do
         (``mode`` keyword), or ranks them by meaning (semantic, or hybrid: both, fused; the
         default when an embedder is set; ``searching.py``);
@@ -284,6 +324,7 @@ class Client(Submitting):
         (``True``) or all but those (``False``). ``archived``: archived runs only (``True``),
         or both (``None``); by default runs not archived."""
         run_state = errors.choice(runs.RunState, state, "runs.list")
+        resolved = searching.resolve(mode, self.embedder) if search else "keyword"
         found = self._found(
             runs.RunFilter(
                 job=job,
@@ -305,9 +346,9 @@ class Client(Submitting):
                 archived=archived,
                 limit=limit,
             ),
-            mode,
+            resolved,
         )
-        return [r for r, _ in found]
+        return resolved, found
 
     def search(self, text: str, mode: str | None = None, limit: int = 20) -> tuple[str, Scored]:
         """Runs of this principal's tenant that ``text`` finds (``searching.py``), best first,

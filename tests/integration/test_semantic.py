@@ -196,9 +196,15 @@ def test_cli_http_and_mcp_search_by_mode(made: Made) -> None:
         c.env, ["runs", "list", "--search", QUERY, "--mode", "semantic", "--json"]
     )
     assert printed.returncode == 0, printed.stderr
-    assert {r["id"] for r in json.loads(printed.stdout)} == {made.outage, made.sealed, made.logged}
+    rows = json.loads(printed.stdout)
+    assert {r["id"] for r in rows} == {made.outage, made.sealed, made.logged}
+    assert all(r["score"] > 0.9 for r in rows)  # best first, with their scores
     keyword = cli_runner.run(c.env, ["runs", "list", "--search", QUERY, "--mode", "keyword"])
     assert keyword.returncode == 0 and made.outage not in keyword.stdout
+    words = cli_runner.run(c.env, ["runs", "list", "--search", "refused", "--json"])
+    assert next(r["score"] for r in json.loads(words.stdout) if r["id"] == made.outage) > 0
+    table = cli_runner.run(c.env, ["runs", "list", "--search", "refused", "--mode", "keyword"])
+    assert made.outage in table.stdout and "score" not in table.stdout
     bad = cli_runner.run(c.env, ["runs", "list", "--search", QUERY, "--mode", "fuzzy"])
     assert bad.returncode == 2
 
@@ -215,6 +221,10 @@ def test_cli_http_and_mcp_search_by_mode(made: Made) -> None:
             return {r["id"] for r in resp.json()["runs"]}
 
         assert run_ids("ada", q=QUERY, mode="semantic") == {made.outage, made.sealed, made.logged}
+        ranked = get("ada", q=QUERY, mode="semantic").json()
+        assert ranked["mode"] == "semantic" and all(r["score"] > 0.9 for r in ranked["runs"])
+        assert get("ada", q=QUERY).json()["mode"] == "hybrid"  # the default with an embedder
+        assert "score" not in get("ada", q="refused", mode="keyword").json()["runs"][0]
         assert run_ids("ada", q=QUERY, mode="keyword") == set()
         assert made.outage in run_ids("ada", q="refused", mode="keyword")
         assert run_ids("vic", q=QUERY, mode="semantic") == {made.outage, made.logged}
