@@ -18,6 +18,7 @@ import threading
 
 from jobsys.base import embedders
 from jobsys.engine.runtime import Runtime
+from jobsys.store import semantic
 
 log = logging.getLogger("jobsys.indexer")
 
@@ -35,6 +36,10 @@ class Indexer:
         self.embedder = embedders.from_setting(s.embedder, s.embedder_model, s.embedder_key)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="jobsys-indexer", daemon=True)
+        self._jobs_seen: str | None = None
+        self._schedules_seen: tuple[int, str] | None = None
+        """What the last pass found of the jobs' texts and the schedules: unchanged, they are
+        not read again (a pass costs a query or two when nothing is new)."""
 
     def start(self) -> None:
         if self.embedder is not None and self.runtime.settings.embed_seconds > 0:
@@ -59,8 +64,14 @@ class Indexer:
             return 0
         store, embed = self.runtime.store, self.embedder.embed
         texts = {s.name: job_text(s.name, s.description, s.tags) for s in self.runtime.registry}
-        done = store.semantic.index_jobs(embed, texts)
-        done += store.semantic.index_schedules(embed)
+        done, jobs_seen = 0, semantic.digest(repr(sorted(texts.items())))
+        if jobs_seen != self._jobs_seen:
+            done += store.semantic.index_jobs(embed, texts)
+            self._jobs_seen = jobs_seen
+        schedules_seen = store.semantic.schedules_seen()
+        if schedules_seen != self._schedules_seen:
+            done += store.semantic.index_schedules(embed)
+            self._schedules_seen = schedules_seen
         holder = f"{self.runtime.node or store.worker_name}:{threading.get_native_id()}"
         done += store.semantic.index_runs(
             embed, self.runtime.settings.embed_batch, holder, self._stop

@@ -182,6 +182,16 @@ class SemanticStore:
         drop the vectors of texts no longer current; the number embedded."""
         return self._index_texts(embed, "job", texts)
 
+    def schedules_seen(self) -> tuple[int, str]:
+        """How many schedules there are and the newest change of one: while it stays the
+        same, no schedule's text changed (the indexer skips them)."""
+        S = schema.schedules
+        with self.engine.connect() as conn:
+            count, newest = conn.execute(
+                sa.select(sa.func.count(), sa.func.max(S.c.updated_at))
+            ).one()
+        return int(count), str(newest)
+
     def index_schedules(self, embed: Embed) -> int:
         """Embed each schedule's name and description (when new or changed), and drop the
         vectors of schedules gone or changed; the number embedded."""

@@ -255,6 +255,21 @@ def test_cli_http_and_mcp_search_by_mode(made: Made) -> None:
         anyio.run(mcp)
 
 
+def test_a_changed_schedule_is_embedded_again(made: Made) -> None:
+    other = made.client(OTHER)
+    assert other.schedules.nearest("payment") == []
+    other.schedules.update(made.cleanup_elsewhere, description="and the billing invoices")
+    eventually(
+        lambda: (
+            [i for i, _ in other.schedules.nearest("payment")] == [made.cleanup_elsewhere]
+            or NotYet("not embedded again")
+        ),
+        30,
+        what="the changed schedule embedded again",
+    )
+    assert made.client(ADMIN).schedules.nearest("payment") == []  # the other tenant's
+
+
 def test_an_openai_compatible_endpoint_embeds_for_the_workers(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str | None
 ) -> None:
