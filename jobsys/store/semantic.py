@@ -2,13 +2,13 @@
 
 The indexed texts are those of keyword search (``search.py``: a run's error, each batch of
 its log lines), each job's name, description and tags, and each schedule's name and
-description. Their vectors live in
-``jobsys_embeddings``, written by the workers' indexer (``jobsys.engine.indexer``), never on
-the per-job path. A vector is stored as float32 bytes of unit length, on both databases: this
-PostgreSQL has no pgvector and this Python's ``sqlite3`` cannot load extensions (sqlite-vec),
-so the ranking is portable: the cosine (a dot product of unit vectors) is computed here, over
-the newest ``WINDOW`` vectors of the runs the caller's filter keeps (its tenant, the jobs it
-may read), as keyword search looks at its newest matching entries.
+description. Their vectors live in ``jobsys_embeddings``, written by the workers' indexer
+(``jobsys.engine.indexer``), never on the per-job path. A vector is stored as float32 bytes
+of unit length, on both databases: the PostgreSQL this was built on has no pgvector, and
+its Python's ``sqlite3`` cannot load extensions (sqlite-vec), so the ranking is portable:
+the cosine (a dot product of unit vectors) is computed here, over the newest ``WINDOW``
+vectors of the runs the caller's filter keeps (its tenant, the jobs it may read), as keyword
+search looks at its newest matching entries.
 
 Many workers index at once safely: the one that holds the lease in ``jobsys_embed_progress``
 takes the next entries (the others skip the pass), and a unique constraint makes writing the
