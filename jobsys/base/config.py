@@ -334,6 +334,57 @@ class Settings:
         ),
     )
 
+    embedder: str | None = dataclasses.field(
+        default=None,
+        metadata=meta(
+            "JOBSYS_EMBEDDER",
+            "what turns texts into vectors for semantic search: "
+            "`openai:https://host/v1/embeddings` (an OpenAI-compatible endpoint) or "
+            "`python:module:callable`; none: semantic search is off (keyword only; see "
+            '"Semantic search")',
+        ),
+    )
+    embedder_model: str = dataclasses.field(
+        default="text-embedding-3-small",
+        metadata=meta(
+            "JOBSYS_EMBEDDER_MODEL", "the `model` an `openai:` embedder asks the endpoint for"
+        ),
+    )
+    embedder_key: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata=meta(
+            "JOBSYS_EMBEDDER_KEY",
+            "the API key an `openai:` embedder sends (`Authorization: Bearer`); none: no header",
+        ),
+    )
+    embed_seconds: float = dataclasses.field(
+        default=10.0,
+        metadata=meta(
+            "JOBSYS_EMBED_SECONDS",
+            "how often each worker's indexer embeds the new errors, log batches and job "
+            "descriptions, when an embedder is set (`0`: never)",
+        ),
+    )
+    embed_batch: int = dataclasses.field(
+        default=64,
+        metadata=meta(
+            "JOBSYS_EMBED_BATCH",
+            "texts the indexer sends the embedder per call",
+            floor=1,
+            maximum=2048,
+        ),
+    )
+    semantic_min_score: float = dataclasses.field(
+        default=0.3,
+        metadata=meta(
+            "JOBSYS_SEMANTIC_MIN_SCORE",
+            "semantic search leaves out what is less similar to the query than this (a "
+            "cosine, 0 to 1)",
+            maximum=1.0,
+        ),
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``JOBSYS_*`` variables (see README "Configuration").

@@ -201,6 +201,26 @@ class BrokerUnavailable(JobsysError):
     """The broker could not be reached; start `jobsys up` or set JOBSYS_BROKER_URL."""
 
 
+class SemanticSearchOff(JobsysError):
+    """Semantic or hybrid search was asked for, but no embedder is set; set JOBSYS_EMBEDDER
+    (``openai:URL`` or ``python:module:callable``) on the server and the workers, or search
+    with mode=keyword."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        super().__init__(
+            f"{mode} search needs an embedder: set JOBSYS_EMBEDDER=openai:https://host/v1/"
+            "embeddings (or python:module:callable) on the server and the workers, or search "
+            "with mode=keyword"
+        )
+
+
+class EmbedderUnavailable(JobsysError):
+    """The embedder (JOBSYS_EMBEDDER) failed or answered something that is not vectors; the
+    message says what it answered. Check its URL, JOBSYS_EMBEDDER_MODEL and _KEY, or search
+    with mode=keyword meanwhile."""
+
+
 class SchemaTooNew(JobsysError):
     """The database schema is newer than this jobsys; upgrade jobsys on this machine."""
 
@@ -319,6 +339,8 @@ ANSWERS: dict[type[JobsysError], Answer] = {
     WaitTimeout: Answer(1, 409),
     BrokerUnavailable: UNAVAILABLE,
     SchemaTooNew: UNAVAILABLE,
+    SemanticSearchOff: BAD_INPUT,
+    EmbedderUnavailable: UNAVAILABLE,
     JobError: Answer(1, 400),
     Retry: Answer(1, 400),
     Fatal: Answer(1, 400),

@@ -60,7 +60,15 @@ _LIMITS = ("concurrency_limit", "rate_limit", "backoff")
     "--search",
     default=None,
     help="Keywords: runs whose error or logs hold them all, or whose job's name, "
-    "description or tags do.",
+    "description or tags do; or, with --mode semantic or hybrid, words matched by meaning.",
+)
+@click.option(
+    "--mode",
+    default=None,
+    type=click.Choice(["keyword", "semantic", "hybrid"]),
+    help="How --search matches: whole words, meaning (needs JOBSYS_EMBEDDER), or both "
+    "fused; default hybrid when JOBSYS_EMBEDDER is set, else keyword. Ranked modes list "
+    "the best first.",
 )
 @click.option("--schedule", "schedule_id", default=None, help="Only runs this schedule made.")
 @click.option("--workflow", "workflow_id", default=None, help="Only steps of this workflow run.")
@@ -86,6 +94,7 @@ def runs_list(
     since: str | None,
     tag: str | None,
     search: str | None,
+    mode: str | None,
     schedule_id: str | None,
     workflow_id: str | None,
     parent_id: str | None,
@@ -95,8 +104,9 @@ def runs_list(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List runs, newest first (archived ones with --archived only)."""
-    records = make_client().list(
+    """List runs, newest first (archived ones with --archived only; with --search in a
+    semantic or hybrid mode, best match first)."""
+    mode_used, found = make_client().list_scored(
         job=job,
         state=state,
         since=parse_since(since),
@@ -109,13 +119,17 @@ def runs_list(
         exhausted=exhausted,
         paused=paused,
         archived=archived,
+        mode=mode,
     )
+    ranked = mode_used != "keyword"  # (semantic, hybrid: best first, with scores)
     if as_json:
-        emit_json([r.to_json() for r in records])
+        emit_json([r.to_json() | ({"score": s} if ranked else {}) for r, s in found])
         return
     table = Table("id", "job", "state", "attempts", "created (UTC)", "duration")
+    if ranked:
+        table.add_column("score", justify="right")
     table.columns[0].no_wrap = True
-    for r in records:
+    for r, score in found:
         table.add_row(
             r.id,
             r.job,
@@ -123,6 +137,7 @@ def runs_list(
             str(r.attempts),
             _short_time(r.created_at),
             f"{r.duration:.2f} s" if r.duration is not None else "",
+            *([f"{score:.3f}" if score is not None else ""] if ranked else []),
         )
     out.print(table)
 

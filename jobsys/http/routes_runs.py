@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -107,7 +107,7 @@ def parse_instant(text: str | None, field: str, ahead: bool = False) -> dt.datet
         ) from None
 
 
-@router.get("/runs", summary="List runs, newest first (filters and keyword search)")
+@router.get("/runs", summary="List runs, newest first (filters and keyword or semantic search)")
 def list_runs(
     c: ClientDep,
     job: Annotated[str | None, Query(max_length=200)] = None,
@@ -116,6 +116,13 @@ def list_runs(
     since: Annotated[str | None, Query(max_length=64, description="ISO time or 30m/2h/7d")] = None,
     until: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[str | None, Query(max_length=500, description="Keywords")] = None,
+    mode: Annotated[
+        Literal["keyword", "semantic", "hybrid"] | None,
+        Query(
+            description="How q matches: whole words, meaning (needs JOBSYS_EMBEDDER), or both "
+            "fused (best first); default hybrid when an embedder is set, else keyword."
+        ),
+    ] = None,
     principal: Annotated[str | None, Query(max_length=200)] = None,
     schedule: Annotated[
         str | None, Query(max_length=64, description="Only runs this schedule made.")
@@ -139,7 +146,7 @@ def list_runs(
     ] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
-    found = c.list(
+    mode_used, found = c.list_scored(
         job=job or None,
         state=state or None,
         since=parse_instant(since, "since"),
@@ -154,8 +161,15 @@ def list_runs(
         exhausted=exhausted,
         paused=paused,
         archived=archived,
+        mode=mode,
     )
-    return {"runs": [r.to_json() for r in found]}
+    if not q:
+        return {"runs": [r.to_json() for r, _ in found]}
+    # a search says its mode; a ranked one (semantic, hybrid) gives each run its score
+    return {
+        "runs": [r.to_json() | ({} if s is None else {"score": s}) for r, s in found],
+        "mode": mode_used,
+    }
 
 
 @router.get("/runs/{run_id}", summary="One run: input, output, progress, attempts, error")

@@ -234,7 +234,16 @@ class ResultArgs(IdArgs):
 
 class SearchArgs(Args):
     query: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=500)] = (
-        pydantic.Field(description="Keywords (all must match, as whole words).")
+        pydantic.Field(
+            description="Keywords (all must match, as whole words), or words matched by "
+            "meaning (mode semantic or hybrid)."
+        )
+    )
+    mode: Literal["keyword", "semantic", "hybrid"] | None = pydantic.Field(
+        default=None,
+        description="keyword: whole words; semantic: by meaning (needs the server's "
+        "JOBSYS_EMBEDDER); hybrid: both, fused (best first). Default: hybrid when an "
+        "embedder is set, else keyword.",
     )
     limit: Limit = 20
 

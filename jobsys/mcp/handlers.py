@@ -22,7 +22,7 @@ from jobsys.declare import cadence, definitions, jobs, workflows
 from jobsys.mcp import args, queue_handlers
 from jobsys.mcp.answers import bad_argument, run_status, run_summary, schedule_json, workflow_status
 from jobsys.mcp.names import tool_name
-from jobsys.service import views
+from jobsys.service import searching, views
 from jobsys.service.client import Client
 from jobsys.store import runs
 
@@ -289,15 +289,49 @@ def job_result(c: Client, a: args.ResultArgs) -> dict[str, Any]:
 
 
 def job_search(c: Client, a: args.SearchArgs) -> dict[str, Any]:
+    """Jobs and runs the query finds, by ``a.mode`` (``service/searching.py``), each with its
+    score: none for keyword matches (runs newest first), a similarity (semantic) or a fused
+    rank score (hybrid), best first."""
+    mode, found = c.search(a.query, a.mode, a.limit)
     where = views.JobFilter.parse(query=a.query)
     specs = views.list_jobs(c, where, include_hidden=True).jobs
-    found = c.list(search=a.query, limit=a.limit)
+    ranked: list[tuple[str, float | None]] = [(s.name, None) for s in specs]
+    if mode != "keyword":
+        near = c.nearest_jobs(a.query, a.limit)
+        ranked = list(
+            near
+            if mode == "semantic"
+            else searching.fuse([s.name for s in specs], [n for n, _ in near])[: a.limit]
+        )
+    about = {s.name: s.description for s in c.job_specs(include_hidden=True)}
     return {
+        "mode": mode,
         "jobs": [
-            {"name": s.name, "description": s.description, "tool": tool_name(s.name)} for s in specs
+            {"name": n, "description": about.get(n, ""), "tool": tool_name(n), "score": score}
+            for n, score in ranked
         ],
-        "runs": [run_summary(r) for r in found],
+        "runs": [run_summary(r) | {"score": score} for r, score in found],
+        "schedules": _schedules_found(c, a, mode),
     }
+
+
+def _schedules_found(c: Client, a: args.SearchArgs, mode: str) -> list[dict[str, Any]]:
+    """This tenant's schedules (of jobs the principal may list) whose name holds the query
+    (keyword), or whose name and description mean it (semantic), or both fused (hybrid)."""
+    named = {s.id: s for s in c.schedules.list(name=a.query, limit=a.limit)}
+    scores: dict[str, float | None] = dict.fromkeys(named)
+    if mode != "keyword":
+        near = c.schedules.nearest(a.query, a.limit)
+        fused = near if mode == "semantic" else searching.fuse(list(named), [i for i, _ in near])
+        scores = dict(fused[: a.limit])
+    ranked = list(scores.items())
+    out = []
+    for schedule_id, score in ranked:
+        s = named.get(schedule_id) or c.store.schedules.get(schedule_id, c.principal.tenant)
+        out.append(
+            {"id": s.id, "name": s.name, "job": s.job, "state": s.state.value, "score": score}
+        )
+    return out
 
 
 # --- the cluster ---------------------------------------------------------------------------

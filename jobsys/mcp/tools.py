@@ -269,8 +269,11 @@ TOOLS: tuple[ToolDef, ...] = (
     ),
     ToolDef(
         "job_search",
-        "Search by keywords: jobs whose name, description, tags or labels hold them, and runs "
-        "whose error or logs hold them (or whose job matches).",
+        "Search jobs and runs: by keywords (mode keyword: jobs whose name, description, tags "
+        "or labels hold them, runs whose error or logs hold them or whose job matches), by "
+        "meaning (mode semantic, when the server has an embedder), or both fused (hybrid); "
+        "also the schedules whose name holds or means it; each result with its score, best "
+        "first in the ranked modes.",
         SearchArgs,
         job_search,
         read_only=True,

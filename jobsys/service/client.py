@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from jobsys.base import config, errors
+from jobsys.base import config, embedders, errors
 from jobsys.declare import catalog, jobs, permissions
+from jobsys.service import searching
 from jobsys.service.actor_client import ActorClient
 from jobsys.service.admin_client import AdminClient
 from jobsys.service.bulk import BulkClient
@@ -35,6 +36,11 @@ from jobsys.store import events as run_events
 
 if TYPE_CHECKING:
     from jobsys.engine import celery_api
+
+Scored = list[tuple[runs.RunRecord, float | None]]
+"""Runs a search found, best first, each with its score (``None``: a keyword match)."""
+JobScores = list[tuple[str, float]]
+Vector = list[float]
 
 __all__ = ["MAX_COUNTDOWN_SECONDS", "Cancelled", "Client", "SubmitOptions", "waiting_message"]
 
@@ -265,9 +271,52 @@ class Client(Submitting):
         exhausted: bool | None = None,
         paused: bool | None = None,
         archived: bool | None = False,
+        mode: str | None = None,
     ) -> list[runs.RunRecord]:
-        """Runs of this principal's tenant, newest first. ``search`` keeps the runs whose
-        error or logs hold all its keywords, or whose job's name, description or tags do;
+        """Runs of this principal's tenant, newest first (``list_scored``: the same, with
+        the search's scores)."""
+        _, found = self.list_scored(
+            job=job,
+            state=state,
+            since=since,
+            until=until,
+            tag=tag,
+            principal_id=principal_id,
+            limit=limit,
+            search=search,
+            schedule_id=schedule_id,
+            workflow_id=workflow_id,
+            parent_id=parent_id,
+            exhausted=exhausted,
+            paused=paused,
+            archived=archived,
+            mode=mode,
+        )
+        return [r for r, _ in found]
+
+    def list_scored(
+        self,
+        job: str | None = None,
+        state: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        tag: str | None = None,
+        principal_id: str | None = None,
+        limit: int = 50,
+        search: str | None = None,
+        schedule_id: str | None = None,
+        workflow_id: str | None = None,
+        parent_id: str | None = None,
+        exhausted: bool | None = None,
+        paused: bool | None = None,
+        archived: bool | None = False,
+        mode: str | None = None,
+    ) -> tuple[str, Scored]:
+        """Runs of this principal's tenant, newest first, each with its search score (none
+        for keyword matches), and the search mode used. ``search`` keeps the runs whose
+        error or logs hold all its keywords, or whose job's name, description or tags do
+        (``mode`` keyword), or ranks them by meaning (semantic, or hybrid: both, fused; the
+        default when an embedder is set; ``searching.py``);
         ``schedule_id``, ``workflow_id`` and ``parent_id`` the runs a schedule made, the steps
         of a workflow run, the runs made from a run (its retries); ``exhausted`` the runs
         that used all their attempts (``True``) or did not (``False``): with
@@ -275,7 +324,8 @@ class Client(Submitting):
         (``True``) or all but those (``False``). ``archived``: archived runs only (``True``),
         or both (``None``); by default runs not archived."""
         run_state = errors.choice(runs.RunState, state, "runs.list")
-        found = self.store.select(
+        resolved = searching.resolve(mode, self.embedder) if search else "keyword"
+        found = self._found(
             runs.RunFilter(
                 job=job,
                 state=run_state,
@@ -291,13 +341,76 @@ class Client(Submitting):
                 paused=paused,
                 text=search,
                 text_jobs=self.registry.matching(search) if search else (),
+                text_readable=self.visible_jobs("read") if search else None,
                 jobs=self.visible_jobs(),
                 archived=archived,
                 limit=limit,
-            )
+            ),
+            resolved,
         )
-        readable = {job: self.may_read(job) for job in {r.job for r in found}}
-        return [self.shown(r, readable[r.job]) for r in found]
+        return resolved, found
+
+    def search(self, text: str, mode: str | None = None, limit: int = 20) -> tuple[str, Scored]:
+        """Runs of this principal's tenant that ``text`` finds (``searching.py``), best first,
+        with their scores (none for keyword matches, newest first), and the mode used."""
+        resolved = searching.resolve(mode, self.embedder)
+        where = runs.RunFilter(
+            tenant=self.principal.tenant,
+            text=text,
+            text_jobs=self.registry.matching(text),
+            text_readable=self.visible_jobs("read"),
+            jobs=self.visible_jobs(),
+            limit=limit,
+        )
+        return resolved, self._found(where, resolved)
+
+    def nearest_jobs(self, text: str, limit: int = 20) -> JobScores:
+        """The jobs this principal may see whose name, description and tags are most like
+        ``text`` in meaning, best first, with their scores (needs an embedder)."""
+        names = [s.name for s in self.job_specs(include_hidden=True)]
+        return self.store.semantic.nearest_jobs(
+            names, self.query_vector(text), self.settings.semantic_min_score, limit
+        )
+
+    @functools.cached_property
+    def embedder(self) -> embedders.Embedder | None:
+        """What turns a search's text into a vector (``JOBSYS_EMBEDDER``); ``None``: semantic
+        search is off."""
+        s = self.settings
+        return embedders.from_setting(s.embedder, s.embedder_model, s.embedder_key)
+
+    def query_vector(self, text: str) -> Vector:
+        """The embedder's vector of a query (the last one is kept, for the next search of
+        the same text); ``SemanticSearchOff`` without an embedder."""
+        searching.resolve("semantic", self.embedder)
+        last = self.__dict__.get("_last_vector")
+        if last is None or last[0] != text:
+            assert self.embedder is not None  # (``searching.resolve`` said so)
+            last = self.__dict__["_last_vector"] = (text, self.embedder.embed([text])[0])
+        return list(last[1])
+
+    def _found(self, where: runs.RunFilter, mode: str | None) -> Scored:
+        """The runs ``where`` keeps, by ``mode`` when it has text, as this principal is shown
+        them, with their scores."""
+        resolved = searching.resolve(mode, self.embedder) if where.text else "keyword"
+        found: Scored
+        if resolved == "keyword":
+            found = [(r, None) for r in self.store.select(where)]
+        else:
+            near = self.store.nearest(
+                where,
+                self.query_vector(where.text or ""),
+                self.settings.semantic_min_score,
+            )
+            if resolved == "semantic":
+                found = [(r, score) for r, score in near]
+            else:
+                words = self.store.select(where)
+                by_id = {r.id: r for r in words} | {r.id: r for r, _ in near}
+                fused = searching.fuse([r.id for r in words], [r.id for r, _ in near])
+                found = [(by_id[i], score) for i, score in fused[: where.limit]]
+        readable = {job: self.may_read(job) for job in {r.job for r, _ in found}}
+        return [(self.shown(r, readable[r.job]), score) for r, score in found]
 
     # --- steering --------------------------------------------------------------------------
 

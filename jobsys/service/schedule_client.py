@@ -129,6 +129,19 @@ class ScheduleClient:
             archived=archived,
         )
 
+    def nearest(self, text: str, limit: int = 20) -> builtins.list[tuple[str, float]]:
+        """The ids of this tenant's schedules of the jobs this principal may list whose name
+        and description are most like ``text`` in meaning, best first, with their scores
+        (needs an embedder: ``SemanticSearchOff`` otherwise)."""
+        c = self._client
+        return c.store.semantic.nearest_schedules(
+            self._tenant,
+            c.visible_jobs(),
+            c.query_vector(text),
+            c.settings.semantic_min_score,
+            limit,
+        )
+
     def versions(self, schedule_id: str) -> builtins.list[dict[str, Any]]:
         self.get(schedule_id)  # tenant check
         return self._store.versions(schedule_id)

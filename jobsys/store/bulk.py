@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys.store import events, run_states, schema, search
+from jobsys.store import events, run_states, schema, search, semantic
 from jobsys.store.records import RunRecord, record
 from jobsys.store.run_states import RunState
 from jobsys.store.terminal import TerminalWriter
@@ -243,6 +243,7 @@ class BulkStore:
                     ),
                     {"ids": gone},
                 )
+                semantic.delete_runs(conn, gone)
         return gone
 
 

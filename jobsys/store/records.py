@@ -215,6 +215,9 @@ class RunFilter:
     """Keywords: runs whose error or logs hold all of them (``search.py``)..."""
     text_jobs: tuple[str, ...] = ()
     """...or whose job is one of these (the caller matched names, descriptions and tags)."""
+    text_readable: tuple[str, ...] | None = None
+    """Only runs of these jobs are matched by their error or logs (the ones the principal may
+    read); ``None``: any job's."""
     jobs: tuple[str, ...] | None = None
     """Only runs of these jobs (the ones the principal may list); ``None``: any job."""
     archived: bool | None = False

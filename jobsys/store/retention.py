@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from jobsys.base import config
 from jobsys.declare import spec as declared
-from jobsys.store import run_states, schema, search
+from jobsys.store import run_states, schema, search, semantic
 
 T = schema.runs
 D = schema.run_deps
@@ -333,6 +333,7 @@ class RetentionStore:
                 ),
                 {"ids": gone},
             )
+            semantic.delete_runs(conn, gone)
         return len(gone)
 
     def _prune_workflows(

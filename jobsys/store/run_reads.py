@@ -3,6 +3,7 @@ terminal writer) and every read of run records."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -22,6 +23,7 @@ from jobsys.store import (
     run_states,
     schema,
     search,
+    semantic,
     terminal,
 )
 from jobsys.store.pauses import is_parked
@@ -109,6 +111,35 @@ class RunReads:
 
     def select(self, f: RunFilter) -> list[RunRecord]:
         query = sa.select(T).order_by(T.c.created_at.desc(), T.c.id.desc()).limit(f.limit)
+        query = self._filtered(query, f)
+        with self.engine.connect() as conn:
+            return [record(r) for r in conn.execute(query)]
+
+    def nearest(
+        self, f: RunFilter, vector: Sequence[float], min_score: float
+    ) -> list[tuple[RunRecord, float]]:
+        """Semantic search: the runs ``f`` keeps (its ``text`` aside) whose error or logs are
+        most like ``vector``, best first, with their scores (``semantic.py``)."""
+        where = dataclasses.replace(f, text=None)
+
+        def kept(query: Any) -> Any:
+            query = self._filtered(query, where)
+            if f.text_readable is not None:
+                query = query.where(T.c.job.in_(f.text_readable))
+            return query
+
+        found = semantic.SemanticStore(self.engine).nearest_runs(kept, vector, min_score, f.limit)
+        if not found:
+            return []
+        with self.engine.connect() as conn:
+            rows = {
+                str(r.id): record(r)
+                for r in conn.execute(sa.select(T).where(T.c.id.in_([i for i, _ in found])))
+            }
+        return [(rows[i], score) for i, score in found if i in rows]
+
+    def _filtered(self, query: Any, f: RunFilter) -> Any:
+        """``query`` with the conditions of ``f`` (all but its limit)."""
         for column, value in (
             (T.c.job, f.job),
             (T.c.state, f.state.value if f.state else None),
@@ -128,19 +159,20 @@ class RunReads:
         if f.tag is not None:  # in SQL, so that the limit counts tagged runs only
             query = query.where(self._has_tag).params(tag_json=json.dumps([f.tag]))
         if f.text is not None:
-            query = query.where(self._text_clause(f.text, f.text_jobs, f.limit))
+            query = query.where(self._text_clause(f, f.text))
         if f.jobs is not None:
             query = query.where(T.c.job.in_(f.jobs))
-        with self.engine.connect() as conn:
-            return [record(r) for r in conn.execute(query)]
+        return query
 
-    def _text_clause(self, text: str, jobs: tuple[str, ...], limit: int) -> Any:
-        window = max(search.SEARCH_WINDOW, 20 * limit)
+    def _text_clause(self, f: RunFilter, text: str) -> Any:
+        window = max(search.SEARCH_WINDOW, 20 * f.limit)
         matched = search.matching_runs(self.engine.dialect.name, text, window)
         if matched is None:
             return sa.false()
-        clause = T.c.id.in_(matched)
-        return sa.or_(clause, T.c.job.in_(jobs)) if jobs else clause
+        clause: Any = T.c.id.in_(matched)
+        if f.text_readable is not None:
+            clause = sa.and_(clause, T.c.job.in_(f.text_readable))
+        return sa.or_(clause, T.c.job.in_(f.text_jobs)) if f.text_jobs else clause
 
     def count(self) -> int:
         with self.engine.connect() as conn:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import event_triggers, search
 
-REVISION = "0019"
+REVISION = "0021"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -366,6 +366,36 @@ run_events = sa.Table(
     sa.Column("error", JSON),
     sa.Column("detail", JSON),
     sa.Index("ix_jobsys_run_events_run", "run_id", "id"),
+)
+
+# Added by revision 0021: the vectors semantic search ranks (``semantic.py``), one per indexed
+# text: each entry of the keyword index (a run's error, a batch of its log lines; ``source``
+# is the entry's id) and each job's name, description and tags (``source``: a digest of that
+# text, so that a changed description is embedded again). ``vector``: float32, unit length.
+embeddings = sa.Table(
+    "jobsys_embeddings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("ref", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("kind", "ref", "source", name="uq_jobsys_embeddings"),
+    # (the newest vectors of a kind first: what a search reads)
+    sa.Index("ix_jobsys_embeddings_kind", "kind", "id"),
+)
+
+# Added by revision 0021: how far the indexer got through the keyword index (``done_to``), the
+# newest entry it may take next pass (``settled_to``), and which worker holds the work
+# (``holder``, until ``until``, seconds since the epoch).
+embed_progress = sa.Table(
+    "jobsys_embed_progress",
+    metadata,
+    sa.Column("name", sa.String(16), primary_key=True),
+    sa.Column("done_to", sa.BigInteger, nullable=False),
+    sa.Column("settled_to", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(255)),
+    sa.Column("until", sa.Float, nullable=False),
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from jobsys.store import bulk, pauses, retention, runs, schedules, workflow_runs
+from jobsys.store import bulk, pauses, retention, runs, schedules, semantic, workflow_runs
 
 
 class Store(runs.RunStore):
@@ -40,3 +40,8 @@ class Store(runs.RunStore):
     def retention(self) -> retention.RetentionStore:
         """The pruner's batched deletes, and archiving runs and schedules."""
         return retention.RetentionStore(self.engine)
+
+    @functools.cached_property
+    def semantic(self) -> semantic.SemanticStore:
+        """The vectors of semantic search: the indexer's writes, the job searches' reads."""
+        return semantic.SemanticStore(self.engine)

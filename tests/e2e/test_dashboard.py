@@ -30,6 +30,7 @@ from jobsys.declare import cadence, permissions
 from jobsys.store import runs
 from tests.cluster import Cluster, cluster
 from tests.servers import Serve
+from tests.waiting import NotYet, eventually
 
 CHROMIUM = Path(os.environ.get("JOBSYS_TEST_CHROMIUM", "/usr/bin/chromium"))
 BROWSER_REQUIRED = os.environ.get("JOBSYS_REQUIRE_BROWSER") == "1"
@@ -55,7 +56,9 @@ expect.set_options(timeout=15_000)
 def ui_cluster(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str | None
 ) -> Iterator[Cluster]:
-    with cluster(tmp_path_factory.mktemp("dashboard"), redis_url, database_url) as c:
+    # (an embedder, for the search mode selector: tests/embedder.py)
+    embedder = {"JOBSYS_EMBEDDER": "python:tests.embedder:embed", "JOBSYS_EMBED_SECONDS": "0.3"}
+    with cluster(tmp_path_factory.mktemp("dashboard"), redis_url, database_url, **embedder) as c:
         c.start_worker("w1", concurrency=2)
         yield c
 
@@ -279,6 +282,35 @@ def test_a_failed_run_is_retried_with_the_button(ui: Ui, ui_cluster: Cluster, to
     ui.expect_run_state("failed")
     assert ui_cluster.store.get(new_id).parent_id == failed_id
     assert ui_cluster.executions(new_id) == 1
+    ui.assert_clean()
+
+
+def test_the_search_mode_finds_a_run_by_meaning_or_by_its_words(
+    ui: Ui, ui_cluster: Cluster, token: str
+) -> None:
+    run_id = ui_cluster.client.submit("ui.fail", {"reason": "connection refused by upstream host"})
+    ui_cluster.wait_state(run_id, runs.RunState.FAILED, timeout=60)
+    eventually(  # the workers' indexer embeds the error in the background
+        lambda: (
+            run_id in {r.id for r in ui_cluster.client.list(search="outage", mode="semantic")}
+            or NotYet("not embedded yet")
+        ),
+        30,
+        what="the run's error embedded",
+    )
+    row = ui.page.locator(f'[data-testid="run-row"][data-run-id="{run_id}"]')
+
+    ui.login(token, "runs")
+    ui.by("runs-filter-search").fill("network outage")  # no word of the error
+    ui.by("runs-filter-mode").select_option("semantic")
+    expect(ui.page).to_have_url(re.compile(r"mode=semantic"))
+    expect(row).to_have_attribute("data-state", "failed")
+    ui.by("runs-filter-mode").select_option("keyword")
+    expect(ui.by("runs-empty")).to_be_visible()
+    expect(row).to_have_count(0)
+    ui.by("runs-filter-search").fill("refused upstream")
+    ui.by("runs-filter-apply").click()
+    expect(row).to_have_count(1)
     ui.assert_clean()
 
 

@@ -131,6 +131,12 @@ def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
         "JOBSYS_KEEP_LAST": "3",
         "JOBSYS_PRUNE_SECONDS": "60",
         "JOBSYS_PRUNE_BATCH": "50",
+        "JOBSYS_EMBEDDER": "python:m:f",
+        "JOBSYS_EMBEDDER_MODEL": "small",
+        "JOBSYS_EMBEDDER_KEY": "sk-1",
+        "JOBSYS_EMBED_SECONDS": "2",
+        "JOBSYS_EMBED_BATCH": "16",
+        "JOBSYS_SEMANTIC_MIN_SCORE": "0.5",
     }
     assert set(env) == set(names), "a new setting: give it a value here"
     s = config.Settings.from_env(env)
@@ -140,6 +146,7 @@ def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
     assert s.home == Path("h").resolve() and s.superadmin_roles == ()
     assert s.http_job_hosts == ("api.example.com:443", "b") and s.metrics_public is True
     assert "tok" not in repr(s) and "u:p" not in repr(s) and "key" not in repr(s)
+    assert "sk-1" not in repr(s)
     assert (s.keep_completed, s.keep_failed, s.keep_cancelled) == (7 * 86400, 5400, 3600)
     assert config.Settings.from_env({"JOBSYS_KEEP_FAILED": "never"}).keep_failed is None
 

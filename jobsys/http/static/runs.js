@@ -1,4 +1,5 @@
-// The runs table: filters, keyword search, live state and progress (polled every second).
+// The runs table: filters, keyword or semantic search, live state and progress (polled every
+// second).
 
 import { get, query, seg } from "./api.js";
 import { bulkBar } from "./bulk.js";
@@ -6,7 +7,9 @@ import { badge, fmtDuration, fmtTime, h, progressBar, replace, runPct, shortId }
 import { poll } from "./shared.js";
 
 export const STATES = ["pending", "blocked", "running", "retrying", "completed", "failed", "cancelled"];
-const FILTERS = ["job", "state", "tag", "q", "exhausted"];
+const FILTERS = ["job", "state", "tag", "q", "mode", "exhausted"];
+/** How the search box matches (the server's default: hybrid with an embedder, else keyword). */
+const MODES = ["keyword", "semantic", "hybrid"];
 
 async function loadJobNames() {
   const data = await get("/jobs");
@@ -27,9 +30,15 @@ function filterForm(params, onChange) {
   const state = select("runs-filter-state", "state", "state", STATES, params.get("state") || "");
   const tag = h("input", { testid: "runs-filter-tag", name: "tag", placeholder: "tag", value: params.get("tag") || "" });
   const q = h("input", { testid: "runs-filter-search", name: "q", type: "search", placeholder: "search errors, logs, jobs", value: params.get("q") || "" });
+  const mode = h(
+    "select",
+    { testid: "runs-filter-mode", name: "mode", "aria-label": "search mode", title: "keyword: whole words; semantic: by meaning (needs JOBSYS_EMBEDDER); hybrid: both" },
+    h("option", { value: "" }, "default search"),
+    MODES.map((m) => h("option", { value: m, selected: m === (params.get("mode") || "") }, m)),
+  );
   const exhausted = h("input", { type: "checkbox", testid: "runs-filter-exhausted", name: "exhausted", checked: params.get("exhausted") === "true" });
   const dead = h("label", { title: "Runs that used all their attempts (with state failed: the dead letters)" }, exhausted, " attempts used up");
-  const form = h("form", { className: "filters", testid: "runs-filters" }, job, state, tag, q, dead,
+  const form = h("form", { className: "filters", testid: "runs-filters" }, job, state, tag, q, mode, dead,
     h("button", { type: "submit", testid: "runs-filter-apply" }, "Apply"));
   const value = (k) => (k === "exhausted" ? (exhausted.checked ? "true" : "") : form.elements[k].value.trim());
   const values = () => Object.fromEntries(FILTERS.map((k) => [k, value(k)]));
@@ -39,6 +48,7 @@ function filterForm(params, onChange) {
   });
   job.addEventListener("change", () => onChange(values()));
   state.addEventListener("change", () => onChange(values()));
+  mode.addEventListener("change", () => onChange(values()));
   exhausted.addEventListener("change", () => onChange(values()));
   loadJobNames()
     .then((names) => {
