@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import event_triggers, search
 
-REVISION = "0021"
+REVISION = "0020"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -368,7 +368,7 @@ run_events = sa.Table(
     sa.Index("ix_jobsys_run_events_run", "run_id", "id"),
 )
 
-# Added by revision 0021: the vectors semantic search ranks (``semantic.py``), one per indexed
+# Added by revision 0020: the vectors semantic search ranks (``semantic.py``), one per indexed
 # text: each entry of the keyword index (a run's error, a batch of its log lines; ``source``
 # is the entry's id) and each job's name, description and tags (``source``: a digest of that
 # text, so that a changed description is embedded again). ``vector``: float32, unit length.
@@ -385,7 +385,7 @@ embeddings = sa.Table(
     sa.Index("ix_jobsys_embeddings_kind", "kind", "id"),
 )
 
-# Added by revision 0021: how far the indexer got through the keyword index (``done_to``), the
+# Added by revision 0020: how far the indexer got through the keyword index (``done_to``), the
 # newest entry it may take next pass (``settled_to``), and which worker holds the work
 # (``holder``, until ``until``, seconds since the epoch).
 embed_progress = sa.Table(

@@ -1,7 +1,7 @@
 """Semantic search: the vectors of the texts it ranks (``jobsys_embeddings``) and how far the
 workers' indexer got (``jobsys_embed_progress``). Empty until an embedder is set.
 
-Revision 0021, after 0019. Once released, this file never changes: a later change to the
+Revision 0020, after 0019. Once released, this file never changes: a later change to the
 schema is a new revision (docs/internals.md, "Migrations"). Its tables and columns are
 written out here, never taken from ``schema.py``.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0021"
+revision = "0020"
 down_revision = "0019"
 
 
