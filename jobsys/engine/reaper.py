@@ -16,6 +16,7 @@ from celery import Celery, states
 
 from jobsys.declare import jobs
 from jobsys.engine import pausing
+from jobsys.engine.notifier import Notifier
 from jobsys.engine.pruner import Pruner
 from jobsys.engine.publishing import RunFailedResult, publish, republish, store_result
 from jobsys.engine.runtime import Runtime
@@ -93,14 +94,18 @@ class Reaper:
         self._thread = threading.Thread(target=self._loop, name="jobsys-reaper", daemon=True)
         self.pruner = Pruner(runtime)
         """Applies the retention policies, in a thread of its own (``pruner.py``)."""
+        self.notifier = Notifier(runtime)
+        """Sends the webhook notifications, in a thread of its own (``notifier.py``)."""
 
     def start(self) -> None:
         self._thread.start()
         self.pruner.start()
+        self.notifier.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.pruner.stop()
+        self.notifier.stop()
 
     def _loop(self) -> None:
         self.announce()

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import functools
 
-from jobsys.store import bulk, pauses, retention, runs, schedules, workflow_runs
+from jobsys.store import (
+    bulk,
+    pauses,
+    retention,
+    runs,
+    schedules,
+    subscriptions,
+    workflow_runs,
+)
 
 
 class Store(runs.RunStore):
@@ -40,3 +48,8 @@ class Store(runs.RunStore):
     def retention(self) -> retention.RetentionStore:
         """The pruner's batched deletes, and archiving runs and schedules."""
         return retention.RetentionStore(self.engine)
+
+    @functools.cached_property
+    def subscriptions(self) -> subscriptions.SubscriptionStore:
+        """Webhook subscriptions and the outbox of their deliveries."""
+        return subscriptions.SubscriptionStore(self.engine)
