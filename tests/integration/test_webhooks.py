@@ -1,0 +1,243 @@
+"""Webhook notifications (README "Notifications: webhooks and job hooks") through real workers
+and a real HTTP receiver: a receiver that is down (its port closed) for 30 s, then up, gets
+every event once by delivery id, each signature checks out with the README's snippet, and the
+runs took their normal time; bad subscriptions are refused with errors that say why."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobsys.base import errors
+from jobsys.store.runs import RunState
+from tests.cluster import ROOT, Cluster, cluster
+from tests.servers import free_port
+from tests.waiting import NotYet, eventually
+
+pytestmark = pytest.mark.integration
+
+DOWN_SECONDS = 30.0
+"""How long the receiver is down (the scenario of issue 20: 30 s)."""
+FAST_WEBHOOKS = {
+    "JOBSYS_NOTIFY_SECONDS": "0.2",
+    "JOBSYS_WEBHOOK_BACKOFF_SECONDS": "0.5",
+    "JOBSYS_WEBHOOK_BACKOFF_MAX_SECONDS": "2",
+    "JOBSYS_WEBHOOK_ATTEMPTS": "60",
+    "JOBSYS_WEBHOOK_TIMEOUT_SECONDS": "5",
+}
+
+
+def readme_verify() -> Any:
+    """The README's verification snippet (the block written as ``verify_webhook.py``)."""
+    text = (ROOT / "README.md").read_text()
+    found = re.search(r"readme-test: file verify_webhook\.py -->\n```python\n(.*?)```", text, re.S)
+    assert found, "the README's verification snippet is gone"
+    scope: dict[str, Any] = {}
+    exec(found.group(1), scope)
+    return scope["verify"]
+
+
+class Receiver:
+    """A small threaded HTTP server that keeps every request it gets, answering 200."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.got: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self.status = 200
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._lock:
+                    receiver.got.append(
+                        {"headers": dict(self.headers), "body": body, "at": time.time()}
+                    )
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [g["headers"]["Jobsys-Delivery"] for g in self.got]
+
+
+@contextlib.contextmanager
+def hooked(tmp: Path, redis_url: str, database_url: str | None) -> Iterator[tuple[Cluster, int]]:
+    port = free_port()
+    env = {**FAST_WEBHOOKS, "JOBSYS_WEBHOOK_HOSTS": f"127.0.0.1:{port}"}
+    with cluster(tmp, redis_url, database_url, **env) as c:
+        yield c, port
+
+
+def test_a_receiver_down_for_30_s_then_up_gets_every_event_once_signed(
+    tmp_path: Path, redis_url: str, database_url: str | None
+) -> None:
+    verify = readme_verify()
+    with hooked(tmp_path, redis_url, database_url) as (c, port):
+        url = f"http://127.0.0.1:{port}/hook"
+        receiver = Receiver(port)  # not started: the port is closed
+        client = c.client
+        made = client.subscribe(
+            url, ["completed", "failed", "retrying", "progress"], job="tests.fail_once"
+        )
+        chatty = client.subscribe(url, ["completed", "progress"], job="tests.chatty")
+        assert made.secret.startswith("whsec_") and chatty.secret != made.secret
+        c.start_worker("w1", concurrency=2)
+        down_since = time.monotonic()
+
+        # Baseline: how long a run takes with no receiver to deliver to.
+        runs = [client.submit("tests.fail_once", {"seconds": 0}) for _ in range(5)]
+        runs += [client.submit("tests.chatty", {"seconds": 0.6}) for _ in range(2)]
+        records = [client.wait(r, 60) for r in runs]
+        assert all(r.state is RunState.COMPLETED for r in records), records
+
+        # Every event is in the outbox, tried and not delivered while the receiver is down.
+        subs = client.subscriptions
+
+        def all_tried() -> bool | NotYet:
+            found = subs.deliveries(made.subscription.id) + subs.deliveries(chatty.subscription.id)
+            tried = [d for d in found if d.attempts >= 1 and d.state == "pending"]
+            return len(tried) >= 12 or NotYet([(d.event, d.state, d.attempts) for d in found])
+
+        eventually(all_tried, 30, what="every delivery tried at least once")
+        assert receiver.ids() == []
+        # (the scenario: the receiver stays down DOWN_SECONDS in all)
+        time.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - down_since)))
+        pending = subs.deliveries(made.subscription.id) + subs.deliveries(chatty.subscription.id)
+        assert {d.state for d in pending} == {"pending"}
+        assert max(d.attempts for d in pending) >= 3, [d.attempts for d in pending]
+        expected = {d.id for d in pending}
+        # fail_once: retrying then completed, each run; chatty: completed and progress milestones
+        events = sorted(d.event for d in subs.deliveries(made.subscription.id))
+        assert events == ["completed"] * 5 + ["retrying"] * 5
+        chatty_events = [d.event for d in subs.deliveries(chatty.subscription.id)]
+        assert chatty_events.count("completed") == 2 and "progress" in chatty_events
+
+        receiver.start()
+        try:
+
+            def all_delivered() -> bool | NotYet:
+                left = [
+                    d
+                    for s in (made, chatty)
+                    for d in subs.deliveries(s.subscription.id)
+                    if d.state != "delivered"
+                ]
+                return not left or NotYet([(d.id, d.attempts, d.last_error) for d in left])
+
+            eventually(all_delivered, 30, what="every delivery delivered")
+            ids = receiver.ids()
+            assert sorted(ids) == sorted(expected), "each event once, by its delivery id"
+            secrets = {made.subscription.id: made.secret, chatty.subscription.id: chatty.secret}
+            for got in receiver.got:
+                body = json.loads(got["body"])
+                secret = secrets[body["subscription_id"]]
+                assert verify(secret, got["body"], got["headers"]["Jobsys-Signature"])
+                assert not verify("whsec_wrong", got["body"], got["headers"]["Jobsys-Signature"])
+                assert body["id"] == got["headers"]["Jobsys-Delivery"]
+                assert body["event"] == got["headers"]["Jobsys-Event"]
+                assert body["run"]["id"] in runs
+                if body["event"] == "retrying":
+                    assert body["error"]["message"] == "first attempt fails"
+                if body["event"] == "progress":
+                    assert body["progress"]["milestone"] in (25, 50, 75, 100)
+            # A replayed request (its signature 10 minutes old) fails the snippet's window.
+            first = receiver.got[0]
+            t = int(first["headers"]["Jobsys-Signature"].split(",")[0][2:])
+            old = first["headers"]["Jobsys-Signature"].replace(f"t={t}", f"t={t - 600}")
+            assert not verify(made.secret, first["body"], old)
+        finally:
+            receiver.stop()
+        # The runs took their normal time, the receiver down or not: no run waited on it.
+        for r in records:
+            assert r.duration is not None and r.duration < 5, r
+        # The log of one delivery: its failed attempts, then its success.
+        one = subs.deliveries(made.subscription.id)[0]
+        assert one.log[-1]["status"] == 200 and one.log[-1]["error"] is None
+        assert all(e["error"] for e in one.log[:-1]) and len(one.log) == one.attempts
+
+
+def test_subscriptions_refuse_bad_input_with_errors_that_say_why(
+    tmp_path: Path, redis_url: str, database_url: str | None
+) -> None:
+    with hooked(tmp_path, redis_url, database_url) as (c, port):
+        client = c.client
+        allowed = f"http://127.0.0.1:{port}/hook"
+        cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+            ({"url": "ftp://127.0.0.1/x"}, errors.InvalidInput, "must be an http:// or https://"),
+            ({"url": "not a url"}, errors.InvalidInput, "http:// or https://"),
+            (
+                {"url": "http://evil.example.com/hook"},
+                errors.InvalidInput,
+                "not on the allow-list (127.0.0.1:",
+            ),
+            ({"events": ["finished"]}, errors.InvalidInput, "unknown event 'finished'"),
+            ({"events": []}, errors.InvalidInput, "give at least one event"),
+            ({"job": "tests.no_such_job"}, errors.UnknownJob, "tests.no_such_job"),
+            ({"schedule": "sch_missing"}, errors.ScheduleNotFound, "sch_missing"),
+            (
+                {"job": "tests.effect", "workflow": "tests.operated_flow"},
+                errors.InvalidInput,
+                "give one of job, schedule or workflow",
+            ),
+        ]
+        for given, kind, words in cases:
+            args: dict[str, Any] = {"url": allowed, "events": ["completed"], "job": "tests.effect"}
+            args.update(given)
+            if "schedule" in given or "workflow" in given:
+                args["job"] = given.get("job")
+            with pytest.raises(kind) as caught:
+                client.subscribe(**args)
+            assert words in str(caught.value), (given, str(caught.value))
+        assert "JOBSYS_WEBHOOK_HOSTS" in str(
+            pytest.raises(errors.InvalidInput, client.subscribe, "http://evil.example.com/x").value
+        )
+        assert client.subscriptions.list() == []
+
+        # A URL allowed when made and taken off the list since is refused at send time.
+        made = client.subscribe(allowed, ["completed"], job="tests.effect")
+        listed = client.subscriptions.list()
+        assert [s.id for s in listed] == [made.subscription.id]
+        assert "secret" not in json.dumps([s.to_json() for s in listed])
+        assert made.secret not in json.dumps([s.to_json() for s in listed])
+        c.env["JOBSYS_WEBHOOK_HOSTS"] = "elsewhere.example.com"
+        c.start_worker("w1", concurrency=1)
+        run_id = client.submit("tests.effect", {})
+        client.wait(run_id, 60)
+
+        def refused() -> bool | NotYet:
+            found = client.subscriptions.deliveries(made.subscription.id)
+            return (bool(found) and found[0].attempts >= 1) or NotYet(found)
+
+        eventually(refused, 30, what="the delivery tried")
+        last = client.subscriptions.deliveries(made.subscription.id)[0]
+        assert last.state == "pending" and last.last_status is None
+        assert last.last_error and "not on the allow-list" in last.last_error
+        # Deleting it drops what it had not sent.
+        client.subscriptions.delete(made.subscription.id)
+        with pytest.raises(errors.SubscriptionNotFound):
+            client.subscriptions.deliveries(made.subscription.id)
