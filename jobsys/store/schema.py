@@ -384,6 +384,7 @@ subscriptions = sa.Table(
     sa.Column("secret", sa.Text, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("after_event", sa.BigInteger, nullable=False),
     sa.Index("ix_jobsys_subscriptions_tenant", "tenant", "created_at"),
 )
 

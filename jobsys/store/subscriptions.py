@@ -72,6 +72,8 @@ class Subscription:
     secret: str = dataclasses.field(repr=False)
     created_by: str
     created_at: float
+    after_event: int = 0
+    """The newest run event when it was made: it is told of the events after it."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,14 +87,15 @@ class Subscription:
             "created_at": _iso(self.created_at),
         }
 
-    def covers(self, event: str, run: Any, workflow: str | None) -> bool:
-        """Whether this subscription asked for ``event`` of the run of row ``run``."""
-        if event not in self.events or run.tenant != self.tenant:
+    def covers(self, event: str, row: Any, workflow: str | None) -> bool:
+        """Whether this subscription asked for ``event`` of ``row``, a run event (``id``) joined
+        to its run (``tenant``, ``job``, ``schedule_id``) and ``workflow``, its workflow's name."""
+        if event not in self.events or row.tenant != self.tenant or row.id <= self.after_event:
             return False
         if self.scope == "job":
-            return bool(run.job == self.target)
+            return bool(row.job == self.target)
         if self.scope == "schedule":
-            return bool(run.schedule_id == self.target)
+            return bool(row.schedule_id == self.target)
         if self.scope == "workflow":
             return workflow == self.target
         return True
@@ -172,8 +175,11 @@ class SubscriptionStore:
             created_at=time.time(),
         )
         with self.engine.begin() as conn:
+            top = conn.execute(sa.select(sa.func.max(E.c.id))).scalar()
+            sub = dataclasses.replace(sub, after_event=int(top or 0))
             conn.execute(
                 S.insert().values(
+                    after_event=sub.after_event,
                     id=sub.id,
                     tenant=tenant,
                     scope=scope,
@@ -296,7 +302,7 @@ class SubscriptionStore:
                 if event is None or row.tenant is None:
                     continue
                 for sub in subs:
-                    if row.at >= sub.created_at - 1 and sub.covers(event, row, row.workflow):
+                    if sub.covers(event, row, row.workflow):
                         made.append(_new_delivery(sub, event, row, now))
             if made:
                 conn.execute(_insert(conn, D).on_conflict_do_nothing(), made)
@@ -490,6 +496,7 @@ def _subscription(row: Any) -> Subscription:
         secret=row.secret,
         created_by=row.created_by,
         created_at=float(row.created_at),
+        after_event=int(row.after_event),
     )
 
 

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("secret", sa.Text, nullable=False),
         sa.Column("created_by", sa.String(200), nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("after_event", sa.BigInteger, nullable=False),
     )
     op.create_index(
         "ix_jobsys_subscriptions_tenant", "jobsys_subscriptions", ["tenant", "created_at"]
