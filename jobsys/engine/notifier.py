@@ -34,8 +34,9 @@ from jobsys.store import subscriptions
 
 log = logging.getLogger("jobsys.notifier")
 
-CLAIM = 32
-"""Deliveries claimed at once (sent ``SENDERS`` at a time)."""
+CLAIM = 100
+"""Deliveries claimed at once (sent ``SENDERS`` at a time, their outcomes written in one
+transaction)."""
 SENDERS = 8
 
 
@@ -98,14 +99,15 @@ class Notifier:
         futures = [
             self._pool.submit(self._send_one, d, owners.get(d.subscription_id)) for d in claimed
         ]
-        for f in futures:
-            f.result()
+        done = [f.result() for f in futures]
+        self.runtime.store.subscriptions.record([a for a in done if a is not None])
 
     def _send_one(
         self, delivery: subscriptions.Delivery, sub: subscriptions.Subscription | None
-    ) -> None:
+    ) -> subscriptions.Attempt | None:
+        """Send one delivery; how it went (``None``: its subscription is gone)."""
         if sub is None:  # deleted while its delivery was claimed: nothing to send it to
-            return
+            return None
         started = time.monotonic()
         status: int | None = None
         error: str | None = None
@@ -147,7 +149,7 @@ class Notifier:
                 error,
                 extra={"action": "webhook_failed" if retry_at is None else "webhook_retry"},
             )
-        self.runtime.store.subscriptions.record(delivery, status, error, seconds, retry_at)
+        return subscriptions.Attempt(delivery, status, error, seconds, retry_at)
 
     @property
     def http(self) -> httpx.Client:

@@ -339,48 +339,60 @@ class SubscriptionStore:
             rows = conn.execute(sa.select(S).where(S.c.id.in_(list(set(ids)))))
             return {r.id: _subscription(r) for r in rows}
 
-    def record(
-        self,
-        delivery: Delivery,
-        status: int | None,
-        error: str | None,
-        seconds: float,
-        retry_at: float | None,
-        now: float | None = None,
-    ) -> None:
-        """Write one attempt's outcome: delivered (a 2xx ``status``, no ``error``), due again
-        at ``retry_at``, or failed for good (``retry_at`` ``None``)."""
+    def record(self, attempts: Sequence[Attempt], now: float | None = None) -> None:
+        """Write the outcome of attempts, in one transaction: each delivery delivered (a 2xx
+        ``status``, no ``error``), due again at its ``retry_at``, or failed for good
+        (``retry_at`` ``None``). A delivery no longer pending (deleted, or sent again by
+        another notifier after a lease ran out) is left as it is."""
+        if not attempts:
+            return
         now = time.time() if now is None else now
-        ok = error is None
-        entry = {
-            "attempt": delivery.attempts + 1,
-            "at": _iso(now),
-            "status": status,
-            "error": error,
-            "seconds": round(seconds, 3),
-        }
-        values: dict[str, Any] = {
-            "attempts": delivery.attempts + 1,
-            "last_status": status,
-            "last_error": error,
-            "log": [*delivery.log, entry][-LOG_KEPT:],
-        }
-        if ok:
-            values.update(state=DELIVERED, delivered_at=now, next_at=None)
-        elif retry_at is None:
-            values.update(state=FAILED, next_at=None)
-        else:
-            values.update(next_at=retry_at)
+        rows = [_outcome(a, now) for a in attempts]
+        statement = (
+            D.update()
+            .where(D.c.id == sa.bindparam("b_id"), D.c.state == PENDING)
+            .values({k: sa.bindparam(f"b_{k}") for k in rows[0] if k != "id"})
+        )
         with self.engine.begin() as conn:
-            conn.execute(
-                D.update().where(D.c.id == delivery.id, D.c.state == PENDING).values(**values)
-            )
+            conn.execute(statement, [{f"b_{k}": v for k, v in r.items()} for r in rows])
 
-    def drop_orphans(self) -> int:
-        """Delete deliveries whose subscription is gone."""
-        with self.engine.begin() as conn:
-            done = conn.execute(D.delete().where(~sa.exists().where(S.c.id == D.c.subscription_id)))
-        return int(done.rowcount or 0)
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """How one attempt of a delivery went: ``status`` (the answer's, if any), ``error``
+    (``None``: delivered), how long it took, and when to try again (``None``: never)."""
+
+    delivery: Delivery
+    status: int | None
+    error: str | None
+    seconds: float
+    retry_at: float | None
+
+
+def _outcome(a: Attempt, now: float) -> dict[str, Any]:
+    d = a.delivery
+    entry = {
+        "attempt": d.attempts + 1,
+        "at": _iso(now),
+        "status": a.status,
+        "error": a.error,
+        "seconds": round(a.seconds, 3),
+    }
+    row: dict[str, Any] = {
+        "id": d.id,
+        "attempts": d.attempts + 1,
+        "last_status": a.status,
+        "last_error": a.error,
+        "log": [*d.log, entry][-LOG_KEPT:],
+        "state": PENDING,
+        "delivered_at": None,
+        "next_at": a.retry_at,
+    }
+    if a.error is None:
+        row.update(state=DELIVERED, delivered_at=now, next_at=None)
+    elif a.retry_at is None:
+        row.update(state=FAILED)
+    return row
 
 
 class _Values:
