@@ -379,6 +379,16 @@ class Settings:
             floor=0.1,
         ),
     )
+    keep_deliveries: float | None = dataclasses.field(
+        default=7 * 86400.0,
+        metadata=meta(
+            "JOBSYS_KEEP_DELIVERIES",
+            "webhook deliveries delivered or failed longer ago than this are deleted with "
+            "their log by the notifier (`never`: kept)",
+            shown="`7d`",
+            duration=True,
+        ),
+    )
     webhook_timeout_seconds: float = dataclasses.field(
         default=10.0,
         metadata=meta(

@@ -38,6 +38,8 @@ CLAIM = 100
 """Deliveries claimed at once (sent ``SENDERS`` at a time, their outcomes written in one
 transaction)."""
 SENDERS = 8
+PRUNE_EVERY = 300.0
+"""Seconds between two deletions of old deliveries (``JOBSYS_KEEP_DELIVERIES``)."""
 
 
 class Notifier:
@@ -65,12 +67,29 @@ class Notifier:
     def _loop(self) -> None:
         period = self.settings.notify_seconds
         wait = random.uniform(0.0, 1.0) * period
+        pruned_at = time.monotonic()
         while not self._stop.wait(wait):
             wait = period
             try:
                 self.notify_once()
+                if time.monotonic() - pruned_at > PRUNE_EVERY:
+                    pruned_at = time.monotonic()
+                    self.prune_once()
             except Exception:
                 log.exception("jobsys notifier: pass failed", extra={"action": "notifier_error"})
+
+    def prune_once(self) -> int:
+        """Delete the deliveries that ended longer ago than ``JOBSYS_KEEP_DELIVERIES``."""
+        keep = self.settings.keep_deliveries
+        if keep is None:
+            return 0
+        before, deleted = time.time() - keep, 0
+        while not self._stop.is_set():
+            done = self.runtime.store.subscriptions.prune(before)
+            deleted += done
+            if done < 1000:
+                break
+        return deleted
 
     def notify_once(self) -> int:
         """One pass: new events into deliveries, then the due deliveries sent; how many were

@@ -331,6 +331,14 @@ class SubscriptionStore:
             ).all()
         return sorted((_delivery(r) for r in rows), key=lambda d: d.event_at)
 
+    def prune(self, before: float, batch: int = 1000) -> int:
+        """Delete up to ``batch`` deliveries that ended (delivered or failed) before
+        ``before``; how many."""
+        ended = sa.select(D.c.id).where(D.c.state != PENDING, D.c.ended_at < before).limit(batch)
+        with self.engine.begin() as conn:
+            done = conn.execute(D.delete().where(D.c.id.in_(ended.scalar_subquery())))
+        return int(done.rowcount or 0)
+
     def secrets_of(self, ids: Sequence[str]) -> dict[str, Subscription]:
         """The subscriptions of these ids (those still there)."""
         if not ids:
@@ -386,12 +394,13 @@ def _outcome(a: Attempt, now: float) -> dict[str, Any]:
         "log": [*d.log, entry][-LOG_KEPT:],
         "state": PENDING,
         "delivered_at": None,
+        "ended_at": None,
         "next_at": a.retry_at,
     }
     if a.error is None:
-        row.update(state=DELIVERED, delivered_at=now, next_at=None)
+        row.update(state=DELIVERED, delivered_at=now, ended_at=now, next_at=None)
     elif a.retry_at is None:
-        row.update(state=FAILED)
+        row.update(state=FAILED, ended_at=now)
     return row
 
 
@@ -485,6 +494,7 @@ def _delivery_row(
         "event_at": float(event_at),
         "created_at": now,
         "delivered_at": None,
+        "ended_at": None,
         "last_status": None,
         "last_error": None,
         "log": [],

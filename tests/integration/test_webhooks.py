@@ -19,6 +19,7 @@ import pytest
 
 from jobsys.base import errors
 from jobsys.store.runs import RunState
+from jobsys.store.subscriptions import Attempt
 from tests.cluster import ROOT, Cluster, cluster
 from tests.servers import free_port
 from tests.waiting import NotYet, eventually
@@ -240,3 +241,39 @@ def test_subscriptions_refuse_bad_input_with_errors_that_say_why(
         client.subscriptions.delete(made.subscription.id)
         with pytest.raises(errors.SubscriptionNotFound):
             client.subscriptions.deliveries(made.subscription.id)
+
+
+def test_the_delivery_log_records_each_attempt_and_old_ended_deliveries_are_pruned(
+    store: Any,
+) -> None:
+    subs = store.subscriptions
+    sub = subs.create("t1", "tenant", None, "http://127.0.0.1:1/x", ["completed"], "sealed", "me")
+    first, second, third = (subs.add_test(sub) for _ in range(3))
+    claimed = {d.id: d for d in subs.claim(10, lease=60)}
+    assert set(claimed) == {first.id, second.id, third.id}
+    assert subs.claim(10, lease=60) == []  # leased: no other notifier takes them
+    long_ago = time.time() - 10 * 86400
+    subs.record(
+        [
+            Attempt(claimed[first.id], 200, None, 0.01, None),
+            Attempt(claimed[second.id], 500, "answered HTTP 500", 0.02, None),
+            Attempt(claimed[third.id], None, "ConnectError", 0.03, time.time() + 3600),
+        ],
+        now=long_ago,
+    )
+    by_id = {d.id: d for d in subs.deliveries(sub.id)}
+    assert (by_id[first.id].state, by_id[first.id].last_status) == ("delivered", 200)
+    assert (by_id[second.id].state, by_id[second.id].last_error) == ("failed", "answered HTTP 500")
+    assert (by_id[third.id].state, by_id[third.id].attempts) == ("pending", 1)
+    assert by_id[third.id].log == [
+        {
+            "attempt": 1,
+            "at": by_id[third.id].log[0]["at"],
+            "status": None,
+            "error": "ConnectError",
+            "seconds": 0.03,
+        }
+    ]
+    # Ended ones past the age go; the pending one stays, however old.
+    assert subs.prune(time.time() - 7 * 86400) == 2
+    assert [d.id for d in subs.deliveries(sub.id)] == [third.id]

@@ -137,6 +137,7 @@ def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
         "JOBSYS_WEBHOOK_BACKOFF_SECONDS": "0.25",
         "JOBSYS_WEBHOOK_BACKOFF_MAX_SECONDS": "30",
         "JOBSYS_WEBHOOK_TIMEOUT_SECONDS": "2",
+        "JOBSYS_KEEP_DELIVERIES": "never",
     }
     assert set(env) == set(names), "a new setting: give it a value here"
     s = config.Settings.from_env(env)

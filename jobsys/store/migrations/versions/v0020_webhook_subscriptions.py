@@ -73,6 +73,7 @@ def upgrade() -> None:
         sa.Column("event_at", sa.Float, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("delivered_at", sa.Float),
+        sa.Column("ended_at", sa.Float),
         sa.Column("last_status", sa.Integer),
         sa.Column("last_error", sa.Text),
         sa.Column("log", JSON, nullable=False),
