@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pydantic
 
-from jobsys import JobContext, RetryPolicy, RunRecord, job
+from jobsys import Job, JobContext, RetryPolicy, RunRecord, job
 
 
 class Plan(pydantic.BaseModel):
@@ -72,3 +72,17 @@ def watched(data: Plan, ctx: JobContext) -> Done:
 def broken_hook(data: Plan) -> Done:
     """Completes; its hook raises."""
     return Done(attempt=1)
+
+
+class ClassStyle(Job):
+    """A class-style job whose hook is a method."""
+
+    name = "hooks.class_style"
+    Input = Plan
+    Output = Done
+
+    def run(self, input: Plan, ctx: JobContext) -> Done:
+        return Done(attempt=ctx.attempt)
+
+    def on_completed(self, run: RunRecord) -> None:  # type: ignore[override]
+        _write("completed", run)

@@ -273,6 +273,12 @@ class Job:
     keep_failed: ClassVar[str | float | None] = None
     keep_cancelled: ClassVar[str | float | None] = None
     keep_last: ClassVar[int | None] = None
+    on_completed: ClassVar[Callable[..., Any] | None] = None
+    """Hooks: methods ``on_completed(self, run)`` (likewise ``on_failed``, ``on_cancelled``,
+    ``on_retrying``), as ``@job(on_completed=...)``."""
+    on_failed: ClassVar[Callable[..., Any] | None] = None
+    on_cancelled: ClassVar[Callable[..., Any] | None] = None
+    on_retrying: ClassVar[Callable[..., Any] | None] = None
     spec: ClassVar[JobSpec]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -316,6 +322,13 @@ class Job:
             flow=limits,
             retention=retention.declare(
                 name, cls.keep_completed, cls.keep_failed, cls.keep_cancelled, cls.keep_last
+            ),
+            hooks=types.MappingProxyType(
+                {
+                    event: getattr(instance, f"on_{event}")
+                    for event in ("completed", "failed", "cancelled", "retrying")
+                    if getattr(cls, f"on_{event}", None) is not None
+                }
             ),
         )
 

@@ -84,6 +84,14 @@ def test_a_hook_that_raises_is_logged_and_the_run_is_unchanged(hooked: Cluster) 
     assert c.wait(c.submit("hooks.broken", {}), 60).state is RunState.COMPLETED
 
 
+def test_a_class_style_job_hook_is_a_method(hooked: Cluster) -> None:
+    c = hooked.client
+    run_id = c.submit("hooks.class_style", {})
+    assert c.wait(run_id, 60).state is RunState.COMPLETED
+    eventually(lambda: calls(hooked, "completed", run_id), 30, what="the method hook called")
+    assert calls(hooked, "completed", run_id)[0]["state"] == "completed"
+
+
 @pytest.mark.backend_independent
 def test_a_hook_that_is_not_a_function_is_refused_at_declaration(tmp_path: Path) -> None:
     with pytest.raises(errors.JobDeclarationError) as caught:
