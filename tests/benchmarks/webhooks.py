@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import sqlalchemy as sa
 
 from jobsys.base import embedded
@@ -87,6 +88,29 @@ def drain(c: Cluster, total: int) -> tuple[float, list[str]]:
     return schema.UTCDateTime().process_result_value(last, None).timestamp() - t0, ids
 
 
+def worker_cpu(c: Cluster) -> float:
+    """CPU seconds used so far by the worker node's processes (the supervisor and its
+    children)."""
+    total = 0.0
+    for proc in c.processes.values():
+        try:
+            root = psutil.Process(proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measured(c: Cluster, total: int) -> tuple[float, list[str], float, float]:
+    """A drain, with the CPU seconds the workers and this process (the receiver) used in it
+    and until its notifications were in (``delivered``, waited on by the caller)."""
+    cpu0, mine0 = worker_cpu(c), time.process_time()
+    seconds, ids = drain(c, total)
+    return seconds, ids, cpu0, mine0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
@@ -103,6 +127,7 @@ def main() -> None:
         "JOBSYS_REAPER_SECONDS": "15",
     }
     drains: dict[str, list[float]] = {"without": [], "with": []}
+    cpu: dict[str, list[float]] = {"without": [], "with": [], "receiver": []}
     delays: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -114,10 +139,11 @@ def main() -> None:
                 c.start_worker("w1", concurrency=a.concurrency)
                 drain(c, min(200, a.runs))  # warm-up
                 for _ in range(a.reps):
-                    seconds, _ = drain(c, a.runs)
+                    seconds, _, cpu0, mine0 = measured(c, a.runs)
                     drains["without"].append(a.runs / seconds)
+                    cpu["without"].append(worker_cpu(c) - cpu0)
                     sub = c.client.subscribe(url, ["completed"]).subscription
-                    seconds, ids = drain(c, a.runs)
+                    seconds, ids, cpu0, mine0 = measured(c, a.runs)
                     drains["with"].append(a.runs / seconds)
 
                     def delivered(sub_id: str = sub.id, want: int = len(ids)) -> bool | NotYet:
@@ -126,6 +152,8 @@ def main() -> None:
                         return len(mine) >= want or NotYet(len(mine))
 
                     eventually(delivered, 300, what="every notification delivered")
+                    cpu["with"].append(worker_cpu(c) - cpu0)
+                    cpu["receiver"].append(time.process_time() - mine0)
                     with receiver.lock:
                         for key, at in receiver.got.items():
                             if key.startswith(sub.id):
@@ -147,6 +175,13 @@ def main() -> None:
         f"{[round(x) for x in drains['with']]}"
     )
     print(f"  ratio (median with / median without): {with_ / without:.3f}")
+    per = 1000 / a.runs
+    print(
+        "  worker CPU s per 1,000 runs: without "
+        f"{statistics.median(cpu['without']) * per:.2f}, with (until every notification was "
+        f"sent) {statistics.median(cpu['with']) * per:.2f}; this process (the receiver, and "
+        f"the polls) {statistics.median(cpu['receiver']) * per:.2f}"
+    )
     print(
         f"  time to deliver (s): p50 {statistics.median(delays):.3f}, "
         f"p90 {delays[int(0.9 * (len(delays) - 1))]:.3f}, "
