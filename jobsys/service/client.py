@@ -257,8 +257,8 @@ class Client(Submitting):
         changes without their errors, and tracebacks are for admins."""
         record = self.status(run_id)
         history = self.store.events(run_id)
-        if record.withheld:
-            history = [dataclasses.replace(e, error=None) for e in history]
+        if record.withheld:  # (progress is withheld too: its milestones go)
+            history = [dataclasses.replace(e, error=None) for e in history if e.kind != "progress"]
         elif not self.policy.is_admin(self.principal):
             history = [
                 dataclasses.replace(e, error={**e.error, "traceback": None})
