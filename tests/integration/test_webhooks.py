@@ -1,7 +1,8 @@
 """Webhook notifications (README "Notifications: webhooks and job hooks") through real workers
 and a real HTTP receiver: a receiver that is down (its port closed) for 30 s, then up, gets
-every event once by delivery id (from two workers' notifiers), each signature checks out with the README's snippet, and the
-runs took their normal time; bad subscriptions are refused with errors that say why."""
+every event once by delivery id (from two workers' notifiers), each signature checks out with
+the README's snippet, and the runs took their normal time; bad subscriptions are refused with
+errors that say why."""
 
 from __future__ import annotations
 
