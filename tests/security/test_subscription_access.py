@@ -16,6 +16,7 @@ import pytest
 
 from jobsys import Principal, RunState
 from jobsys.base import errors
+from jobsys.declare import cadence
 from jobsys.mcp import tools
 from jobsys.service import client
 from tests import cli_runner
@@ -186,3 +187,62 @@ def test_a_tenant_wide_subscription_is_told_of_its_own_tenants_runs_only(
     assert [d.run_id for d in as_(c, BOB).subscriptions.deliveries(p2.id)] == [theirs]
     for who, s in ((ADA, p1), (BOB, p2)):
         as_(c, who).subscriptions.delete(s.id)
+
+
+def test_a_subscription_to_a_workflow_or_a_schedule_is_told_of_their_runs_only(
+    hooked: tuple[Cluster, str],
+) -> None:
+    c, url = hooked
+    ada = as_(c, ADA)
+    flow = ada.subscribe(url, ["completed"], workflow="tests.chain").subscription
+    entry = ada.schedules.create("tests.effect", cadence.every(3600, input={"seconds": 0}))
+    fired = ada.subscribe(url, ["completed"], schedule=entry.id).subscription
+    workflow_id = ada.workflows.submit("tests.chain", {})
+    by_schedule = ada.schedules.trigger(entry.id)
+    alone = ada.submit("tests.effect", {"seconds": 0})  # neither: told to nobody
+    assert ada.wait(alone, 60).state is RunState.COMPLETED
+    assert ada.wait(by_schedule, 60).state is RunState.COMPLETED
+
+    def made() -> bool | NotYet:
+        flows = ada.subscriptions.deliveries(flow.id)
+        fires = ada.subscriptions.deliveries(fired.id)
+        return (len(flows) == 3 and len(fires) == 1) or NotYet((len(flows), len(fires)))
+
+    eventually(made, 60, what="the workflow's three steps and the schedule's run notified")
+    steps = ada.subscriptions.deliveries(flow.id)
+    assert {d.payload["run"]["workflow_id"] for d in steps} == {workflow_id}
+    assert {d.payload["run"]["workflow"] for d in steps} == {"tests.chain"}
+    [one] = ada.subscriptions.deliveries(fired.id)
+    assert one.run_id == by_schedule and one.payload["run"]["schedule_id"] == entry.id
+    assert alone not in {d.run_id for d in steps} | {one.run_id}
+    for s in (flow, fired):
+        ada.subscriptions.delete(s.id)
+    ada.schedules.delete(entry.id)
+
+
+def test_bad_subscriptions_are_refused_with_the_reason_on_every_interface(
+    hooked: tuple[Cluster, str], server: tuple[Serve, dict[str, str]]
+) -> None:
+    c, url = hooked
+    serve, tokens = server
+    bad = [
+        ({"url": "http://evil.example.com/x", "events": ["completed"]}, "JOBSYS_WEBHOOK_HOSTS"),
+        ({"url": url, "events": ["finished"]}, "finished"),
+        ({"url": url, "events": ["completed"], "job": "tests.nope"}, "tests.nope"),
+    ]
+    with http(serve, tokens["ada"]) as api:
+        for body, words in bad:
+            answer = api.post("/api/v1/subscriptions", json=body)
+            assert answer.status_code in (400, 404, 422) and words in answer.text, answer.text
+    for body, words in bad:
+        with pytest.raises((errors.InvalidInput, errors.UnknownJob)) as caught:
+            tools.call(as_(c, ADA), "subscription_create", body)
+        # (MCP checks the event against its schema's choices, and names the field)
+        assert (words if words != "finished" else "events.0") in str(caught.value)
+        argv = ["subscriptions", "create", "--url", str(body["url"])]
+        argv += [a for e in body["events"] for a in ("--event", e)]
+        if "job" in body:
+            argv += ["--job", str(body["job"])]
+        code, said = cli(c, tokens["ada"], *argv)
+        assert code != 0 and words in said, said
+    assert as_(c, ADA).subscriptions.list() == []
