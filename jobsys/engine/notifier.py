@@ -100,8 +100,7 @@ class Notifier:
         """One pass: new events into deliveries, then the due deliveries sent; how many were
         sent (delivered or not)."""
         subs = self.runtime.store.subscriptions
-        while subs.fan_out() and not self._stop.is_set():
-            pass
+        subs.fan_out()
         sent = 0
         while not self._stop.is_set():
             lease = 2 * self.settings.webhook_timeout_seconds + 30

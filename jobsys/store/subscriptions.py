@@ -253,63 +253,51 @@ class SubscriptionStore:
             conn.execute(D.insert().values(**values))
         return _delivery(_Values(values))
 
-    def fan_out(self, batch: int = 2000, now: float | None = None) -> int:
+    def fan_out(self, batch: int = 1000, pages: int = 10, now: float | None = None) -> int:
         """Turn the run events past the cursor into deliveries; the number made (or already
-        there). One pass reads at most ``batch`` events."""
+        there). One pass reads at most ``pages`` pages of ``batch`` events, each read outside
+        a write transaction and its deliveries inserted in one (a short hold of SQLite's
+        lock)."""
         now = time.time() if now is None else now
         with self.engine.begin() as conn:
             cursor = conn.execute(sa.select(C.c.event_id).where(C.c.name == CURSOR)).scalar()
             subs = [_subscription(r) for r in conn.execute(sa.select(S))]
             if cursor is None:
-                start = 0
                 conn.execute(
                     _insert(conn, C).values(name=CURSOR, event_id=0).on_conflict_do_nothing()
                 )
-            else:
-                start = int(cursor)
+            start = int(cursor or 0)
             if not subs:  # nobody listens: every event so far is done with
                 top = conn.execute(sa.select(sa.func.max(E.c.id))).scalar()
                 if top is not None and int(top) > start:
                     _move(conn, start, int(top))
                 return 0
-            rows = conn.execute(
-                sa.select(
-                    E.c.id,
-                    E.c.run_id,
-                    E.c.at,
-                    E.c.kind,
-                    E.c.to_state,
-                    E.c.attempt,
-                    E.c.error,
-                    E.c.detail,
-                    R.c.job,
-                    R.c.tenant,
-                    R.c.schedule_id,
-                    R.c.workflow_id,
-                    R.c.state.label("run_state"),
-                    W.c.workflow,
-                )
-                .select_from(
-                    E.outerjoin(R, R.c.id == E.c.run_id).outerjoin(W, W.c.id == R.c.workflow_id)
-                )
-                .where(E.c.id > start)
-                .order_by(E.c.id)
-                .limit(batch)
-            ).all()
-            made = []
-            for row in rows:
-                event = _event_name(row)
-                if event is None or row.tenant is None:
-                    continue
-                for sub in subs:
-                    if sub.covers(event, row, row.workflow):
-                        made.append(_new_delivery(sub, event, row, now))
-            if made:
-                conn.execute(_insert(conn, D).on_conflict_do_nothing(), made)
-            end = _advance(start, rows, now)
-            if end > start:
+        seen: list[Any] = []
+        made = 0
+        after = start
+        for _ in range(pages):
+            with self.engine.connect() as conn:
+                rows = conn.execute(_EVENTS, {"after": after, "batch": batch}).all()
+            new = [
+                _new_delivery(sub, event, row, now)
+                for row in rows
+                if (event := _event_name(row)) is not None and row.tenant is not None
+                for sub in subs
+                if sub.covers(event, row, row.workflow)
+            ]
+            if new:
+                with self.engine.begin() as conn:
+                    conn.execute(_insert(conn, D).on_conflict_do_nothing(), new)
+            seen.extend(rows)
+            made += len(new)
+            if len(rows) < batch:
+                break
+            after = int(rows[-1].id)
+        end = _advance(start, seen, now)
+        if end > start:
+            with self.engine.begin() as conn:
                 _move(conn, start, end)
-        return len(made)
+        return made
 
     def claim(self, limit: int, lease: float, now: float | None = None) -> builtins.list[Delivery]:
         """Take up to ``limit`` due deliveries for ``lease`` seconds, oldest due first."""
@@ -420,6 +408,30 @@ def _insert(conn: sa.Connection, table: sa.Table) -> Any:
     from sqlalchemy.dialects import sqlite
 
     return sqlite.insert(table)
+
+
+_EVENTS = (
+    sa.select(
+        E.c.id,
+        E.c.run_id,
+        E.c.at,
+        E.c.kind,
+        E.c.to_state,
+        E.c.attempt,
+        E.c.error,
+        E.c.detail,
+        R.c.job,
+        R.c.tenant,
+        R.c.schedule_id,
+        R.c.workflow_id,
+        W.c.workflow,
+    )
+    .select_from(E.outerjoin(R, R.c.id == E.c.run_id).outerjoin(W, W.c.id == R.c.workflow_id))
+    .where(E.c.id > sa.bindparam("after"))
+    .order_by(E.c.id)
+    .limit(sa.bindparam("batch"))
+)
+"""The run events past ``after``, with what a subscription matches them on."""
 
 
 def _event_name(row: Any) -> str | None:

@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from jobsys.base import errors
+from jobsys.store import schema, subscriptions
 from jobsys.store.runs import RunState
 from jobsys.store.subscriptions import Attempt
 from tests.cluster import ROOT, Cluster, cluster
+from tests.integration.test_store import run_row
 from tests.servers import free_port
 from tests.waiting import NotYet, eventually
 
@@ -280,3 +283,28 @@ def test_the_delivery_log_records_each_attempt_and_old_ended_deliveries_are_prun
     # Ended ones past the age go; the pending one stays, however old.
     assert subs.prune(time.time() - 7 * 86400) == 2
     assert [d.id for d in subs.deliveries(sub.id)] == [third.id]
+
+
+def test_the_outbox_makes_one_delivery_per_event_and_waits_on_a_young_gap(store: Any) -> None:
+    subs = store.subscriptions
+    sub = subs.create("default", "tenant", None, "http://127.0.0.1:1/x", ["completed"], "s", "me")
+    rows = [run_row() for _ in range(3)]
+    ids = [r["id"] for r in rows]
+    store.insert(rows)
+    with store.engine.begin() as conn:
+        conn.execute(schema.runs.update().values(state="completed"))
+        events = [r.id for r in conn.execute(sa.select(schema.run_events.c.id).order_by("id"))]
+        # An id taken by a transaction not committed yet (or rolled back): a gap.
+        conn.execute(schema.run_events.delete().where(schema.run_events.c.id == events[1]))
+
+    def cursor() -> int:
+        with store.engine.connect() as conn:
+            return int(conn.execute(sa.select(schema.notify_cursor.c.event_id)).scalar())
+
+    assert subs.fan_out() == 3 and subs.fan_out() == 3  # read twice, made once
+    assert sorted(d.run_id for d in subs.deliveries(sub.id)) == sorted(ids)
+    assert cursor() == events[0]  # held at the gap
+    assert subs.fan_out(now=time.time() + subscriptions.GAP_SECONDS + 1) == 3
+    assert cursor() == events[-1]  # the gap is old: passed
+    assert len(subs.deliveries(sub.id)) == 3
+    assert subs.fan_out() == 0  # nothing new
