@@ -308,3 +308,38 @@ def test_the_outbox_makes_one_delivery_per_event_and_waits_on_a_young_gap(store:
     assert cursor() == events[-1]  # the gap is old: passed
     assert len(subs.deliveries(sub.id)) == 3
     assert subs.fan_out() == 0  # nothing new
+
+
+def test_a_receiver_that_keeps_failing_gets_the_last_attempt_then_the_delivery_is_failed(
+    tmp_path: Path, redis_url: str, database_url: str | None
+) -> None:
+    port = free_port()
+    env = {
+        **FAST_WEBHOOKS,
+        "JOBSYS_WEBHOOK_ATTEMPTS": "3",
+        "JOBSYS_WEBHOOK_HOSTS": f"127.0.0.1:{port}",
+    }
+    receiver = Receiver(port)
+    receiver.status = 500
+    receiver.start()
+    try:
+        with cluster(tmp_path, redis_url, database_url, **env) as c:
+            made = c.client.subscribe(f"http://127.0.0.1:{port}/hook", ["completed"])
+            c.start_worker("w1", concurrency=1)
+            run_id = c.client.submit("tests.effect", {})
+            assert c.client.wait(run_id, 60).state is RunState.COMPLETED
+            subs = c.client.subscriptions
+
+            def failed() -> Any:
+                found = subs.deliveries(made.subscription.id)
+                return (found and found[0].state == "failed" and found[0]) or NotYet(found)
+
+            gave_up = eventually(failed, 60, what="the delivery failed after its attempts")
+            assert gave_up.attempts == 3 and gave_up.last_status == 500
+            assert [e["status"] for e in gave_up.log] == [500, 500, 500]
+            assert gave_up.last_error == "answered HTTP 500"
+            assert receiver.ids() == [gave_up.id] * 3  # the same delivery id each time
+            # Kept, and never tried again.
+            assert subs.deliveries(made.subscription.id, state="failed") == [gave_up]
+    finally:
+        receiver.stop()
