@@ -384,6 +384,71 @@ class Settings:
             maximum=1.0,
         ),
     )
+    webhook_hosts: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata=meta(
+            "JOBSYS_WEBHOOK_HOSTS",
+            "comma-separated `host` or `host:port` that webhook subscriptions may deliver to "
+            "(checked when one is created and again before each delivery)",
+            shown="`JOBSYS_HTTP_JOB_HOSTS`",
+            derive=lambda values: values["http_job_hosts"],
+            lower=True,
+        ),
+    )
+    notify_seconds: float = dataclasses.field(
+        default=1.0,
+        metadata=meta(
+            "JOBSYS_NOTIFY_SECONDS",
+            "how often each worker's notifier turns new run events into webhook deliveries "
+            "and sends those due (`0`: never; deliveries wait in the outbox)",
+        ),
+    )
+    webhook_attempts: int = dataclasses.field(
+        default=12,
+        metadata=meta(
+            "JOBSYS_WEBHOOK_ATTEMPTS",
+            "attempts of one webhook delivery before it is marked failed (and kept)",
+            floor=1,
+            maximum=100,
+        ),
+    )
+    webhook_backoff_seconds: float = dataclasses.field(
+        default=2.0,
+        metadata=meta(
+            "JOBSYS_WEBHOOK_BACKOFF_SECONDS",
+            "wait after a webhook delivery's first failed attempt, doubled after each "
+            "failure up to `JOBSYS_WEBHOOK_BACKOFF_MAX_SECONDS`",
+            floor=0.1,
+        ),
+    )
+    webhook_backoff_max_seconds: float = dataclasses.field(
+        default=600.0,
+        metadata=meta(
+            "JOBSYS_WEBHOOK_BACKOFF_MAX_SECONDS",
+            "the longest wait between two attempts of a webhook delivery",
+            floor=0.1,
+        ),
+    )
+    keep_deliveries: float | None = dataclasses.field(
+        default=7 * 86400.0,
+        metadata=meta(
+            "JOBSYS_KEEP_DELIVERIES",
+            "webhook deliveries delivered or failed longer ago than this are deleted with "
+            "their log by the notifier (`never`: kept)",
+            shown="`7d`",
+            duration=True,
+        ),
+    )
+    webhook_timeout_seconds: float = dataclasses.field(
+        default=10.0,
+        metadata=meta(
+            "JOBSYS_WEBHOOK_TIMEOUT_SECONDS",
+            "how long one webhook attempt may take (connect, send, answer) before it counts "
+            "as failed",
+            floor=0.1,
+            maximum=300,
+        ),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -106,6 +106,16 @@ class ScheduleNotFound(JobsysError):
         super().__init__(f"schedule {schedule_id!r} not found (`jobsys schedules list` shows them)")
 
 
+class SubscriptionNotFound(JobsysError):
+    """No webhook subscription has that id (or it belongs to another tenant)."""
+
+    def __init__(self, subscription_id: str) -> None:
+        self.subscription_id = subscription_id
+        super().__init__(
+            f"subscription {subscription_id!r} not found (`jobsys subscriptions list` shows them)"
+        )
+
+
 class TokenNotFound(JobsysError):
     """No API token has that id (or it belongs to a tenant the caller does not administer)."""
 
@@ -327,6 +337,7 @@ ANSWERS: dict[type[JobsysError], Answer] = {
     WorkflowDeclarationError: BAD_INPUT,
     WorkflowNotFound: NOT_FOUND,
     ScheduleNotFound: NOT_FOUND,
+    SubscriptionNotFound: NOT_FOUND,
     TokenNotFound: NOT_FOUND,
     PermissionDenied: Answer(3, 403),
     NotOwner: Answer(3, 403),

@@ -19,6 +19,7 @@ from jobsys.cli import (
     runs,
     schedules,
     serve,
+    subscriptions,
     workers,
     workflows,
 )
@@ -37,6 +38,7 @@ _COMMAND_MODULES = (
     runs,
     schedules,
     serve,
+    subscriptions,
     workers,
     workflows,
 )

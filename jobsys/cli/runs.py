@@ -216,6 +216,8 @@ def runs_events(run_id: str, as_json: bool) -> None:
                 change += f" as {e.detail['run_id']}"  # type: ignore[index]
         elif e.kind == "created":
             change = f"created ({e.to_state})"
+        elif e.kind == "progress":
+            change = f"progress {(e.detail or {}).get('milestone')} %"
         else:
             change = f"{e.from_state} -> {e.to_state}"
         error = f"{e.error.get('type') or ''}: {e.error.get('message') or ''}" if e.error else ""

@@ -134,6 +134,12 @@ class JobSpec:
     lease: float | None = None
     """An external job's lease, in seconds: an actor that reports nothing for this long loses
     the run (another attempt, or failed as timed out). ``None``: ``DEFAULT_LEASE``."""
+    hooks: types.MappingProxyType[str, Callable[[Any], Any]] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+    """Functions called in the worker with the run's record when a run of the job ends in
+    (or goes to) a state: ``completed``, ``failed``, ``cancelled``, ``retrying``
+    (``@job(on_completed=...)``); after the state is committed, their errors logged only."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -172,6 +178,10 @@ def job(
     keep_failed: str | float | None = None,
     keep_cancelled: str | float | None = None,
     keep_last: int | None = None,
+    on_completed: Callable[[Any], Any] | None = None,
+    on_failed: Callable[[Any], Any] | None = None,
+    on_cancelled: Callable[[Any], Any] | None = None,
+    on_retrying: Callable[[Any], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], JobSpec]:
     """Declare a job from a function ``fn(input)`` or ``fn(input, ctx)``.
 
@@ -184,7 +194,20 @@ def job(
     ``max_concurrency``, ``concurrency_key``, ``per_key``, ``rate``, ``rate_key``: its flow
     limits (``flow.FlowLimits``). ``keep_completed``, ``keep_failed``, ``keep_cancelled``
     (``"7d"``, ``"never"``) and ``keep_last``: its retention (``retention.Retention``).
+    ``on_completed``, ``on_failed``, ``on_cancelled``, ``on_retrying``: hooks called in the
+    worker with the run's record (a ``RunRecord``) once the run's new state is committed; a
+    hook that raises is logged and changes nothing about the run.
     """
+    hooks = {
+        event: hook
+        for event, hook in (
+            ("completed", on_completed),
+            ("failed", on_failed),
+            ("cancelled", on_cancelled),
+            ("retrying", on_retrying),
+        )
+        if hook is not None
+    }
 
     def declare(fn: Callable[..., Any]) -> JobSpec:
         in_model, out_model, wants_ctx = _signature(name, fn, input, output)
@@ -214,6 +237,7 @@ def job(
             external=external,
             lease=lease,
             retention=kept,
+            hooks=types.MappingProxyType(hooks),
         )
 
     return declare
@@ -249,6 +273,12 @@ class Job:
     keep_failed: ClassVar[str | float | None] = None
     keep_cancelled: ClassVar[str | float | None] = None
     keep_last: ClassVar[int | None] = None
+    on_completed: ClassVar[Callable[..., Any] | None] = None
+    """Hooks: methods ``on_completed(self, run)`` (likewise ``on_failed``, ``on_cancelled``,
+    ``on_retrying``), as ``@job(on_completed=...)``."""
+    on_failed: ClassVar[Callable[..., Any] | None] = None
+    on_cancelled: ClassVar[Callable[..., Any] | None] = None
+    on_retrying: ClassVar[Callable[..., Any] | None] = None
     spec: ClassVar[JobSpec]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -293,6 +323,13 @@ class Job:
             retention=retention.declare(
                 name, cls.keep_completed, cls.keep_failed, cls.keep_cancelled, cls.keep_last
             ),
+            hooks=types.MappingProxyType(
+                {
+                    event: getattr(instance, f"on_{event}")
+                    for event in ("completed", "failed", "cancelled", "retrying")
+                    if getattr(cls, f"on_{event}", None) is not None
+                }
+            ),
         )
 
     def run(self, input: Any, ctx: Any) -> Any:
@@ -321,6 +358,11 @@ def _spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
         found.append(("timeout", f"must be a number of seconds, got {spec.timeout!r}"))
     elif spec.timeout <= 0:
         found.append(("timeout", f"must be positive, got {spec.timeout}"))
+    found.extend(
+        (f"on_{event}", f"must be a function of the run's record, got {hook!r}")
+        for event, hook in spec.hooks.items()
+        if not callable(hook)
+    )
     if not isinstance(spec.retry, RetryPolicy):
         found.append(("retry", "must be a jobsys.RetryPolicy"))
     else:

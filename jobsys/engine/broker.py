@@ -23,7 +23,7 @@ from kombu import Queue
 
 from jobsys.base import config, errors
 from jobsys.declare import definitions, jobs
-from jobsys.engine import presence
+from jobsys.engine import hooks, presence
 from jobsys.engine.celery_config import celery_config, tls_config
 from jobsys.engine.publishing import (
     RunFailedResult,
@@ -111,6 +111,7 @@ def deliver(task: Any, spec: jobs.JobSpec, runtime: Runtime, run_id: str, dispat
         runtime.policy,
         runtime.sealer,
     )
+    hook = hooks.before(spec, runtime, run_id, outcome) if spec.hooks else None
     try:
         return act(task.app, spec, delivery, outcome)
     finally:
@@ -123,6 +124,8 @@ def deliver(task: Any, spec: jobs.JobSpec, runtime: Runtime, run_id: str, dispat
                 advance_workflow(task.app, runtime, outcome.workflow_id)
             if outcome.has_dependents:
                 release_dependents(task.app, runtime, delivery.run_id)
+        if hook is not None:  # last: nothing of the run waits on it
+            hooks.after(spec, delivery.run_id, hook)
 
 
 def _revoked_event(task: Any) -> None:

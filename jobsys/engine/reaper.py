@@ -17,6 +17,7 @@ from celery import Celery, states
 from jobsys.declare import jobs
 from jobsys.engine import pausing
 from jobsys.engine.indexer import Indexer
+from jobsys.engine.notifier import Notifier
 from jobsys.engine.pruner import Pruner
 from jobsys.engine.publishing import RunFailedResult, publish, republish, store_result
 from jobsys.engine.runtime import Runtime
@@ -96,16 +97,20 @@ class Reaper:
         """Applies the retention policies, in a thread of its own (``pruner.py``)."""
         self.indexer = Indexer(runtime)
         """Embeds texts for semantic search, in a thread of its own (``indexer.py``)."""
+        self.notifier = Notifier(runtime)
+        """Sends the webhook notifications, in a thread of its own (``notifier.py``)."""
 
     def start(self) -> None:
         self._thread.start()
         self.pruner.start()
         self.indexer.start()
+        self.notifier.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.pruner.stop()
         self.indexer.stop()
+        self.notifier.stop()
 
     def _loop(self) -> None:
         self.announce()

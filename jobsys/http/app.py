@@ -34,6 +34,7 @@ from jobsys.http import (
     routes_retention,
     routes_runs,
     routes_schedules,
+    routes_subscriptions,
     routes_system,
     routes_workflows,
     stats,
@@ -105,6 +106,7 @@ def create_app(
         routes_queues,
         routes_runs,
         routes_schedules,
+        routes_subscriptions,
         routes_workflows,
     ):
         app.include_router(module.router)

@@ -222,3 +222,17 @@ class SchedulePreviewBody(Body):
         if data["kind"] != "cron":
             data.pop("timezone", None)
         return cadence.Cadence.from_json(data)
+
+
+class SubscriptionBody(Body):
+    """Subscribe a URL to run events: of one job, schedule or workflow, or (none given) of
+    every run of the tenant (an admin's)."""
+
+    url: str = Field(max_length=2000, description="Where the notifications are POSTed.")
+    events: list[str] = Field(
+        max_length=10,
+        description="Any of completed, failed, cancelled, retrying, progress.",
+    )
+    job: str | None = Field(None, max_length=200)
+    schedule: str | None = Field(None, max_length=64)
+    workflow: str | None = Field(None, max_length=200)

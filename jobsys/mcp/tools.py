@@ -14,6 +14,9 @@ input schema is its argument model's (``args.py``) and whose work is done in ``h
   ``job_complete``, ``job_fail``: an agent takes a run of an external job and does it;
 * bulk actions on the runs a filter matches (``mcp/bulk.py``): ``runs_bulk_cancel``,
   ``runs_bulk_retry``, ``runs_bulk_delete``, each with a ``dry_run``, and ``runs_prune``.
+* webhook subscriptions (``mcp/subscriptions.py``): ``subscription_create``,
+  ``subscription_list``, ``subscription_test``, ``subscription_delete``,
+  ``subscription_deliveries``.
 
 Besides them, one tool per job the caller may execute, ``run__<job>`` (``names.tool_name``:
 ``run__examples__add`` for ``examples.add``), whose input schema is the job's input JSON
@@ -43,7 +46,7 @@ import pydantic
 from jobsys.base import errors
 from jobsys.base.errors import ToolError
 from jobsys.declare import definitions, jobs
-from jobsys.mcp import actors, bulk
+from jobsys.mcp import actors, bulk, subscriptions
 from jobsys.mcp.answers import InvalidArguments
 from jobsys.mcp.args import (
     Args,
@@ -297,6 +300,10 @@ TOOLS: tuple[ToolDef, ...] = (
         )
     ),
     ToolDef("runs_prune", bulk.DESCRIPTIONS["runs_prune"], bulk.PruneArgs, bulk.runs_prune),
+    *(
+        ToolDef(name, about, args or NoArgs, run, read_only=read_only)
+        for name, (about, args, run, read_only) in subscriptions.TOOLS.items()
+    ),
 )
 BY_NAME = {t.name: t for t in TOOLS}
 

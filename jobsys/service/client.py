@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -30,6 +30,7 @@ from jobsys.service.pause_client import PauseClient
 from jobsys.service.retention import RetentionClient
 from jobsys.service.schedule_client import ScheduleClient
 from jobsys.service.submitting import MAX_COUNTDOWN_SECONDS, SubmitOptions, Submitting
+from jobsys.service.subscription_client import Created, SubscriptionClient
 from jobsys.service.workflow_client import WorkflowClient
 from jobsys.store import audit, definition_store, run_states, runs, stores, tokens
 from jobsys.store import events as run_events
@@ -163,6 +164,24 @@ class Client(Submitting):
         schedules."""
         return RetentionClient(self)
 
+    @functools.cached_property
+    def subscriptions(self) -> SubscriptionClient:
+        """Webhook subscriptions to run events, and their delivery log."""
+        return SubscriptionClient(self)
+
+    def subscribe(
+        self,
+        url: str,
+        events: Sequence[str] = ("completed", "failed"),
+        job: str | None = None,
+        schedule: str | None = None,
+        workflow: str | None = None,
+    ) -> Created:
+        """Send ``events`` of the runs of ``job`` (or ``schedule``, ``workflow``, or, none
+        given, of the whole tenant) to ``url`` as signed webhooks; ``.secret`` is the signing
+        secret, shown this once (``Client.subscriptions`` lists, tests and deletes)."""
+        return self.subscriptions.create(url, events, job=job, schedule=schedule, workflow=workflow)
+
     def execute(
         self,
         job: str,
@@ -244,8 +263,8 @@ class Client(Submitting):
         changes without their errors, and tracebacks are for admins."""
         record = self.status(run_id)
         history = self.store.events(run_id)
-        if record.withheld:
-            history = [dataclasses.replace(e, error=None) for e in history]
+        if record.withheld:  # (progress is withheld too: its milestones go)
+            history = [dataclasses.replace(e, error=None) for e in history if e.kind != "progress"]
         elif not self.policy.is_admin(self.principal):
             history = [
                 dataclasses.replace(e, error={**e.error, "traceback": None})

@@ -25,6 +25,33 @@ SQLITE_TRIGGERS = (
     f"NEW.worker, NULL, CASE WHEN NEW.state IN ({_ERROR_STATES_SQL}) THEN NEW.error END); END",
     "CREATE TRIGGER IF NOT EXISTS jobsys_run_events_deleted AFTER DELETE ON jobsys_runs "
     f"BEGIN DELETE FROM {TABLE} WHERE run_id = OLD.id; END",
+    # Added by revision 0021: a run's progress crossing a quarter (25, 50, 75, 100 %).
+    "CREATE TRIGGER IF NOT EXISTS jobsys_run_events_progress AFTER UPDATE OF progress ON "
+    "jobsys_runs WHEN CAST(COALESCE(json_extract(NEW.progress, '$.pct'), 0) / 25 AS INTEGER) > "
+    "CAST(COALESCE(json_extract(OLD.progress, '$.pct'), 0) / 25 AS INTEGER) "
+    f"BEGIN INSERT INTO {TABLE} (run_id, at, kind, attempt, worker, detail) VALUES (NEW.id, "
+    "(julianday('now') - 2440587.5) * 86400.0, 'progress', NEW.attempts, NEW.worker, "
+    "json_object('milestone', 25 * CAST(json_extract(NEW.progress, '$.pct') / 25 AS INTEGER)"
+    ")); END",
+)
+
+MILESTONE = 25
+"""Progress events are written when a run's progress crosses a multiple of this (percent)."""
+
+PROGRESS_POSTGRESQL = (
+    # Added by revision 0021: a run's progress crossing a quarter (25, 50, 75, 100 %). Only
+    # an update of ``progress`` runs it: a run that reports none costs nothing.
+    "CREATE OR REPLACE FUNCTION jobsys_run_progress_event() RETURNS trigger LANGUAGE plpgsql "
+    "AS $$ BEGIN "
+    f"INSERT INTO {TABLE} (run_id, at, kind, attempt, worker, detail) VALUES (NEW.id, "
+    "extract(epoch FROM clock_timestamp()), 'progress', NEW.attempts, NEW.worker, "
+    "jsonb_build_object('milestone', 25 * floor((NEW.progress->>'pct')::float / 25)::int)); "
+    "RETURN NULL; END $$",
+    "DROP TRIGGER IF EXISTS jobsys_run_events_progress ON jobsys_runs",
+    "CREATE TRIGGER jobsys_run_events_progress AFTER UPDATE OF progress ON jobsys_runs "
+    "FOR EACH ROW WHEN (floor(COALESCE((NEW.progress->>'pct')::float, 0) / 25) > "
+    "floor(COALESCE((OLD.progress->>'pct')::float, 0) / 25)) "
+    "EXECUTE FUNCTION jobsys_run_progress_event()",
 )
 
 POSTGRESQL_TRIGGERS = (
@@ -52,6 +79,7 @@ POSTGRESQL_TRIGGERS = (
     "DROP TRIGGER IF EXISTS jobsys_run_events_deleted ON jobsys_runs",
     "CREATE TRIGGER jobsys_run_events_deleted AFTER DELETE ON jobsys_runs "
     "FOR EACH ROW EXECUTE FUNCTION jobsys_run_event()",
+    *PROGRESS_POSTGRESQL,
 )
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import event_triggers, search
 
-REVISION = "0020"
+REVISION = "0021"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -398,6 +398,55 @@ embed_progress = sa.Table(
     sa.Column("until", sa.Float, nullable=False),
 )
 
+
+# Added by revision 0021: webhook subscriptions (``subscriptions.py``), the outbox of their
+# deliveries (one per subscription and run event: the delivery id), and the notifier's cursor
+# over ``jobsys_run_events``.
+subscriptions = sa.Table(
+    "jobsys_subscriptions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(200)),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("events", JSON, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("after_event", sa.BigInteger, nullable=False),
+    sa.Index("ix_jobsys_subscriptions_tenant", "tenant", "created_at"),
+)
+
+deliveries = sa.Table(
+    "jobsys_deliveries",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("subscription_id", sa.String(32), nullable=False),
+    sa.Column("event_id", sa.BigInteger),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(32)),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_at", sa.Float),
+    sa.Column("event_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("log", JSON, nullable=False),
+    sa.Index("ix_jobsys_deliveries_due", "state", "next_at"),
+    sa.Index("ix_jobsys_deliveries_subscription", "subscription_id", "created_at"),
+)
+
+notify_cursor = sa.Table(
+    "jobsys_notify_cursor",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+)
 
 PARTIAL_INDEXES = (
     # A run without the key (most runs) costs no write in these.

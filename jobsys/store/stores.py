@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import functools
 
-from jobsys.store import bulk, pauses, retention, runs, schedules, semantic, workflow_runs
+from jobsys.store import (
+    bulk,
+    pauses,
+    retention,
+    runs,
+    schedules,
+    semantic,
+    subscriptions,
+    workflow_runs,
+)
 
 
 class Store(runs.RunStore):
@@ -45,3 +54,8 @@ class Store(runs.RunStore):
     def semantic(self) -> semantic.SemanticStore:
         """The vectors of semantic search: the indexer's writes, the job searches' reads."""
         return semantic.SemanticStore(self.engine)
+
+    @functools.cached_property
+    def subscriptions(self) -> subscriptions.SubscriptionStore:
+        """Webhook subscriptions and the outbox of their deliveries."""
+        return subscriptions.SubscriptionStore(self.engine)

@@ -102,7 +102,11 @@ async def exercise(s: Session, c: Cluster, worker: str, transport: str) -> None:
     history = await answer(s, "get_job_events", {"run_id": run_id})
     assert [a["outcome"] for a in history["attempts"]] == ["completed"]
     assert history["attempts"][0]["duration"] >= 1
-    assert [e["to_state"] for e in history["events"]] == ["pending", "running", "completed"]
+    states = [e["to_state"] for e in history["events"] if e["kind"] != "progress"]
+    assert states == ["pending", "running", "completed"]
+    # The run reported progress: the quarters it crossed are in its history too.
+    milestones = [e["detail"]["milestone"] for e in history["events"] if e["kind"] == "progress"]
+    assert milestones and milestones[-1] == 100 and milestones == sorted(milestones)
 
     await register_and_remove(s, c, worker, suffix)
     await names_and_deprecated_names(s, suffix)

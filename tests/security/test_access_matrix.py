@@ -258,6 +258,12 @@ ACTOR_REASON = (
     "which token, and the tenancy of both, are checked on every interface in "
     "test_actor_access.py"
 )
+SUBSCRIPTION_REASON = (
+    "webhook subscriptions: who may subscribe to which runs (a job's read rule, a schedule, "
+    "a workflow's steps, the tenant for admins), deleting by the creator or an admin, and the "
+    "tenancy of subscriptions and of what they are told, are checked on every interface in "
+    "test_subscription_access.py"
+)
 HTTP_OUT_OF_MATRIX = {
     **dict.fromkeys(
         (
@@ -286,6 +292,17 @@ HTTP_OUT_OF_MATRIX = {
             "POST /api/v1/jobs/{name}/resume",
         ),
         PAUSE_REASON,
+    ),
+    **dict.fromkeys(
+        (
+            "POST /api/v1/subscriptions",
+            "GET /api/v1/subscriptions",
+            "GET /api/v1/subscriptions/{subscription_id}",
+            "DELETE /api/v1/subscriptions/{subscription_id}",
+            "POST /api/v1/subscriptions/{subscription_id}/test",
+            "GET /api/v1/subscriptions/{subscription_id}/deliveries",
+        ),
+        SUBSCRIPTION_REASON,
     ),
 }
 
@@ -370,11 +387,25 @@ CLI_OUT_OF_MATRIX = {
         ("queues list", "queues pause", "queues resume", "jobs pause", "jobs resume"),
         PAUSE_REASON,
     ),
+    **dict.fromkeys(
+        (f"subscriptions {c}" for c in ("create", "list", "show", "test", "delete", "deliveries")),
+        SUBSCRIPTION_REASON,
+    ),
 }
 MCP_OUT_OF_MATRIX = {
     **dict.fromkeys(("job_take", "job_report", "job_complete", "job_fail"), ACTOR_REASON),
     **dict.fromkeys(("runs_bulk_cancel", "runs_bulk_retry", "runs_bulk_delete"), BULK_REASON),
     **dict.fromkeys(("queue_list", "queue_pause", "queue_resume"), PAUSE_REASON),
+    **dict.fromkeys(
+        (
+            "subscription_create",
+            "subscription_list",
+            "subscription_test",
+            "subscription_delete",
+            "subscription_deliveries",
+        ),
+        SUBSCRIPTION_REASON,
+    ),
     "runs_prune": "an admin's prune (its tenant's runs only), the same service call as the "
     "matrix's `runs prune` and `POST /api/v1/runs/prune`; tenancy: test_retention",
 }

@@ -137,6 +137,13 @@ def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
         "JOBSYS_EMBED_SECONDS": "2",
         "JOBSYS_EMBED_BATCH": "16",
         "JOBSYS_SEMANTIC_MIN_SCORE": "0.5",
+        "JOBSYS_WEBHOOK_HOSTS": "hooks.example.com",
+        "JOBSYS_NOTIFY_SECONDS": "0.5",
+        "JOBSYS_WEBHOOK_ATTEMPTS": "4",
+        "JOBSYS_WEBHOOK_BACKOFF_SECONDS": "0.25",
+        "JOBSYS_WEBHOOK_BACKOFF_MAX_SECONDS": "30",
+        "JOBSYS_WEBHOOK_TIMEOUT_SECONDS": "2",
+        "JOBSYS_KEEP_DELIVERIES": "never",
     }
     assert set(env) == set(names), "a new setting: give it a value here"
     s = config.Settings.from_env(env)
@@ -144,6 +151,12 @@ def test_every_setting_is_declared_with_a_variable_and_a_parser() -> None:
     for f, _ in config.fields():
         assert getattr(s, f.name) != getattr(defaults, f.name), f"{f.name} is not read"
     assert s.home == Path("h").resolve() and s.superadmin_roles == ()
+    assert s.webhook_hosts == ("hooks.example.com",)
+    # Unset, the webhook hosts are the HTTP jobs' hosts; set empty, none.
+    derived = config.Settings.from_env({"JOBSYS_HTTP_JOB_HOSTS": "a.example.com"})
+    assert derived.webhook_hosts == ("a.example.com",)
+    none = {"JOBSYS_HTTP_JOB_HOSTS": "a.example.com", "JOBSYS_WEBHOOK_HOSTS": ""}
+    assert config.Settings.from_env(none).webhook_hosts == ()
     assert s.http_job_hosts == ("api.example.com:443", "b") and s.metrics_public is True
     assert "tok" not in repr(s) and "u:p" not in repr(s) and "key" not in repr(s)
     assert "sk-1" not in repr(s)

@@ -59,6 +59,7 @@ function errorBlock(error, state) {
 /** What an event changed, in words. */
 function change(event) {
   if (event.kind === "created") return `created (${event.to_state})`;
+  if (event.kind === "progress") return `progress ${(event.detail || {}).milestone} %`;
   if (event.kind === "action") {
     const detail = event.detail || {};
     return detail.run_id ? `${detail.action} as ${detail.run_id}` : detail.action || "action";
