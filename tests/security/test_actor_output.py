@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from jobsys import Principal
+from jobsys.base import errors
 from tests import cli_runner
 from tests.cluster import CATALOG, Cluster, cluster
 
@@ -44,3 +45,13 @@ def test_an_output_that_is_no_json_is_refused_and_the_run_stays_running(
     good = cli_runner.run(env, ["runs", "complete", run_id, "--output", '{"value": 1.5}'])
     assert good.returncode == 0, good.stderr
     assert actors.store.get(run_id).output == {"value": 1.5}
+
+
+def test_python_refuses_an_output_with_nan_naming_the_field(actors: Cluster) -> None:
+    run_id = actors.client.submit("actors.measure", {"url": "s"})
+    taken = actors.client.actors.take_run(run_id)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(errors.InvalidInput) as refused:
+            actors.client.actors.complete(run_id, taken.token, {"value": bad})
+        assert "value" in str(refused.value) and "finite" in str(refused.value)
+    assert actors.store.get(run_id).state.value == "running"
