@@ -83,7 +83,7 @@ class PauseClient:
         not, by whom, and its runs waiting."""
         found = self.list_pauses()
         counts = self._store.waiting_by_queue(self._seen_tenant)
-        names = set(self._client.registry.queues()) | set(counts)
+        names = set(self._client.registry.queues(self._seen_tenant)) | set(counts)
         names |= {p.name for p in found if p.scope == "queue"}
         views = []
         for name in sorted(names):
@@ -113,7 +113,7 @@ class PauseClient:
         pause nothing while the queue meant keeps starting runs)."""
         name = _name(name, "queue")
         self._require_admin("pause", _target("queue", name))
-        known = self._client.registry.queues() | set(
+        known = self._client.registry.queues(self._seen_tenant) | set(
             self._store.waiting_by_queue(self._seen_tenant)
         )
         known |= {p.name for p in self.list_pauses() if p.scope == "queue"}
