@@ -44,3 +44,13 @@ def once(doc: Document) -> Review:
 def restricted(doc: Document) -> Review:
     """Only reviewers may take (and read) its runs."""
     raise NotImplementedError
+
+
+class Measure(pydantic.BaseModel):
+    value: float
+
+
+@job("actors.measure", external=True)
+def measure(doc: Document) -> Measure:
+    """A free number for an output: NaN and infinities are no JSON and must be refused."""
+    raise NotImplementedError

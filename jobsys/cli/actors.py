@@ -19,6 +19,12 @@ RUN_TOKEN = click.option(
 )
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN`` and the infinities Python's JSON reader takes are no JSON (a database refuses
+    them)."""
+    raise ValueError(f"{name} is not JSON (use null or a finite number)")
+
+
 def _show(answer: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(answer)
@@ -84,9 +90,15 @@ def add_commands(group: click.Group) -> None:
     def runs_complete(run_id: str, run_token: str, output: str, as_json: bool) -> None:
         """Complete a run taken with its output (checked against the job's output model)."""
         try:
-            value = json.loads(output)
+            value = json.loads(output, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--output") from None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--output") from None
+        except RecursionError:
+            raise click.BadParameter(
+                "the JSON is nested too deep; flatten it", param_hint="--output"
+            ) from None
         record = make_client().actors.complete(run_id, run_token, value)
         _show(record.to_json() | {"run_id": record.id}, as_json)
 

@@ -47,6 +47,9 @@ def runs_prune(older_than: float | None, job: str | None, dry_run: bool, as_json
             f"must be a positive duration like 30d, got {timeparse.describe_seconds(older_than)}",
             param_hint="--older-than",
         )
+    problem = retention.older_than_problem(older_than)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--older-than")
     result = make_client().retention.prune(older_than, job, dry_run)
     if as_json:
         emit_json(result.to_json())

@@ -115,13 +115,15 @@ class Registry:
         """The jobs of the catalog (declared in code), by name."""
         return sorted(self._s.specs.values(), key=lambda s: s.name)
 
-    def queues(self) -> set[str]:
-        """The queues of every job known here: the catalog's and every tenant's runtime jobs."""
+    def queues(self, tenant: str | None = None) -> set[str]:
+        """The queues of every job known here: the catalog's and every tenant's runtime jobs
+        (``tenant`` given: that tenant's runtime jobs only, as it may see them)."""
         if self._s.source is not None:
             self.refresh()
         found = {s.queue for s in self._s.specs.values()}
-        for specs in self._s.dynamic.values():
-            found |= {s.queue for s in specs.values()}
+        for owner, specs in self._s.dynamic.items():
+            if tenant is None or owner == tenant:
+                found |= {s.queue for s in specs.values()}
         return found
 
     # --- runtime definitions -----------------------------------------------------------

@@ -201,8 +201,10 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
-def queue_names(registry: jobs.Registry) -> list[str]:
-    return sorted(registry.queues() | {"jobs"})
+def queue_names(registry: jobs.Registry, tenant: str | None = None) -> list[str]:
+    """The queues to measure: the catalog's and the runtime jobs' of ``tenant`` (``None``:
+    every tenant's)."""
+    return sorted(registry.queues(tenant) | {"jobs"})
 
 
 def queue_depths(settings: config.Settings, queues: Sequence[str]) -> dict[str, int] | None:
@@ -282,7 +284,7 @@ def summary(
         "runs_by_job": dict(sorted(by_job.items())),
         "runs_by_job_state": dict(sorted(by_job_state.items())),
         "throughput": {"last_60s": done.get(60, 0), "last_300s": done.get(300, 0)},
-        "queues": queue_depths(settings, queue_names(registry)) or {},
+        "queues": queue_depths(settings, queue_names(registry, scope.tenant)) or {},
         "workers": [
             {
                 "name": name,

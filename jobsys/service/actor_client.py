@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -82,6 +83,22 @@ def _text(field: str, value: str) -> str:
             "report",
         )
     return runs.without_nul(value)
+
+
+def _nonfinite_errors(value: Any) -> list[dict[str, Any]]:
+    """Field errors for each NaN or infinity in ``value`` (no JSON: a database refuses it)."""
+    out: list[dict[str, Any]] = []
+    todo: list[tuple[Any, list[Any]]] = [(value, [])]
+    while todo:
+        item, loc = todo.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            msg = f"{item} is not JSON: use null or a finite number"
+            out.append({"loc": loc, "type": "value_error", "msg": msg})
+        elif isinstance(item, dict):
+            todo.extend((v, [*loc, k]) for k, v in item.items())
+        elif isinstance(item, list):
+            todo.extend((v, [*loc, i]) for i, v in enumerate(item))
+    return out
 
 
 class ActorClient:
@@ -202,7 +219,7 @@ class ActorClient:
             self.store.renew(held, spec.lease or DEFAULT_LEASE)
             raise errors.InvalidInput(spec.name, errors.field_errors(exc), "output") from None
         data = model.model_dump(mode="json")
-        problems = runs.nul_errors(data)
+        problems = runs.nul_errors(data) + _nonfinite_errors(data)
         if problems:
             raise errors.InvalidInput(spec.name, problems, "output")
         if not self.c.store.complete(run_id, held.attempts, data):

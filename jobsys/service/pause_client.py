@@ -83,7 +83,7 @@ class PauseClient:
         not, by whom, and its runs waiting."""
         found = self.list_pauses()
         counts = self._store.waiting_by_queue(self._seen_tenant)
-        names = set(self._client.registry.queues()) | set(counts)
+        names = set(self._client.registry.queues(self._seen_tenant)) | set(counts)
         names |= {p.name for p in found if p.scope == "queue"}
         views = []
         for name in sorted(names):
@@ -108,8 +108,23 @@ class PauseClient:
     # --- steering --------------------------------------------------------------------------
 
     def pause_queue(self, name: str) -> pauses.Pause:
-        """Pause a queue: none of its runs starts until it is resumed (running ones finish)."""
-        return self._pause("queue", _name(name, "queue"))
+        """Pause a queue: none of its runs starts until it is resumed (running ones finish).
+        A queue no job uses, no run waits in and no pause holds is refused (a typo would
+        pause nothing while the queue meant keeps starting runs)."""
+        name = _name(name, "queue")
+        self._require_admin("pause", _target("queue", name))
+        known = self._client.registry.queues(self._seen_tenant) | set(
+            self._store.waiting_by_queue(self._seen_tenant)
+        )
+        known |= {p.name for p in self.list_pauses() if p.scope == "queue"}
+        if name not in known:
+            problem = (
+                f"no job uses queue {name!r} and no run waits in it (a typo?); "
+                "`jobsys queues list` shows the queues"
+            )
+            problems = [{"loc": ["queue"], "msg": problem, "type": "value_error"}]
+            raise errors.InvalidInput("queues.pause", problems, "name")
+        return self._pause("queue", name, checked=True)
 
     def resume_queue(self, name: str) -> Resumed:
         """Resume a queue: the runs it held are published, highest priority first."""

@@ -41,8 +41,8 @@ class RetentionClient:
         if not c.policy.is_admin(who):
             c.audit.record(who, "prune", target, "denied", "needs an admin role")
             raise errors.PermissionDenied(who.id, "prune", "runs (an admin role is needed)")
-        if older_than is not None and not older_than > 0:
-            problem = f"must be a positive duration like 30d, got {older_than!r}"
+        problem = retention.older_than_problem(older_than)
+        if problem is not None:
             raise errors.InvalidInput(
                 "runs.prune",
                 [{"loc": ["older_than"], "type": "value_error", "msg": problem}],

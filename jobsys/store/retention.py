@@ -84,6 +84,23 @@ class PruneResult:
         }
 
 
+MAX_OLDER_THAN = 100 * 365 * 86400.0
+"""The largest ``older_than`` a prune takes (100 years): an age past it would name a time
+before any date (and no run is that old anyway)."""
+
+
+def older_than_problem(value: float | None) -> str | None:
+    """Why ``value`` is no ``older_than`` for a prune (``None`` if it is one): it must be a
+    positive, finite duration of at most ``MAX_OLDER_THAN``."""
+    if value is None:
+        return None
+    if not value > 0:
+        return f"must be a positive duration like 30d, got {value!r}"
+    if not value <= MAX_OLDER_THAN:
+        return f"must be at most {MAX_OLDER_THAN / 86400:.0f}d (100 years), got {value!r} seconds"
+    return None
+
+
 AGE_SETTING = {
     "completed": "keep_completed",
     "failed": "keep_failed",

@@ -276,3 +276,21 @@ def test_a_paused_runs_message_parks_it_and_only_a_resume_sends_it_again(
     assert store.pauses.claim_released([held]) == []  # a second resumer takes nothing
     _, outcome = _deliver(store, 2, dispatch=held.dispatch + 1, run_id=run.id)
     assert outcome.kind is execute.Kind.COMPLETED
+
+
+def test_pausing_a_queue_no_job_uses_is_refused_as_a_likely_typo(
+    shared: Cluster, server: ApiServer
+) -> None:
+    """`jobsys queues pause jbos` would pause nothing while the user believes `jobs` paused:
+    a queue no job uses, no run waits in and no pause holds is refused, naming the field and
+    how to see the queues, on every interface (and nothing is paused)."""
+    c = shared
+    cli = cli_runner.run(c.env, ["queues", "pause", "jbos"])
+    assert cli.returncode == 2 and "queues list" in cli.stderr, (cli.returncode, cli.stderr)
+    with server.client() as api:
+        r = api.post("/api/v1/queues/jbos/pause")
+        assert r.status_code == 422 and r.json()["error"]["fields"][0]["loc"] == ["queue"], r.text
+    with pytest.raises(errors.InvalidInput, match="queues list"):
+        tools.call(c.client, "queue_pause", {"name": "jbos"})
+    assert c.client.pauses.list_pauses() == []
+    assert c.client.pauses.pause_queue("jobs").name == "jobs"  # a queue in use still pauses

@@ -237,6 +237,37 @@ def test_prune_on_the_cli_and_http(kept: Cluster, http: httpx.Client) -> None:
     assert present(kept, ids) == {ids[-1]}
 
 
+def test_prune_refuses_absurd_ages_with_a_clear_message(kept: Cluster, http: httpx.Client) -> None:
+    """An age past any date (`999999999w`, 1e300, 99999999999999 s) is a 422 / usage error naming
+    `older_than`, not an internal error, and deletes nothing (Infinity is no JSON: 400)."""
+    ids = old(kept, "retention.short", 2, dt.timedelta(hours=3))
+    for value in ['"999999999w"', "1e300", "99999999999999"]:
+        body = f'{{"older_than": {value}, "dry_run": true}}'
+        headers = {"Content-Type": "application/json"}
+        refused = http.post("/api/v1/runs/prune", content=body, headers=headers)
+        assert refused.status_code == 422, (value, refused.status_code, refused.text)
+        assert "older_than" in refused.text and "at most" in refused.text
+    inf = http.post(
+        "/api/v1/runs/prune",
+        content='{"older_than": Infinity}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert inf.status_code == 400 and "Infinity is not JSON" in inf.text, inf.text
+    bad = cli_runner.run(kept.env, ["runs", "prune", "--older-than", "999999999w"])
+    assert bad.returncode == 2 and "--older-than" in bad.stderr, bad.stderr
+    assert "at most" in bad.stderr and "Traceback" not in bad.stderr
+
+    async def mcp() -> None:
+        token = http.headers["Authorization"].split(" ", 1)[1]
+        async with http_session(f"{str(http.base_url).rstrip('/')}/mcp/", token) as session:
+            bad = await session.call_tool("runs_prune", {"older_than": "999999999w"})
+            text = bad.content[0].text  # type: ignore[union-attr]
+            assert bad.is_error and "older_than" in text and "at most" in text, text
+
+    anyio.run(mcp)
+    assert present(kept, ids) == set(ids)
+
+
 def test_archived_runs_and_schedules_leave_the_default_lists(
     kept: Cluster, http: httpx.Client
 ) -> None:

@@ -522,3 +522,16 @@ def test_the_cli_lists_a_tenants_own_jobs(api: Api, c: Cluster) -> None:
             )
             assert done.returncode == 0, done.stderr
             assert (name in done.stdout) is sees, (who, argv)
+
+
+def test_another_tenant_sees_no_queue_of_the_runtime_jobs(api: Api, echo: str) -> None:
+    """A runtime job's queue is the tenant's own: another tenant's admin does not see it
+    named in its queue list nor in its stats."""
+    name, queue = unique("acme.queued"), unique("acme-private-queue").replace("_", "-")
+    with api.as_(ALICE) as alice, api.as_(EVE) as eve:
+        register(alice, {"name": name, "kind": "http", "url": f"{echo}/q", "queue": queue})
+        assert queue in alice.get("/queues").text
+        listed = eve.get("/queues")
+        assert listed.status_code == 200 and queue not in listed.text, listed.text
+        stats = eve.get("/stats")
+        assert stats.status_code == 200 and queue not in stats.text, stats.text
