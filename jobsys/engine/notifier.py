@@ -101,6 +101,8 @@ class Notifier:
         sent (delivered or not)."""
         subs = self.runtime.store.subscriptions
         subs.fan_out()
+        if not subs.any():  # an idle pass: nothing to send (a deleted one's went with it)
+            return 0
         sent = 0
         while not self._stop.is_set():
             lease = 2 * self.settings.webhook_timeout_seconds + 30

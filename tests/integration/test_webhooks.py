@@ -310,6 +310,27 @@ def test_the_outbox_makes_one_delivery_per_event_and_waits_on_a_young_gap(store:
     assert subs.fan_out() == 0  # nothing new
 
 
+def test_with_no_subscription_the_cursor_moves_only_now_and_then(store: Any) -> None:
+    """An idle notifier's pass reads only: the cursor moves past what was written meanwhile
+    once per IDLE_MOVE, so a first subscription starts near its creation."""
+    subs = store.subscriptions
+
+    def cursor() -> int:
+        with store.engine.connect() as conn:
+            return int(conn.execute(sa.select(schema.notify_cursor.c.event_id)).scalar() or 0)
+
+    def newest() -> int:
+        with store.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(schema.run_events.c.id))).scalar())
+
+    store.insert([run_row()])
+    now = time.time()
+    assert subs.fan_out(now=now) == 0 and cursor() == newest()  # the first pass moves it
+    store.insert([run_row()])
+    assert subs.fan_out(now=now + 1) == 0 and cursor() < newest()  # then passes only read
+    assert subs.fan_out(now=now + subscriptions.IDLE_MOVE + 1) == 0 and cursor() == newest()
+
+
 def test_a_receiver_that_keeps_failing_gets_the_last_attempt_then_the_delivery_is_failed(
     tmp_path: Path, redis_url: str, database_url: str | None
 ) -> None:
