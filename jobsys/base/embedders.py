@@ -20,8 +20,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import httpx
-
 from jobsys.base import errors
 
 TIMEOUT = 30.0
@@ -72,6 +70,8 @@ class OpenAIEmbedder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
+        import httpx  # only a process that embeds pays for it (a worker without an embedder)
+
         try:
             resp = httpx.post(
                 self.url,
