@@ -96,14 +96,18 @@ def made(
 
         def indexed() -> bool | NotYet:  # the indexer embeds in the background
             found = set(ids(c.client.list(search=QUERY, mode="semantic")))
-            want = {m.outage, m.sealed, m.logged}
+            found |= set(ids(other.list(search=QUERY, mode="semantic")))
+            want = {m.outage, m.sealed, m.logged, m.elsewhere}  # both tenants' runs
             return want <= found or NotYet(f"found {found}")
 
         eventually(indexed, 30, what="the indexer to embed the runs' errors and logs")
         eventually(
             lambda: (
-                [i for i, _ in c.client.schedules.nearest("storage")] == [m.cleanup]
-                or NotYet("schedule not embedded")
+                (
+                    [i for i, _ in c.client.schedules.nearest("storage")] == [m.cleanup]
+                    and [i for i, _ in other.schedules.nearest("storage")] == [m.cleanup_elsewhere]
+                )
+                or NotYet("schedules not embedded")
             ),
             30,
             what="the indexer to embed the schedules",
