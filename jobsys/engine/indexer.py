@@ -13,10 +13,10 @@ indexers, one at a time holds the work (a lease in the store); the others skip t
 from __future__ import annotations
 
 import logging
-import random
 import threading
 
 from jobsys.base import embedders
+from jobsys.engine import periodic
 from jobsys.engine.runtime import Runtime
 from jobsys.store import semantic
 
@@ -49,14 +49,9 @@ class Indexer:
         self._stop.set()
 
     def _loop(self) -> None:
-        period = self.runtime.settings.embed_seconds
-        wait = random.uniform(0.2, 1.0) * period  # workers started together spread out
-        while not self._stop.wait(wait):
-            wait = period
-            try:
-                self.index_once()
-            except Exception:
-                log.exception("jobsys indexer: pass failed", extra={"action": "indexer_error"})
+        periodic.every(
+            self.runtime.settings.embed_seconds, self._stop, self.index_once, log, "indexer"
+        )
 
     def index_once(self) -> int:
         """One pass: the number of texts embedded."""

@@ -11,9 +11,9 @@ same rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, checked deletes on SQLite).
 from __future__ import annotations
 
 import logging
-import random
 import threading
 
+from jobsys.engine import periodic
 from jobsys.engine.runtime import Runtime
 from jobsys.store import retention, runs
 
@@ -34,14 +34,9 @@ class Pruner:
         self._stop.set()
 
     def _loop(self) -> None:
-        period = self.runtime.settings.prune_seconds
-        wait = random.uniform(0.2, 1.0) * period  # workers started together spread out
-        while not self._stop.wait(wait):
-            wait = period
-            try:
-                self.prune_once()
-            except Exception:
-                log.exception("jobsys pruner: pass failed", extra={"action": "pruner_error"})
+        periodic.every(
+            self.runtime.settings.prune_seconds, self._stop, self.prune_once, log, "pruner"
+        )
 
     def prune_once(self) -> retention.PruneResult | None:
         """One pass of the policies; ``None`` when they keep every run (the default)."""
