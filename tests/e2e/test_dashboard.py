@@ -97,7 +97,12 @@ class Ui:
     def __init__(self, page: Page, base: str) -> None:
         self.page, self.base = page, base
         self.page_errors: list[str] = []
+        self.failed_requests: list[str] = []
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        page.on(
+            "requestfailed",
+            lambda r: self.failed_requests.append(f"{r.method} {r.url}: {r.failure}"),
+        )
 
     def by(self, testid: str) -> Any:
         return self.page.get_by_test_id(testid)
@@ -137,14 +142,16 @@ def ui(request: pytest.FixtureRequest, browser: Browser, server: Serve) -> Itera
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     failed_before = request.session.testsfailed
+    tab = Ui(page, server.url)
     try:
-        yield Ui(page, server.url)
+        yield tab
     finally:
         if request.session.testsfailed > failed_before:
             shot = Path("/tmp") / f"jobsys-dashboard-{request.node.name}.png"
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(shot), full_page=True)
                 print(f"screenshot of the failed test: {shot}\nserver log:\n{server.tail()}")
+            print(f"failed requests: {tab.failed_requests}\npage errors: {tab.page_errors}")
         context.close()
 
 

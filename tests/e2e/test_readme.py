@@ -33,6 +33,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,8 +319,11 @@ def test_every_block_of_the_readme_runs(
     system: System, readme_plan: Plan, capsys: pytest.CaptureFixture[str]
 ) -> None:
     failures = []
+    took: list[tuple[float, str]] = []
     for block in readme_plan.run:
+        started = time.monotonic()
         result = system.run(block)
+        took.append((time.monotonic() - started, block.where))
         if result.returncode != 0:
             failures.append(
                 f"--- {block.where} exited {result.returncode}\n{block.code}"
@@ -332,5 +336,6 @@ def test_every_block_of_the_readme_runs(
         )
         for block, reason in readme_plan.skipped:
             print(f"  skipped {block.where}: {reason}")
+        print("  slowest blocks: " + ", ".join(f"{w} {s:.1f}s" for s, w in sorted(took)[-5:]))
     assert not failures, "\n".join(failures) + f"\n--- jobsys up\n{system.log.read_text()[-3000:]}"
     assert len(readme_plan.run) >= RUN_FLOOR
