@@ -3,8 +3,9 @@
 A thin adapter over ``Service`` and ``Client``: every route authenticates its token, gets a
 ``Client`` acting as that principal and calls it, so the API agrees with the CLI, the MCP
 tools and the run records. Extra lifespan contexts (the MCP server's session manager) go in
-``app.state.lifespan_contexts``; the MCP endpoint is mounted at ``/mcp`` when ``jobsys.mcp.http``
-is installed, and the dashboard is served at ``/`` when ``static/index.html`` exists.
+``app.state.lifespan_contexts``; the MCP endpoint is mounted at ``/mcp`` when the MCP SDK is
+installed (``jobsys.mcp.mount``: loaded on its first request), and the dashboard is served at
+``/`` when ``static/index.html`` exists.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ def create_app(
     ):
         app.include_router(module.router)
     _dashboard(app)
-    if _installed("jobsys.mcp.http"):
-        importlib.import_module("jobsys.mcp.http").mount(app, service)
+    if _installed("mcp"):
+        importlib.import_module("jobsys.mcp.mount").mount(app, service)
     return app
 
 

@@ -1,4 +1,5 @@
-"""The MCP tools over streamable HTTP, at ``/mcp`` of the HTTP server (``jobsys serve``).
+"""The MCP tools over streamable HTTP, at ``/mcp`` of the HTTP server (``jobsys serve``,
+mounted by ``mount.py``).
 
 Every request must carry ``Authorization: Bearer <token>`` (an API token, ``jobsys tokens
 create``); without a valid one the answer is 401 with the HTTP API's error body. The tools of a
@@ -14,12 +15,10 @@ import hashlib
 from typing import Any
 
 import anyio.to_thread
-from fastapi import FastAPI
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobsys.base import errors
@@ -28,7 +27,6 @@ from jobsys.mcp import answers, server
 from jobsys.service.client import Client
 from jobsys.service.process import Service
 
-PATH = "/mcp"
 SCOPE_KEY = "jobsys.principal"
 """Where the authenticated principal is kept in the ASGI scope of a request."""
 MAX_BODY_BYTES = 1 << 20
@@ -40,20 +38,14 @@ current_principal: contextvars.ContextVar[permissions.Principal | None] = contex
 request)."""
 
 
-def mount(app: FastAPI, service: Service) -> None:
-    """Serve the MCP tools at ``/mcp`` of ``app``, token-authenticated; the session manager
-    runs in the app's lifespan (``app.state.lifespan_contexts``)."""
+def endpoint(service: Service) -> tuple[StreamableHTTPSessionManager, ASGIApp]:
+    """The MCP tools as a token-authenticated ASGI app, and the session manager it serves
+    through (whose ``run()`` must be running while requests are served: ``mount.py``)."""
     mcp_server = server.build_server(lambda ctx: _client(service, ctx))
     manager = StreamableHTTPSessionManager(
         app=mcp_server, max_request_body_size=MAX_BODY_BYTES, session_idle_timeout=30 * 60
     )
-    endpoint = Authenticated(manager.handle_request, service)
-    for path in (PATH + "/", PATH):  # first, ahead of any catch-all route
-        app.router.routes.insert(0, Route(path, endpoint=endpoint, include_in_schema=False))
-    contexts = getattr(app.state, "lifespan_contexts", None)
-    if contexts is None:
-        contexts = app.state.lifespan_contexts = []
-    contexts.append(manager.run)
+    return manager, Authenticated(manager.handle_request, service)
 
 
 def _client(service: Service, ctx: server.Context) -> Client:
