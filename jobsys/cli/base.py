@@ -13,16 +13,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import importlib
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
 from jobsys.base import config, errors, private, timeparse
-from jobsys.service import client as client_mod
+
+if TYPE_CHECKING:
+    from jobsys.service import client as client_mod
 
 NOT_A_TERMINAL_WIDTH = 1_000_000
 """Columns of output that is not a terminal (a pipe, a file): enough that tables are never
@@ -57,6 +60,8 @@ def handle_errors(fn: F) -> F:
 
 def make_client() -> client_mod.Client:
     """A client acting as the ``--token`` given (or ``JOBSYS_TOKEN``), else the local admin."""
+    from jobsys.service import client as client_mod
+
     settings = config.Settings.from_env()
     ctx = click.get_current_context(silent=True)
     token = ctx.meta.get(TOKEN_KEY) if ctx is not None else None
@@ -73,21 +78,21 @@ def _remember_token(ctx: click.Context, _param: click.Parameter, value: str | No
         ctx.meta[TOKEN_KEY] = value
 
 
-def add_token_option(group: click.Group) -> None:
-    """Give every command ``--token`` (acting as that token's principal); called once every
-    command is registered (``jobsys/cli/__init__.py``)."""
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            add_token_option(command)
-        elif not any(p.name == "token" for p in command.params):
-            command.params.append(
-                click.Option(
-                    ["--token"],
-                    expose_value=False,
-                    callback=_remember_token,
-                    help="Act as this API token's principal (default: $JOBSYS_TOKEN).",
-                )
+def add_token_option(command: click.Command) -> None:
+    """Give ``command`` (every command of a group) ``--token``, acting as that token's
+    principal; called once a command's modules are loaded (``CommandsOnDemand``)."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_token_option(sub)
+    elif not any(p.name == "token" for p in command.params):
+        command.params.append(
+            click.Option(
+                ["--token"],
+                expose_value=False,
+                callback=_remember_token,
+                help="Act as this API token's principal (default: $JOBSYS_TOKEN).",
             )
+        )
 
 
 class Duration(click.ParamType):
@@ -111,7 +116,37 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-@click.group()
+class CommandsOnDemand(click.Group):
+    """The ``main`` group: a command's module is imported when that command is asked for, so
+    ``jobsys worker`` does not load the HTTP server, nor ``jobsys runs`` the scheduler's
+    previews. ``modules`` maps each top-level command to the modules that define it and add to
+    it (``jobsys/cli/__init__.py``); ``load_all`` imports every one (for ``--help`` and for
+    tests that walk every command)."""
+
+    modules: Mapping[str, tuple[str, ...]] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.modules) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._load(cmd_name)
+
+    def load_all(self) -> None:
+        for name in self.modules:
+            self._load(name)
+
+    def _load(self, name: str) -> click.Command | None:
+        # every module of the command, even when another module's import already registered
+        # it: `jobs` gets `jobs pause` from queues.py and `jobs register` from definitions.py
+        for module in self.modules.get(name, ()):
+            importlib.import_module(module)
+        command = self.commands.get(name)
+        if command is not None:
+            add_token_option(command)
+        return command
+
+
+@click.group(cls=CommandsOnDemand)
 @click.version_option(package_name="jobsys")
 def main() -> None:
     """jobsys: typed, reliable background jobs on Celery + Redis.

@@ -13,9 +13,6 @@ import click
 
 from jobsys.base import config, embedded, private, running
 from jobsys.cli.base import emit_json, err, fail, handle_errors, main, out
-from jobsys.declare import jobs, permissions
-from jobsys.ops import stack
-from jobsys.service import client as client_mod
 
 POOLS = ("inline", "prefork", "solo")
 
@@ -94,6 +91,8 @@ def beat(loglevel: str) -> None:
 def up(n_workers: int, concurrency: int, http_port: int | None, http_host: str) -> None:
     """Run everything on this machine: Redis (embedded unless JOBSYS_BROKER_URL is set), the
     workers, beat, and the HTTP API with the dashboard. Ctrl-C stops all of it."""
+    from jobsys.ops import stack  # (here, not at the top: `jobsys worker` stays light)
+
     settings = config.Settings.from_env()
     if http_port is None:
         http_port = settings.http_port
@@ -168,6 +167,9 @@ def _print_http(settings: config.Settings, host: str, port: int) -> None:
     default tenant, valid for 7 days; revoke it with `jobsys tokens revoke`). The token of
     the previous start is printed again while it has a day left; otherwise it is revoked and
     a new one made."""
+    from jobsys.declare import jobs, permissions
+    from jobsys.service import client as client_mod
+
     kept = settings.home / UP_TOKEN_FILE
     previous = kept.read_text(encoding="utf-8").strip() if kept.exists() else None
     c = client_mod.Client(settings, jobs.Registry())

@@ -763,6 +763,7 @@ def cli_commands() -> set[str]:
             else:
                 found.add(" ".join((*prefix, name)))
 
+    cli_main.load_all()
     walk(cli_main, ())
     return found
 

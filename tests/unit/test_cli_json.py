@@ -30,6 +30,7 @@ def commands() -> dict[str, click.Command]:
             else:
                 found[" ".join((*prefix, name))] = command
 
+    main.load_all()
     walk(main, ())
     return found
 
