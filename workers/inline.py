@@ -1,16 +1,36 @@
 """One inline worker process: Celery's worker on the solo pool, jobs run in this process.
 
-Started by the jobsys supervisor (``jobsys worker``), one per unit of concurrency. It starts
-the worker through ``app.Worker`` rather than Celery's command line, which would load 9 MiB of
-shell, completion and REPL modules into every process for nothing.
+Forked by the jobsys supervisor (``jobsys worker``), one per unit of concurrency, which calls
+``preload`` once before forking and ``main`` in each child; ``python -m workers.inline`` runs
+one on its own. It starts the worker through ``app.Worker`` rather than Celery's command line,
+which would load 9 MiB of shell, completion and REPL modules into every process for nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Sequence
 
 from celery.utils.nodenames import default_nodename, host_format
+
+PRELOADED = (
+    "celery.apps.worker",
+    "celery.backends.redis",
+    "celery.concurrency.solo",
+    "celery.worker",
+    "kombu.transport.redis",
+    "jobsys.engine.broker",
+    "jobsys.worker.execute",
+)
+"""Library modules every worker process imports; none of them connects to anything, starts a
+thread or reads a setting when imported."""
+
+
+def preload() -> None:
+    """Import the libraries of a worker process (in the supervisor, before it forks)."""
+    for module in PRELOADED:
+        importlib.import_module(module)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 from jobsys.base import errors, private
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PASSWORD_FILE = "password"
 CONFIG_FILE = "redis.conf"
 DISABLED_COMMANDS = (
@@ -78,6 +79,13 @@ def die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def name_process(name: str) -> None:
+    """This process's name as ``ps -o comm`` and ``top`` show it (its first 15 bytes)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def _private_child() -> None:

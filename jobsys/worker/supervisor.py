@@ -5,11 +5,19 @@ main process saturates a core long before the children do. Here every process is
 Celery worker on the solo pool (consume, execute, acknowledge in one place), and this small
 supervisor keeps N of them running: it starts a new one whenever one ends (a crash, or a job's
 hard time limit), forwards stop signals, and never executes jobs itself.
+
+The supervisor imports the libraries a worker process needs (Celery, kombu, SQLAlchemy,
+pydantic, jobsys's engine: ``workers.inline.preload``) once, then forks each worker process
+from itself: a process starts in a fraction of the CPU time a new interpreter would take, and
+the library code is shared between them. It opens no connection, starts no thread and reads no
+job module before forking: each worker process makes its own connections and imports the
+catalog itself (so a restarted one runs the code on disk now).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -39,6 +47,49 @@ def node_names(base: str | None, count: int) -> list[str]:
     return [f"{name}-{i}@{host}" for i in range(1, count + 1)]
 
 
+class BecomeWorker(BaseException):
+    """Raised in a forked child: unwinds the supervisor's frames, so that the worker runs
+    from ``main`` with nothing of the supervisor's loop beneath it."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        super().__init__()
+        self.argv = list(argv)
+
+
+class Child:
+    """A forked worker process, with the parts of ``subprocess.Popen`` the supervisor uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.02)
+        return code
+
+
 class Supervisor:
     def __init__(
         self,
@@ -47,14 +98,23 @@ class Supervisor:
         stop_timeout: float = 60.0,
     ) -> None:
         self.argv_for, self.names, self.stop_timeout = argv_for, list(names), stop_timeout
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.children: dict[str, Child] = {}
         self.failures: dict[str, list[float]] = {name: [] for name in names}
         self.stopping: int | None = None
 
     def start(self, name: str) -> None:
-        self.children[name] = subprocess.Popen(
-            [sys.executable, *self.argv_for(name)], preexec_fn=embedded.die_with_parent
-        )
+        """Fork the worker process ``name``; in the child, raise ``BecomeWorker``."""
+        argv = self.argv_for(name)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_DFL)
+            embedded.die_with_parent()
+            embedded.name_process(f"jobsys {name.partition('@')[0]}")  # in ps and top
+            raise BecomeWorker(argv)
+        self.children[name] = Child(pid)
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
@@ -111,9 +171,14 @@ class Supervisor:
         return 0
 
 
+WORKER_MODULE = "workers.inline"
+"""The module of one inline worker process (a Celery worker on the solo pool): its ``main``
+runs it, its ``preload`` imports the libraries it needs."""
+
+
 def solo_worker_argv(name: str, loglevel: str, queues: str | None) -> list[str]:
-    """One inline worker process: a Celery worker on the solo pool (``workers/inline.py``)."""
-    argv = ["-m", "workers.inline", f"--hostname={name}", f"--loglevel={loglevel}"]
+    """The arguments of one inline worker process's ``main`` (``workers/inline.py``)."""
+    argv = [f"--hostname={name}", f"--loglevel={loglevel}"]
     return argv + ([f"--queues={queues}"] if queues else [])
 
 
@@ -126,11 +191,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = node_names(args.hostname, args.concurrency)
     grace = config.Settings.from_env().shutdown_grace_seconds
-    return Supervisor(
-        lambda name: solo_worker_argv(name, args.loglevel, args.queues),
-        names,
-        stop_timeout=grace + HAND_BACK_SECONDS,
-    ).run()
+    worker = importlib.import_module(WORKER_MODULE)
+    worker.preload()
+    try:
+        return Supervisor(
+            lambda name: solo_worker_argv(name, args.loglevel, args.queues),
+            names,
+            stop_timeout=grace + HAND_BACK_SECONDS,
+        ).run()
+    except BecomeWorker as child:  # in a forked child: the supervisor's frames are gone
+        code: int = worker.main(child.argv)
+        return code
 
 
 def exec_supervisor(
