@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import event_triggers, search
 
-REVISION = "0022"
+REVISION = "0023"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -347,6 +347,9 @@ run_tokens = sa.Table(
     sa.Column("secret_hash", sa.String(64), nullable=False),
     sa.Column("actor", JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Added by revision 0023: the API token that took the run (``NULL``: none, the local
+    # admin); the run token stops working once that one is revoked or expires.
+    sa.Column("token_id", sa.String(32)),
 )
 
 # Added by revision 0015: the history of each run (``events.py``), written by triggers on
