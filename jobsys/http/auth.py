@@ -38,10 +38,9 @@ def header_token(request: Request) -> str | None:
 
 
 def _client_for(request: Request, token: str | None) -> Client:
-    svc = service(request)
-    principal = svc.authenticate(token)
-    request.state.principal = principal
-    return svc.client(principal)
+    c = service(request).token_client(token)
+    request.state.principal = c.principal
+    return c
 
 
 def current_client(

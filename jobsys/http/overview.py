@@ -6,8 +6,11 @@ list). Queue depth and live workers have no history in the store: each server pr
 its own ring of samples (``Samples``), taken every ``SAMPLE_SECONDS`` by a thread of the
 server while it runs (and when an answer is computed, if the last sample is older), for
 ``KEEP``. So they start when the server starts, and two servers may show slightly different
-samples; like the queues and workers of ``GET /api/v1/stats``, they count the whole cluster,
-every tenant.
+samples. A sample keeps the depth of each queue, and an answer sums only the caller's queues
+(``stats.queue_names(registry, tenant)``, as ``GET /api/v1/stats`` lists them: the catalog's
+and its tenant's runtime jobs'), so no tenant learns another's backlog. Live workers are the
+cluster's, shared by every tenant: their count is shown to every caller (it says whether
+anything serves the queues, and ``GET /api/v1/stats`` already lists the workers seen).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
 from jobsys.base import config
@@ -35,12 +38,18 @@ KEEP = dt.timedelta(days=1)
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    """At ``at``: messages waiting in every queue (``None``: the broker did not answer) and
-    the workers live then (a heartbeat within their lost limit)."""
+    """At ``at``: messages waiting in each queue that had any (``None``: the broker did not
+    answer) and the workers live then (a heartbeat within their lost limit)."""
 
     at: dt.datetime
-    queued: int | None
+    depths: Mapping[str, int] | None
     workers: int
+
+    def queued(self, queues: Collection[str]) -> int | None:
+        """Messages waiting in ``queues`` (``None``: the broker did not answer)."""
+        if self.depths is None:
+            return None
+        return sum(n for q, n in self.depths.items() if q in queues)
 
 
 class Samples:
@@ -69,17 +78,22 @@ class Samples:
 def measure(
     engine: Any, settings: config.Settings, registry: jobs.Registry
 ) -> Callable[[dt.datetime], Sample]:
-    """What one sample reads: the queues' depths (Redis ``LLEN``s) and the workers' heartbeat
-    rows."""
+    """What one sample reads: the depths of every tenant's queues (Redis ``LLEN``s) and the
+    workers' heartbeat rows."""
+    last: list[Mapping[str, int]] = []
 
     def sample(now: dt.datetime) -> Sample:
-        depths = stats.queue_depths(settings, stats.queue_names(registry))
+        measured = stats.queue_depths(settings, stats.queue_names(registry))
+        depths: Mapping[str, int] | None = None
+        if measured is not None:
+            # only the queues holding messages, and the previous sample's mapping when nothing
+            # changed: a day of samples of many idle queues stays small
+            depths = {q: n for q, n in measured.items() if n}
+            if last and last[0] == depths:
+                depths = last[0]
+            last[:] = [depths]
         known = presence.PresenceStore(engine).known()
-        return Sample(
-            at=now,
-            queued=None if depths is None else sum(depths.values()),
-            workers=sum(1 for w in known if not w.lost(now)),
-        )
+        return Sample(at=now, depths=depths, workers=sum(1 for w in known if not w.lost(now)))
 
     return sample
 
@@ -106,16 +120,20 @@ async def sampling(
         thread.join(timeout=5)
 
 
-def _per_bucket(window: run_series.Window, points: list[Sample]) -> dict[str, list[int | None]]:
-    """The highest queue depth and worker count sampled in each bucket (``None``: none)."""
+def _per_bucket(
+    window: run_series.Window, points: list[Sample], queues: Collection[str]
+) -> dict[str, list[int | None]]:
+    """The highest depth of ``queues`` (summed) and worker count sampled in each bucket
+    (``None``: none)."""
     queued: list[int | None] = [None] * window.count
     workers: list[int | None] = [None] * window.count
     for p in points:
         i = window.index(p.at)
         if i is None:
             continue
-        if p.queued is not None:
-            queued[i] = max(queued[i] or 0, p.queued)
+        depth = p.queued(queues)
+        if depth is not None:
+            queued[i] = max(queued[i] or 0, depth)
         workers[i] = max(workers[i] or 0, p.workers)
     return {"queued": queued, "workers": workers}
 
@@ -134,9 +152,10 @@ def series(
     samples: Samples,
     window_name: str,
     scope: stats.Scope,
+    queues: Collection[str],
     now: dt.datetime,
 ) -> dict[str, Any]:
-    """The answer of ``GET /api/v1/stats/series`` for ``scope``."""
+    """The answer of ``GET /api/v1/stats/series`` for ``scope``, whose queues are ``queues``."""
     span, bucket = WINDOWS[window_name]
     window = run_series.Window.ending(now, span, bucket)
     counts = run_series.counts(engine, window, scope.tenant, scope.jobs)
@@ -153,7 +172,7 @@ def series(
         "durations": [dataclasses.asdict(d) for d in durations],
         "samples": {
             "every_seconds": samples.every,
-            **_per_bucket(window, samples.since(window.start)),
+            **_per_bucket(window, samples.since(window.start), frozenset(queues)),
         },
         "at": now.isoformat(),
     }

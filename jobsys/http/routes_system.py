@@ -84,15 +84,19 @@ def get_series(
     ] = "1h",
 ) -> dict[str, Any]:
     """The dashboard's overview (``http/overview.py``): the run figures count the caller's
-    tenant and the jobs it may list; queue depth and workers, sampled by this server, the
-    cluster."""
+    tenant and the jobs it may list; queue depth, sampled by this server, the caller's tenant's
+    queues (the catalog's and its runtime jobs', as ``GET /api/v1/stats`` lists them), never
+    another tenant's. Live workers are the cluster's, shared by every tenant: every caller sees
+    their count (it says whether anything serves its queues, names no other tenant's work,
+    and ``GET /api/v1/stats`` lists the workers seen too)."""
     scope = stats.Scope(tenant=c.principal.tenant, jobs=c.visible_jobs())
+    queues = tuple(stats.queue_names(c.registry, scope.tenant))
     samples: overview.Samples = request.app.state.samples
     samples.take(runs.utcnow(), request.app.state.sample)
     cache: stats.TTLCache = request.app.state.series
     return cache.get(
-        (scope, window),
-        lambda: overview.series(svc.store.engine, samples, window, scope, runs.utcnow()),
+        (scope, queues, window),
+        lambda: overview.series(svc.store.engine, samples, window, scope, queues, runs.utcnow()),
     )
 
 

@@ -26,9 +26,12 @@ from jobsys.declare import permissions
 from jobsys.mcp import answers, server
 from jobsys.service.client import Client
 from jobsys.service.process import Service
+from jobsys.store import tokens
 
 SCOPE_KEY = "jobsys.principal"
 """Where the authenticated principal is kept in the ASGI scope of a request."""
+TOKEN_ID_KEY = "jobsys.token_id"
+"""Where the id of the request's API token is kept beside it (a run it takes is bound to it)."""
 MAX_BODY_BYTES = 1 << 20
 
 current_principal: contextvars.ContextVar[permissions.Principal | None] = contextvars.ContextVar(
@@ -36,6 +39,10 @@ current_principal: contextvars.ContextVar[permissions.Principal | None] = contex
 )
 """The principal of the HTTP request being served (a fallback for tool handlers that see no
 request)."""
+current_token_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "jobsys_mcp_token_id", default=None
+)
+"""The id of that request's API token (the same fallback)."""
 
 
 def endpoint(service: Service) -> tuple[StreamableHTTPSessionManager, ASGIApp]:
@@ -49,18 +56,18 @@ def endpoint(service: Service) -> tuple[StreamableHTTPSessionManager, ASGIApp]:
 
 
 def _client(service: Service, ctx: server.Context) -> Client:
-    principal = None
+    principal = token_id = None
     request = ctx.request
     scope = getattr(request, "scope", None)
     if isinstance(scope, dict):
-        principal = scope.get(SCOPE_KEY)
+        principal, token_id = scope.get(SCOPE_KEY), scope.get(TOKEN_ID_KEY)
     if principal is None:
-        principal = current_principal.get()
+        principal, token_id = current_principal.get(), current_token_id.get()
     if not isinstance(principal, permissions.Principal):
         raise errors.Unauthenticated(
             "an API token is required: send `Authorization: Bearer <token>`"
         )
-    return service.client(principal)
+    return service.client(principal, token_id if isinstance(token_id, str) else None)
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -99,11 +106,19 @@ class Authenticated:
             await _error(503, exc)(scope, receive, send)
             return
         assert token is not None
-        scope = {**scope, SCOPE_KEY: principal, "user": _user(principal, token)}
+        token_id = tokens.token_id(token)
+        scope = {
+            **scope,
+            SCOPE_KEY: principal,
+            TOKEN_ID_KEY: token_id,
+            "user": _user(principal, token),
+        }
         reset = current_principal.set(principal)
+        reset_id = current_token_id.set(token_id)
         try:
             await self.app(scope, receive, send)
         finally:
+            current_token_id.reset(reset_id)
             current_principal.reset(reset)
 
 

@@ -6,7 +6,10 @@ reports with that token: heartbeats, progress, log lines, notes, and finally a r
 
 Who may: taking needs ``execute`` on the job, in the run's tenant (another tenant's run is
 not found). Reporting needs the run token of the attempt that holds the run: it names the
-run, and the actor it was given to is who acts (the history and the audit log say so).
+run, and the actor it was given to is who acts (the history and the audit log say so). The run
+token is bound to the API token that took the run (``Client.token_id``): once that one is
+revoked or expires, the run token is refused too (``Unauthenticated``), and the run goes back
+when its lease runs out.
 Every report renews the lease (``spec.lease``); an actor that goes silent past it loses the
 run to the reaper: another attempt waits for an actor, or, its attempts used up, the run
 fails as timed out (``store/run_recovery.py``).
@@ -136,7 +139,7 @@ class ActorClient:
     def _take(self, spec: jobs.JobSpec, run_id: str, now: dt.datetime) -> Taken | None:
         lease = spec.lease or DEFAULT_LEASE
         actor = self.c.principal.model_dump(mode="json")
-        got = self.store.take(run_id, actor, lease, spec.timeout, now)
+        got = self.store.take(run_id, actor, lease, spec.timeout, now, self.c.token_id)
         if got is None:
             return None
         earlier = [line for line in self.c.store.logs(run_id) if line.attempt < got.record.attempts]

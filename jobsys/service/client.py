@@ -92,8 +92,12 @@ class Client(Submitting):
         principal: permissions.Principal = permissions.LOCAL,
         store: stores.Store | None = None,
         app: celery_api.Celery | None = None,
+        token_id: str | None = None,
     ) -> None:
         self.settings = settings
+        self.token_id = token_id
+        """The id of the API token this client acts with (``None``: the local admin, or a
+        principal given in code): the runs it takes as an actor are bound to it."""
         shared = registry if registry is not None else catalog.load_registry(settings.catalog)
         self.principal = principal
         self.store = store or stores.Store.open(settings.database_url)
@@ -121,7 +125,8 @@ class Client(Submitting):
             except errors.Unauthenticated:
                 store.close()
                 raise
-        return cls(settings, registry, principal=who, store=store)
+        token_id = tokens.token_id(settings.token) if settings.token else None
+        return cls(settings, registry, principal=who, store=store, token_id=token_id)
 
     @functools.cached_property
     def actors(self) -> ActorClient:

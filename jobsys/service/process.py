@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from jobsys.base import config, errors
 from jobsys.declare import catalog, jobs, permissions
 from jobsys.service import client
+from jobsys.service.client import Client
 from jobsys.store import stores, tokens
 
 if TYPE_CHECKING:
@@ -49,12 +50,27 @@ class Service:
         return self.tokens.principal(token)
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 (one Service per process)
-    def client(self, principal: permissions.Principal) -> client.Client:
-        """A client acting as ``principal``, sharing this process's store and broker. Never
-        ``close()`` it: the service owns the connections."""
+    def client(
+        self, principal: permissions.Principal, token_id: str | None = None
+    ) -> client.Client:
+        """A client acting as ``principal``, with the API token ``token_id`` (the one that
+        authenticated the request, if any: a run it takes is bound to it), sharing this
+        process's store and broker. Never ``close()`` it: the service owns the connections."""
         return client.Client(
-            self.settings, self.registry, principal, store=self.store, app=self.app
+            self.settings,
+            self.registry,
+            principal,
+            store=self.store,
+            app=self.app,
+            token_id=token_id,
         )
+
+    def token_client(self, token: str | None) -> Client:
+        """The client of an API token: its principal's, bound to it; ``Unauthenticated``
+        for none, or one that is unknown, revoked or expired."""
+        principal = self.authenticate(token)
+        assert token is not None
+        return self.client(principal, tokens.token_id(token))
 
     def close(self) -> None:
         if self._app is not None:

@@ -8,9 +8,11 @@ a worker's claim (pending -> running, attempt + 1, a lease), with ``worker`` set
 (``run_recovery.py``: another attempt waiting for an actor, or failed as timed out).
 
 A run token is ``jsr_<run id>_<secret>``; ``jobsys_run_tokens`` keeps one row per run (the
-attempt it was given for) with the SHA-256 of the secret. It is valid while that attempt
-holds the run and its lease runs: a later attempt, an ended run or an expired lease refuse
-it.
+attempt it was given for) with the SHA-256 of the secret, and the id of the API token that
+took the run (none for the local admin). It is valid while that attempt holds the run and its
+lease runs, and while that API token is valid: a later attempt, an ended run, an expired
+lease, or the API token revoked or expired refuse it (the run, no longer renewed, goes back
+when its lease runs out, as a silent actor's does).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from jobsys.store.run_states import RunState
 
 T = schema.runs
 K = schema.run_tokens
+A = schema.tokens
 PREFIX = "jsr_"
 ACTOR_PREFIX = "actor:"
 """A run's ``worker`` while an outside actor holds it: ``actor:<principal id>``."""
@@ -62,6 +65,18 @@ def _still_held(held: RunRecord) -> tuple[sa.ColumnElement[bool], ...]:
         T.c.state == RunState.RUNNING.value,
         T.c.attempts == held.attempts,
     )
+
+
+def _live(
+    found: str | None, revoked_at: dt.datetime | None, expires_at: dt.datetime | None
+) -> bool:
+    """The API token is still there (``found``: its id), neither revoked nor expired."""
+    if found is None or revoked_at is not None:
+        return False
+    if expires_at is None:
+        return True
+    at = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.UTC)
+    return at > utcnow()
 
 
 def split_token(token: str) -> tuple[str, str]:
@@ -104,10 +119,12 @@ class ActorStore:
         lease: float,
         timeout: float,
         now: dt.datetime | None = None,
+        token_id: str | None = None,
     ) -> Taken | None:
         """pending -> running for an actor: attempt + 1, ``worker`` ``actor:<id>``, a lease
         of ``lease`` seconds, a deadline ``timeout`` seconds ahead, and a new run token (the
-        previous attempt's no longer works). ``None`` if the run is not pending and due (on
+        previous attempt's no longer works), bound to the API token ``token_id`` that takes
+        it (``None``: none, the local admin). ``None`` if the run is not pending and due (on
         PostgreSQL a run another actor is taking is skipped, not waited for)."""
         now = now or utcnow()
         token_secret = secrets.token_hex(24)
@@ -154,6 +171,7 @@ class ActorStore:
                     secret_hash=_digest(token_secret),
                     actor=actor,
                     created_at=now,
+                    token_id=token_id,
                 )
             )
             events.action(conn, run_id, attempt, str(actor["id"]), {"action": "taken"})
@@ -163,10 +181,15 @@ class ActorStore:
     def holder(self, token: str) -> tuple[RunRecord, dict[str, Any]]:
         """The run a run token is for, while the token's attempt holds it with its lease
         running, and the actor (a principal as JSON) it was given to. ``Unauthenticated``
-        for an unknown or superseded token, ``InvalidTransition`` once the run has moved on."""
+        for an unknown or superseded token, or one whose API token (the one that took the run)
+        was revoked or expired since; ``InvalidTransition`` once the run has moved on."""
         run_id, secret = split_token(token)
         with self.engine.connect() as conn:
-            kept = conn.execute(sa.select(K).where(K.c.run_id == run_id)).first()
+            kept = conn.execute(
+                sa.select(K, A.c.id.label("api_token"), A.c.revoked_at, A.c.expires_at)
+                .outerjoin(A, A.c.id == K.c.token_id)
+                .where(K.c.run_id == run_id)
+            ).first()
             row = conn.execute(sa.select(T).where(T.c.id == run_id)).first()
         if (
             kept is None
@@ -175,6 +198,14 @@ class ActorStore:
         ):
             raise errors.Unauthenticated(
                 "unknown or superseded run token: take the run again for a new one"
+            )
+        if kept.token_id is not None and not _live(
+            kept.api_token, kept.revoked_at, kept.expires_at
+        ):
+            raise errors.Unauthenticated(
+                f"the API token that took run {run_id} (id {kept.token_id}) was revoked or has "
+                "expired, so its run token no longer works; the run goes back when its lease "
+                "runs out: take it again with a valid API token (`jobsys tokens create`)"
             )
         current = record(row)
         if current.state is not RunState.RUNNING or current.attempts != kept.attempt:

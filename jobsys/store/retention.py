@@ -178,13 +178,17 @@ class RetentionStore:
         """Apply ``rules`` (see the module), ``batch`` runs per transaction; of ``tenant``'s
         runs only, when given. ``workflow_cutoffs``: ended workflow runs of a state (a key)
         that ended before its cutoff go too, once none of their steps' runs is left. A dry run
-        counts what would go, deleting nothing. ``stop`` set: ends after the batch at hand."""
+        counts what would go, deleting nothing: the runs, and the workflow runs whose steps'
+        runs would all go. ``stop`` set: ends after the batch at hand."""
         result = PruneResult(dry_run=dry_run)
         started = time.monotonic()
+        steps_going: Counter[str] = Counter()  # a dry run's: runs that would go per workflow
         for rule in rules:
-            self._prune_rule(rule, batch, tenant, dry_run, stop, result)
-        if workflow_cutoffs and not dry_run:
-            for state, cutoff in workflow_cutoffs.items():
+            self._prune_rule(rule, batch, tenant, dry_run, stop, result, steps_going)
+        for state, cutoff in (workflow_cutoffs or {}).items():
+            if dry_run:
+                self._count_workflows(state, cutoff, batch, tenant, steps_going, result)
+            else:
                 self._prune_workflows(state, cutoff, batch, tenant, stop, result)
         result.seconds = time.monotonic() - started
         return result
@@ -197,6 +201,7 @@ class RetentionStore:
         dry_run: bool,
         stop: threading.Event | None,
         result: PruneResult,
+        steps_going: Counter[str],
     ) -> None:
         thresholds: dict[tuple[str, str], dt.datetime | None] = {}
         after: tuple[dt.datetime, frozenset[str]] | None = None
@@ -218,6 +223,7 @@ class RetentionStore:
                     gone = self._delete(conn, rule.state, [p[0] for p in page if p[0] not in kept])
             if dry_run:
                 gone = len(page) - len(kept)
+                steps_going.update(p[4] for p in page if p[4] is not None and p[0] not in kept)
             took = time.monotonic() - t0
             if not page:
                 return
@@ -241,8 +247,9 @@ class RetentionStore:
         tenant: str | None,
         after: tuple[dt.datetime, frozenset[str]] | None,
         lock: bool,
-    ) -> list[tuple[str, str, str, dt.datetime]]:
-        """The oldest runs ``rule`` may take (id, tenant, job, created_at), from ``after``
+    ) -> list[tuple[str, str, str, dt.datetime, str | None]]:
+        """The oldest runs ``rule`` may take (id, tenant, job, created_at, workflow id), from
+        ``after``
         (made then or later, but not those ids made then, read before).
 
         Ordered by ``created_at`` alone, the order of the ``(state, created_at)`` index: the
@@ -280,20 +287,23 @@ class RetentionStore:
             if after[1]:
                 conditions.append(r.c.id.not_in(sorted(after[1])))
         query = (
-            sa.select(r.c.id, r.c.tenant, r.c.job, r.c.created_at)
+            sa.select(r.c.id, r.c.tenant, r.c.job, r.c.created_at, r.c.workflow_id)
             .where(*conditions)
             .order_by(r.c.created_at)
             .limit(size)
         )
         if lock:
             query = query.with_for_update(skip_locked=True, of=r)
-        return [(str(i), str(t), str(j), c) for i, t, j, c in conn.execute(query)]
+        return [
+            (str(i), str(t), str(j), c, None if w is None else str(w))
+            for i, t, j, c, w in conn.execute(query)
+        ]
 
     def _kept(
         self,
         conn: sa.Connection,
         rule: Rule,
-        page: list[tuple[str, str, str, dt.datetime]],
+        page: list[tuple[str, str, str, dt.datetime, str | None]],
         thresholds: dict[tuple[str, str], dt.datetime | None],
     ) -> set[str]:
         """The ids of ``page`` among the newest ``keep_last`` ended runs of their job (in
@@ -301,7 +311,7 @@ class RetentionStore:
         if rule.keep_last <= 0:
             return set()
         kept = set()
-        for run_id, tenant, job, created in page:
+        for run_id, tenant, job, created, _ in page:
             if (tenant, job) not in thresholds:
                 thresholds[tenant, job] = self._newest_kept(conn, tenant, job, rule.keep_last)
             limit = thresholds[tenant, job]
@@ -382,6 +392,39 @@ class RetentionStore:
             if gone < size:
                 return
             time.sleep(max(MIN_PAUSE, took))
+
+    def _count_workflows(
+        self,
+        state: str,
+        cutoff: dt.datetime,
+        size: int,
+        tenant: str | None,
+        steps_going: Counter[str],
+        result: PruneResult,
+    ) -> None:
+        """What ``_prune_workflows`` would delete after the runs a dry run counted went: the
+        ended workflow runs with no step run left, and those whose step runs would all go."""
+        ended = [
+            W.c.state == state,
+            W.c.finished_at < cutoff,
+            *([W.c.tenant == tenant] if tenant is not None else []),
+        ]
+        empty = sa.select(sa.func.count()).where(
+            *ended, ~sa.exists().where(T.c.workflow_id == W.c.id)
+        )
+        ids = sorted(steps_going)
+        with self.engine.connect() as conn:
+            result.workflow_runs += int(conn.execute(empty).scalar_one())
+            for i in range(0, len(ids), size):
+                left = (
+                    sa.select(W.c.id, sa.func.count(T.c.id))
+                    .join(T, T.c.workflow_id == W.c.id)
+                    .where(*ended, W.c.id.in_(ids[i : i + size]))
+                    .group_by(W.c.id)
+                )
+                result.workflow_runs += sum(
+                    1 for wid, n in conn.execute(left) if steps_going[str(wid)] >= int(n)
+                )
 
     # --- archiving --------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from jobsys.store import event_triggers, search
 
-REVISION = "0021"
+REVISION = "0023"
 """The migration whose schema the tables below describe: the head of
 ``jobsys/store/migrations/versions``. Revision ids are numbers, one more each time."""
 
@@ -347,10 +347,16 @@ run_tokens = sa.Table(
     sa.Column("secret_hash", sa.String(64), nullable=False),
     sa.Column("actor", JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Added by revision 0023: the API token that took the run (``NULL``: none, the local
+    # admin); the run token stops working once that one is revoked or expires.
+    sa.Column("token_id", sa.String(32)),
 )
 
 # Added by revision 0015: the history of each run (``events.py``), written by triggers on
-# ``jobsys_runs`` (``events.create_triggers``) in the transaction of each change.
+# ``jobsys_runs`` (``events.create_triggers``) in the transaction of each change. Revision 0022:
+# AUTOINCREMENT on SQLite, so an id is never given twice (the newest events deleted with their
+# run, the next would take an id the webhook notifier's cursor has passed); PostgreSQL's
+# SERIAL never reuses one.
 run_events = sa.Table(
     "jobsys_run_events",
     metadata,
@@ -366,6 +372,7 @@ run_events = sa.Table(
     sa.Column("error", JSON),
     sa.Column("detail", JSON),
     sa.Index("ix_jobsys_run_events_run", "run_id", "id"),
+    sqlite_autoincrement=True,
 )
 
 # Added by revision 0020: the vectors semantic search ranks (``semantic.py``), one per indexed

@@ -42,6 +42,12 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def token_id(token: str) -> str | None:
+    """The id of an API token (``jst_<id>_<secret>``); ``None`` if it is not one."""
+    found, _, secret = token.removeprefix(PREFIX).partition("_")
+    return found if token.startswith(PREFIX) and found and secret else None
+
+
 class TokenStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine

@@ -167,6 +167,77 @@ def test_a_silent_actor_loses_the_run_and_the_next_one_sees_its_notes(server: Se
     assert failed["error"]["reason"] == "timeout", failed["error"]
 
 
+def test_a_run_token_stops_working_once_the_api_token_that_took_the_run_is_revoked(
+    server: Server,
+) -> None:
+    c = server.cluster
+    record, taker = c.client.admin.create_token(AGENT)
+    run_id = submit(server, url="revoked")
+    with server.client(token=taker) as agent:
+        held = agent.post(f"/api/v1/runs/{run_id}/take").json()
+    with server.client(token=held["run_token"]) as actor:
+        assert actor.post(f"/api/v1/runs/{run_id}/heartbeat").status_code == 200
+        revoked = cli_runner.run(c.env, ["tokens", "revoke", record.id])
+        assert revoked.returncode == 0, revoked.stderr
+        for report, body in (
+            ("heartbeat", {}),
+            ("progress", {"pct": 50}),
+            ("log", {"message": "still here"}),
+            ("complete", {"output": {"verdict": "approve", "score": 7}}),
+            ("fail", {"error": "x", "retry": True}),
+        ):
+            r = actor.post(f"/api/v1/runs/{run_id}/{report}", json=body)
+            assert r.status_code == 401, (report, r.text)
+            message = r.json()["error"]["message"]
+            assert "revoked" in message and record.id in message, message
+    assert run(server, run_id)["state"] == "running"  # refused, the run not renewed
+
+    def back() -> dict[str, Any] | NotYet:  # past its 2 s lease, the reaper hands it back
+        now = run(server, run_id)
+        return now if now["state"] == "pending" else NotYet(now["state"])
+
+    assert eventually(back, timeout=20)["waiting"]["reason"] == "actor"
+    with server.client(AGENT) as agent:  # another token of the same principal still works
+        again = agent.post(f"/api/v1/runs/{run_id}/take").json()
+    assert again["attempt"] == 2
+    with server.client(token=again["run_token"]) as actor:
+        done = actor.post(
+            f"/api/v1/runs/{run_id}/complete", json={"output": {"verdict": "reject", "score": 1}}
+        )
+        assert done.status_code == 200 and done.json()["state"] == "completed", done.text
+
+
+def test_a_run_taken_over_mcp_is_bound_to_the_token_that_took_it(server: Server) -> None:
+    """Taken over MCP with one token, reported with the run token in the session of another
+    (valid) token once the first is revoked: refused, as over HTTP."""
+    c = server.cluster
+    record, taker = c.client.admin.create_token(AGENT)
+    run_id = submit(server, job="actors.once", url="mcp-revoked")
+
+    async def take() -> dict[str, Any]:
+        async with http_session(f"{server.url}/mcp", taker) as mcp:
+            taken = await mcp.call_tool("job_take", {"run_id": run_id})
+            assert not taken.is_error, taken.content
+            return dict(json.loads(taken.content[0].text))  # type: ignore[union-attr]
+
+    held = {"run_id": run_id, "run_token": asyncio.run(take())["run_token"]}
+    c.client.admin.revoke_token(record.id)
+
+    async def report() -> str:
+        async with http_session(f"{server.url}/mcp", server.tokens[AGENT.id]) as mcp:
+            r = await mcp.call_tool("job_report", {**held, "progress": 10})
+            assert r.is_error, r.content
+            return str(r.content[0].text)  # type: ignore[union-attr]
+
+    assert "revoked" in asyncio.run(report())
+
+    def ended() -> dict[str, Any] | NotYet:  # not renewed: one attempt, past its 1 s lease
+        now = run(server, run_id)
+        return now if now["state"] == "failed" else NotYet(now["state"])
+
+    assert eventually(ended, timeout=20)["error"]["reason"] == "timeout"
+
+
 def test_a_worker_never_runs_an_external_run(server: Server) -> None:
     c = server.cluster
     run_id = submit(server, job="actors.once")

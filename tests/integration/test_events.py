@@ -106,3 +106,25 @@ def test_a_deleted_run_takes_its_events_with_it(store: RunStore) -> None:
         left = conn.execute(sa.select(schema.run_events.c.run_id).distinct()).scalars()
         assert set(left) == {kept["id"]}
     assert events.attempts(store.events(kept["id"])) == []
+
+
+def test_an_event_id_is_never_given_twice(store: RunStore) -> None:
+    """The newest events deleted with their run, the next event's id is still past every id
+    seen before (the webhook notifier's cursor has passed them: a reused id is never
+    notified)."""
+    first, newest = run_row(), run_row()
+    assert store.create(first) is not None and store.create(newest) is not None
+    E, R = schema.run_events, schema.runs
+    with store.engine.begin() as conn:  # one more event of the newest run: a milestone
+        conn.execute(R.update().where(R.c.id == newest["id"]).values(progress={"pct": 50}))
+    with store.engine.connect() as conn:
+        seen = conn.execute(sa.select(sa.func.max(E.c.id))).scalar_one()
+        assert (
+            conn.execute(sa.select(E.c.run_id).where(E.c.id == seen)).scalar_one() == (newest["id"])
+        )
+    with store.engine.begin() as conn:
+        conn.execute(R.delete().where(R.c.id == newest["id"]))
+    made = run_row()
+    assert store.create(made) is not None
+    [event] = store.events(made["id"])
+    assert event.kind == "created" and event.id > seen

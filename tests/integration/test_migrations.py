@@ -23,9 +23,10 @@ from click.testing import CliRunner
 
 from jobsys.base import errors
 from jobsys.cli import main as cli_main
-from jobsys.store import database, migrations, schema
+from jobsys.store import database, migrations, runs, schema
 from jobsys.store.migrations import runner, steps
 from tests.cluster import ROOT, Database, cluster
+from tests.integration.test_store import run_row
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,18 @@ def describe(engine: sa.Engine) -> dict[str, Any]:
             "indexes": indexes,
         }
     tables["(triggers)"] = _triggers(engine)
+    tables["(autoincrement)"] = _autoincrement(engine)
     return tables
+
+
+def _autoincrement(engine: sa.Engine) -> list[str]:
+    """The tables whose ids SQLite never gives twice (``AUTOINCREMENT``, which the inspector
+    does not report); none on PostgreSQL, whose sequences never reuse an id."""
+    if engine.dialect.name != "sqlite":
+        return []
+    sql = "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name"
+    with engine.connect() as conn:
+        return [str(n) for n, text in conn.exec_driver_sql(sql) if "AUTOINCREMENT" in str(text)]
 
 
 def _triggers(engine: sa.Engine) -> list[str]:
@@ -164,6 +176,38 @@ def test_each_revision_in_turn_gives_the_same_schema(new_database: NewDatabase) 
         assert recorded == int(revision)  # what a jobsys from before Alembic reads
     migrations.migrate(new)
     assert describe(stepped) == describe(new)
+
+
+def test_revision_0022_keeps_the_events_and_never_gives_an_id_twice(
+    new_database: NewDatabase,
+) -> None:
+    """Upgraded from 0021 with a history: the events keep their ids, the triggers still write
+    them, and a new event's id is past every id given before, even the newest events' once
+    deleted with their run, and (SQLite) past the notifier's cursor."""
+    engine = new_database()
+    runner.upgrade(engine, to="0021")
+    store = runs.RunStore(engine)
+    kept, newest = run_row(), run_row()
+    assert store.create(kept) is not None and store.create(newest) is not None
+    E = schema.run_events
+    with engine.connect() as conn:
+        before = conn.execute(sa.select(E.c.id, E.c.run_id).order_by(E.c.id)).all()
+    seen = max(i for i, _ in before)
+    if engine.dialect.name == "sqlite":  # the notifier passed ids since deleted (the bug)
+        seen += 5
+        with engine.begin() as conn:
+            conn.execute(schema.notify_cursor.insert().values(name="webhooks", event_id=seen))
+    migrations.migrate(engine)
+    assert migrations.current_revision(engine) == schema.REVISION
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(E.c.id, E.c.run_id).order_by(E.c.id)).all() == before
+    with engine.begin() as conn:
+        conn.execute(schema.runs.delete().where(schema.runs.c.id == newest["id"]))
+    made = run_row()
+    assert store.create(made) is not None
+    with engine.connect() as conn:
+        (new_id,) = conn.execute(sa.select(E.c.id).where(E.c.run_id == made["id"])).one()
+    assert new_id > seen
 
 
 def test_a_database_newer_than_this_jobsys_is_refused(new_database: NewDatabase) -> None:

@@ -237,6 +237,109 @@ def test_prune_on_the_cli_and_http(kept: Cluster, http: httpx.Client) -> None:
     assert present(kept, ids) == {ids[-1]}
 
 
+def old_workflow(
+    c: Cluster,
+    tenant: str,
+    age: dt.timedelta,
+    state: str = "completed",
+    steps: int = 0,
+    **run: object,
+) -> tuple[str, list[str]]:
+    """A workflow run ended (``state``) ``age`` ago, and ``steps`` step runs of it (completed
+    as old, unless ``run`` says otherwise); its id and theirs."""
+    workflow_id = f"wf_{uuid.uuid4().hex[:12]}"
+    then = runs.utcnow() - age
+    with c.store.engine.begin() as conn:
+        conn.execute(
+            schema.workflow_runs.insert().values(
+                id=workflow_id,
+                workflow="w",
+                definition={},
+                state=state,
+                input={},
+                skipped=[],
+                principal={},
+                principal_id="local",
+                tenant=tenant,
+                created_at=then,
+                timeout_at=then + dt.timedelta(hours=1),
+                finished_at=None if state == "running" else then,
+            )
+        )
+    step_age = run.pop("step_age", age)
+    assert isinstance(step_age, dt.timedelta)
+    if not steps:
+        return workflow_id, []
+    made = old(c, "retention.kept_long", steps, step_age, tenant=tenant, workflow_id=workflow_id)
+    return workflow_id, made
+
+
+def workflows_present(c: Cluster, ids: list[str]) -> set[str]:
+    W = schema.workflow_runs
+    with c.store.engine.connect() as conn:
+        return {str(i) for (i,) in conn.execute(sa.select(W.c.id).where(W.c.id.in_(ids)))}
+
+
+def old_workflows(c: Cluster, tenant: str) -> tuple[list[str], list[str], list[str]]:
+    """Workflow runs of ``tenant`` a prune (``--older-than 1d``) deletes, and keeps: (workflow
+    runs that go, those that stay, the step runs that go)."""
+    days, hours = dt.timedelta(days=3), dt.timedelta(hours=2)
+    both, both_steps = old_workflow(c, tenant, days, steps=2)  # its steps go first, then it
+    empty, _ = old_workflow(c, tenant, days, "failed")  # no step left
+    one_young, _ = old_workflow(c, tenant, days, steps=1, step_age=hours)  # a step stays
+    young, _ = old_workflow(c, tenant, hours)  # too young
+    running, _ = old_workflow(c, tenant, days, "running")  # not ended
+    # keep_last: the newest two ended runs of retention.kept_long stay, so make them younger
+    old(c, "retention.kept_long", 2, dt.timedelta(minutes=5), tenant=tenant)
+    return [both, empty], [one_young, young, running], both_steps
+
+
+def test_a_dry_run_counts_the_workflow_runs_the_prune_then_deletes(
+    kept: Cluster, http: httpx.Client
+) -> None:
+    day = 86400.0
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    gone, stay, steps = old_workflows(kept, tenant)
+    admin = admin_of(kept, tenant)
+    dry = admin.retention.prune(older_than=day, dry_run=True)
+    assert (dry.runs, dry.workflow_runs) == (len(steps), len(gone))
+    assert workflows_present(kept, gone + stay) == set(gone + stay)  # nothing deleted
+    done = admin.retention.prune(older_than=day)
+    assert (done.runs, done.workflow_runs) == (dry.runs, dry.workflow_runs)
+    assert workflows_present(kept, gone + stay) == set(stay)
+    assert present(kept, steps) == set()
+
+    # Every interface's dry run says the same, and the prune then deletes that (one token:
+    # an admin of the default tenant)
+    gone, stay, steps = old_workflows(kept, "default")
+    token = http.headers["Authorization"].split(" ", 1)[1]
+    cli = cli_runner.run(
+        kept.env, ["runs", "prune", "--older-than", "1d", "--dry-run", "--json", "--token", token]
+    )
+    assert cli.returncode == 0, cli.stderr
+    by_cli = json.loads(cli.stdout)
+    text = cli_runner.run(
+        kept.env, ["runs", "prune", "--older-than", "1d", "--dry-run", "--token", token]
+    )
+    assert f"{by_cli['workflow_runs']} workflow runs" in text.stdout, text.stdout
+    by_http = http.post("/api/v1/runs/prune", json={"older_than": "1d", "dry_run": True}).json()
+
+    async def mcp() -> dict[str, object]:
+        async with http_session(f"{str(http.base_url).rstrip('/')}/mcp/", token) as session:
+            args = {"older_than": "1d", "dry_run": True}
+            result = await session.call_tool("runs_prune", args)
+            assert not result.is_error and result.structured_content is not None
+            return dict(result.structured_content)
+
+    by_mcp = anyio.run(mcp)
+    counts = {(a["runs"], a["workflow_runs"]) for a in (by_cli, by_http, by_mcp)}
+    assert len(counts) == 1, (by_cli, by_http, by_mcp)
+    assert by_http["runs"] >= len(steps) and by_http["workflow_runs"] >= len(gone)
+    real = http.post("/api/v1/runs/prune", json={"older_than": "1d"}).json()
+    assert (real["runs"], real["workflow_runs"]) == counts.pop(), real
+    assert workflows_present(kept, gone + stay) == set(stay)
+
+
 def test_prune_refuses_absurd_ages_with_a_clear_message(kept: Cluster, http: httpx.Client) -> None:
     """An age past any date (`999999999w`, 1e300, 99999999999999 s) is a 422 / usage error naming
     `older_than`, not an internal error, and deletes nothing (Infinity is no JSON: 400)."""

@@ -535,3 +535,29 @@ def test_another_tenant_sees_no_queue_of_the_runtime_jobs(api: Api, echo: str) -
         assert listed.status_code == 200 and queue not in listed.text, listed.text
         stats = eve.get("/stats")
         assert stats.status_code == 200 and queue not in stats.text, stats.text
+
+
+def test_another_tenant_sees_no_backlog_of_the_runtime_jobs_in_the_overview(
+    api: Api, echo: str
+) -> None:
+    """The overview's queue depth counts the caller's queues: a backlog on acme's private
+    queue (no worker consumes it) shows in acme's series and in no series of evil."""
+    name, queue = unique("acme.backlog"), unique("acme-backlog").replace("_", "-")
+    backlog = 25
+    with api.as_(ALICE) as alice, api.as_(EVE) as eve, api.as_(MALLORY) as mallory:
+        register(alice, {"name": name, "kind": "http", "url": f"{echo}/q", "queue": queue})
+        for _ in range(backlog):
+            made = alice.post(f"/jobs/{name}/runs", json={"input": {}})
+            assert made.status_code == 202, made.text
+        ours = poll(
+            lambda: alice.get("/stats/series").json(),
+            lambda s: (s["samples"]["queued"][-1] or 0) >= backlog,
+        )
+        for stranger in (eve, mallory):  # an admin of evil and a non-admin
+            theirs = poll(
+                lambda s=stranger: s.get("/stats/series").json(),
+                lambda s: s["at"] >= ours["at"],  # computed from the sample acme saw, or later
+            )
+            queued = [q for q in theirs["samples"]["queued"] if q is not None]
+            assert queued and max(queued) < backlog, theirs["samples"]
+            assert max(w or 0 for w in theirs["samples"]["workers"]) >= 1  # shared: shown

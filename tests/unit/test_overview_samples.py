@@ -1,5 +1,6 @@
 """The overview's windows and the server's ring of samples (``jobsys.http.overview``): bucket
-alignment, one sample per period, the highest sample per bucket, and the failure rate."""
+alignment, one sample per period, the highest sample per bucket, the queues summed per caller,
+and the failure rate."""
 
 from __future__ import annotations
 
@@ -26,15 +27,15 @@ def test_samples_are_taken_once_a_period_and_the_highest_counts_per_bucket() -> 
     taken: list[dt.datetime] = []
 
     def measure(queued: int) -> overview.Sample:
-        return overview.Sample(at=taken[-1], queued=queued, workers=queued % 3)
+        return overview.Sample(at=taken[-1], depths={"jobs": queued}, workers=queued % 3)
 
     for seconds, queued in ((0, 4), (5, 99), (15, 7), (31, 2), (46, 1), (61, 3)):
         taken.append(NOW + dt.timedelta(seconds=seconds))
         samples.take(taken[-1], lambda _now, q=queued: measure(q))
     kept = samples.since(NOW - dt.timedelta(hours=1))
-    assert [s.queued for s in kept] == [4, 7, 2, 1, 3]  # 99 came too soon
+    assert [s.queued({"jobs"}) for s in kept] == [4, 7, 2, 1, 3]  # 99 came too soon
     window = run_series.Window.ending(NOW + dt.timedelta(seconds=61), 300, 60)
-    per = overview._per_bucket(window, kept)
+    per = overview._per_bucket(window, kept, {"jobs"})
     assert per["queued"] == [None, None, None, 7, 3]  # 07:38: 4, 7 and 2; 07:39: 1 and 3
     assert per["workers"] == [None, None, None, 2, 1]
     assert overview._failure_rate(
@@ -42,4 +43,20 @@ def test_samples_are_taken_once_a_period_and_the_highest_counts_per_bucket() -> 
     ) == [None, 0.25, 0.5]
     taken.append(NOW + dt.timedelta(seconds=76))
     samples.take(taken[-1], lambda _now: measure(5))  # a minute kept: the oldest goes
-    assert [s.queued for s in samples.since(NOW - dt.timedelta(hours=1))] == [7, 2, 1, 3, 5]
+    kept = samples.since(NOW - dt.timedelta(hours=1))
+    assert [s.queued({"jobs"}) for s in kept] == [7, 2, 1, 3, 5]
+
+
+def test_a_bucket_sums_only_the_callers_queues() -> None:
+    window = run_series.Window.ending(NOW, 120, 60)
+    points = [
+        overview.Sample(at=NOW - dt.timedelta(seconds=60), depths={"jobs": 2, "a": 40}, workers=1),
+        overview.Sample(at=NOW, depths={"b": 3, "a": 50}, workers=2),
+        overview.Sample(at=NOW, depths=None, workers=2),  # the broker did not answer
+    ]
+    assert overview._per_bucket(window, points, {"jobs", "b"}) == {
+        "queued": [2, 3],
+        "workers": [1, 2],
+    }
+    assert overview._per_bucket(window, points, {"jobs", "a"})["queued"] == [42, 50]
+    assert overview._per_bucket(window, points[2:], {"jobs"})["queued"] == [None, None]
