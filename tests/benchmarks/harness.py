@@ -8,11 +8,14 @@ processes on the benchmark's private Redis.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+import psutil
 
 from jobsys.base import embedded
 from jobsys.ops import bench
@@ -76,6 +79,18 @@ def rss_mib(procs: Sequence[subprocess.Popen[bytes]]) -> list[float]:
     return [mib for p in procs for mib in bench.rss_mib(p)]
 
 
+def pss_mib(procs: Sequence[subprocess.Popen[bytes]]) -> float:
+    """The proportional set size of ``procs`` and their children, summed: what they cost in
+    memory together (a page shared by k processes counts 1/k in each; RSS counts it in each)."""
+    total = 0
+    for proc in procs:
+        main = psutil.Process(proc.pid)
+        for p in [main, *main.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_full_info().pss
+    return round(total / 2**20, 1)
+
+
 def drain(system: System, n: int, processes: int, workdir: Path) -> dict[str, float]:
     """Enqueue ``n`` no-op jobs with no worker running, then start ``processes`` worker
     processes, let them consume once all are up, and time the drain from the first
@@ -94,6 +109,7 @@ def drain(system: System, n: int, processes: int, workdir: Path) -> dict[str, fl
         times = system.finish_times(handles, timeout=max(120, n / 50))
         cpu = cpu_seconds(procs) - cpu_before
         memory = rss_mib(procs)
+        pss = pss_mib(procs)
     finally:
         embedded.stop_all(procs, timeout=30)
     window = max(times) - min(times)
@@ -103,6 +119,7 @@ def drain(system: System, n: int, processes: int, workdir: Path) -> dict[str, fl
         "cpu_s_per_1000": round(1000 * cpu / n, 3),
         "rss_mib_max": max(memory),
         "rss_mib_total": round(sum(memory), 1),
+        "pss_mib_total": pss,
     }
 
 

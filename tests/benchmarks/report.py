@@ -27,6 +27,7 @@ FIGURES: list[tuple[str, str]] = [
     ("rss_mib_max_1", "RSS max 1p"),
     ("rss_mib_max_2", "RSS max 2p"),
     ("rss_mib_total_2", "RSS all 2p"),
+    ("pss_mib_total_2", "PSS all 2p"),
 ]
 
 
@@ -46,6 +47,10 @@ class Target:
         return ratio >= self.limit if self.at_least else ratio <= self.limit
 
 
+PSS = "pss_mib_total_2"
+"""The memory of a system's worker processes draining at 2 processes (every process of it,
+the supervisor or pool's main process included), pages shared between them counted once."""
+
 TARGETS = [
     Target("PG drain >= Celery prefork, 1 process", PG, PREFORK, "drain_per_s_1", 1.0, True),
     Target("PG drain >= Celery prefork, 2 processes", PG, PREFORK, "drain_per_s_2", 1.0, True),
@@ -55,6 +60,8 @@ TARGETS = [
     Target("SQLite drain >= Huey, 2 processes", SQLITE, "huey", "drain_per_s_2", 1.0, True),
     Target("SQLite round trip p50 <= Huey's", SQLITE, "huey", "roundtrip_ms_p50", 1.0, False),
     Target("PG round trip p50 <= Huey's", PG, "huey", "roundtrip_ms_p50", 1.0, False),
+    Target("SQLite workers' memory (PSS, 2p) <= 1.2x prefork's", SQLITE, PREFORK, PSS, 1.2, False),
+    Target("PG workers' memory (PSS, 2p) <= 1.2x prefork's", PG, PREFORK, PSS, 1.2, False),
 ]
 
 
@@ -69,8 +76,16 @@ def summary(runs: Runs) -> dict[str, float | None]:
     for scenario, reps in runs.items():
         if scenario.startswith("drain_"):
             processes = scenario.removeprefix("drain_")
-            for figure in ("drain_per_s", "cpu_s_per_1000", "rss_mib_max", "rss_mib_total"):
-                out[f"{figure}_{processes}"] = median([r[figure] for r in reps])
+            for figure in (
+                "drain_per_s",
+                "cpu_s_per_1000",
+                "rss_mib_max",
+                "rss_mib_total",
+                "pss_mib_total",
+            ):
+                values = [r[figure] for r in reps if figure in r]
+                if values:
+                    out[f"{figure}_{processes}"] = median(values)
             enqueue += [r["enqueue_per_s"] for r in reps]
         elif scenario == "roundtrip_ms":
             for q in ("p50", "p90", "p99"):

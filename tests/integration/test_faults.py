@@ -28,20 +28,22 @@ def all_started(c: Cluster, ids: list[str]) -> bool | NotYet:
     return n == len(ids) or NotYet(f"{n} of {len(ids)} started")
 
 
-def test_sigkill_worker_with_20_runs_in_flight_then_new_worker_completes_all(
+def test_sigkill_worker_with_12_runs_in_flight_then_new_worker_completes_all(
     fresh: Cluster,
 ) -> None:
-    """R1: SIGKILL of the whole worker (main process and children) mid-run."""
-    fresh.start_worker("a", concurrency=20)
-    # Long enough that the first run is still running when the twentieth starts on a loaded
+    """R1: SIGKILL of the whole worker (supervisor and worker processes) mid-run. Twelve
+    processes (not more: each holds up to three PostgreSQL sessions with a run in flight, and
+    the suite runs two tests at once against one server of 100 connections)."""
+    fresh.start_worker("a", concurrency=12)
+    # Long enough that the first run is still running when the last starts on a loaded
     # machine; the second attempts, on the second worker, need not be long.
-    ids = [fresh.client.submit("tests.long_first", {"seconds": 45, "then": 0.2}) for _ in range(20)]
-    eventually(lambda: all_started(fresh, ids), 90, what="the 20 runs to start")
+    ids = [fresh.client.submit("tests.long_first", {"seconds": 45, "then": 0.2}) for _ in range(12)]
+    eventually(lambda: all_started(fresh, ids), 90, what="the 12 runs to start")
     assert all(fresh.store.get(i).state is RunState.RUNNING for i in ids)
     fresh.kill("a", signal.SIGKILL)
-    fresh.start_worker("b", concurrency=10)
+    fresh.start_worker("b", concurrency=6)
     records = fresh.wait_all(ids, timeout=120)
-    assert [r.state for r in records] == [RunState.COMPLETED] * 20
+    assert [r.state for r in records] == [RunState.COMPLETED] * 12
     assert all(r.attempts == 2 and r.lost == 1 for r in records)
     assert all(r.worker is not None and r.worker.startswith("b-") for r in records)
     assert all(fresh.executions(i) == 2 for i in ids)
