@@ -70,7 +70,8 @@ class _Shared:
         self.dynamic_workflows: dict[str, dict[str, Workflow]] = {}
         self.revision: tuple[int, int] | None = None
         self.checked = 0.0
-        self.building = False
+        self.builder: int | None = None
+        """The thread rebuilding the definitions now (its lookups see the catalog only)."""
         self.lock = threading.Lock()
         self.views: dict[str, Registry] = {}
 
@@ -140,8 +141,8 @@ class Registry:
         """Re-read the runtime definitions if they changed (``force``: look now)."""
         shared = self._s
         source = shared.source
-        if source is None or shared.building:
-            return
+        if source is None or shared.builder == threading.get_ident():
+            return  # (a lookup of the rebuild itself; another thread's waits for the lock)
         now = time.monotonic()
         if not force and now - shared.checked < self.REFRESH_SECONDS:
             return
@@ -154,11 +155,11 @@ class Registry:
                 return
             if revision == shared.revision:
                 return
-            shared.building = True
+            shared.builder = threading.get_ident()
             try:
                 self._rebuild(source)
             finally:
-                shared.building = False
+                shared.builder = None
             shared.revision = revision
 
     def _rebuild(self, source: DefinitionSource) -> None:

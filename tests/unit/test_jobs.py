@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import types
 
 import pydantic
@@ -175,3 +176,55 @@ def test_a_jobs_retention_is_checked_when_declared_naming_the_option() -> None:
     ):
         with pytest.raises(JobDeclarationError, match=message):
             retention.declare("r.bad", **{option: value})  # type: ignore[arg-type]
+
+
+class SlowSource:
+    """A definition source whose first rebuild blocks until released, and which has one job
+    ``t.new`` from revision 2 on."""
+
+    def __init__(self, spec: object) -> None:
+        self.spec = spec
+        self.rev = 1
+        self.in_build = threading.Event()
+        self.release = threading.Event()
+        self.builds = 0
+
+    def same_store(self, other: object) -> bool:
+        return other is self
+
+    def revision(self) -> tuple[int, int]:
+        return (self.rev, 0)
+
+    def by_tenant(self) -> dict[str, list[object]]:
+        self.builds += 1
+        if self.builds == 2:  # the rebuild another thread started
+            self.in_build.set()
+            self.release.wait(10)
+        return {"acme": ["t.new"] if self.rev >= 2 else []}
+
+    def build(self, records: list[object], registry: Registry) -> tuple[dict[str, object], list]:
+        return ({"t.new": self.spec} if records else {}), []
+
+    def build_workflow(self, definition: object, registry: Registry) -> object:
+        raise AssertionError("no workflows here")
+
+
+def test_a_lookup_during_another_threads_rebuild_waits_for_it() -> None:
+    """A name registered elsewhere is found by a lookup made while another thread is
+    re-reading the definitions (it waits for that rebuild, then looks again)."""
+
+    @job("t.new", input=In, output=Out)
+    def new(data: In) -> Out:
+        return Out(y=data.x)
+
+    source = SlowSource(new)
+    registry = Registry()
+    registry.attach(source)  # type: ignore[arg-type]
+    view = registry.scoped("acme")
+    source.rev = 2
+    other = threading.Thread(target=registry.refresh, kwargs={"force": True})
+    other.start()
+    assert source.in_build.wait(10)
+    threading.Timer(0.3, source.release.set).start()
+    assert view.get("t.new") is new
+    other.join(10)
