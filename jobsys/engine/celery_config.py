@@ -38,6 +38,10 @@ def celery_config(settings: config.Settings) -> dict[str, Any]:
             # policy (``require_queued``) still retries the publish as a whole.
             "max_retries": 0,
             "socket_connect_timeout": 5,
+            # A command whose reply never comes (a connection cut off mid-command, its peer
+            # gone) fails after this long instead of hanging the process (a beat's publish,
+            # a producer's); a worker's blocking read of its queues waits 1 s at a time.
+            "socket_timeout": 30,
             "socket_keepalive": True,
             "health_check_interval": 25,
             "retry_on_timeout": True,
@@ -67,6 +71,7 @@ def celery_config(settings: config.Settings) -> dict[str, Any]:
         "redis_socket_keepalive": True,
         "redis_retry_on_timeout": True,
         "redis_socket_connect_timeout": 5,
+        "redis_socket_timeout": 30,
         # Events cost a broker round trip each; Flower switches them on in the workers
         # (enable_events) while it watches, or JOBSYS_TASK_EVENTS=1 keeps them always on.
         "worker_send_task_events": settings.task_events,
