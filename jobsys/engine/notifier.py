@@ -100,8 +100,9 @@ class Notifier:
         """One pass: new events into deliveries, then the due deliveries sent; how many were
         sent (delivered or not)."""
         subs = self.runtime.store.subscriptions
-        subs.fan_out()
-        if not subs.any():  # an idle pass: nothing to send (a deleted one's went with it)
+        listening = subs.any()
+        subs.fan_out(listening=listening)
+        if not listening:  # an idle pass: nothing to send (a deleted one's went with it)
             return 0
         sent = 0
         while not self._stop.is_set():

@@ -265,16 +265,30 @@ class SubscriptionStore:
             conn.execute(D.insert().values(**values))
         return _delivery(_Values(values))
 
-    def fan_out(self, batch: int = 1000, pages: int = 10, now: float | None = None) -> int:
+    def _idle_skip(self, now: float, listening: bool) -> bool:
+        """Whether this pass does nothing: nobody listens, and the cursor moved less than
+        ``IDLE_MOVE`` ago (no write, but now and then a move of the cursor)."""
+        if listening:
+            return False
+        if self._idle_moved_at is not None and now - self._idle_moved_at < IDLE_MOVE:
+            return True
+        self._idle_moved_at = now
+        return False
+
+    def fan_out(
+        self,
+        batch: int = 1000,
+        pages: int = 10,
+        now: float | None = None,
+        listening: bool | None = None,
+    ) -> int:
         """Turn the run events past the cursor into deliveries; the number made (or already
         there). One pass reads at most ``pages`` pages of ``batch`` events, each read outside
         a write transaction and its deliveries inserted in one (a short hold of SQLite's
-        lock)."""
+        lock). ``listening``: whether any subscription exists, if the caller just read it."""
         now = time.time() if now is None else now
-        if not self.any():  # nobody listens: no write, but now and then a move of the cursor
-            if self._idle_moved_at is not None and now - self._idle_moved_at < IDLE_MOVE:
-                return 0
-            self._idle_moved_at = now
+        if self._idle_skip(now, self.any() if listening is None else listening):
+            return 0
         with self.engine.begin() as conn:
             cursor = conn.execute(sa.select(C.c.event_id).where(C.c.name == CURSOR)).scalar()
             subs = [_subscription(r) for r in conn.execute(sa.select(S))]
