@@ -100,6 +100,11 @@ class Bridge:
             self.address = f"{PREFIX}.{self.subnet}.1"
             ip("link", "add", self.name, "type", "bridge", "forward_delay", "0")
             try:
+                # Its address pinned: a bridge otherwise takes the lowest address of its ports,
+                # so plugging in a host could change it under the fixed neighbour entries of
+                # the hosts plugged in before, which would lose the bridge (and every service
+                # behind it) for good.
+                ip("link", "set", self.name, "address", mac(self.name))
                 ip("addr", "add", f"{self.address}/24", "dev", self.name)
                 ip("link", "set", self.name, "up")
             except NetnsError:
