@@ -3,6 +3,7 @@ workflow on (the model, ``Workflow`` and ``Step``, is ``jobsys/declare/workflows
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
@@ -277,11 +278,11 @@ class WorkflowStore:
         state: workflows.WorkflowState,
         reason: str | None,
     ) -> WorkflowRecord:
-        if state is not workflows.WorkflowState.COMPLETED:
-            for st in status.values():  # pending and running steps are cancelled
-                for r in st.runs:
-                    if not r.terminal:
-                        self.store.request_cancel(r.id)
+        """End the workflow run ``state``, then cancel its steps still pending or running.
+        The end is written first: a reaper advancing the run meanwhile sees it ended instead
+        of seeing a step this call cancelled and ending it for another reason. Only the
+        call whose write ends the run cancels; a crash between the two leaves steps that
+        finish to no effect (an ended workflow run is never advanced)."""
         output = {
             name: (st.runs[0].output if len(st.runs) == 1 else [r.output for r in st.runs])
             for name, st in status.items()
@@ -289,11 +290,17 @@ class WorkflowStore:
         }
         error = {"message": reason, "reason": state.value} if reason else None
         with self.engine.begin() as conn:
-            conn.execute(
+            ended = conn.execute(
                 W.update()
                 .where(W.c.id == record.id, W.c.state == workflows.WorkflowState.RUNNING.value)
                 .values(state=state.value, output=output, error=error, finished_at=runs.utcnow())
-            )
+            ).rowcount
+        if ended and state is not workflows.WorkflowState.COMPLETED:
+            for st in status.values():  # pending and running steps are cancelled
+                for r in st.runs:
+                    if not r.terminal:
+                        with contextlib.suppress(errors.InvalidTransition):
+                            self.store.request_cancel(r.id)
         return self.get(record.id)
 
     def abandon(self, wf: workflows.Workflow, workflow_id: str, reason: str) -> WorkflowRecord:

@@ -241,6 +241,37 @@ def test_a_submit_that_fails_leaves_no_workflow_running(
     assert record.error is not None and "BrokerUnavailable" in record.error["message"]
 
 
+def test_a_reaper_advancing_a_failed_submit_leaves_its_reason(
+    c: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reaper that advances the workflow run right after its step was cancelled (the
+    submit's clean-up) finds the run already ended with the submit's reason: seen in CI as
+    "step 's' failed" in place of the broker's error."""
+
+    def down(*_: Any, **__: Any) -> None:
+        raise errors.BrokerUnavailable("the broker is down (test)")
+
+    store = c.client.workflows._store
+    cancel = store.store.request_cancel
+
+    def cancel_then_reaper_pass(run_id: str, *args: Any, **kwargs: Any) -> Any:
+        answer = cancel(run_id, *args, **kwargs)
+        (wf_id,) = [r.id for r in c.client.workflows.list() if r.workflow == "adhoc.raced"]
+        store.advance(store.get(wf_id).workflow_def, wf_id, c.client.registry, down)
+        return answer
+
+    monkeypatch.setattr(c.client, "publish_row", down)
+    monkeypatch.setattr(store.store, "request_cancel", cancel_then_reaper_pass)
+    data = {**_flow("x")["workflow"], "name": "adhoc.raced"}
+    with pytest.raises(errors.BrokerUnavailable):
+        c.client.workflows.submit(data, {})
+    (record,) = [r for r in c.client.workflows.list() if r.workflow == "adhoc.raced"]
+    assert record.state is workflows.WorkflowState.FAILED
+    assert record.error is not None and "BrokerUnavailable" in record.error["message"]
+    (step,) = c.client.list(workflow_id=record.id)
+    assert step.state is RunState.CANCELLED
+
+
 def test_a_stored_run_with_an_unbounded_delay_ends_failed(c: Cluster) -> None:
     """A workflow run stored before delays were bounded fails on its next advance instead of
     failing every reaper pass."""
