@@ -7,10 +7,13 @@ lowest to 9 highest, ``base/bounds.py``) becomes the broker's (``broker_priority
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 from celery import Celery
 
 from jobsys.base import bounds
@@ -98,19 +101,60 @@ def publish(
         soft_time_limit=spec.timeout if dynamic else None,
         time_limit=spec.timeout + app.conf.get("jobsys_hard_grace", 10.0) if dynamic else None,
     )
-    with app.producer_or_acquire(producer) as P:
-        app.amqp.send_task_message(
-            P,
-            spec.task or spec.name,
-            message,
-            # Sent through the anonymous exchange (the routing key is the queue): there is
-            # nothing to declare on Redis, and consumers declare the queues they read.
-            queue=spec.queue,
-            declare=[],
-            priority=broker_priority(spec.priority if priority is None else priority),
-            serializer="json",
-            retry=retry,
-        )
+    level = broker_priority(spec.priority if priority is None else priority)
+
+    def send() -> None:
+        with app.producer_or_acquire(producer) as P:
+            app.amqp.send_task_message(
+                P,
+                spec.task or spec.name,
+                message,
+                # Sent through the anonymous exchange (the routing key is the queue): there
+                # is nothing to declare on Redis, and consumers declare the queues they read.
+                queue=spec.queue,
+                declare=[],
+                priority=level,
+                serializer="json",
+                # Never kombu's retry: see ``_with_retries``.
+                retry=False,
+            )
+
+    if producer is not None or not (app.conf.task_publish_retry if retry is None else retry):
+        send()  # (a given producer: a batch or a held message, sent when it is flushed)
+    else:
+        _with_retries(app, send)
+
+
+RETRIED: tuple[type[BaseException], ...] = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+"""The errors of a broker that may answer again: a publish with retries tries again."""
+
+
+def _with_retries(app: Celery, send: Callable[[], None]) -> None:
+    """``send`` under Celery's publish retry policy (``task_publish_retry_policy``).
+
+    Done here, not by kombu: kombu's ``Producer.publish(retry=True)`` writes the policy into
+    its connection's ``transport_options``, a dict every connection of the app shares
+    (``broker_transport_options``). From then on, every publish of the process, those that
+    must fail at once (``max_retries`` 0: a submit whose run then waits in the outbox)
+    included, retried for seconds against a broker that is down."""
+    policy = app.conf.task_publish_retry_policy or {}
+    tries = int(policy.get("max_retries", 3)) + 1
+    start, step = float(policy.get("interval_start", 0)), float(policy.get("interval_step", 0.2))
+    ceiling = float(policy.get("interval_max", 1))
+    for attempt in range(tries):
+        try:
+            send()
+            return
+        except RETRIED:
+            if attempt + 1 >= tries:
+                raise
+            time.sleep(min(start + attempt * step, ceiling))
 
 
 def publish_many(

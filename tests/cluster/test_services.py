@@ -121,11 +121,12 @@ def test_the_broker_stops_and_comes_back_empty_under_producer_load(hosts: Hosts)
     # (slow_submits_after_stop_s in the report): 60 still proves it kept going throughout.
     assert len(outage) >= 60, len(outage)
     assert late <= 10, f"a run submitted in the outage ended {late:.1f} s after the broker's return"
-    # Each submit returns at once (p99 about 40 ms here), but for the one in flight as the
-    # broker dies, which can wait for the broker connection's timeout (5 s): none other
-    # waits for that timeout. The bound is loose for a loaded CI machine (the CI runs two
-    # suites on 2 cores: 0.39 s was seen); the figures above are the measure.
-    assert took[-2] <= 1.0 and took[-1] <= 6, result.extra
+    # Each submit returns at once (p99 about 40 ms here), the one in flight as the broker
+    # dies included: none waits for a connection timeout or a retry policy (a submit with
+    # require_queued retries for 5 s beside them; kombu's retry used to make every other
+    # publish of the process retry too). The bound is loose for a loaded CI machine (the CI
+    # runs two suites on 2 cores); the figures above are the measure.
+    assert took[-1] <= 2.0, result.extra
     assert c.processes["n1"].poll() is None and c.processes["n2"].poll() is None
 
 
