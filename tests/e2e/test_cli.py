@@ -269,9 +269,7 @@ def test_cancel_and_logs_from_the_cli(up: Up) -> None:
         check=True,
     )
     assert json.loads(hashed.stdout)["size"] == 6000
-    hash_id = json.loads(
-        up.jobsys("runs", "list", "--job", "examples.hash_file", "--json", check=True).stdout
-    )[0]["id"]
+    hash_id = hashed.stderr.split("run ", 1)[1].split()[0]
     logs = up.jobsys("runs", "logs", hash_id, "--follow", check=True).stdout
     assert "hashed 6000 bytes" in logs
 
