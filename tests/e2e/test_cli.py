@@ -73,12 +73,39 @@ class Up:
 
         eventually(ready, timeout, 0.2, what="jobsys up's worker to be ready")
 
-    def wait_running(self, run_id: str) -> None:
-        def running() -> bool | NotYet:
-            state = json.loads(self.jobsys("runs", "show", run_id, "--json").stdout)["state"]
-            return state == "running" or NotYet(state)
+    def api(self, path: str, **params: str) -> Any:
+        """One GET of the HTTP API ``up`` serves, with the token it printed: what a wait
+        polls (milliseconds, where a ``jobsys`` process takes a second of CPU to start)."""
+        printed = self.log.read_text(errors="replace")
+        base = re.search(r"http +(http://127\.0\.0\.1:\d+)/", printed)
+        token = re.search(r"token +(\S+)", printed)
+        assert base and token, printed
+        answer = httpx.get(
+            f"{base.group(1)}/api/v1{path}",
+            params=params,
+            headers={"Authorization": f"Bearer {token.group(1)}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()
 
-        eventually(running, 30, 0.2, what=f"run {run_id} to be running")
+    def wait_state(self, run_id: str, state: str, timeout: float = 30) -> None:
+        """Wait until the run is in ``state``, polling the HTTP API (the server may still
+        be starting)."""
+
+        def reached() -> bool | NotYet:
+            now = self.api(f"/runs/{run_id}")["state"]
+            return now == state or NotYet(now)
+
+        eventually(
+            reached, timeout, 0.2, what=f"run {run_id} to be {state}", ignoring=(httpx.HTTPError,)
+        )
+
+    def wait_running(self, run_id: str) -> None:
+        """Wait until the run is running (over HTTP), then check the CLI shows it so."""
+        self.wait_state(run_id, "running")
+        shown = json.loads(self.jobsys("runs", "show", run_id, "--json", check=True).stdout)
+        assert shown["state"] == "running", shown
 
     def jobsys(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -242,9 +269,7 @@ def test_cancel_and_logs_from_the_cli(up: Up) -> None:
         check=True,
     )
     assert json.loads(hashed.stdout)["size"] == 6000
-    hash_id = json.loads(
-        up.jobsys("runs", "list", "--job", "examples.hash_file", "--json", check=True).stdout
-    )[0]["id"]
+    hash_id = hashed.stderr.split("run ", 1)[1].split()[0]
     logs = up.jobsys("runs", "logs", hash_id, "--follow", check=True).stdout
     assert "hashed 6000 bytes" in logs
 
@@ -268,12 +293,15 @@ def test_schedules_from_the_cli_fire_through_beat(up: Up) -> None:
     sid = created["id"]
     assert created["state"] == "active" and created["cadence"] == {"kind": "interval", "every": 1.0}
 
-    def two_fires_completed() -> list[dict[str, object]] | NotYet:
-        listed = json.loads(up.jobsys("runs", "list", "--json", check=True).stdout)
-        made = [r for r in listed if r["schedule_id"] == sid and r["state"] == "completed"]
-        return made if len(made) >= 2 else NotYet(made)
+    def two_fires_completed() -> bool | NotYet:
+        made = up.api("/runs", schedule=sid, state="completed")["runs"]
+        return len(made) >= 2 or NotYet(made)
 
-    made = eventually(two_fires_completed, 30, 0.5, what="two completed fires")
+    eventually(
+        two_fires_completed, 30, 0.5, what="two completed fires", ignoring=(httpx.HTTPError,)
+    )
+    listed = json.loads(up.jobsys("runs", "list", "--json", check=True).stdout)
+    made = [r for r in listed if r["schedule_id"] == sid and r["state"] == "completed"]
     assert len(made) >= 2 and all(r["output"] == 42 for r in made)
     assert all(r["trigger"] == "scheduled" and r["fire_at"] for r in made)
     paused = json.loads(up.jobsys("schedules", "pause", sid, "--json", check=True).stdout)
@@ -357,20 +385,18 @@ def test_a_cancelled_workflow_draws_its_cancelled_step_as_cancelled(up: Up) -> N
     def shown() -> dict[str, Any]:
         return dict(json.loads(up.jobsys("runs", "show", wf_id, "--json", check=True).stdout))
 
-    eventually(lambda: shown()["steps"]["nap"]["runs"], 30, 0.2, what="the step's run")
-    (step_run,) = shown()["steps"]["nap"]["runs"]
-    up.jobsys("workflows", "cancel", wf_id, check=True)
-
-    def run_state() -> str:
-        return str(json.loads(up.jobsys("runs", "show", step_run, "--json").stdout)["state"])
-
-    eventually(
-        lambda: run_state() == "cancelled" or NotYet(run_state()),
+    eventually(  # polled over HTTP; the CLI then shows the same run
+        lambda: up.api("/runs", workflow=wf_id)["runs"],
         30,
         0.2,
-        what="the step's run to end cancelled",
+        what="the step's run",
+        ignoring=(httpx.HTTPError,),
     )
-    assert shown()["state"] == "cancelled" and shown()["steps"]["nap"]["state"] == "cancelled"
+    (step_run,) = shown()["steps"]["nap"]["runs"]
+    up.jobsys("workflows", "cancel", wf_id, check=True)
+    up.wait_state(step_run, "cancelled")
+    ended = shown()
+    assert ended["state"] == "cancelled" and ended["steps"]["nap"]["state"] == "cancelled"
     for command in (("runs", "show", wf_id), ("workflows", "show", wf_id)):
         drawn = up.jobsys(*command, check=True).stdout
         assert "nap cancelled" in drawn and "failed" not in drawn

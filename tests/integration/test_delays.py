@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,8 @@ from jobsys import Principal, RunState, SubmitOptions
 from jobsys.engine import publishing
 from jobsys.service.client import waiting_message
 from jobsys.store import runs, stores
-from tests.cluster import ROOT, Cluster, cluster
+from tests import cli_runner
+from tests.cluster import Cluster, cluster
 from tests.integration.mcp_support import http_session
 from tests.integration.test_store import run_row
 from tests.servers import Serve
@@ -270,20 +270,15 @@ def test_every_interface_takes_a_countdown_and_a_start_time(fresh: Cluster) -> N
     """The CLI's --countdown / --at (with --metadata, --tag, --idempotency-key), the HTTP
     API's and the MCP tools' countdown / start_at; bad values are refused naming the field."""
 
-    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "jobsys", *argv],
-            env={**fresh.env, "COLUMNS": "250"},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def cli(*argv: str, process: bool = False) -> subprocess.CompletedProcess[str]:
+        """In-process (the same click commands, without a process's second of start-up);
+        the first as a real ``python -m jobsys``."""
+        return cli_runner.run({**fresh.env, "COLUMNS": "250"}, argv, process)
 
     follow_up = cli(
         *ADD, "--countdown", "3d",
         "--metadata", "customer=acme", "--metadata", '{"step": 2}', "--tag", "follow-up",
-        "--idempotency-key", "acme-follow-up",
+        "--idempotency-key", "acme-follow-up", process=True,
     )  # fmt: skip
     assert follow_up.returncode == 0, follow_up.stderr
     run_id = follow_up.stdout.strip()

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobsys import Principal, RunState
 from jobsys.service.client import waiting_message
-from tests.cluster import CATALOG, ROOT, Cluster, cluster
+from tests import cli_runner
+from tests.cluster import CATALOG, Cluster, cluster
 from tests.integration.mcp_support import http_session
 from tests.servers import Serve
 from tests.waiting import NotYet, eventually
@@ -188,20 +187,16 @@ def test_every_interface_shows_the_limits_and_why_a_run_waits(two: Cluster) -> N
         sums = [two.client.execute("examples.add", {"a": i, "b": 1}) for i in range(4)]
         assert sums == [1, 2, 3, 4]
 
-        def cli(*argv: str) -> Any:
-            done = subprocess.run(
-                [sys.executable, "-m", "jobsys", *argv],
-                env={**two.env, "COLUMNS": "250"},
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+        def cli(*argv: str, process: bool = False) -> Any:
+            """In-process (the same click commands, without a process's second of
+            start-up); the first as a real ``python -m jobsys``."""
+            done = cli_runner.run({**two.env, "COLUMNS": "250"}, argv, process)
             assert done.returncode == 0, done.stderr
             return done.stdout
 
         declared = {"max_concurrency": 1}
-        assert json.loads(cli("jobs", "show", "tests.gated_solo", "--json"))["limits"] == declared
+        shown_job = json.loads(cli("jobs", "show", "tests.gated_solo", "--json", process=True))
+        assert shown_job["limits"] == declared
         shown = json.loads(cli("runs", "show", queued, "--json"))
         assert shown["state"] == "pending" and shown["waiting"]["reason"] == "concurrency_limit"
         assert "pending (concurrency_limit)" in cli("runs", "list", "--job", "tests.gated_solo")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,7 +17,8 @@ import sqlalchemy as sa
 
 from jobsys import RunState
 from jobsys.declare import cadence
-from tests.cluster import ROOT, Cluster, cluster
+from tests import cli_runner
+from tests.cluster import Cluster, cluster
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -124,24 +123,19 @@ def test_a_secret_is_found_nowhere_but_the_body_gets_it(
         assert "the API refused **********" in (records["fail"].error or {})["message"]
         assert any("**********" in line.message for line in c.client.logs(ids["ok"]))
 
+        shown: list[str] = []
+
         def cli(*args: str) -> str:
-            done = subprocess.run(
-                [sys.executable, "-m", "jobsys", *args],
-                env=c.env,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            """A CLI command: the first as a real ``python -m jobsys``, the rest in-process
+            (the same click commands, without a process's second of start-up each)."""
+            done = cli_runner.run(c.env, args, process=not shown)
             return done.stdout + done.stderr
 
-        shown = [
-            cli("runs", "list", "--json"),
-            *(cli("runs", "show", i, "--json") for i in ids.values()),
-            *(cli("runs", "logs", i) for i in ids.values()),
-            cli("runs", "result", ids["echo"]),
-            cli("schedules", "show", schedule.id, "--json"),
-        ]
+        shown.append(cli("runs", "list", "--json"))
+        shown.extend(cli("runs", "show", i, "--json") for i in ids.values())
+        shown.extend(cli("runs", "logs", i) for i in ids.values())
+        shown.append(cli("runs", "result", ids["echo"]))
+        shown.append(cli("schedules", "show", schedule.id, "--json"))
         places = {
             "database": everything_in_the_database(c),
             "broker redis": everything_in_redis(c.redis),
