@@ -83,7 +83,7 @@ def test_an_actor_completes_a_run_over_http_with_progress_and_a_checked_result(
         assert taken.status_code == 200, taken.text
         t = taken.json()
     assert t["run_id"] == run_id and t["input"] == {"url": "doc-1"} and t["attempt"] == 1
-    assert t["run_token"].startswith("jsr_") and t["lease"] == 2
+    assert t["run_token"].startswith("jsr_") and t["lease"] == 30
     assert t["output_schema"]["required"] == ["verdict", "score"]
     started = run(server, run_id)
     assert started["state"] == "running" and started["worker"] == "actor:agent-7"
@@ -139,7 +139,7 @@ def test_tokens_tenants_and_jobs_that_are_not_external_are_refused(server: Serve
 
 
 def test_a_silent_actor_loses_the_run_and_the_next_one_sees_its_notes(server: Server) -> None:
-    run_id = submit(server, url="long")
+    run_id = submit(server, job="actors.brief", url="long")
     with server.client(AGENT) as agent:
         first = agent.post(f"/api/v1/runs/{run_id}/take").json()
         with server.client(token=first["run_token"]) as actor:
@@ -152,7 +152,7 @@ def test_a_silent_actor_loses_the_run_and_the_next_one_sees_its_notes(server: Se
             return now if now["state"] == "pending" else NotYet(now["state"])
 
         assert eventually(back, timeout=20)["waiting"]["reason"] == "actor"
-        second = agent.post("/api/v1/jobs/actors.review/take").json()
+        second = agent.post("/api/v1/jobs/actors.brief/take").json()
     assert second["run_id"] == run_id and second["attempt"] == 2
     assert [n["message"] for n in second["notes"]] == ["pages 1-3 done"]
     assert second["notes"][0]["attempt"] == 1
@@ -172,7 +172,7 @@ def test_a_run_token_stops_working_once_the_api_token_that_took_the_run_is_revok
 ) -> None:
     c = server.cluster
     record, taker = c.client.admin.create_token(AGENT)
-    run_id = submit(server, url="revoked")
+    run_id = submit(server, job="actors.brief", url="revoked")
     with server.client(token=taker) as agent:
         held = agent.post(f"/api/v1/runs/{run_id}/take").json()
     with server.client(token=held["run_token"]) as actor:
@@ -322,7 +322,7 @@ def test_a_person_does_a_run_from_the_shell(server: Server) -> None:
 def test_actors_taking_at_once_never_take_the_same_run(server: Server) -> None:
     with server.client(ADMIN) as api:
         shown = api.get("/api/v1/jobs/actors.review").json()
-    assert shown["kind"] == "external" and shown["lease"] == 2
+    assert shown["kind"] == "external" and shown["lease"] == 30
     made = {submit(server, url=f"many-{i}") for i in range(6)}
 
     def take_all() -> list[dict[str, Any]]:
