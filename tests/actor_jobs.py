@@ -19,24 +19,17 @@ class Review(pydantic.BaseModel):
     score: int = pydantic.Field(ge=0, le=10)
 
 
-@job(
-    "actors.review",
-    external=True,
-    lease=30,
-    retry=RetryPolicy(max_attempts=2, initial_backoff=0, jitter=0),
-)
+TWICE = RetryPolicy(max_attempts=2, initial_backoff=0, jitter=0)
+
+
+@job("actors.review", external=True, lease=30, retry=TWICE)
 def review(doc: Document) -> Review:
     """A person or an agent reviews a document (a lease long enough for the tests' reports
     on a loaded machine: the tests of a lease running out use ``actors.brief``)."""
     raise NotImplementedError  # (never called: an outside actor does the work)
 
 
-@job(
-    "actors.brief",
-    external=True,
-    lease=2,
-    retry=RetryPolicy(max_attempts=2, initial_backoff=0, jitter=0),
-)
+@job("actors.brief", external=True, lease=2, retry=TWICE)
 def brief(doc: Document) -> Review:
     """``actors.review`` with a 2 s lease: an actor silent past it loses the run."""
     raise NotImplementedError

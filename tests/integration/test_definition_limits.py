@@ -22,6 +22,7 @@ from jobsys.base import errors
 from jobsys.declare import permissions, workflows
 from jobsys.declare.http_jobs import MAX_RESPONSE_BYTES
 from jobsys.store import schema, tokens
+from jobsys.store import workflow_runs as workflows_store
 from tests.cluster import Cluster, cluster
 from tests.servers import Serve
 from tests.waiting import eventually
@@ -226,17 +227,27 @@ def test_the_same_check_holds_for_workflows_given_ad_hoc_in_python(c: Cluster) -
     assert caught.value.step == "s" and caught.value.field == "delay"
 
 
+def _down(*_: Any, **__: Any) -> None:
+    raise errors.BrokerUnavailable("the broker is down (test)")
+
+
+def _submit_with_the_broker_down(
+    c: Cluster, monkeypatch: pytest.MonkeyPatch, name: str
+) -> workflows_store.WorkflowRecord:
+    """Submit an ad hoc workflow ``name`` whose first step cannot be published: the submit
+    raises; the workflow run it recorded."""
+    monkeypatch.setattr(c.client, "publish_row", _down)
+    data = {**_flow("x")["workflow"], "name": name}
+    with pytest.raises(errors.BrokerUnavailable):
+        c.client.workflows.submit(data, {})
+    (record,) = [r for r in c.client.workflows.list() if r.workflow == name]
+    return record
+
+
 def test_a_submit_that_fails_leaves_no_workflow_running(
     c: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def down(*_: Any, **__: Any) -> None:
-        raise errors.BrokerUnavailable("the broker is down (test)")
-
-    monkeypatch.setattr(c.client, "publish_row", down)
-    data = {**_flow("x")["workflow"], "name": "adhoc.down"}
-    with pytest.raises(errors.BrokerUnavailable):
-        c.client.workflows.submit(data, {})
-    (record,) = [r for r in c.client.workflows.list() if r.workflow == "adhoc.down"]
+    record = _submit_with_the_broker_down(c, monkeypatch, "adhoc.down")
     assert record.state is workflows.WorkflowState.FAILED
     assert record.error is not None and "BrokerUnavailable" in record.error["message"]
 
@@ -247,25 +258,17 @@ def test_a_reaper_advancing_a_failed_submit_leaves_its_reason(
     """A reaper that advances the workflow run right after its step was cancelled (the
     submit's clean-up) finds the run already ended with the submit's reason: seen in CI as
     "step 's' failed" in place of the broker's error."""
-
-    def down(*_: Any, **__: Any) -> None:
-        raise errors.BrokerUnavailable("the broker is down (test)")
-
     store = c.client.workflows._store
     cancel = store.store.request_cancel
 
     def cancel_then_reaper_pass(run_id: str, *args: Any, **kwargs: Any) -> Any:
         answer = cancel(run_id, *args, **kwargs)
         (wf_id,) = [r.id for r in c.client.workflows.list() if r.workflow == "adhoc.raced"]
-        store.advance(store.get(wf_id).workflow_def, wf_id, c.client.registry, down)
+        store.advance(store.get(wf_id).workflow_def, wf_id, c.client.registry, _down)
         return answer
 
-    monkeypatch.setattr(c.client, "publish_row", down)
     monkeypatch.setattr(store.store, "request_cancel", cancel_then_reaper_pass)
-    data = {**_flow("x")["workflow"], "name": "adhoc.raced"}
-    with pytest.raises(errors.BrokerUnavailable):
-        c.client.workflows.submit(data, {})
-    (record,) = [r for r in c.client.workflows.list() if r.workflow == "adhoc.raced"]
+    record = _submit_with_the_broker_down(c, monkeypatch, "adhoc.raced")
     assert record.state is workflows.WorkflowState.FAILED
     assert record.error is not None and "BrokerUnavailable" in record.error["message"]
     (step,) = c.client.list(workflow_id=record.id)
