@@ -165,3 +165,16 @@ def locked(engine: sa.Engine, key: int) -> Iterator[sa.Connection]:
             conn.exec_driver_sql("ROLLBACK")
             raise
         conn.exec_driver_sql("COMMIT")
+
+
+def insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """An ``INSERT`` into ``table`` of ``conn``'s database, with its ``on_conflict_do_nothing``
+    (PostgreSQL's or SQLite's; the dialect is imported when first used, so a process on
+    SQLite never loads PostgreSQL's)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)

@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobsys.store import schema, search
+from jobsys.store import database, schema, search
 
 E = schema.embeddings
 P = schema.embed_progress
@@ -157,7 +157,7 @@ class SemanticStore:
 
     def _ensure_progress(self, conn: sa.Connection) -> None:
         conn.execute(
-            _insert(conn, P)
+            database.insert(conn, P)
             .values(name="runs", done_to=0, settled_to=0, holder=None, until=0.0)
             .on_conflict_do_nothing()
         )
@@ -172,7 +172,7 @@ class SemanticStore:
 
     def _insert(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
-            conn.execute(_insert(conn, E).on_conflict_do_nothing(), rows)
+            conn.execute(database.insert(conn, E).on_conflict_do_nothing(), rows)
 
     def index_jobs(self, embed: Embed, texts: Mapping[str, str]) -> int:
         """Embed each job's text (name -> text) whose vector is missing or out of date, and
@@ -306,15 +306,3 @@ def delete_runs(conn: sa.Connection, run_ids: Sequence[str]) -> None:
     """Drop the vectors of runs being deleted, in the caller's transaction."""
     if run_ids:
         conn.execute(E.delete().where(E.c.kind == "run", E.c.ref.in_(list(run_ids))))
-
-
-def _insert(conn: sa.Connection, table: sa.Table) -> Any:
-    """An ``INSERT`` into ``table`` that can ignore a key already there, on either database
-    (the dialect is imported when first used: a SQLite process never loads PostgreSQL's)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(table)
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert(table)

@@ -38,7 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobsys.base import errors
-from jobsys.store import schema
+from jobsys.store import database, schema
 
 S = schema.subscriptions
 D = schema.deliveries
@@ -294,7 +294,9 @@ class SubscriptionStore:
             subs = [_subscription(r) for r in conn.execute(sa.select(S))]
             if cursor is None:
                 conn.execute(
-                    _insert(conn, C).values(name=CURSOR, event_id=0).on_conflict_do_nothing()
+                    database.insert(conn, C)
+                    .values(name=CURSOR, event_id=0)
+                    .on_conflict_do_nothing()
                 )
             start = int(cursor or 0)
             if not subs:  # nobody listens: every event so far is done with
@@ -317,7 +319,7 @@ class SubscriptionStore:
             ]
             if new:
                 with self.engine.begin() as conn:
-                    conn.execute(_insert(conn, D).on_conflict_do_nothing(), new)
+                    conn.execute(database.insert(conn, D).on_conflict_do_nothing(), new)
             seen.extend(rows)
             made += len(new)
             if len(rows) < batch:
@@ -427,17 +429,6 @@ class _Values:
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
-
-
-def _insert(conn: sa.Connection, table: sa.Table) -> Any:
-    """An ``INSERT`` into ``table`` that can ignore a key already there, on either database."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(table)
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert(table)
 
 
 _EVENTS = (
