@@ -372,13 +372,18 @@ class RunStore(Recovery):
         with self.engine.begin() as conn:
             if actor is not None:
                 events.action(conn, run_id, current.attempts, actor, {"action": "cancel_requested"})
-            if not self._end.cancel_waiting(conn, run_id, utcnow()):
-                conn.execute(
-                    T.update()
-                    .where(T.c.id == run_id, T.c.state == RunState.RUNNING.value)
-                    .values(cancel_requested=True)
-                )
+            self.cancel_in(conn, run_id)
         return self.get(run_id)
+
+    def cancel_in(self, conn: sa.Connection, run_id: str) -> None:
+        """``request_cancel``'s change, in the caller's transaction: a run not started yet is
+        cancelled, a running one flagged for its worker to stop, an ended one left as it is."""
+        if not self._end.cancel_waiting(conn, run_id, utcnow()):
+            conn.execute(
+                T.update()
+                .where(T.c.id == run_id, T.c.state == RunState.RUNNING.value)
+                .values(cancel_requested=True)
+            )
 
 
 def _complete(rows: Sequence[dict[str, Any]], now: dt.datetime | None) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@ workflow on (the model, ``Workflow`` and ``Step``, is ``jobsys/declare/workflows
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
@@ -278,11 +277,10 @@ class WorkflowStore:
         state: workflows.WorkflowState,
         reason: str | None,
     ) -> WorkflowRecord:
-        """End the workflow run ``state``, then cancel its steps still pending or running.
-        The end is written first: a reaper advancing the run meanwhile sees it ended instead
-        of seeing a step this call cancelled and ending it for another reason. Only the
-        call whose write ends the run cancels; a crash between the two leaves steps that
-        finish to no effect (an ended workflow run is never advanced)."""
+        """End the workflow run ``state``, cancelling its steps still pending or running in
+        the same transaction. The end is guarded (only a running workflow run ends): of two
+        callers ending it at once (a failed submit's clean-up, a reaper advancing it), the
+        first to commit says why, and the other changes nothing."""
         output = {
             name: (st.runs[0].output if len(st.runs) == 1 else [r.output for r in st.runs])
             for name, st in status.items()
@@ -295,12 +293,11 @@ class WorkflowStore:
                 .where(W.c.id == record.id, W.c.state == workflows.WorkflowState.RUNNING.value)
                 .values(state=state.value, output=output, error=error, finished_at=runs.utcnow())
             ).rowcount
-        if ended and state is not workflows.WorkflowState.COMPLETED:
-            for st in status.values():  # pending and running steps are cancelled
-                for r in st.runs:
-                    if not r.terminal:
-                        with contextlib.suppress(errors.InvalidTransition):
-                            self.store.request_cancel(r.id)
+            if ended and state is not workflows.WorkflowState.COMPLETED:
+                for st in status.values():  # pending and running steps are cancelled
+                    for r in st.runs:
+                        if not r.terminal:
+                            self.store.cancel_in(conn, r.id)
         return self.get(record.id)
 
     def abandon(self, wf: workflows.Workflow, workflow_id: str, reason: str) -> WorkflowRecord:

@@ -5,11 +5,12 @@ both), so nothing half-made is left running."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socketserver
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,24 +256,48 @@ def test_a_submit_that_fails_leaves_no_workflow_running(
 def test_a_reaper_advancing_a_failed_submit_leaves_its_reason(
     c: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A reaper that advances the workflow run right after its step was cancelled (the
-    submit's clean-up) finds the run already ended with the submit's reason: seen in CI as
-    "step 's' failed" in place of the broker's error."""
+    """A reaper that advances the workflow run after each commit of the submit's clean-up
+    leaves the run to end with the submit's reason: seen in CI as "step 's' failed" in place
+    of the broker's error, when the step's cancel was committed before the workflow's end."""
     store = c.client.workflows._store
-    cancel = store.store.request_cancel
+    passes: list[str] = []
 
-    def cancel_then_reaper_pass(run_id: str, *args: Any, **kwargs: Any) -> Any:
-        answer = cancel(run_id, *args, **kwargs)
-        (wf_id,) = [r.id for r in c.client.workflows.list() if r.workflow == "adhoc.raced"]
+    def reaper_pass() -> None:  # once a step's cancel is committed, as the race had it
+        if passes:
+            return
+        made = [r.id for r in c.client.workflows.list() if r.workflow == "adhoc.raced"]
+        steps = c.client.list(workflow_id=made[0]) if made else []
+        if not any(r.state is RunState.CANCELLED for r in steps):
+            return
+        (wf_id,) = made
+        passes.append("running")
         store.advance(store.get(wf_id).workflow_def, wf_id, c.client.registry, _down)
-        return answer
+        passes[-1] = "done"
 
-    monkeypatch.setattr(store.store, "request_cancel", cancel_then_reaper_pass)
+    for owner in (store, store.store):
+        monkeypatch.setattr(owner, "engine", _AfterEachCommit(owner.engine, reaper_pass))
     record = _submit_with_the_broker_down(c, monkeypatch, "adhoc.raced")
+    assert passes, "no reaper pass ran between the clean-up's commits"
     assert record.state is workflows.WorkflowState.FAILED
     assert record.error is not None and "BrokerUnavailable" in record.error["message"]
     (step,) = c.client.list(workflow_id=record.id)
     assert step.state is RunState.CANCELLED
+
+
+class _AfterEachCommit:
+    """An engine whose ``begin`` blocks call ``after`` once they have committed."""
+
+    def __init__(self, engine: sa.Engine, after: Callable[[], None]) -> None:
+        self._engine, self._after = engine, after
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        with self._engine.begin() as conn:
+            yield conn
+        self._after()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
 
 
 def test_a_stored_run_with_an_unbounded_delay_ends_failed(c: Cluster) -> None:
