@@ -13,8 +13,9 @@ On PostgreSQL these connections are in autocommit: each statement is one transac
 round trip, where the driver's implicit ``BEGIN`` and the ``COMMIT`` made three (measured on
 loopback: 313 us for an autocommitted UPDATE against 595 us for BEGIN, UPDATE, COMMIT). Each
 statement here is a transaction on its own; several rows inserted together are still one
-(``_transaction``). Commits stay synchronous: a completion is durable before its result is
-published.
+(``_transaction``). The insert and the end wait for the commit to be durable (a completion is
+durable before its result is published); on PostgreSQL the claim does not (``_NO_FLUSH_WAIT``:
+losing a claim to a crash of the server only makes the run run again).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _WAITING = run_states.sql_list(run_states.WAITING)
 """The states a run is claimed from (``run_states.WAITING``, which a test checks against the
 state machine's ``sources(RUNNING)``)."""
 
-_CLAIM = (
+_CLAIM_UPDATE = (
     "UPDATE jobsys_runs SET state = 'running', attempts = attempts + 1, "
     "started_at = COALESCE(started_at, :now), lease_expires_at = :lease_at, "
     "deadline_at = :deadline, worker = :worker, worker_pid = :pid, next_attempt_at = NULL, "
@@ -45,9 +46,28 @@ _CLAIM = (
     f"WHERE id = :rid AND dispatch = :dispatch AND state IN {_WAITING} "
     "AND cancel_requested = false "
     f"AND {pauses.NOT_PAUSED} "  # a paused run is parked instead (``pauses.py``)
+)
+_RETURNING = (
     "RETURNING attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
     "workflow_id, timeout, max_attempts, has_dependents, priority"
 )
+_NO_FLUSH_WAIT = "AND set_config('synchronous_commit', 'off', true) = 'off' "
+"""On PostgreSQL, the claim's transaction does not wait for its WAL to reach the disk
+(``synchronous_commit`` off for this one statement's transaction, set in its own WHERE so that
+it stays one round trip). Nothing but a crash of the PostgreSQL server (or of its machine)
+within the WAL writer's delay (``wal_writer_delay``, 200 ms by default) can lose such a claim,
+and what it loses is safe to lose: the run is back in the state it was claimed from, its
+message was taken, so the reconciler publishes it again once the message counts as lost
+(``JOBSYS_RECONCILE_SECONDS``), and it runs again: at least once, as every run. The attempt
+whose claim was lost records no end while the run waits (every end is guarded on a running
+attempt); if it is still running when the run runs again, under the same attempt number, the
+first of the two to end records its end and the other's is refused. Every other statement
+waits for its flush: the insert (a submit returns a run that exists) and the end (a completion
+is durable before its result is published); the end's flush also covers the claim before it,
+as the WAL is written in order (``tests/integration/test_database_crash.py`` crashes a server
+to show all of it)."""
+_CLAIM = _CLAIM_UPDATE + _RETURNING
+_CLAIM_NO_WAIT = _CLAIM_UPDATE + _NO_FLUSH_WAIT + _RETURNING
 _CLAIMED = (
     "SELECT attempts, meta, schedule_id, fire_at, trigger, input, principal, sealed, "
     "workflow_id, timeout, max_attempts, has_dependents, priority FROM jobsys_runs "
@@ -81,6 +101,11 @@ class HotPath:
         self._disconnects: tuple[type[BaseException], ...] = ()
         if self.dialect not in DIALECTS:
             raise ValueError(f"no hot path for the {self.dialect!r} dialect")
+        columns = list(schema.runs.c)
+        self._readers = [(c.name, reader(self.dialect, c)) for c in columns]
+        get = f"SELECT {', '.join(c.name for c in columns)} FROM jobsys_runs WHERE id = :rid"
+        self._get = self.statement(get)
+        self._get_in_tenant = self.statement(get + " AND tenant = :tenant")
         if self.dialect == "postgresql":
             import psycopg
             from psycopg.types.json import Jsonb
@@ -94,7 +119,7 @@ class HotPath:
             self.integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
 
             self._json: Any = Jsonb
-            self._claim = _pyformat(_CLAIM)
+            self._claim = _pyformat(_CLAIM_NO_WAIT)
             self._claimed = _pyformat(_CLAIMED)
             self._autocommit = True
         else:
@@ -175,6 +200,24 @@ class HotPath:
             "max_attempts": int(max_attempts),
             "has_dependents": bool(has_dependents),
             "priority": int(priority),
+        }
+
+    def run(self, run_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        """One run's row (in ``tenant``, if given) as SQLAlchemy would read it: aware UTC
+        datetimes, decoded JSON, booleans; ``None`` if there is none. Every ``wait`` and
+        status poll reads a run: on PostgreSQL this is one round trip, where a pooled
+        connection took four (the pool's liveness check, ``BEGIN``, the query, ``ROLLBACK``)."""
+        if tenant is None:
+            row, _, _ = self._execute(self._get, {"rid": run_id}, fetch=True)
+        else:
+            row, _, _ = self._execute(
+                self._get_in_tenant, {"rid": run_id, "tenant": tenant}, fetch=True
+            )
+        if row is None:
+            return None
+        return {
+            name: (read(value) if read is not None and value is not None else value)
+            for (name, read), value in zip(self._readers, row, strict=True)
         }
 
     def dependents(self, run_id: str) -> list[str]:
@@ -346,6 +389,23 @@ def converter(dialect: str, column: sa.Column[Any]) -> Any:
     if isinstance(kind, schema.UTCDateTime):
         return _pg_time if dialect == "postgresql" else _sqlite_time
     return None
+
+
+def reader(dialect: str, column: sa.Column[Any]) -> Any:
+    """How a value of ``column`` read on the driver becomes what its type reads (``None``:
+    as it is); ``None`` values are never converted."""
+    kind = column.type
+    if isinstance(kind, schema.JSON):
+        return None if dialect == "postgresql" else _json  # (psycopg decodes JSONB)
+    if isinstance(kind, schema.UTCDateTime):
+        return _pg_time if dialect == "postgresql" else _from_sqlite_time
+    if isinstance(kind, sa.Boolean) and dialect == "sqlite":
+        return bool
+    return None
+
+
+def _from_sqlite_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
 
 
 def _pyformat(sql: str) -> str:
