@@ -100,14 +100,13 @@ class RunReads:
         return record(row) if row else None
 
     def get(self, run_id: str, tenant: str | None = None) -> RunRecord:
-        with self.engine.connect() as conn:
-            if tenant is None:
-                row = conn.execute(_GET, {"rid": run_id}).first()
-            else:
-                row = conn.execute(_GET_IN_TENANT, {"rid": run_id, "tenant": tenant}).first()
-        if row is None:
+        """The run's record (``tenant``'s run only, if given), read on the hot path's
+        connections (``hotsql.HotPath.run``)."""
+        data = self._hot.run(run_id, tenant)
+        if data is None:
             raise errors.RunNotFound(run_id)
-        return record(row)
+        data["state"] = RunState(data["state"])
+        return RunRecord(**data)
 
     def select(self, f: RunFilter) -> list[RunRecord]:
         query = sa.select(T).order_by(T.c.created_at.desc(), T.c.id.desc()).limit(f.limit)
@@ -235,10 +234,6 @@ class RunReads:
         )
         with self.engine.connect() as conn:
             return [record(r) for r in conn.execute(query)]
-
-
-_GET = sa.select(T).where(T.c.id == sa.bindparam("rid"))
-_GET_IN_TENANT = _GET.where(T.c.tenant == sa.bindparam("tenant"))
 
 
 def _has_tag(dialect: str) -> sa.TextClause:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from jobsys import RetryPolicy, job
 from jobsys.base import errors
-from jobsys.store import hotsql, migrations, runs, schema
+from jobsys.store import hotsql, migrations, records, runs, schema
 from jobsys.store.runs import RunState
 from jobsys.worker import context, execute
 from tests.waiting import NotYet, eventually
@@ -349,6 +349,34 @@ def test_hot_path_writes_read_back_like_the_rest_of_the_store(store: runs.RunSto
     # Runs the hot path wrote sort and filter with the ones SQLAlchemy wrote.
     listed = store.select(runs.RunFilter(state=RunState.COMPLETED))
     assert [x.id for x in listed] == [r.id]
+
+
+def test_a_record_read_on_the_hot_path_equals_sqlalchemys(store: runs.RunStore) -> None:
+    """``get`` reads on the driver: every column must come back as SQLAlchemy reads it."""
+    r = make_run(
+        store,
+        input={"nested": {"list": [1, 2.5, None, "ü"], "flag": True}, "big": 2**63},
+        meta={"retry": {"base": 1.0}},
+        tags=["a", "b"],
+        has_dependents=True,
+    )
+    store.claim(r.id, dispatch=1, lease=5, timeout=10, now=NOW)
+    store.write_progress(r.id, {"pct": 40.0, "message": "almost"})
+    store.request_cancel(r.id)
+    store.fail(r.id, 1, {"type": "Boom", "message": "bad", "details": [1, {"k": None}]})
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(schema.runs).where(schema.runs.c.id == r.id)).one()
+    through_sqlalchemy = records.record(row)
+    hot = store.get(r.id)
+    assert hot == through_sqlalchemy
+    assert hot.cancel_requested is True and hot.has_dependents is True
+    assert hot.started_at == NOW and hot.finished_at is not None
+    assert hot.finished_at.tzinfo is dt.UTC and hot.input["big"] == 2**63
+    assert store.get(r.id, "default") == through_sqlalchemy
+    with pytest.raises(errors.RunNotFound):
+        store.get(r.id, "another-tenant")
+    with pytest.raises(errors.RunNotFound):
+        store.get("no-such-run")
 
 
 @pytest.mark.skipif(
