@@ -20,7 +20,6 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -29,6 +28,7 @@ import sqlalchemy as sa
 from jobsys.store import runs, stores
 from jobsys.store.runs import RunState
 from tests.cluster.services import free_port
+from tests.integration.test_store import make_run
 from tests.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
@@ -151,34 +151,14 @@ def server() -> Iterator[Server]:
         made.stop()
 
 
-def _run(store: runs.RunStore, **values: Any) -> str:
-    run_id = runs.new_run_id()
-    row = {
-        "id": run_id,
-        "job": "t.job",
-        "job_version": "1",
-        "queue": "jobs",
-        "priority": 5,
-        "input": {"n": 1},
-        "max_attempts": 3,
-        "timeout": 10.0,
-        "principal": {"id": "p"},
-        "principal_id": "p",
-        "tenant": "default",
-        **values,
-    }
-    assert store.create(row) is not None
-    return run_id
-
-
 def test_a_crash_keeps_submits_and_ends_and_a_forgotten_claim_runs_again(server: Server) -> None:
     store = stores.Store.open(server.url)
     try:
-        ended = _run(store)
+        ended = make_run(store).id
         claim = store.claim(ended, dispatch=1, lease=30, timeout=10)
         assert claim is not None and store.complete(ended, claim.attempt, {"done": True})
-        claimed = _run(store)
-        submitted = _run(store)
+        claimed = make_run(store).id
+        submitted = make_run(store).id
         server.hold_wal_writer()
         claim = store.claim(claimed, dispatch=1, lease=30, timeout=10)
         assert claim is not None and claim.attempt == 1
