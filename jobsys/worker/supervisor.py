@@ -17,6 +17,7 @@ catalog itself (so a restarted one runs the code on disk now).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -190,14 +191,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queues", "-Q", default=None)
     args = parser.parse_args(argv)
     names = node_names(args.hostname, args.concurrency)
-    grace = config.Settings.from_env().shutdown_grace_seconds
+    settings = config.Settings.from_env()
     worker = importlib.import_module(WORKER_MODULE)
-    worker.preload()
+    worker.preload(settings.database_url)
+    # What is loaded now is shared with the worker processes until one writes to it; the
+    # collector's passes write to every object they visit, so without this each worker
+    # process soon held its own copy of most of these pages (PSS of a 2-process worker on
+    # PostgreSQL: 155 MiB without, 132 MiB with; with its driver preloaded too, 124 MiB).
+    gc.collect()
+    gc.freeze()
     try:
         return Supervisor(
             lambda name: solo_worker_argv(name, args.loglevel, args.queues),
             names,
-            stop_timeout=grace + HAND_BACK_SECONDS,
+            stop_timeout=settings.shutdown_grace_seconds + HAND_BACK_SECONDS,
         ).run()
     except BecomeWorker as child:  # in a forked child: the supervisor's frames are gone
         code: int = worker.main(child.argv)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -21,6 +23,23 @@ def test_solo_argv_runs_the_inline_worker_module() -> None:
     assert supervisor.WORKER_MODULE == "workers.inline"
     argv = supervisor.solo_worker_argv("w-1@%h", "INFO", "a,b")
     assert argv == ["--hostname=w-1@%h", "--loglevel=INFO", "--queues=a,b"]
+
+
+@pytest.mark.parametrize(
+    ("url", "loaded"),
+    [("sqlite:////tmp/runs.db", False), ("postgresql+psycopg://u@db/jobsys", True)],
+)
+def test_preload_imports_the_database_driver_of_the_run_store_only(url: str, loaded: bool) -> None:
+    """The supervisor shares the PostgreSQL driver with its worker processes; a SQLite worker
+    never loads it (a fresh interpreter: this one may have loaded it already)."""
+    probe = (
+        "import sys, workers.inline as w; w.preload(sys.argv[1]); "
+        "print('psycopg' in sys.modules, 'sqlalchemy.dialects.postgresql' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, url], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == [str(loaded), str(loaded)]
 
 
 def test_soft_limit_raises_inside_the_body_only() -> None:
