@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from celery.utils.nodenames import default_nodename, host_format
 
+from jobsys.store import database
+
 PRELOADED = (
     "celery.apps.worker",
     "celery.backends.redis",
@@ -35,8 +37,8 @@ each worker process imports them)."""
 def preload(database_url: str) -> None:
     """Import the libraries of a worker process (in the supervisor, before it forks), the
     database driver of ``database_url`` among them."""
-    postgresql = database_url.startswith(("postgres://", "postgresql"))
-    for module in PRELOADED + (POSTGRESQL if postgresql else ()):
+    postgresql = POSTGRESQL if database.is_postgresql(database_url) else ()
+    for module in PRELOADED + postgresql:
         importlib.import_module(module)
 
 

@@ -65,6 +65,11 @@ class Limits:
         }
 
 
+def is_postgresql(url: str) -> bool:
+    """Whether the store URL names a PostgreSQL database (any driver, or none)."""
+    return url.startswith(("postgres://", "postgresql"))
+
+
 def make_engine(url: str, limits: Limits | None = None) -> sa.Engine:
     """An engine for the store URL; SQLite gets WAL and a fine-grained wait for its write
     lock, for many processes; PostgreSQL gets ``limits`` (every wait bounded)."""

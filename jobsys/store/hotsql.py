@@ -54,18 +54,18 @@ _RETURNING = (
 _NO_FLUSH_WAIT = "AND set_config('synchronous_commit', 'off', true) = 'off' "
 """On PostgreSQL, the claim's transaction does not wait for its WAL to reach the disk
 (``synchronous_commit`` off for this one statement's transaction, set in its own WHERE so that
-it stays one round trip). Nothing but a crash of the PostgreSQL server (or of its machine)
-within the WAL writer's delay (``wal_writer_delay``, 200 ms by default) can lose such a claim,
-and what it loses is safe to lose: the run is back in the state it was claimed from, its
-message was taken, so the reconciler publishes it again once the message counts as lost
-(``JOBSYS_RECONCILE_SECONDS``), and it runs again: at least once, as every run. The attempt
-whose claim was lost records no end while the run waits (every end is guarded on a running
-attempt); if it is still running when the run runs again, under the same attempt number, the
-first of the two to end records its end and the other's is refused. Every other statement
+it stays one round trip). Nothing but a crash of the PostgreSQL server (or of its machine, or a
+failover to a standby) within the WAL writer's delay (``wal_writer_delay``, 200 ms by default)
+can lose such a claim, and what it loses is safe to lose: the run is back in the state it was
+claimed from, its message was taken, so the reconciler publishes it again once the message
+counts as lost (``JOBSYS_RECONCILE_SECONDS``), and it runs again: at least once, as every run.
+The attempt whose claim was lost records no end while the run waits (every end is guarded on a
+running attempt); if it is still running when the run runs again, under the same attempt number,
+the first of the two to end records its end and the other's is refused. Every other statement
 waits for its flush: the insert (a submit returns a run that exists) and the end (a completion
-is durable before its result is published); the end's flush also covers the claim before it,
-as the WAL is written in order (``tests/integration/test_database_crash.py`` crashes a server
-to show all of it)."""
+is durable before its result is published); the end's flush also covers the claim before it, as
+the WAL is written in order (``tests/integration/test_database_crash.py`` crashes a server to
+show all of it)."""
 _CLAIM = _CLAIM_UPDATE + _RETURNING
 _CLAIM_NO_WAIT = _CLAIM_UPDATE + _NO_FLUSH_WAIT + _RETURNING
 _CLAIMED = (

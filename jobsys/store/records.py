@@ -234,6 +234,10 @@ class ReapResult:
 
 def record(row: sa.Row[Any]) -> RunRecord:
     """A row of ``jobsys_runs`` as a ``RunRecord``."""
-    data = row._asdict()
+    return from_columns(row._asdict())
+
+
+def from_columns(data: dict[str, Any]) -> RunRecord:
+    """A ``RunRecord`` of every column of a ``jobsys_runs`` row, by name, typed as read."""
     data["state"] = RunState(data["state"])
     return RunRecord(**data)

@@ -27,7 +27,7 @@ from jobsys.store import (
     terminal,
 )
 from jobsys.store.pauses import is_parked
-from jobsys.store.records import LogLine, RunFilter, RunRecord, record
+from jobsys.store.records import LogLine, RunFilter, RunRecord, from_columns, record
 from jobsys.store.run_states import RunState
 
 T = schema.runs
@@ -105,8 +105,7 @@ class RunReads:
         data = self._hot.run(run_id, tenant)
         if data is None:
             raise errors.RunNotFound(run_id)
-        data["state"] = RunState(data["state"])
-        return RunRecord(**data)
+        return from_columns(data)
 
     def select(self, f: RunFilter) -> list[RunRecord]:
         query = sa.select(T).order_by(T.c.created_at.desc(), T.c.id.desc()).limit(f.limit)
